@@ -1,0 +1,324 @@
+"""Carrier binds: the router as an SMPP ESME towards each carrier's SMSC.
+
+Each carrier gets `sessions` binds (transceiver, or a transmitter plus a
+receiver), each kept up by its own reconnect loop with exponential backoff.
+Submits go to the bound link with the most free window; receipts coming
+back as deliver_sm are handed to the engine and answered once committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import structlog
+
+from connectors.smpp import (
+    BindReceiver,
+    BindTransceiver,
+    BindTransmitter,
+    CommandStatus,
+    DeliverSm,
+    MessageState,
+    Pdu,
+    Role,
+    SubmitSm,
+    Tag,
+    get_tlv,
+)
+from connectors.smpp.receipt import ReceiptStatus, normalize_stat, parse_receipt
+from connectors.smpp.text import concat_udh, pack_septets
+from connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
+from router import metrics
+from router.admission import payloads
+from router.config import CarrierConfig
+from router.engine import CarrierError
+from router.messages import Message, Status
+from router.senders import smpp_address
+from router.store import CarrierReceipt
+
+log = structlog.get_logger("carrier")
+
+# SMPP 3.4 §5.1.3 statuses that say "not now" rather than "never": the part
+# is retried (on the next candidate carrier first).
+TEMPORARY_STATUSES = frozenset(
+    {
+        CommandStatus.ESME_RSYSERR,
+        CommandStatus.ESME_RMSGQFUL,
+        CommandStatus.ESME_RTHROTTLED,
+        CommandStatus.ESME_RX_T_APPN,
+    }
+)
+
+# Receipt outcomes (normalised stat words) → our final message status.
+_FINAL_OF_RECEIPT = {
+    ReceiptStatus.DELIVERED: Status.DELIVERED,
+    ReceiptStatus.UNDELIVERED: Status.UNDELIVERED,
+    ReceiptStatus.EXPIRED: Status.EXPIRED,
+    ReceiptStatus.REJECTED: Status.REJECTED,
+    ReceiptStatus.DELETED: Status.UNDELIVERED,
+    ReceiptStatus.UNKNOWN: Status.UNDELIVERED,
+}
+_STATUS_OF_STATE = {
+    MessageState.DELIVERED: ReceiptStatus.DELIVERED,
+    MessageState.EXPIRED: ReceiptStatus.EXPIRED,
+    MessageState.DELETED: ReceiptStatus.DELETED,
+    MessageState.UNDELIVERABLE: ReceiptStatus.UNDELIVERED,
+    MessageState.ACCEPTED: ReceiptStatus.ACCEPTED,
+    MessageState.UNKNOWN: ReceiptStatus.UNKNOWN,
+    MessageState.REJECTED: ReceiptStatus.REJECTED,
+    MessageState.ENROUTE: ReceiptStatus.ENROUTE,
+}
+
+
+def status_code(status: int) -> str:
+    """`smpp:0x0000000B`, the contract's error_code for a command_status."""
+    return f"smpp:0x{status:08X}"
+
+
+def build_submit_sm(message: Message, part: int, cfg: CarrierConfig) -> SubmitSm:
+    """The submit_sm for one part of a message, as this carrier wants it."""
+    if not message.payloads:
+        message.payloads = payloads(message)
+    data = message.payloads[part]
+    udh = message.udh
+    if udh is None and message.parts > 1:
+        # TS 23.040 §9.2.3.24.1: one reference for all parts of a message.
+        udh = concat_udh(message.id.int & 0xFF, message.parts, part + 1)
+    if cfg.gsm_packed and message.data_coding == 0:
+        # Septets after a UDH start on a septet boundary (TS 23.040 §9.2.3.16).
+        fill = (7 - (len(udh) * 8) % 7) % 7 if udh else 0
+        data = pack_septets(data, fill)
+    src = smpp_address(message.sender)
+    dst = smpp_address(message.recipient)
+    return SubmitSm(
+        source_addr_ton=src.ton,
+        source_addr_npi=src.npi,
+        source_addr=src.addr,
+        dest_addr_ton=dst.ton,
+        dest_addr_npi=dst.npi,
+        destination_addr=dst.addr,
+        esm_class=0x40 if udh else 0,
+        registered_delivery=1,
+        data_coding=message.data_coding,
+        short_message=(udh or b"") + data,
+    )
+
+
+def receipt_of(carrier: str, pdu: DeliverSm) -> CarrierReceipt | None:
+    """A carrier's receipt (text, TLVs or both) as our operation, or None
+    when it is an intermediate notification that ends nothing."""
+    parsed = parse_receipt(pdu.short_message) if pdu.short_message else None
+    tlv_id = get_tlv(pdu, Tag.RECEIPTED_MESSAGE_ID)
+    carrier_id = tlv_id if isinstance(tlv_id, str) and tlv_id else (parsed.id if parsed else "")
+    state = get_tlv(pdu, Tag.MESSAGE_STATE)
+    if parsed is not None and parsed.stat:
+        outcome = normalize_stat(parsed.stat)
+    elif isinstance(state, int):
+        outcome = _STATUS_OF_STATE.get(state, ReceiptStatus.UNKNOWN)  # type: ignore[call-overload]
+    else:
+        return None
+    final = _FINAL_OF_RECEIPT.get(outcome)
+    if final is None or not carrier_id:
+        return None
+    err = parsed.err if parsed is not None and parsed.err else ""
+    error_code = "" if final == Status.DELIVERED else f"dlr:{err or '000'}"
+    return CarrierReceipt(carrier, carrier_id, final, error_code, datetime.now(UTC))
+
+
+class CarrierBinds:
+    """All binds to one carrier."""
+
+    def __init__(
+        self,
+        cfg: CarrierConfig,
+        *,
+        on_receipt: Callable[[CarrierReceipt], asyncio.Future[None]],
+        on_up: Callable[[str], None],
+    ) -> None:
+        self.cfg = cfg
+        self._on_receipt = on_receipt
+        self._on_up = on_up
+        self._senders: list[SmppLink] = []  # bound links that may submit
+        self._links: set[SmppLink] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def is_up(self) -> bool:
+        return bool(self._senders)
+
+    def start(self) -> None:
+        kinds: Sequence[type[Pdu]]
+        if self.cfg.bind == "transceiver":
+            kinds = [BindTransceiver]
+        else:
+            kinds = [BindTransmitter, BindReceiver]
+        for i in range(self.cfg.sessions):
+            for kind in kinds:
+                self._tasks.append(
+                    asyncio.create_task(self._keep_bound(kind), name=f"carrier-{self.name}-{i}")
+                )
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(link.unbind(timeout=2.0) for link in self._links), return_exceptions=True
+        )
+
+    async def _keep_bound(self, kind: type[Pdu]) -> None:
+        delay = self.cfg.reconnect_delay
+        while not self._stopping:
+            link: SmppLink | None = None
+            try:
+                link = await self._bind(kind)
+            except (OSError, LinkClosed, ResponseTimeout, CarrierError) as exc:
+                log.warning(
+                    "carrier bind failed", carrier=self.name, error=repr(exc), retry_in=delay
+                )
+            if link is not None:
+                delay = self.cfg.reconnect_delay
+                await link.closed
+                log.warning("carrier link lost", carrier=self.name)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.cfg.reconnect_max_delay)
+
+    async def _bind(self, kind: type[Pdu]) -> SmppLink:
+        loop = asyncio.get_running_loop()
+        _, link = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: SmppLink(
+                    Role.ESME,
+                    self,
+                    window=self.cfg.window,
+                    response_timeout=self.cfg.response_timeout,
+                    enquire_link_interval=self.cfg.enquire_link_interval,
+                ),
+                self.cfg.host,
+                self.cfg.port,
+            ),
+            timeout=10,
+        )
+        self._links.add(link)
+        resp = await link.request(
+            kind(  # type: ignore[call-arg]
+                system_id=self.cfg.system_id,
+                password=self.cfg.password,
+                system_type=self.cfg.system_type,
+            ),
+            timeout=10,
+        )
+        if resp.command_status != CommandStatus.ESME_ROK:
+            link.close()
+            raise CarrierError(
+                status_code(resp.command_status), temporary=True, detail="bind refused"
+            )
+        link.owner = self.name
+        if kind is not BindReceiver:
+            self._senders.append(link)
+            metrics.CARRIER_UP.labels(self.name).set(len(self._senders))
+            metrics.CARRIER_HEALTH.labels(self.name).set(1.0)
+        log.info("carrier bound", carrier=self.name, bind=kind.__name__, peer=link.peer)
+        self._on_up(self.name)
+        return link
+
+    # ---------------------------------------------------------- LinkHandler
+
+    def on_closed(self, link: SmppLink) -> None:
+        self._links.discard(link)
+        if link in self._senders:
+            self._senders.remove(link)
+            metrics.CARRIER_UP.labels(self.name).set(len(self._senders))
+            if not self._senders:
+                metrics.CARRIER_HEALTH.labels(self.name).set(0.0)
+
+    def on_request(self, link: SmppLink, pdu: Pdu) -> None:
+        if not isinstance(pdu, DeliverSm):
+            if hasattr(pdu, "response"):
+                link.send(pdu.response(command_status=CommandStatus.ESME_RINVCMDID))  # type: ignore[attr-defined]
+            return
+        if not pdu.esm_class & 0x04:
+            # A mobile-originated message: forwarding MO is a later feature;
+            # acknowledge so the carrier does not redeliver it forever.
+            log.info("MO received", carrier=self.name, source=pdu.source_addr)
+            link.send(pdu.response())
+            return
+        op = receipt_of(self.name, pdu)
+        if op is None:
+            link.send(pdu.response())
+            return
+        done = self._on_receipt(op)
+
+        def answer(f: asyncio.Future[None]) -> None:
+            if f.exception() is not None:
+                # Not stored: ask the carrier to deliver it again later.
+                link.send(pdu.response(command_status=CommandStatus.ESME_RX_T_APPN))
+            else:
+                link.send(pdu.response())
+
+        done.add_done_callback(answer)
+
+    # ---------------------------------------------------------- submit
+
+    async def submit(self, pdu: SubmitSm) -> str:
+        if not self._senders:
+            raise CarrierError("link_lost", temporary=True, detail="not bound")
+        # The bind with the most free window slots takes it.
+        link = min(self._senders, key=lambda lk: lk.outstanding)
+        try:
+            resp = await link.request(pdu)
+        except LinkClosed:
+            raise CarrierError("link_lost", temporary=True) from None
+        except ResponseTimeout:
+            raise CarrierError("timeout", temporary=True) from None
+        status = resp.command_status
+        if status != CommandStatus.ESME_ROK:
+            raise CarrierError(status_code(status), temporary=status in TEMPORARY_STATUSES)
+        message_id = getattr(resp, "message_id", "")
+        if not message_id:
+            raise CarrierError("smpp:no_message_id", temporary=False)
+        return message_id
+
+
+class CarrierPool:
+    """The engine's CarrierGateway over every configured carrier."""
+
+    def __init__(
+        self,
+        configs: Sequence[CarrierConfig],
+        *,
+        on_receipt: Callable[[CarrierReceipt], asyncio.Future[None]],
+        on_up: Callable[[str], None],
+    ) -> None:
+        self.carriers = {
+            c.name: CarrierBinds(c, on_receipt=on_receipt, on_up=on_up) for c in configs
+        }
+
+    def start(self) -> None:
+        for c in self.carriers.values():
+            metrics.CARRIER_UP.labels(c.name).set(0)
+            metrics.CARRIER_HEALTH.labels(c.name).set(0.0)
+            c.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(c.stop() for c in self.carriers.values()))
+
+    def is_available(self, carrier: str) -> bool:
+        c = self.carriers.get(carrier)
+        return c is not None and c.is_up
+
+    @property
+    def any_up(self) -> bool:
+        return any(c.is_up for c in self.carriers.values())
+
+    async def submit(self, carrier: str, message: Message, part: int) -> str:
+        binds = self.carriers[carrier]
+        return await binds.submit(build_submit_sm(message, part, binds.cfg))

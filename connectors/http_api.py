@@ -1,0 +1,358 @@
+"""The HTTP JSON API for apps (CONTRACT §3), plus /metrics and health.
+
+Every error body is an RFC 9457 problem (`application/problem+json` with
+type, title, status, detail); field errors add an `errors` list naming each
+bad field, the way Twilio and Plivo report them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+import asyncpg
+import msgspec
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from router import metrics, store
+from router.accounts import Account, AccountDirectory
+from router.admission import (
+    MAX_PARTS,
+    Admission,
+    FieldError,
+    Refusal,
+    parse_recipient,
+    text_parts,
+)
+from router.intake import Intake
+from router.messages import Message
+from router.scheduler import SenderQueueFull
+from router.store import StoreError
+
+log = structlog.get_logger("http")
+
+PROBLEM_BASE = "https://smsrouter.dev/problems/"
+MAX_BATCH = 500
+# Seconds a client should wait after a 429 for a full sender queue: one
+# long-code token (4 s) is the slowest drain that can free room.
+RETRY_AFTER_QUEUE_FULL = 4
+
+
+class RouterServices(Protocol):
+    """What the API needs from the running router."""
+
+    accounts: AccountDirectory
+    admission: Admission
+    intake: Intake
+    pool: asyncpg.Pool
+
+    def is_ready(self) -> tuple[bool, dict[str, Any]]: ...
+
+
+class SendRequest(msgspec.Struct, rename={"from_": "from"}):
+    from_: str
+    to: str | list[str]
+    text: str
+    callback_url: str | None = None
+    client_ref: str | None = None
+    validity: int | None = None
+    kind: str | None = None
+
+
+_json = msgspec.json.Encoder(decimal_format="string")
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.isoformat().replace("+00:00", "Z")
+
+
+def problem(
+    status: int, title: str, detail: str, *, kind: str, headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:  # fmt: skip
+    body = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail}
+    body.update(extra)
+    return web.Response(
+        status=status,
+        body=_json.encode(body),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def json_response(status: int, body: Any) -> web.Response:
+    return web.Response(status=status, body=_json.encode(body), content_type="application/json")
+
+
+def _field_errors(errors: list[FieldError]) -> web.Response:
+    return problem(
+        422,
+        "Invalid request",
+        "; ".join(f"{e.field}: {e.detail}" for e in errors),
+        kind="invalid-request",
+        errors=[{"field": e.field, "code": e.code, "detail": e.detail} for e in errors],
+    )
+
+
+def _client_ip(request: web.Request) -> str | None:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return peer[0] if peer else None
+
+
+Handler = Callable[[web.Request, Account], Awaitable[web.StreamResponse]]
+
+
+class HttpApi:
+    def __init__(self, services: RouterServices, *, max_body_bytes: int = 1 << 20) -> None:
+        self.services = services
+        self.app = web.Application(client_max_size=max_body_bytes)
+        self.app.router.add_post("/v1/messages", self._authed(self.send))
+        self.app.router.add_get("/v1/messages/{id}", self._authed(self.get_message))
+        self.app.router.add_get("/v1/balance", self._authed(self.balance))
+        self.app.router.add_get("/metrics", self.metrics)
+        self.app.router.add_get("/healthz", self.healthz)
+        self.app.router.add_get("/readyz", self.readyz)
+        self.app.middlewares.append(self._problems)
+
+    # ----------------------------------------------------------- plumbing
+
+    @web.middleware
+    async def _problems(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """aiohttp's own errors (404, 405, 413) as problem bodies too."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return problem(
+                exc.status, exc.reason, exc.text or exc.reason, kind=f"http-{exc.status}"
+            )
+        except Exception:
+            log.exception("unhandled error", path=request.path)
+            return problem(
+                500, "Internal error", "the request could not be completed", kind="internal"
+            )
+
+    def _authed(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            auth = request.headers.get("Authorization", "")
+            scheme, _, key = auth.partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                return problem(
+                    401, "Unauthorized", "send Authorization: Bearer <api key>",
+                    kind="unauthorized", headers={"WWW-Authenticate": "Bearer"},
+                )  # fmt: skip
+            account = self.services.accounts.by_api_key(key.strip())
+            if account is None:
+                return problem(
+                    401, "Unauthorized", "unknown API key", kind="unauthorized",
+                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                )  # fmt: skip
+            if account.locked:
+                return problem(403, "Forbidden", "the account is locked", kind="account-locked")
+            if not account.ip_allowed(_client_ip(request)):
+                return problem(
+                    403, "Forbidden", "source address not in the account's allow list",
+                    kind="ip-not-allowed",
+                )  # fmt: skip
+            return await handler(request, account)
+
+        return wrapper
+
+    # ----------------------------------------------------------- /v1/messages
+
+    async def send(self, request: web.Request, account: Account) -> web.StreamResponse:
+        started = time.perf_counter()
+        raw = await request.read()
+        try:
+            doc = msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            return problem(400, "Malformed JSON", str(exc), kind="malformed-json")
+        if not isinstance(doc, dict):
+            return problem(
+                400, "Malformed JSON", "the body must be a JSON object", kind="malformed-json"
+            )
+        try:
+            req = msgspec.convert(doc, SendRequest)
+        except msgspec.ValidationError as exc:
+            return _field_errors([_field_error_of(exc)])
+        errors, recipients = self._validate(req, account)
+        if errors:
+            return _field_errors(errors)
+
+        admission = self.services.admission
+        encoding, parts = text_parts(req.text)
+        messages: list[tuple[str, Message]] = []
+        rejected: list[Refusal] = []
+        for to in recipients:
+            recipient = parse_recipient(to)
+            if recipient is None:
+                rejected.append(Refusal(to, "invalid_number", "not an E.164 number"))
+                continue
+            refusal = admission.refuse(to, recipient)
+            if refusal is not None:
+                rejected.append(refusal)
+                continue
+            message = admission.new_message(
+                account, ingress="http", sender=req.from_, recipient=recipient, body=req.text,
+                encoding=encoding, data_coding=0 if encoding == "gsm7" else 8, parts=parts,
+                client_ref=req.client_ref, callback_url=req.callback_url, validity=req.validity,
+            )  # fmt: skip
+            messages.append((to, message))
+        for r in rejected:
+            metrics.MESSAGES_REJECTED.labels("http", r.code).inc()
+        if not messages:
+            return problem(
+                422, "Message rejected", "; ".join(f"{r.to}: {r.detail}" for r in rejected),
+                kind="rejected", rejected=[_refusal(r) for r in rejected],
+                errors=[{"field": "to", "code": r.code, "detail": r.detail} for r in rejected],
+            )  # fmt: skip
+        try:
+            await self.services.intake.accept([m for _, m in messages])
+        except SenderQueueFull as exc:
+            return problem(
+                429, "Sender queue full",
+                f"the queue of sender {req.from_} holds {exc.queued_parts} parts; retry later",
+                kind="sender-queue-full", headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)},
+            )  # fmt: skip
+        except StoreError:
+            return problem(
+                503, "Service unavailable", "the message store is unavailable; nothing was accepted",
+                kind="store-unavailable", headers={"Retry-After": "1"},
+            )  # fmt: skip
+        metrics.INGRESS_LATENCY.labels("http").observe(time.perf_counter() - started)
+        for _, m in messages:
+            log.info("message accepted", message_id=str(m.id), account=account.id, ingress="http")
+        return json_response(
+            202,
+            {
+                "messages": [
+                    {
+                        "id": str(m.id),
+                        "to": to,
+                        "status": "accepted",
+                        "parts": m.parts,
+                        "encoding": m.encoding,
+                        "price": m.price,
+                    }
+                    for to, m in messages
+                ],
+                "rejected": [_refusal(r) for r in rejected],
+            },
+        )
+
+    def _validate(self, req: SendRequest, account: Account) -> tuple[list[FieldError], list[str]]:
+        errors: list[FieldError] = []
+        recipients = [req.to] if isinstance(req.to, str) else list(req.to)
+        if not self.services.admission.sender_allowed(account, req.from_):
+            errors.append(
+                FieldError(
+                    "from", "unknown_sender", f"{req.from_!r} is not a sender of this account"
+                )
+            )
+        if not recipients:
+            errors.append(FieldError("to", "required", "at least one recipient"))
+        elif len(recipients) > MAX_BATCH:
+            errors.append(FieldError("to", "too_many", f"at most {MAX_BATCH} recipients"))
+        elif len(recipients) > 1 and not account.verified:
+            errors.append(
+                FieldError("to", "batch_not_allowed", "unverified accounts send to one recipient")
+            )
+        elif isinstance(req.to, str) and parse_recipient(req.to) is None:
+            errors.append(FieldError("to", "invalid_number", f"{req.to!r} is not an E.164 number"))
+        if not req.text:
+            errors.append(FieldError("text", "required", "text must not be empty"))
+        else:
+            _, parts = text_parts(req.text)
+            if parts > MAX_PARTS:
+                errors.append(
+                    FieldError("text", "too_long", f"{parts} parts; at most {MAX_PARTS} allowed")
+                )
+        if req.callback_url is not None and not req.callback_url.startswith(
+            ("http://", "https://")
+        ):
+            errors.append(FieldError("callback_url", "invalid_url", "must be an http(s) URL"))
+        if req.validity is not None and req.validity <= 0:
+            errors.append(FieldError("validity", "invalid", "must be a positive number of seconds"))
+        if req.client_ref is not None and len(req.client_ref) > 256:
+            errors.append(FieldError("client_ref", "too_long", "at most 256 characters"))
+        if req.kind is not None and req.kind not in ("transactional", "promotional"):
+            errors.append(FieldError("kind", "invalid", "transactional or promotional"))
+        return errors, recipients
+
+    async def get_message(self, request: web.Request, account: Account) -> web.StreamResponse:
+        try:
+            message_id = uuid.UUID(request.match_info["id"])
+        except ValueError:
+            message_id = None
+        row = None
+        if message_id is not None:
+            row = await store.get_message(self.services.pool, message_id, account.id)
+        if row is None:
+            return problem(404, "Not found", "no such message", kind="not-found")
+        return json_response(
+            200,
+            {
+                "id": str(row["id"]),
+                "from": row["sender"],
+                "to": row["recipient"],
+                "status": row["status"],
+                "error_code": row["error_code"],
+                "carrier": row["carrier"],
+                "parts": row["parts"],
+                "encoding": row["encoding"],
+                "price": row["price"],
+                "client_ref": row["client_ref"],
+                "created_at": _iso(row["created_at"]),
+                "sent_at": _iso(row["sent_at"]),
+                "done_at": _iso(row["done_at"]),
+                "events": [
+                    {"at": _iso(e["at"]), "status": e["status"], "detail": e["detail"]}
+                    for e in row["events"]
+                ],
+            },
+        )
+
+    async def balance(self, request: web.Request, account: Account) -> web.StreamResponse:
+        found = await store.balance(self.services.pool, account.id)
+        credit, currency = found if found else (Decimal(0), account.currency)
+        return json_response(200, {"credit": credit, "currency": currency})
+
+    # ----------------------------------------------------------- ops
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, request: web.Request) -> web.StreamResponse:
+        return json_response(200, {"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.StreamResponse:
+        ready, detail = self.services.is_ready()
+        if ready:
+            try:
+                async with self.services.pool.acquire(timeout=2) as conn:
+                    await conn.fetchval("SELECT 1")
+            except Exception as exc:
+                ready, detail = False, {**detail, "database": f"unreachable: {type(exc).__name__}"}
+        return json_response(200 if ready else 503, {"ready": ready, **detail})
+
+
+def _refusal(r: Refusal) -> dict[str, str]:
+    return {"to": r.to, "code": r.code, "detail": r.detail}
+
+
+def _field_error_of(exc: msgspec.ValidationError) -> FieldError:
+    """msgspec's "Expected `str`, got `int` - at `$.from`" → FieldError('from', …)."""
+    text = str(exc)
+    message, _, where = text.partition(" - at `$.")
+    field = where.rstrip("`").split("[")[0].split(".")[0] if where else ""
+    if not field and text.startswith("Object missing required field"):
+        field = text.split("`")[1]
+        return FieldError(field, "required", f"{field} is required")
+    return FieldError(field or "(body)", "invalid", message)

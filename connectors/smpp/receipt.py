@@ -1,0 +1,279 @@
+"""Delivery receipt text: SMPP 3.4 Appendix B, as specified and as carriers send it.
+
+SMPP 3.4 Appendix B gives the receipt carried in the short_message of a deliver_sm with
+esm_class "SMSC Delivery Receipt" (§5.2.12, bits 2-5 = 0001) as
+
+    id:IIIIIIIIII sub:SSS dlvrd:DDD submit date:YYMMDDhhmm done date:YYMMDDhhmm
+    stat:DDDDDDD err:E Text:...
+
+and says the format is SMSC-specific. So the writer here emits exactly that layout
+(with "text:" as in the router's contract), and the reader accepts the variations
+seen in the field: any key order, any key case, missing fields, extra fields, seconds
+in the dates, long stat words, hex or decimal ids.
+
+The receipt text is untrusted input from carriers: parsing never raises.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+__all__ = [
+    "STAT_WORD",
+    "Receipt",
+    "ReceiptStatus",
+    "format_receipt",
+    "normalize_stat",
+    "parse_receipt",
+    "parse_receipt_date",
+    "receipt_date",
+    "stat_from_state",
+    "state_from_status",
+    "status_from_state",
+]
+
+# SMPP 3.4 §5.2.28 message_state values (the TLV that travels next to the text).
+_ENROUTE = 1
+_DELIVERED = 2
+_EXPIRED = 3
+_DELETED = 4
+_UNDELIVERABLE = 5
+_ACCEPTED = 6
+_UNKNOWN = 7
+_REJECTED = 8
+
+
+@dataclass(slots=True)
+class Receipt:
+    """The fields of a receipt text, as strings exactly as they travel.
+
+    `parse_receipt` leaves a field it did not find empty; the defaults here are for
+    building an outgoing receipt for a delivered single-part message.
+    """
+
+    id: str
+    sub: str = "001"
+    dlvrd: str = "001"
+    submit_date: str = ""
+    done_date: str = ""
+    stat: str = "DELIVRD"
+    err: str = "000"
+    text: str = ""
+
+
+class ReceiptStatus(StrEnum):
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    DELETED = "deleted"
+    ACCEPTED = "accepted"
+    ENROUTE = "enroute"
+    UNKNOWN = "unknown"
+
+
+# SMPP 3.4 Appendix B, table B-2: the 7-letter stat words. These are what we send.
+STAT_WORD: dict[ReceiptStatus, str] = {
+    ReceiptStatus.DELIVERED: "DELIVRD",
+    ReceiptStatus.UNDELIVERED: "UNDELIV",
+    ReceiptStatus.EXPIRED: "EXPIRED",
+    ReceiptStatus.REJECTED: "REJECTD",
+    ReceiptStatus.DELETED: "DELETED",
+    ReceiptStatus.ACCEPTED: "ACCEPTD",
+    ReceiptStatus.ENROUTE: "ENROUTE",
+    ReceiptStatus.UNKNOWN: "UNKNOWN",
+}
+
+# What we accept: the Appendix B words plus the spellings carriers actually use
+# (full words, truncations, "FAILED" from gateways that do not distinguish).
+_STAT_WORDS_IN: dict[str, ReceiptStatus] = {
+    "DELIVRD": ReceiptStatus.DELIVERED,
+    "DELIVERED": ReceiptStatus.DELIVERED,
+    "DELIVER": ReceiptStatus.DELIVERED,
+    "UNDELIV": ReceiptStatus.UNDELIVERED,
+    "UNDELIVERABLE": ReceiptStatus.UNDELIVERED,
+    "UNDELIVERED": ReceiptStatus.UNDELIVERED,
+    "FAILED": ReceiptStatus.UNDELIVERED,
+    "FAIL": ReceiptStatus.UNDELIVERED,
+    "EXPIRED": ReceiptStatus.EXPIRED,
+    "EXPIRD": ReceiptStatus.EXPIRED,
+    "REJECTD": ReceiptStatus.REJECTED,
+    "REJECTED": ReceiptStatus.REJECTED,
+    "REJECT": ReceiptStatus.REJECTED,
+    "DELETED": ReceiptStatus.DELETED,
+    "DELETD": ReceiptStatus.DELETED,
+    "ACCEPTD": ReceiptStatus.ACCEPTED,
+    "ACCEPTED": ReceiptStatus.ACCEPTED,
+    "ENROUTE": ReceiptStatus.ENROUTE,
+    "UNKNOWN": ReceiptStatus.UNKNOWN,
+}
+
+# SMPP 3.4 §5.2.28 message_state <-> receipt status. Appendix B pairs each stat word
+# with the final message state of the same name.
+_STATUS_BY_STATE: dict[int, ReceiptStatus] = {
+    _ENROUTE: ReceiptStatus.ENROUTE,
+    _DELIVERED: ReceiptStatus.DELIVERED,
+    _EXPIRED: ReceiptStatus.EXPIRED,
+    _DELETED: ReceiptStatus.DELETED,
+    _UNDELIVERABLE: ReceiptStatus.UNDELIVERED,
+    _ACCEPTED: ReceiptStatus.ACCEPTED,
+    _UNKNOWN: ReceiptStatus.UNKNOWN,
+    _REJECTED: ReceiptStatus.REJECTED,
+}
+_STATE_BY_STATUS: dict[ReceiptStatus, int] = {
+    status: state for state, status in _STATUS_BY_STATE.items()
+}
+
+
+def normalize_stat(stat: str) -> ReceiptStatus:
+    """The status a carrier's stat word means; anything unrecognised is UNKNOWN.
+
+    A bare number is read as a message_state value (some carriers put the TLV's number
+    in the text).
+    """
+    word = stat.strip().upper()
+    status = _STAT_WORDS_IN.get(word)
+    if status is not None:
+        return status
+    if word.isascii() and word.isdigit() and len(word) <= 3:
+        return _STATUS_BY_STATE.get(int(word), ReceiptStatus.UNKNOWN)
+    return ReceiptStatus.UNKNOWN
+
+
+def stat_from_state(state: int) -> str:
+    """The stat word for a message_state value; UNKNOWN for a state with no word
+    (e.g. SMPP 5.0's SCHEDULED=0 or SKIPPED=9 from a newer peer)."""
+    return STAT_WORD[_STATUS_BY_STATE.get(state, ReceiptStatus.UNKNOWN)]
+
+
+def status_from_state(state: int) -> ReceiptStatus:
+    """The receipt status for a message_state TLV value."""
+    return _STATUS_BY_STATE.get(state, ReceiptStatus.UNKNOWN)
+
+
+def state_from_status(status: ReceiptStatus) -> int:
+    """The message_state value to send in the TLV next to a receipt of `status`."""
+    return _STATE_BY_STATUS[ReceiptStatus(status)]
+
+
+def receipt_date(dt: datetime) -> str:
+    """YYMMDDhhmm in UTC (Appendix B). A naive datetime is taken to be UTC already:
+    the router keeps every time in UTC."""
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC)
+    return dt.strftime("%y%m%d%H%M")
+
+
+_DATE_FORMATS = {10: "%y%m%d%H%M", 12: "%y%m%d%H%M%S", 14: "%Y%m%d%H%M%S"}
+
+
+def parse_receipt_date(value: str) -> datetime | None:
+    """A receipt date as an aware UTC datetime, or None if it is not one.
+
+    Appendix B has YYMMDDhhmm; many SMSCs add seconds (YYMMDDhhmmss) and a few send a
+    four-digit year. Receipts carry no zone; UTC is the common practice and the best
+    guess a router can make.
+    """
+    value = value.strip()
+    fmt = _DATE_FORMATS.get(len(value))
+    if fmt is None or not (value.isascii() and value.isdigit()):
+        return None
+    try:
+        return datetime.strptime(value, fmt).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def format_receipt(r: Receipt) -> str:
+    """The receipt text in the Appendix B layout, with the first 20 characters of the
+    message text (Appendix B: "the first 20 characters of the short message")."""
+    return (
+        f"id:{r.id} sub:{r.sub} dlvrd:{r.dlvrd} submit date:{r.submit_date}"
+        f" done date:{r.done_date} stat:{r.stat} err:{r.err} text:{r.text[:20]}"
+    )
+
+
+# A key is a word followed by a colon, at the start or after whitespace (so "12:30"
+# inside a value or "abc:def" inside an id is not a key). The two dates have a space
+# in the spec and "_" or nothing in some implementations.
+_KEY_RE = re.compile(
+    r"(?<!\S)(submit[ _]?date|done[ _]?date|[a-z][a-z0-9_]*)[ \t]*:",
+    re.IGNORECASE,
+)
+_FIELDS: dict[str, str] = {
+    "id": "id",
+    "sub": "sub",
+    "dlvrd": "dlvrd",
+    "submitdate": "submit_date",
+    "donedate": "done_date",
+    "stat": "stat",
+    "err": "err",
+    "text": "text",
+}
+_LEADING_ID_RE = re.compile(r"\s*id[ \t]*:", re.IGNORECASE)
+# Beyond "stat", the fields that show an "id:" really starts a receipt.
+_RECEIPT_EVIDENCE = ("sub", "dlvrd", "submit_date", "done_date", "err")
+
+
+def _field(key: str) -> str | None:
+    return _FIELDS.get(key.lower().replace(" ", "").replace("_", ""))
+
+
+def _as_text(data: bytes) -> str:
+    # Receipts are ASCII; a few SMSCs send them as UCS2 (data_coding 8), recognisable
+    # by the zero high octet of the first character. Decoding by data_coding first is
+    # the caller's better option; this is the fallback for raw bytes.
+    if len(data) >= 2 and data[0] == 0 and data[1] != 0 and len(data) % 2 == 0:
+        return data.decode("utf-16-be", "replace")
+    return data.decode("latin-1")
+
+
+def parse_receipt(text: str | bytes) -> Receipt | None:
+    """The receipt in a deliver_sm's text, or None if the text is not a receipt.
+
+    Each value runs from its key to the next key. "text:" holds the user's words, which
+    may themselves look like keys ("Your code: 1234"), so it runs to the end unless a
+    receipt field that has not been seen yet follows it (a carrier that puts text
+    before stat or err). Unknown keys are skipped; the first of repeated keys wins.
+
+    It is a receipt if it has a stat, or an id together with another receipt field, or
+    if it begins with "id:" -- so an MO that merely mentions "id: 5" mid-sentence is not
+    taken for one. Fields that are absent stay empty.
+    """
+    if not isinstance(text, str):
+        text = _as_text(bytes(text))
+    matches = list(_KEY_RE.finditer(text))
+    found: dict[str, str] = {}
+    i = 0
+    while i < len(matches):
+        key = matches[i]
+        name = _field(key.group(1))
+        j = i + 1
+        if name == "text":
+            while j < len(matches):
+                following = _field(matches[j].group(1))
+                if following is not None and following not in found and following != "text":
+                    break
+                j += 1
+        if name is not None and name not in found:
+            end = matches[j].start() if j < len(matches) else len(text)
+            found[name] = text[key.end() : end].strip()
+        i = j
+
+    if "stat" not in found:
+        if "id" not in found:
+            return None
+        starts_with_id = _LEADING_ID_RE.match(text) is not None
+        if not starts_with_id and not any(f in found for f in _RECEIPT_EVIDENCE):
+            return None
+    return Receipt(
+        id=found.get("id", ""),
+        sub=found.get("sub", ""),
+        dlvrd=found.get("dlvrd", ""),
+        submit_date=found.get("submit_date", ""),
+        done_date=found.get("done_date", ""),
+        stat=found.get("stat", ""),
+        err=found.get("err", ""),
+        text=found.get("text", ""),
+    )

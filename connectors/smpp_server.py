@@ -1,0 +1,390 @@
+"""Our SMSC for partner ESMEs (CONTRACT §4): binds, submit_sm, receipts.
+
+The asyncio side only: protocol rules are in `connectors.smpp.Session`,
+admission and intake in `router/`. A submit_sm is answered from a callback
+on its commit future, not from a task per PDU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+import structlog
+
+from connectors.smpp import (
+    BindReceiver,
+    BindTransceiver,
+    BindTransmitter,
+    CommandStatus,
+    DeliverSm,
+    MessageState,
+    Pdu,
+    QuerySm,
+    Role,
+    SubmitSm,
+    Tag,
+    Unbind,
+    get_tlv,
+    set_tlv,
+)
+from connectors.smpp.receipt import Receipt, format_receipt, receipt_date
+from connectors.smpp.text import encode_text, split_udh
+from connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
+from router import metrics, store
+from router.accounts import Account, AccountDirectory
+from router.admission import Admission, parse_recipient, smpp_text
+from router.intake import Intake
+from router.messages import Status
+from router.notifications import DeliveryFailed, NotAvailable, SmppReceipt
+from router.scheduler import SenderQueueFull
+from router.senders import parse_smpp_address, smpp_address
+from router.store import Notification, StoreError
+
+log = structlog.get_logger("smpp.server")
+
+# SMPP 3.4 §5.2.28 registered_delivery bits 0-1: 1 = receipt on success or
+# failure, 2 = receipt on failure only.
+_RECEIPT_ALWAYS = 1
+_RECEIPT_ON_FAILURE = 2
+
+# Receipt stat words (SMPP 3.4 Appendix B) and message_state (§5.3.2.35)
+# for our final statuses.
+_STAT = {
+    Status.DELIVERED: ("DELIVRD", MessageState.DELIVERED),
+    Status.UNDELIVERED: ("UNDELIV", MessageState.UNDELIVERABLE),
+    Status.EXPIRED: ("EXPIRED", MessageState.EXPIRED),
+    Status.REJECTED: ("REJECTD", MessageState.REJECTED),
+    Status.FAILED: ("UNDELIV", MessageState.UNDELIVERABLE),
+}
+
+# Router reason words → command_status (CONTRACT §4).
+_STATUS_OF_REFUSAL = {
+    "no_route": CommandStatus.ESME_RINVDSTADR,
+    "invalid_number": CommandStatus.ESME_RINVDSTADR,
+    "sender_not_allowed": CommandStatus.ESME_RINVSRCADR,
+}
+
+
+@dataclass(slots=True)
+class EsmeBind:
+    account: Account
+    can_receive: bool
+    can_transmit: bool
+
+
+def receipt_error(error_code: str | None) -> str:
+    """The 3-digit `err:` of a receipt: the carrier's own when it gave one."""
+    if error_code and error_code.startswith("dlr:"):
+        return error_code[4:][:3].rjust(3, "0")
+    if error_code and error_code.startswith("smpp:0x"):
+        return f"{int(error_code[7:], 16) & 0xFFF:03d}"[-3:]
+    return "000"
+
+
+def build_receipt(r: SmppReceipt) -> DeliverSm:
+    """A deliver_sm receipt for an ESME (SMPP 3.4 §4.6.1.1, Appendix B)."""
+    stat, state = _STAT.get(Status(r.status), ("UNKNOWN", MessageState.UNKNOWN))
+    text = format_receipt(
+        Receipt(
+            id=r.id,
+            submit_date=receipt_date(r.submit_date),
+            done_date=receipt_date(r.done_date),
+            stat=stat,
+            err=receipt_error(r.error_code),
+            text=r.text,
+        )
+    )
+    # The receipt travels from the handset back to the ESME's sender.
+    src = smpp_address(r.recipient)
+    dst = smpp_address(r.sender)
+    pdu = DeliverSm(
+        source_addr_ton=src.ton,
+        source_addr_npi=src.npi,
+        source_addr=src.addr,
+        dest_addr_ton=dst.ton,
+        dest_addr_npi=dst.npi,
+        destination_addr=dst.addr,
+        esm_class=0x04,
+        short_message=text.encode("ascii", "replace"),
+    )
+    set_tlv(pdu, Tag.RECEIPTED_MESSAGE_ID, r.id)
+    set_tlv(pdu, Tag.MESSAGE_STATE, int(state))
+    return pdu
+
+
+class PartnerSmsc:
+    """The SMPP server partner ESMEs bind to."""
+
+    def __init__(
+        self,
+        *,
+        accounts: Callable[[], AccountDirectory],
+        admission: Callable[[], Admission],
+        intake: Intake,
+        pool_of: Callable[[], object],
+        window: int,
+        bind_timeout: float,
+        enquire_link_interval: float,
+        inactivity_timeout: float,
+        response_timeout: float,
+        on_receiver_bound: Callable[[str], None] = lambda account_id: None,
+    ) -> None:
+        self._accounts = accounts
+        self._admission = admission
+        self._intake = intake
+        self._pool_of = pool_of
+        self._link_options = {
+            "window": window,
+            "bind_timeout": bind_timeout,
+            "enquire_link_interval": enquire_link_interval,
+            "inactivity_timeout": inactivity_timeout,
+            "response_timeout": response_timeout,
+        }
+        self.on_receiver_bound = on_receiver_bound
+        self._server: asyncio.Server | None = None
+        self._links: set[SmppLink] = set()
+        self._binds: dict[str, list[SmppLink]] = {}
+        self._next_receiver: dict[str, int] = {}
+        self._accepting = True
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: SmppLink(Role.SMSC, self, **self._link_options),  # type: ignore[arg-type]
+            host,
+            port,
+            reuse_address=True,
+            backlog=1024,
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    def stop_accepting(self) -> None:
+        """Drain step one: no new binds, no new submit_sm."""
+        self._accepting = False
+        if self._server is not None:
+            self._server.close()
+
+    async def stop(self) -> None:
+        self.stop_accepting()
+        links = list(self._links)
+        await asyncio.gather(*(link.unbind(timeout=2.0) for link in links), return_exceptions=True)
+        for link in links:
+            link.close()
+
+    def binds_of(self, account_id: str) -> int:
+        return len(self._binds.get(account_id, ()))
+
+    # -------------------------------------------------------- LinkHandler
+
+    def on_closed(self, link: SmppLink) -> None:
+        self._links.discard(link)
+        bind = link.owner
+        if isinstance(bind, EsmeBind):
+            links = self._binds.get(bind.account.id, [])
+            if link in links:
+                links.remove(link)
+            metrics.ESME_BINDS.labels(bind.account.id).set(len(links))
+            log.info("esme unbound", account=bind.account.id, peer=link.peer)
+
+    def on_request(self, link: SmppLink, pdu: Pdu) -> None:
+        self._links.add(link)
+        if isinstance(pdu, SubmitSm):
+            self._submit_sm(link, pdu)
+        elif isinstance(pdu, BindTransmitter | BindReceiver | BindTransceiver):
+            self._bind(link, pdu)
+        elif isinstance(pdu, QuerySm):
+            asyncio.get_running_loop().create_task(self._query_sm(link, pdu))
+        elif isinstance(pdu, Unbind):
+            pass  # the session answered unbind_resp; the link closes itself
+        elif hasattr(pdu, "response"):
+            # A request this SMSC does not serve yet (SMPP 3.4 §5.1.3):
+            # ESME_RINVCMDID in its own response keeps the session usable.
+            link.send(pdu.response(command_status=CommandStatus.ESME_RINVCMDID))  # type: ignore[attr-defined]
+
+    # -------------------------------------------------------- bind
+
+    def _bind(self, link: SmppLink, pdu: BindTransmitter | BindReceiver | BindTransceiver) -> None:
+        directory = self._accounts()
+        account = directory.by_system_id(pdu.system_id)
+        peer_ip = link.peer.rsplit(":", 1)[0]
+        status, reason = CommandStatus.ESME_ROK, ""
+        if not self._accepting:
+            status, reason = CommandStatus.ESME_RBINDFAIL, "draining"
+        elif account is None:
+            status, reason = CommandStatus.ESME_RINVSYSID, "unknown system_id"
+        elif not account.smpp_password_ok(pdu.password):
+            status, reason = CommandStatus.ESME_RINVPASWD, "wrong password"
+        elif account.locked:
+            status, reason = CommandStatus.ESME_RBINDFAIL, "account locked"
+        elif not account.ip_allowed(peer_ip):
+            status, reason = CommandStatus.ESME_RBINDFAIL, "address not allowed"
+        elif len(self._binds.get(account.id, ())) >= account.max_binds:
+            status, reason = CommandStatus.ESME_RBINDFAIL, "too many binds"
+        if status != CommandStatus.ESME_ROK:
+            log.info(
+                "bind refused",
+                system_id=pdu.system_id,
+                peer=link.peer,
+                status=f"0x{status:08X}",
+                reason=reason,
+            )
+            link.send(pdu.response(command_status=status, system_id="smsrouter"))
+            return
+        assert account is not None
+        link.owner = EsmeBind(
+            account=account,
+            can_receive=not isinstance(pdu, BindTransmitter),
+            can_transmit=not isinstance(pdu, BindReceiver),
+        )
+        self._binds.setdefault(account.id, []).append(link)
+        link.send(pdu.response(system_id="smsrouter"))
+        metrics.ESME_BINDS.labels(account.id).set(len(self._binds[account.id]))
+        log.info("esme bound", account=account.id, peer=link.peer, bind=type(pdu).__name__)
+        if link.owner.can_receive:
+            self.on_receiver_bound(account.id)
+
+    # -------------------------------------------------------- submit_sm
+
+    def _submit_sm(self, link: SmppLink, pdu: SubmitSm) -> None:
+        started = time.perf_counter()
+        bind = link.owner
+        assert isinstance(bind, EsmeBind)
+        account = bind.account
+
+        def refuse(status: int, reason: str) -> None:
+            metrics.MESSAGES_REJECTED.labels("smpp", reason).inc()
+            link.send(pdu.response(command_status=status))
+
+        if not self._accepting:
+            # Draining for shutdown: a temporary refusal the ESME retries
+            # (on another router instance, or on this one after restart).
+            refuse(CommandStatus.ESME_RTHROTTLED, "draining")
+            return
+        admission = self._admission()
+        sender = parse_smpp_address(pdu.source_addr_ton, pdu.source_addr_npi, pdu.source_addr)
+        if not admission.sender_allowed(account, sender):
+            refuse(CommandStatus.ESME_RINVSRCADR, "sender_not_allowed")
+            return
+        to = parse_smpp_address(pdu.dest_addr_ton, pdu.dest_addr_npi, pdu.destination_addr)
+        recipient = parse_recipient(to)
+        if recipient is None:
+            refuse(CommandStatus.ESME_RINVDSTADR, "invalid_number")
+            return
+        refusal = admission.refuse(to, recipient)
+        if refusal is not None:
+            refuse(_STATUS_OF_REFUSAL.get(refusal.code, CommandStatus.ESME_RX_P_APPN), refusal.code)
+            return
+        payload = pdu.short_message
+        if not payload:
+            long_payload = get_tlv(pdu, Tag.MESSAGE_PAYLOAD)
+            payload = long_payload if isinstance(long_payload, bytes) else b""
+        udh: bytes | None = None
+        if pdu.esm_class & 0x40:
+            # SMPP 3.4 §5.2.12 UDHI: the short_message starts with a UDH.
+            try:
+                _, body = split_udh(payload)
+            except ValueError:
+                refuse(CommandStatus.ESME_RINVESMCLASS, "bad_udh")
+                return
+            udh, payload = payload[: len(payload) - len(body)], body
+        text, encoding = smpp_text(pdu.data_coding, payload)
+        parts = (
+            1
+            if udh is not None or encoding == "binary"
+            else encode_text(
+                text,
+                encoding=encoding,  # type: ignore[arg-type]
+            ).part_count
+        )
+        message = admission.new_message(
+            account,
+            ingress="smpp",
+            sender=sender,
+            recipient=recipient,
+            body=text,
+            encoding=encoding,  # type: ignore[arg-type]
+            data_coding=pdu.data_coding,
+            parts=parts,
+            udh=udh,
+            want_receipt=bool(pdu.registered_delivery & 0x03),
+        )
+        try:
+            committed = self._intake.accept_one(message)
+        except SenderQueueFull:
+            refuse(CommandStatus.ESME_RMSGQFUL, "sender_queue_full")
+            return
+
+        def answer(f: asyncio.Future[None]) -> None:
+            if f.exception() is not None:
+                # The commit failed: a genuine internal fault, the ESME retries.
+                log.error("submit_sm not stored", message_id=str(message.id))
+                link.send(pdu.response(command_status=CommandStatus.ESME_RSYSERR))
+                return
+            link.send(pdu.response(message_id=str(message.id)))
+            metrics.INGRESS_LATENCY.labels("smpp").observe(time.perf_counter() - started)
+
+        committed.add_done_callback(answer)
+
+    # -------------------------------------------------------- query_sm
+
+    async def _query_sm(self, link: SmppLink, pdu: QuerySm) -> None:
+        bind = link.owner
+        assert isinstance(bind, EsmeBind)
+        try:
+            message_id = uuid.UUID(pdu.message_id)
+            row = await store.get_message(self._pool_of(), message_id, bind.account.id)  # type: ignore[arg-type]
+        except (ValueError, StoreError):
+            row = None
+        if row is None:
+            link.send(pdu.response(command_status=CommandStatus.ESME_RQUERYFAIL))
+            return
+        state = {
+            "accepted": MessageState.ENROUTE,
+            "queued": MessageState.ENROUTE,
+            "sent": MessageState.ENROUTE,
+        }.get(row["status"]) or _STAT[Status(row["status"])][1]
+        link.send(
+            pdu.response(
+                message_id=pdu.message_id,
+                final_date="" if row["done_at"] is None else _smpp_time(row["done_at"]),
+                message_state=int(state),
+                error_code=0,
+            )
+        )
+
+    # -------------------------------------------------------- receipts out
+
+    async def deliver(self, n: Notification) -> None:
+        """Channel for SMPP receipts: send on a receiving bind of the account."""
+        links = [
+            link
+            for link in self._binds.get(n.account_id, ())
+            if isinstance(link.owner, EsmeBind) and link.owner.can_receive and link.is_open
+        ]
+        if not links:
+            raise NotAvailable(n.account_id)
+        # Round-robin over the account's receiving binds.
+        i = self._next_receiver.get(n.account_id, 0) % len(links)
+        self._next_receiver[n.account_id] = i + 1
+        link = links[i]
+        pdu = build_receipt(msgspec.json.decode(n.payload, type=SmppReceipt))
+        try:
+            resp = await link.request(pdu)
+        except (LinkClosed, ResponseTimeout) as exc:
+            raise DeliveryFailed(type(exc).__name__) from None
+        if resp.command_status != CommandStatus.ESME_ROK:
+            raise DeliveryFailed(f"deliver_sm_resp 0x{resp.command_status:08X}")
+
+
+def _smpp_time(dt: object) -> str:
+    """SMPP 3.4 §7.1.1 absolute time, UTC: YYMMDDhhmmss000+."""
+    return dt.strftime("%y%m%d%H%M%S") + "000+"  # type: ignore[attr-defined]

@@ -1,0 +1,178 @@
+"""Admission: is this message acceptable, and what does it become?
+
+Shared by both ingresses, so that an app on HTTP and a partner ESME on SMPP
+get the same decisions; each ingress only maps the outcome to its own error
+vocabulary (RFC 9457 problem / SMPP command_status).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import phonenumbers
+
+from connectors.smpp.text import Encoding, decode_short_message, encode_text, part_count
+from router.accounts import Account
+from router.messages import Message, Status, new_message_id, utcnow
+from router.routes import PriceTable, RouteTable
+
+# Longest text accepted over HTTP, in parts. Twilio caps a message body at
+# 1600 characters (~10 GSM segments); carriers reassemble at most 255 parts
+# (TS 23.040 §9.2.3.24.1) but handsets and carriers drop long chains well
+# before that.
+MAX_PARTS = 10
+
+# SMPP 3.4 §5.2.21: data_coding values and the alphabet we store the text in.
+_ENCODING_OF_DATA_CODING = {
+    0: Encoding.GSM7,
+    1: Encoding.GSM7,
+    3: Encoding.LATIN1,
+    8: Encoding.UCS2,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """A request field that is not acceptable (HTTP 422 `errors` entry)."""
+
+    field: str
+    code: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A recipient the rules refuse (`rejected` entry; SMPP error status)."""
+
+    to: str
+    code: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    e164: str  # "+14155550123"
+    digits: str  # "14155550123"
+    country: str | None  # ISO 3166 alpha-2
+
+
+def parse_recipient(to: str) -> Recipient | None:
+    """An E.164 number from what a client sent, or None if it is not one.
+
+    libphonenumber's `is_valid_number` refuses ranges it does not know yet
+    (new mobile blocks, UK drama numbers); carriers decide those, so only
+    the number's form is checked here.
+    """
+    if not isinstance(to, str) or not to.startswith("+"):
+        return None
+    try:
+        number = phonenumbers.parse(to, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    country = phonenumbers.region_code_for_number(
+        number
+    ) or phonenumbers.region_code_for_country_code(number.country_code)
+    return Recipient(e164=e164, digits=e164[1:], country=None if country == "ZZ" else country)
+
+
+class Admission:
+    """Decisions about one account's message; config-derived, rebuilt on reload."""
+
+    def __init__(
+        self,
+        *,
+        routes: RouteTable,
+        prices: PriceTable,
+        senders: dict[str, str],
+    ) -> None:
+        self.routes = routes
+        self.prices = prices
+        # sender number → owning account id ([[numbers]])
+        self.senders = senders
+
+    def sender_allowed(self, account: Account, sender: str) -> bool:
+        return self.senders.get(sender) == account.id
+
+    def refuse(self, to: str, recipient: Recipient) -> Refusal | None:
+        """The routing rules for one recipient: a route and a price must exist."""
+        if self.routes.lookup(recipient.digits) is None:
+            return Refusal(to, "no_route", f"no route to {recipient.e164}")
+        if self.prices.price_of(recipient.digits) is None:
+            return Refusal(to, "no_route", f"no price for {recipient.e164}")
+        return None
+
+    def price(self, recipient: Recipient, parts: int) -> Decimal:
+        unit = self.prices.price_of(recipient.digits) or Decimal(0)
+        return unit * parts
+
+    def new_message(
+        self,
+        account: Account,
+        *,
+        ingress: str,
+        sender: str,
+        recipient: Recipient,
+        body: str,
+        encoding: Encoding,
+        data_coding: int,
+        parts: int,
+        udh: bytes | None = None,
+        client_ref: str | None = None,
+        callback_url: str | None = None,
+        want_receipt: bool = False,
+        validity: float | None = None,
+        now: datetime | None = None,
+    ) -> Message:
+        now = now or utcnow()
+        return Message(
+            id=new_message_id(),
+            account_id=account.id,
+            ingress=ingress,
+            sender=sender,
+            recipient=recipient.e164,
+            body=body,
+            encoding=str(encoding),
+            data_coding=data_coding,
+            parts=parts,
+            price=self.price(recipient, parts),
+            created_at=now,
+            udh=udh,
+            client_ref=client_ref,
+            callback_url=callback_url or account.callback_url or None,
+            want_receipt=want_receipt,
+            valid_until=now + timedelta(seconds=validity) if validity else None,
+            status=Status.QUEUED,
+            country=recipient.country,
+        )
+
+
+def text_parts(text: str) -> tuple[Encoding, int]:
+    """Encoding and part count of an HTTP text (what the 202 reports)."""
+    return part_count(text)
+
+
+def smpp_text(data_coding: int, payload: bytes) -> tuple[str, Encoding | str]:
+    """An ESME's short_message as text plus the alphabet to re-encode it in.
+
+    Text in a data_coding we do not re-encode (8-bit binary, national
+    alphabets) is kept as Latin-1 of its bytes, which maps every byte to one
+    code point and back, so the carrier receives exactly what the ESME sent.
+    """
+    encoding = _ENCODING_OF_DATA_CODING.get(data_coding)
+    if encoding is None:
+        return payload.decode("latin-1"), "binary"
+    return decode_short_message(data_coding, payload), encoding
+
+
+def payloads(message: Message) -> list[bytes]:
+    """The wire bytes of each part of a message (without UDH)."""
+    if message.encoding == "binary":
+        return [message.body.encode("latin-1")]
+    # An ESME's submit_sm keeps its alphabet (and its own UDH travels with
+    # it); an HTTP text is encoded in the alphabet chosen at acceptance.
+    return encode_text(message.body, encoding=Encoding(message.encoding)).parts

@@ -1,0 +1,434 @@
+"""The router's configuration: TOML file, environment overrides, validation.
+
+Every section is a typed msgspec struct that refuses unknown keys, so a typo
+is an error naming its key instead of a silently ignored setting. Loading
+collects every error it can find (with its key path, e.g.
+``carriers[1].window``) rather than stopping at the first, because an
+operator fixing a config wants the whole list at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+ENV_PREFIX = "SMSROUTER_"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``errors`` lists (key path, problem)."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{path}: {msg}" for path, msg in errors))
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class HttpConfig(_Section):
+    listen: str = "127.0.0.1:8080"
+    # Largest request body accepted: a 500-recipient batch with a long text
+    # stays far below 1 MiB.
+    max_body_bytes: int = 1 << 20
+
+
+class SmppConfig(_Section):
+    listen: str = "127.0.0.1:2775"
+    # Outstanding deliver_sm (receipts) per ESME bind before we wait for it.
+    window: int = 64
+    # Seconds a new connection may stay unbound (SMPP 3.4 §2.9 leaves the
+    # value to the SMSC; Kannel and cloudhopper use tens of seconds).
+    bind_timeout: float = 30.0
+    enquire_link_interval: float = 30.0
+    inactivity_timeout: float = 120.0
+    response_timeout: float = 30.0
+
+
+class DatabaseConfig(_Section):
+    url: str = ""
+    data_dir: str = "./var/pg"
+    pool_size: int = 10
+    # Group commit: most rows one flush may carry (COPY/executemany batch).
+    max_batch: int = 2000
+
+
+class CarrierConfig(_Section):
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 2775
+    system_id: str = ""
+    password: str = ""
+    system_type: str = ""
+    bind: Literal["transceiver", "transmitter+receiver"] = "transceiver"
+    sessions: int = 1
+    window: int = 64
+    max_tps: float = 0.0
+    enquire_link_interval: float = 30.0
+    response_timeout: float = 30.0
+    reconnect_delay: float = 1.0
+    reconnect_max_delay: float = 30.0
+    # How the carrier writes message ids in submit_sm_resp and receipts:
+    # some SMSCs answer in hex and receipt in decimal (or the reverse).
+    message_id_format: Literal["string", "hex", "decimal"] = "string"
+    # GSM 03.38 text travels unpacked unless the carrier wants packed.
+    gsm_packed: bool = False
+
+
+class RouteCarrier(_Section):
+    name: str
+    cost: Decimal = Decimal(0)
+    weight: int = 1
+
+
+class RouteConfig(_Section):
+    prefix: str
+    carriers: list[RouteCarrier]
+
+
+class PriceConfig(_Section):
+    prefix: str
+    price: Decimal
+
+
+class AccountSmpp(_Section):
+    system_id: str
+    password: str
+    max_binds: int = 4
+
+
+class AccountConfig(_Section):
+    id: str
+    api_keys: list[str] = []
+    smpp: AccountSmpp | None = None
+    verified: bool = True
+    locked: bool = False
+    credit: Decimal = Decimal(0)
+    currency: str = "EUR"
+    callback_url: str = ""
+    webhook_secret: str = ""
+    inbound_url: str = ""
+    allowed_ips: list[str] = []
+
+
+class RatesConfig(_Section):
+    long_code: float = 0.25
+    toll_free: float = 40.0
+    short_code: float = 100.0
+    alphanumeric: float = 10.0
+    country: dict[str, dict[str, float]] = {}
+
+
+class QueuesConfig(_Section):
+    max_per_sender: int = 100_000
+
+
+class WebhooksConfig(_Section):
+    deny_private_networks: bool = False
+    retry_hours: float = 72.0
+    timeout: float = 10.0
+    concurrency: int = 64
+
+
+class NumberConfig(_Section):
+    number: str
+    account: str
+    type: Literal["long_code", "toll_free", "short_code", "alphanumeric"] = "long_code"
+    rate: float | None = None
+
+
+class ShutdownConfig(_Section):
+    drain_seconds: float = 10.0
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class SimulatorConfig(_Section):
+    """A carrier simulator the daemon runs beside itself (demo and tests)."""
+
+    name: str
+    port: int
+    system_id: str = ""
+    password: str = ""
+    receipt_delay: float = 0.5
+    # Receipt stat words and their weights, e.g. {DELIVRD = 95, UNDELIV = 5}.
+    receipts: dict[str, float] = msgspec.field(default_factory=lambda: {"DELIVRD": 1.0})
+
+
+class Config(_Section):
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    smpp: SmppConfig = msgspec.field(default_factory=SmppConfig)
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    carriers: list[CarrierConfig] = []
+    routes: list[RouteConfig] = []
+    prices: list[PriceConfig] = []
+    accounts: list[AccountConfig] = []
+    rates: RatesConfig = msgspec.field(default_factory=RatesConfig)
+    queues: QueuesConfig = msgspec.field(default_factory=QueuesConfig)
+    webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
+    numbers: list[NumberConfig] = []
+    shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    simulators: list[SimulatorConfig] = []
+
+    def carrier(self, name: str) -> CarrierConfig | None:
+        return next((c for c in self.carriers if c.name == name), None)
+
+
+_SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "http": HttpConfig,
+    "smpp": SmppConfig,
+    "database": DatabaseConfig,
+    "rates": RatesConfig,
+    "queues": QueuesConfig,
+    "webhooks": WebhooksConfig,
+    "shutdown": ShutdownConfig,
+    "log": LogConfig,
+}
+_LISTS: dict[str, type[msgspec.Struct]] = {
+    "carriers": CarrierConfig,
+    "routes": RouteConfig,
+    "prices": PriceConfig,
+    "accounts": AccountConfig,
+    "numbers": NumberConfig,
+    "simulators": SimulatorConfig,
+}
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' → (host, port); ValueError if malformed."""
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", value)
+    if not m:
+        raise ValueError(f"expected host:port, got {value!r}")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range")
+    return host, port
+
+
+def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Apply SMSROUTER_<SECTION>_<KEY>=value to the table sections in place.
+
+    Values are parsed as TOML values when they parse (numbers, booleans,
+    arrays) and taken as plain strings otherwise, so
+    ``SMSROUTER_HTTP_LISTEN=127.0.0.1:8081`` needs no quoting.
+    """
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        for section in _SECTIONS:
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1 :]
+                try:
+                    parsed: Any = tomllib.loads(f"v = {value}")["v"]
+                except tomllib.TOMLDecodeError:
+                    parsed = value
+                raw.setdefault(section, {})[key] = parsed
+                break
+
+
+def _path_of(prefix: str, msgspec_error: str) -> tuple[str, str]:
+    """Split msgspec's '... - at `$.a[0].b`' into (key path, message)."""
+    m = re.search(r" - at `\$(.*)`$", msgspec_error)
+    path, msg = (prefix + m.group(1), msgspec_error[: m.start()]) if m else (prefix, msgspec_error)
+    unknown = re.fullmatch(r"Object contains unknown field `(.+)`", msg)
+    if unknown:
+        return f"{path}.{unknown.group(1)}", "unknown key"
+    return path, msg
+
+
+def _convert(section: str, value: Any, typ: type[msgspec.Struct], errors: list) -> Any:
+    try:
+        return msgspec.convert(value, typ, strict=False)
+    except msgspec.ValidationError as exc:
+        errors.append(_path_of(section, str(exc)))
+        return None
+
+
+def parse_config(raw: dict[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """Validate a parsed TOML document (plus env overrides) into a Config."""
+    environ = os.environ if environ is None else environ
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    _env_overrides(raw, environ)
+    errors: list[tuple[str, str]] = []
+    values: dict[str, Any] = {}
+    positions: dict[str, list[int]] = {}
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                errors.append((key, "expected a table"))
+                continue
+            converted = _convert(key, value, _SECTIONS[key], errors)
+            if converted is not None:
+                values[key] = converted
+        elif key in _LISTS:
+            if not isinstance(value, list):
+                errors.append((key, "expected an array of tables ([[" + key + "]])"))
+                continue
+            items = [_convert(f"{key}[{i}]", v, _LISTS[key], errors) for i, v in enumerate(value)]
+            values[key] = [item for item in items if item is not None]
+            # Semantic errors name entries by their position in the file,
+            # also when an earlier entry failed to convert.
+            positions[key] = [i for i, item in enumerate(items) if item is not None]
+        else:
+            errors.append((key, "unknown section"))
+    config = Config(**values)
+    if url := environ.get(ENV_PREFIX + "DATABASE_URL"):
+        config.database.url = url
+    errors.extend(_semantic_errors(config, positions))
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("(file)", f"cannot read {path}: {exc.strerror}")]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("(file)", f"not valid TOML: {exc}")]) from None
+    return parse_config(raw, environ)
+
+
+def _is_e164_prefix(prefix: str) -> bool:
+    return prefix == "" or (prefix.isdigit() and len(prefix) <= 15)
+
+
+def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tuple[str, str]]:
+    """Cross-field checks msgspec's types cannot express."""
+    errors: list[tuple[str, str]] = []
+
+    def at(section: str, i: int) -> str:
+        pos = positions.get(section)
+        return f"{section}[{pos[i] if pos else i}]"
+
+    for key in ("http", "smpp"):
+        try:
+            parse_listen(getattr(config, key).listen)
+        except ValueError as exc:
+            errors.append((f"{key}.listen", str(exc)))
+
+    carrier_names: set[str] = set()
+    for i, c in enumerate(config.carriers):
+        if c.name in carrier_names:
+            errors.append((f"{at('carriers', i)}.name", f"duplicate carrier name {c.name!r}"))
+        carrier_names.add(c.name)
+        if not 1 <= c.port <= 65535:
+            errors.append((f"{at('carriers', i)}.port", "must be 1..65535"))
+        if c.sessions < 1:
+            errors.append((f"{at('carriers', i)}.sessions", "must be at least 1"))
+        if c.window < 1:
+            errors.append((f"{at('carriers', i)}.window", "must be at least 1"))
+        if c.max_tps < 0:
+            errors.append((f"{at('carriers', i)}.max_tps", "must be 0 (no cap) or positive"))
+        # SMPP 3.4 §5.2.1: system_id is at most 16 octets with its NUL. The
+        # password's 9 octets (§5.2.2) are not enforced: SMSCs in the field
+        # accept longer ones and the contract's demo account uses one.
+        if len(c.system_id) > 15:
+            errors.append(
+                (f"{at('carriers', i)}.system_id", "longer than 15 characters (SMPP 3.4 §5.2.1)")
+            )
+
+    seen_prefixes: set[str] = set()
+    for i, r in enumerate(config.routes):
+        if r.prefix in seen_prefixes:
+            errors.append((f"{at('routes', i)}.prefix", f"prefix {r.prefix!r} routed twice"))
+        seen_prefixes.add(r.prefix)
+        if not _is_e164_prefix(r.prefix):
+            errors.append((f"{at('routes', i)}.prefix", "must be E.164 digits (no '+'), or empty"))
+        if not r.carriers:
+            errors.append((f"{at('routes', i)}.carriers", "needs at least one carrier"))
+        for j, rc in enumerate(r.carriers):
+            if rc.name not in carrier_names:
+                errors.append(
+                    (f"{at('routes', i)}.carriers[{j}].name", f"unknown carrier {rc.name!r}")
+                )
+            if rc.cost < 0:
+                errors.append((f"{at('routes', i)}.carriers[{j}].cost", "must not be negative"))
+
+    seen_prefixes = set()
+    for i, p in enumerate(config.prices):
+        if p.prefix in seen_prefixes:
+            errors.append((f"{at('prices', i)}.prefix", f"prefix {p.prefix!r} priced twice"))
+        seen_prefixes.add(p.prefix)
+        if not _is_e164_prefix(p.prefix):
+            errors.append((f"{at('prices', i)}.prefix", "must be E.164 digits (no '+'), or empty"))
+        if p.price < 0:
+            errors.append((f"{at('prices', i)}.price", "must not be negative"))
+
+    account_ids: set[str] = set()
+    api_keys: set[str] = set()
+    system_ids: set[str] = set()
+    for i, a in enumerate(config.accounts):
+        if a.id in account_ids:
+            errors.append((f"{at('accounts', i)}.id", f"duplicate account id {a.id!r}"))
+        account_ids.add(a.id)
+        for j, k in enumerate(a.api_keys):
+            if k in api_keys:
+                errors.append(
+                    (f"{at('accounts', i)}.api_keys[{j}]", "API key used by another account")
+                )
+            api_keys.add(k)
+        if a.smpp is not None:
+            if a.smpp.system_id in system_ids:
+                errors.append((f"{at('accounts', i)}.smpp.system_id", "used by another account"))
+            system_ids.add(a.smpp.system_id)
+            if len(a.smpp.system_id) > 15:
+                errors.append((f"{at('accounts', i)}.smpp.system_id", "longer than 15 characters"))
+        for j, ip in enumerate(a.allowed_ips):
+            try:
+                ipaddress.ip_network(ip, strict=False)
+            except ValueError:
+                errors.append(
+                    (f"{at('accounts', i)}.allowed_ips[{j}]", f"not an IP or network: {ip!r}")
+                )
+        for key in ("callback_url", "inbound_url"):
+            url = getattr(a, key)
+            if url and not re.match(r"https?://[^/\s]+", url):
+                errors.append((f"{at('accounts', i)}.{key}", "must be an http:// or https:// URL"))
+        try:
+            if a.credit < 0:
+                errors.append((f"{at('accounts', i)}.credit", "must not be negative"))
+        except InvalidOperation:
+            errors.append((f"{at('accounts', i)}.credit", "not a decimal amount"))
+
+    for i, n in enumerate(config.numbers):
+        if n.account not in account_ids:
+            errors.append((f"{at('numbers', i)}.account", f"unknown account {n.account!r}"))
+        if n.rate is not None and n.rate < 0:
+            errors.append((f"{at('numbers', i)}.rate", "must not be negative"))
+
+    for code, rates in config.rates.country.items():
+        if not re.fullmatch(r"[A-Z]{2}", code):
+            errors.append((f"rates.country.{code}", "must be an ISO 3166 alpha-2 code"))
+        for kind, value in rates.items():
+            if kind not in ("long_code", "toll_free", "short_code", "alphanumeric"):
+                errors.append((f"rates.country.{code}.{kind}", "unknown number type"))
+            elif value < 0:
+                errors.append((f"rates.country.{code}.{kind}", "must not be negative"))
+
+    for i, s in enumerate(config.simulators):
+        if not 1 <= s.port <= 65535:
+            errors.append((f"{at('simulators', i)}.port", "must be 1..65535"))
+    if config.queues.max_per_sender < 1:
+        errors.append(("queues.max_per_sender", "must be at least 1"))
+    if config.database.pool_size < 2:
+        errors.append(("database.pool_size", "must be at least 2"))
+    return errors

@@ -1,0 +1,275 @@
+"""The delivery engine: sender queues → route → carrier, and receipts back.
+
+One loop releases parts from the sender scheduler as their tokens come due
+and hands each to a carrier chosen by route and availability; the outcome
+is written through the group-commit writer. The engine knows nothing about
+SMPP: a `CarrierGateway` sends a part and says which way it went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from router import metrics
+from router.messages import FINAL_STATUSES, Message, Status, utcnow
+from router.routes import RouteTable
+from router.scheduler import SenderQueueFull, SenderScheduler
+from router.senders import SenderRates
+from router.store import CarrierReceipt, GroupCommit, MessageEnded, PartSent, StoreError
+
+log = structlog.get_logger("engine")
+
+# Receipts may beat the submit_sm_resp they belong to (the carrier's SMSC
+# writes the receipt before the response leaves), or beat our commit of it.
+# Unmatched receipts are retried for this long before they are given up.
+RECEIPT_GRACE_SECONDS = 300.0
+
+# Waits between rounds when every candidate carrier failed temporarily.
+RETRY_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class CarrierError(Exception):
+    """A carrier refused or lost a part.
+
+    `temporary` errors (throttled, queue full, system error, timeout, link
+    lost) are retried on the next candidate; permanent ones end the message
+    with `code` (e.g. "smpp:0x0000000B").
+    """
+
+    def __init__(self, code: str, *, temporary: bool, detail: str = "") -> None:
+        super().__init__(detail or code)
+        self.code = code
+        self.temporary = temporary
+
+
+class CarrierGateway(Protocol):
+    def is_available(self, carrier: str) -> bool: ...
+
+    async def submit(self, carrier: str, message: Message, part: int) -> str:
+        """Send one part; return the carrier's message id or raise CarrierError."""
+        ...
+
+
+@dataclass(slots=True)
+class _HeldReceipt:
+    op: CarrierReceipt
+    first_seen: float
+    future: asyncio.Future[None]
+
+
+class DeliveryEngine:
+    def __init__(
+        self,
+        *,
+        writer: GroupCommit,
+        carriers: CarrierGateway,
+        routes: RouteTable,
+        rates: SenderRates,
+        max_per_sender: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.writer = writer
+        self.carriers = carriers
+        self.routes = routes
+        self.rates = rates
+        self._clock = clock
+        self.scheduler: SenderScheduler[Message] = SenderScheduler(
+            clock, rates.rate_of, max_queued_parts=max_per_sender
+        )
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._parked: list[tuple[Message, int]] = []
+        self._attempts: dict[uuid.UUID, int] = {}
+        self._held: list[_HeldReceipt] = []
+        self._stopping = False
+
+    # ------------------------------------------------------------- intake
+
+    def queue_key(self, message: Message) -> str:
+        return self.rates.queue_key(message.sender, message.country)
+
+    def has_room(self, message: Message) -> bool:
+        key = self.queue_key(message)
+        return self.scheduler.depth(key) + message.parts <= self.scheduler.max_queued_parts
+
+    def enqueue(self, message: Message, *, first_part: int = 0) -> None:
+        """Queue a committed message (or its remaining parts after a restart)."""
+        key = self.queue_key(message)
+        remaining = message.parts - first_part
+        try:
+            self.scheduler.push(key, message, remaining, first_part=first_part)
+        except SenderQueueFull:
+            # Admission checked room before the commit; another request
+            # filled the queue in between. The message is committed, so it
+            # must not be dropped: it waits beyond the limit.
+            log.warning("sender queue over its limit", key=key, message_id=str(message.id))
+            self.scheduler.push(key, message, remaining, first_part=first_part, force=True)
+        message.parts_sent = first_part
+        self._wake.set()
+        metrics.QUEUE_DEPTH.set(self.scheduler.queued_parts)
+
+    def carrier_up(self, carrier: str) -> None:
+        """A carrier bound: what waited for any carrier goes back to its queue."""
+        parked, self._parked = self._parked, []
+        for message, part in reversed(parked):
+            self._requeue(message, part)
+        if parked:
+            self._wake.set()
+
+    # ------------------------------------------------------------- the loop
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="delivery-engine")
+
+    async def stop(self, drain_seconds: float) -> None:
+        """Stop releasing; give in-flight carrier requests time to answer."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self._inflight:
+            _, pending = await asyncio.wait(self._inflight, timeout=drain_seconds)
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*pending, return_exceptions=True)
+        for held in self._held:
+            if not held.future.done():
+                held.future.set_result(None)
+
+    async def _run(self) -> None:
+        scheduler = self.scheduler
+        while not self._stopping:
+            released = scheduler.pop_ready(limit=1000)
+            for message, part in released:
+                if message.status in FINAL_STATUSES:
+                    continue  # an earlier part ended it
+                task = asyncio.create_task(self._deliver(message, part))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+            if released:
+                metrics.QUEUE_DEPTH.set(scheduler.queued_parts)
+                metrics.SENDER_QUEUES_ACTIVE.set(scheduler.active_keys)
+                await asyncio.sleep(0)
+                continue
+            self._retry_held_receipts()
+            self._wake.clear()
+            at = scheduler.next_release_at()
+            timeout = 1.0 if at is None else min(1.0, max(0.0, at - self._clock()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _deliver(self, message: Message, part: int) -> None:
+        log_ = log.bind(message_id=str(message.id), part=part)
+        if message.valid_until is not None and utcnow() >= message.valid_until:
+            await self._end(message, Status.EXPIRED, "validity_expired")
+            return
+        candidates = self.routes.choose(message.recipient.lstrip("+"), self.carriers.is_available)
+        if not candidates:
+            if self.routes.lookup(message.recipient.lstrip("+")) is None:
+                await self._end(message, Status.REJECTED, "no_route")
+            else:
+                self._parked.append((message, part))
+            return
+        last: CarrierError | None = None
+        for candidate in candidates:
+            started = time.perf_counter()
+            try:
+                carrier_id = await self.carriers.submit(candidate.carrier, message, part)
+            except CarrierError as exc:
+                metrics.SUBMIT_ERRORS.labels(candidate.carrier, exc.code).inc()
+                last = exc
+                if exc.temporary:
+                    log_.info(
+                        "carrier failed temporarily", carrier=candidate.carrier, error=exc.code
+                    )
+                    continue
+                log_.info("carrier refused", carrier=candidate.carrier, error=exc.code)
+                await self._end(message, Status.FAILED, exc.code, carrier=candidate.carrier)
+                return
+            metrics.SUBMITTED.labels(candidate.carrier).inc()
+            metrics.SUBMIT_LATENCY.labels(candidate.carrier).observe(time.perf_counter() - started)
+            self._attempts.pop(message.id, None)
+            message.parts_sent += 1
+            message.status = Status.SENT
+            op = PartSent(message.id, part, candidate.carrier, carrier_id, utcnow())
+            try:
+                await self.writer.run(op)
+            except StoreError:
+                # The carrier has it but our record does not: the receipt
+                # will not match and the restart would send it again.
+                log_.error("could not record a sent part", carrier=candidate.carrier)
+            return
+        # Every candidate failed temporarily: try again later, head of the queue.
+        attempt = self._attempts.get(message.id, 0)
+        self._attempts[message.id] = attempt + 1
+        delay = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
+        log_.info("retrying later", delay=delay, error=last.code if last else None)
+        asyncio.get_running_loop().call_later(delay, self._requeue, message, part)
+
+    def _requeue(self, message: Message, part: int) -> None:
+        if self._stopping:
+            return
+        # Only this part: the parts after it are still queued behind it.
+        self.scheduler.push_front(self.queue_key(message), message, 1, first_part=part)
+        self._wake.set()
+
+    async def _end(
+        self, message: Message, status: Status, code: str, *, carrier: str | None = None
+    ) -> None:
+        message.status = status
+        self._attempts.pop(message.id, None)
+        self.scheduler.remove(self.queue_key(message), lambda m: m is message)
+        with contextlib.suppress(StoreError):
+            await self.writer.run(MessageEnded(message.id, status, code, utcnow(), carrier))
+
+    # ------------------------------------------------------------- receipts
+
+    def receipt(self, op: CarrierReceipt) -> asyncio.Future[None]:
+        """Record a carrier's receipt; the future resolves once it is safe to
+        answer the carrier (committed, or held for a later match)."""
+        metrics.DLR_RECEIVED.labels(op.carrier, str(op.status)).inc()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._apply_receipt(_HeldReceipt(op, self._clock(), done))
+        return done
+
+    def _apply_receipt(self, held: _HeldReceipt) -> None:
+        fut = self.writer.submit(held.op)
+
+        def committed(f: asyncio.Future[object]) -> None:
+            if f.exception() is not None:
+                if not held.future.done():
+                    held.future.set_exception(f.exception())  # type: ignore[arg-type]
+                return
+            if f.result() is False:
+                if self._clock() - held.first_seen < RECEIPT_GRACE_SECONDS:
+                    self._held.append(held)
+                else:
+                    log.warning(
+                        "receipt matched no message",
+                        carrier=held.op.carrier,
+                        carrier_message_id=held.op.carrier_message_id,
+                    )
+                    metrics.RECEIPTS_UNMATCHED.inc()
+            # Held receipts are answered at once: the carrier must not wait
+            # minutes for our submit_sm_resp bookkeeping.
+            if not held.future.done():
+                held.future.set_result(None)
+
+        fut.add_done_callback(committed)
+
+    def _retry_held_receipts(self) -> None:
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        for h in held:
+            self._apply_receipt(h)

@@ -1,0 +1,77 @@
+"""The message record and its life cycle, as the contract names them (§3)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    ACCEPTED = "accepted"
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+FINAL_STATUSES = frozenset(
+    {Status.DELIVERED, Status.UNDELIVERED, Status.EXPIRED, Status.REJECTED, Status.FAILED}
+)
+
+
+def new_message_id() -> uuid.UUID:
+    """A UUIDv7 (RFC 9562 §5.7): time-ordered, so the primary key index of
+    the messages table grows at its right edge instead of at random pages."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # variant 10
+    return uuid.UUID(int=value)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    """One accepted message on its way to a carrier.
+
+    ``parts`` is how many submit_sm it takes; ``payloads`` holds each part's
+    wire bytes (without UDH) once encoded, and is rebuilt from ``body`` after
+    a restart.
+    """
+
+    id: uuid.UUID
+    account_id: str
+    ingress: str
+    sender: str
+    recipient: str
+    body: str
+    encoding: str
+    data_coding: int
+    parts: int
+    price: Decimal
+    created_at: datetime
+    udh: bytes | None = None
+    client_ref: str | None = None
+    callback_url: str | None = None
+    want_receipt: bool = False
+    valid_until: datetime | None = None
+    status: Status = Status.QUEUED
+    # Destination country (ISO 3166), for per-country sender rates.
+    country: str | None = None
+    payloads: list[bytes] = field(default_factory=list)
+    # Parts already accepted by a carrier (after a restart, resume after them).
+    parts_sent: int = 0
+    # Concatenation reference shared by this message's parts (TS 23.040 §9.2.3.24.1).
+    concat_ref: int = 0

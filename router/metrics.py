@@ -1,0 +1,88 @@
+"""Prometheus metrics, named as the contract fixes them (CONTRACT §5).
+
+Module-level collectors in the default registry: one router per process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_NS = "smsrouter"
+
+# Latency buckets from 0.5 ms to 10 s: group commit answers in about a
+# millisecond, carriers in tens of milliseconds, a sick one in seconds.
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+MESSAGES_RECEIVED = Counter(
+    "messages_received",
+    "Messages accepted (committed) by ingress and account",
+    ["ingress", "account"],
+    namespace=_NS,
+)
+MESSAGES_REJECTED = Counter(
+    "messages_rejected",
+    "Messages refused at admission by ingress and reason",
+    ["ingress", "reason"],
+    namespace=_NS,
+)
+SUBMITTED = Counter(
+    "messages_submitted",
+    "Parts accepted by a carrier (submit_sm_resp ESME_ROK)",
+    ["carrier"],
+    namespace=_NS,
+)
+SUBMIT_ERRORS = Counter(
+    "submit_errors",
+    "Parts a carrier refused or lost, by status",
+    ["carrier", "status"],
+    namespace=_NS,
+)
+DLR_RECEIVED = Counter(
+    "dlr_received",
+    "Delivery receipts from carriers by status",
+    ["carrier", "status"],
+    namespace=_NS,
+)
+RECEIPTS_UNMATCHED = Counter(
+    "receipts_unmatched",
+    "Carrier receipts that matched no submitted part after the grace period",
+    namespace=_NS,
+)
+QUEUE_DEPTH = Gauge("queue_depth", "Parts waiting in sender queues", namespace=_NS)
+SENDER_QUEUES_ACTIVE = Gauge(
+    "sender_queues_active", "Sender queues with work or a refilling bucket", namespace=_NS
+)
+THROTTLED = Counter(
+    "throttled",
+    "Requests refused or paused by a rate limit, by reason",
+    ["reason"],
+    namespace=_NS,
+)
+CARRIER_UP = Gauge("carrier_up", "Bound sessions per carrier", ["carrier"], namespace=_NS)
+CARRIER_HEALTH = Gauge(
+    "carrier_health",
+    "Carrier health score from 0 (down) to 1 (healthy)",
+    ["carrier"],
+    namespace=_NS,
+)
+SUBMIT_LATENCY = Histogram(
+    "submit_latency_seconds",
+    "submit_sm to submit_sm_resp",
+    ["carrier"],
+    namespace=_NS,
+    buckets=_LATENCY,
+)
+INGRESS_LATENCY = Histogram(
+    "ingress_latency_seconds",
+    "Request received to acknowledgement sent (after commit)",
+    ["ingress"],
+    namespace=_NS,
+    buckets=_LATENCY,
+)
+CALLBACKS = Counter(
+    "callbacks",
+    "Outgoing notifications (webhooks, SMPP receipts) by result",
+    ["result"],
+    namespace=_NS,
+)
+ESME_BINDS = Gauge("esme_binds", "Partner ESME binds by account", ["account"], namespace=_NS)

@@ -1,0 +1,3 @@
+from smsrouter.cli import main
+
+raise SystemExit(main())

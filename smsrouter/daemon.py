@@ -1,0 +1,316 @@
+"""The running router: builds every part from the config, starts them in
+order, reloads on SIGHUP and drains on SIGTERM (CONTRACT §1).
+
+Each part has an explicit start and stop (aiohttp's runner is the model);
+`Router.stop()` stops them in the reverse order of their dependencies so
+that nothing in flight loses the part it needs to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from connectors.carriers import CarrierPool
+from connectors.http_api import HttpApi
+from connectors.smpp_server import PartnerSmsc
+from connectors.webhooks import WebhookChannel
+from router import store
+from router.accounts import AccountDirectory
+from router.admission import Admission, parse_recipient
+from router.config import Config, load_config, parse_listen
+from router.engine import DeliveryEngine
+from router.intake import Intake
+from router.messages import Message, Status
+from router.migrations import apply_migrations
+from router.notifications import SMPP_RECEIPT, WEBHOOK, Dispatcher, plan_notifications
+from router.routes import Candidate, PriceTable, RouteTable
+from router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
+from router.store import GroupCommit
+from sims.carrier import CarrierSimulator
+from smsrouter.embedded_pg import EmbeddedPostgres
+
+log = structlog.get_logger("daemon")
+
+
+def build_routes(config: Config) -> RouteTable:
+    return RouteTable(
+        (r.prefix, [Candidate(c.name, c.cost, c.weight) for c in r.carriers]) for r in config.routes
+    )
+
+
+def build_rates(config: Config) -> SenderRates:
+    r = config.rates
+    return SenderRates(
+        RateDefaults(
+            long_code=r.long_code,
+            toll_free=r.toll_free,
+            short_code=r.short_code,
+            alphanumeric=r.alphanumeric,
+        ),
+        {cc: {NumberType(k): v for k, v in rates.items()} for cc, rates in r.country.items()},
+        {n.number: (NumberType(n.type), n.rate) for n in config.numbers},
+    )
+
+
+def build_admission(config: Config) -> Admission:
+    return Admission(
+        routes=build_routes(config),
+        prices=PriceTable((p.prefix, p.price) for p in config.prices),
+        senders={canonical_sender(n.number): n.account for n in config.numbers},
+    )
+
+
+def message_of(row: asyncpg.Record) -> Message:
+    """A stored message back in memory after a restart."""
+    recipient = parse_recipient(row["recipient"])
+    return Message(
+        id=row["id"],
+        account_id=row["account_id"],
+        ingress=row["ingress"],
+        sender=row["sender"],
+        recipient=row["recipient"],
+        body=row["body"],
+        encoding=row["encoding"],
+        data_coding=row["data_coding"],
+        parts=row["parts"],
+        price=row["price"],
+        created_at=row["created_at"],
+        udh=row["udh"],
+        client_ref=row["client_ref"],
+        callback_url=row["callback_url"],
+        want_receipt=row["want_receipt"],
+        valid_until=row["valid_until"],
+        status=Status(row["status"]),
+        parts_sent=row["parts_sent"],
+        country=recipient.country if recipient else None,
+    )
+
+
+class Router:
+    """Everything one router process runs."""
+
+    def __init__(self, config: Config, *, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.accounts = AccountDirectory(config.accounts)
+        self.admission = build_admission(config)
+        self.embedded_pg: EmbeddedPostgres | None = None
+        self.pool: asyncpg.Pool
+        self.writer: GroupCommit
+        self.engine: DeliveryEngine
+        self.intake: Intake
+        self.carriers: CarrierPool
+        self.dispatcher: Dispatcher
+        self.webhooks: WebhookChannel
+        self.smsc: PartnerSmsc
+        self.simulators: list[CarrierSimulator] = []
+        self._http: web.AppRunner | None = None
+        self.http_port = 0
+        self.smpp_port = 0
+        self._stopped = asyncio.Event()
+
+    # ------------------------------------------------------------- readiness
+
+    def is_ready(self) -> tuple[bool, dict[str, Any]]:
+        carriers = {name: c.is_up for name, c in self.carriers.carriers.items()}
+        return any(carriers.values()), {"carriers": carriers}
+
+    # ------------------------------------------------------------- start
+
+    async def start(self) -> None:
+        cfg = self.config
+        dsn = cfg.database.url
+        if not dsn:
+            self.embedded_pg = EmbeddedPostgres(Path(cfg.database.data_dir))
+            dsn = await self.embedded_pg.start()
+            log.info("embedded postgresql started", data_dir=cfg.database.data_dir)
+        self.pool = await asyncpg.create_pool(
+            dsn, min_size=2, max_size=cfg.database.pool_size, command_timeout=60
+        )
+        async with self.pool.acquire() as conn:
+            applied = await apply_migrations(conn)
+        if applied:
+            log.info("migrations applied", versions=applied)
+        await store.ensure_accounts(self.pool, [(a.id, a.credit, a.currency) for a in cfg.accounts])
+
+        self.writer = GroupCommit(
+            self.pool,
+            max_batch=cfg.database.max_batch,
+            plan_notifications=plan_notifications(cfg.webhooks.retry_hours),
+        )
+        self.writer.start()
+
+        for sim in cfg.simulators:
+            simulator = CarrierSimulator(
+                system_id=sim.system_id,
+                password=sim.password,
+                receipt_delay=sim.receipt_delay,
+                receipts=dict(sim.receipts),
+            )
+            await simulator.start("127.0.0.1", sim.port)
+            self.simulators.append(simulator)
+            log.info("carrier simulator listening", name=sim.name, port=simulator.port)
+
+        # The engine and the carrier pool refer to each other: the pool hands
+        # receipts and "bound" events to the engine, the engine submits
+        # through the pool.
+        self.carriers = CarrierPool(
+            cfg.carriers,
+            on_receipt=lambda op: self.engine.receipt(op),
+            on_up=lambda name: self.engine.carrier_up(name),
+        )
+        self.engine = DeliveryEngine(
+            writer=self.writer,
+            carriers=self.carriers,
+            routes=self.admission.routes,
+            rates=build_rates(cfg),
+            max_per_sender=cfg.queues.max_per_sender,
+        )
+        self.intake = Intake(self.writer, self.engine)
+
+        resumed = await store.pending_messages(self.pool)
+        for row in resumed:
+            message = message_of(row)
+            self.engine.enqueue(message, first_part=message.parts_sent)
+        if resumed:
+            log.info("resumed queued messages", count=len(resumed))
+
+        self.smsc = PartnerSmsc(
+            accounts=lambda: self.accounts,
+            admission=lambda: self.admission,
+            intake=self.intake,
+            pool_of=lambda: self.pool,
+            window=cfg.smpp.window,
+            bind_timeout=cfg.smpp.bind_timeout,
+            enquire_link_interval=cfg.smpp.enquire_link_interval,
+            inactivity_timeout=cfg.smpp.inactivity_timeout,
+            response_timeout=cfg.smpp.response_timeout,
+        )
+        self.webhooks = WebhookChannel(self.accounts_get, timeout=cfg.webhooks.timeout)
+        await self.webhooks.start()
+        self.dispatcher = Dispatcher(
+            writer=self.writer,
+            channels={WEBHOOK: self.webhooks, SMPP_RECEIPT: self.smsc},
+            concurrency=cfg.webhooks.concurrency,
+        )
+        self.smsc.on_receiver_bound = self.dispatcher.account_ready
+        self.writer.on_notifications = self.dispatcher.add
+        self.dispatcher.add(await store.pending_notifications(self.pool))
+
+        self.engine.start()
+        self.dispatcher.start()
+        self.carriers.start()
+
+        host, port = parse_listen(cfg.smpp.listen)
+        await self.smsc.start(host, port)
+        self.smpp_port = self.smsc.port
+        api = HttpApi(self, max_body_bytes=cfg.http.max_body_bytes)
+        self._http = web.AppRunner(api.app, access_log=None, handle_signals=False)
+        await self._http.setup()
+        host, port = parse_listen(cfg.http.listen)
+        site = web.TCPSite(self._http, host, port, backlog=1024, reuse_address=True)
+        await site.start()
+        self.http_port = self._http.addresses[0][1]
+        log.info(
+            "smsrouter ready",
+            http=f"http://{host}:{self.http_port}",
+            smpp=f"{parse_listen(cfg.smpp.listen)[0]}:{self.smpp_port}",
+        )
+
+    def accounts_get(self, account_id: str):  # type: ignore[no-untyped-def]
+        return self.accounts.get(account_id)
+
+    # ------------------------------------------------------------- reload
+
+    def reload(self) -> None:
+        """SIGHUP: routes, prices, accounts and numbers anew; binds stay."""
+        if self.config_path is None:
+            return
+        try:
+            config = load_config(self.config_path)
+        except Exception as exc:
+            log.error("config reload failed; keeping the running config", error=str(exc))
+            return
+        self.config = config
+        self.accounts = AccountDirectory(config.accounts)
+        self.admission = build_admission(config)
+        self.engine.routes = self.admission.routes
+        self.engine.rates = build_rates(config)
+        self.engine.scheduler.set_rates(self.engine.rates.rate_of)
+        log.info("config reloaded", path=str(self.config_path))
+
+    # ------------------------------------------------------------- stop
+
+    async def stop(self) -> None:
+        """Drain: ingress first, then in-flight carrier work, then the rest."""
+        drain = self.config.shutdown.drain_seconds
+        log.info("draining", drain_seconds=drain)
+        self.smsc.stop_accepting()
+        if self._http is not None:
+            for site in list(self._http.sites):
+                await site.stop()
+        await self.engine.stop(drain)
+        await self.dispatcher.stop(timeout=min(drain, 5.0))
+        await self.carriers.stop()
+        await self.smsc.stop()
+        if self._http is not None:
+            await self._http.cleanup()
+        await self.webhooks.stop()
+        await self.writer.stop()
+        for sim in self.simulators:
+            await sim.stop()
+        await self.pool.close()
+        if self.embedded_pg is not None:
+            await self.embedded_pg.stop()
+        log.info("stopped")
+
+
+async def run(config: Config, config_path: Path | None) -> int:
+    router = Router(config, config_path=config_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await router.start()
+    except BaseException:
+        log.exception("start failed")
+        await _stop_partial(router)
+        return 1
+    loop.add_signal_handler(signal.SIGHUP, router.reload)
+    await stop.wait()
+    await router.stop()
+    return 0
+
+
+async def _stop_partial(router: Router) -> None:
+    """Stop what a failed start had started (the embedded PostgreSQL above all)."""
+    for attr in ("engine", "dispatcher", "carriers", "smsc", "writer"):
+        part = getattr(router, attr, None)
+        if part is None:
+            continue
+        try:
+            if attr in ("engine",):
+                await part.stop(0)
+            elif attr == "dispatcher":
+                await part.stop(timeout=0)
+            else:
+                await part.stop()
+        except Exception:
+            pass
+    if router._http is not None:
+        await router._http.cleanup()
+    for sim in router.simulators:
+        await sim.stop()
+    pool = getattr(router, "pool", None)
+    if pool is not None:
+        await pool.close()
+    if router.embedded_pg is not None:
+        await router.embedded_pg.stop()

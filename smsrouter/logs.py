@@ -1,0 +1,44 @@
+"""structlog set-up: one JSON object per line on stdout (CONTRACT §7)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+# Keys whose values must never reach a log line, whatever a caller binds.
+_SECRET_KEYS = frozenset(
+    {"password", "api_key", "webhook_secret", "secret", "dsn", "authorization"}
+)
+
+
+def _redact_secrets(_: object, __: str, event: dict) -> dict:
+    for key in _SECRET_KEYS & event.keys():
+        event[key] = "[redacted]"
+    return event
+
+
+def configure_logging(level: str = "info", fmt: str = "json") -> None:
+    renderer: structlog.types.Processor
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer()
+    else:
+        renderer = structlog.processors.JSONRenderer()
+    numeric = logging.getLevelName(level.upper())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries that use the standard logging module (aiohttp, asyncpg)
+    # go to stderr at warning level so they never interleave with our JSON.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -1,0 +1,155 @@
+"""The store against a real PostgreSQL: group commit, receipts, outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import asyncpg
+
+from router import store
+from router.messages import Message, Status, new_message_id
+from router.notifications import SMPP_RECEIPT, WEBHOOK, plan_notifications
+from router.store import (
+    CarrierReceipt,
+    GroupCommit,
+    InsertMessage,
+    MessageEnded,
+    OutboxDone,
+    PartSent,
+    final_of_parts,
+)
+
+
+def _message(n: int = 0, *, parts: int = 1, ingress: str = "http", **kw: object) -> Message:
+    return Message(
+        id=new_message_id(),
+        account_id="acc",
+        ingress=ingress,
+        sender="+14155550101",
+        recipient=f"+1415555{n:04d}",
+        body=f"text {n}",
+        encoding="gsm7",
+        data_coding=0,
+        parts=parts,
+        price=Decimal("0.0062") * parts,
+        created_at=datetime.now(UTC),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def _writer(pool: asyncpg.Pool, **kw: object) -> GroupCommit:
+    writer = GroupCommit(pool, **kw)  # type: ignore[arg-type]
+    writer.start()
+    return writer
+
+
+async def test_concurrent_inserts_share_commits(db_pool: asyncpg.Pool) -> None:
+    writer = await _writer(db_pool)
+    commits_before = await db_pool.fetchval(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    )
+    messages = [_message(i) for i in range(500)]
+    await asyncio.gather(*(writer.run(InsertMessage(m)) for m in messages))
+    await writer.stop()
+    count = await db_pool.fetchval("SELECT count(*) FROM messages")
+    assert count == 500
+    commits_after = await db_pool.fetchval(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    )
+    # 500 producers at once: far fewer commits than messages (the stats
+    # view counts our two SELECTs and the pool's set-up too).
+    assert commits_after - commits_before < 50
+
+
+async def test_receipt_ends_message_and_plans_notifications(db_pool: asyncpg.Pool) -> None:
+    writer = await _writer(db_pool, plan_notifications=plan_notifications(72))
+    created: list[store.Notification] = []
+    writer.on_notifications = created.extend
+    m = _message(1, callback_url="http://127.0.0.1:1/dlr", client_ref="ref")
+    await writer.run(InsertMessage(m))
+    now = datetime.now(UTC)
+    await writer.run(PartSent(m.id, 0, "sim", "abc", now))
+    early = await writer.run(CarrierReceipt("sim", "zzz", Status.DELIVERED, "", now))
+    assert early is False  # no such carrier id: the caller holds it
+    finished = await writer.run(CarrierReceipt("sim", "abc", Status.DELIVERED, "", now))
+    await writer.stop()
+    assert finished.status == Status.DELIVERED
+    assert finished.message_id == m.id
+    row = await db_pool.fetchrow("SELECT status, carrier, done_at FROM messages WHERE id=$1", m.id)
+    assert row["status"] == "delivered" and row["carrier"] == "sim" and row["done_at"]
+    assert [n.kind for n in created] == [WEBHOOK]
+    assert created[0].target == "http://127.0.0.1:1/dlr"
+    assert b'"status":"delivered"' in created[0].payload
+    assert b'"client_ref":"ref"' in created[0].payload
+    pending = await store.pending_notifications(db_pool)
+    assert [p.id for p in pending] == [created[0].id]
+
+
+async def test_multipart_message_ends_when_every_part_has_a_receipt(db_pool: asyncpg.Pool) -> None:
+    writer = await _writer(db_pool, plan_notifications=plan_notifications(72))
+    created: list[store.Notification] = []
+    writer.on_notifications = created.extend
+    m = _message(2, parts=2, ingress="smpp", want_receipt=True)
+    await writer.run(InsertMessage(m))
+    now = datetime.now(UTC)
+    await asyncio.gather(
+        writer.run(PartSent(m.id, 0, "sim", "p0", now)),
+        writer.run(PartSent(m.id, 1, "sim", "p1", now)),
+    )
+    first = await writer.run(CarrierReceipt("sim", "p0", Status.DELIVERED, "", now))
+    assert first is True  # matched, message still open
+    second = await writer.run(CarrierReceipt("sim", "p1", Status.UNDELIVERED, "dlr:001", now))
+    await writer.stop()
+    assert second.status == Status.UNDELIVERED
+    assert second.error_code == "dlr:001"
+    row = await db_pool.fetchrow("SELECT status, parts_sent FROM messages WHERE id=$1", m.id)
+    assert row["status"] == "undelivered" and row["parts_sent"] == 2
+    assert [n.kind for n in created] == [SMPP_RECEIPT]
+
+
+async def test_ended_message_is_not_ended_twice(db_pool: asyncpg.Pool) -> None:
+    writer = await _writer(db_pool)
+    m = _message(3)
+    await writer.run(InsertMessage(m))
+    now = datetime.now(UTC)
+    first = await writer.run(MessageEnded(m.id, Status.FAILED, "smpp:0x0000000B", now, "sim"))
+    again = await writer.run(MessageEnded(m.id, Status.EXPIRED, "validity_expired", now))
+    await writer.stop()
+    assert first.status == Status.FAILED
+    assert again is None
+    assert await db_pool.fetchval("SELECT error_code FROM messages WHERE id=$1", m.id) == (
+        "smpp:0x0000000B"
+    )
+
+
+async def test_pending_messages_are_what_a_restart_resumes(db_pool: asyncpg.Pool) -> None:
+    writer = await _writer(db_pool)
+    waiting, half_sent, done = _message(4), _message(5, parts=2), _message(6)
+    for m in (waiting, half_sent, done):
+        await writer.run(InsertMessage(m))
+    now = datetime.now(UTC)
+    await writer.run(PartSent(half_sent.id, 0, "sim", "h0", now))
+    await writer.run(PartSent(done.id, 0, "sim", "d0", now))
+    await writer.stop()
+    rows = await store.pending_messages(db_pool)
+    assert {r["id"]: r["parts_sent"] for r in rows} == {waiting.id: 0, half_sent.id: 1}
+
+
+async def test_outbox_done_is_not_pending(db_pool: asyncpg.Pool) -> None:
+    writer = await _writer(db_pool, plan_notifications=plan_notifications(72))
+    created: list[store.Notification] = []
+    writer.on_notifications = created.extend
+    m = _message(7, callback_url="http://127.0.0.1:1/x")
+    await writer.run(InsertMessage(m))
+    await writer.run(MessageEnded(m.id, Status.REJECTED, "no_route", datetime.now(UTC)))
+    assert len(created) == 1
+    await writer.run(OutboxDone(created[0].id, datetime.now(UTC)))
+    await writer.stop()
+    assert await store.pending_notifications(db_pool) == []
+
+
+def test_final_status_of_parts() -> None:
+    assert final_of_parts(["delivered", "delivered"]) == Status.DELIVERED
+    assert final_of_parts(["delivered", "expired", "undelivered"]) == Status.EXPIRED

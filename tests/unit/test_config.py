@@ -1,0 +1,101 @@
+"""Config: every error with its key path, env overrides, the demo file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from router.config import ConfigError, load_config, parse_config, parse_listen
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_config_is_valid() -> None:
+    config = load_config(ROOT / "config" / "demo.toml", environ={})
+    assert config.http.listen == "127.0.0.1:8080"
+    assert [c.name for c in config.carriers] == ["sim-a", "sim-b"]
+    assert config.routes[0].carriers[0].cost == Decimal("0.0045")
+    assert config.accounts[0].smpp is not None
+    assert config.rates.country["CA"]["toll_free"] == 1
+
+
+def test_every_error_is_reported_with_its_key_path() -> None:
+    raw = {
+        "http": {"listen": "127.0.0.1:8080", "bogus": 1},
+        "carriers": [{"name": "a", "port": "x"}, {"name": "b", "window": 0}],
+        "routes": [{"prefix": "+1", "carriers": [{"name": "zz", "cost": "0.1"}]}],
+        "accounts": [{"id": "x", "allowed_ips": ["not-an-ip"], "callback_url": "ftp://a"}],
+        "numbers": [{"number": "+14155550101", "account": "nobody"}],
+        "nonsense": {},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, environ={})
+    paths = {path for path, _ in info.value.errors}
+    assert paths == {
+        "http.bogus",
+        "carriers[0].port",
+        "carriers[1].window",
+        "routes[0].prefix",
+        "routes[0].carriers[0].name",
+        "accounts[0].allowed_ips[0]",
+        "accounts[0].callback_url",
+        "numbers[0].account",
+        "nonsense",
+    }
+
+
+def test_environment_overrides_any_table_key() -> None:
+    config = parse_config(
+        {"http": {"listen": "127.0.0.1:8080"}},
+        environ={
+            "SMSROUTER_HTTP_LISTEN": "127.0.0.1:8081",
+            "SMSROUTER_QUEUES_MAX_PER_SENDER": "5",
+            "SMSROUTER_DATABASE_URL": "postgresql://u@h/db",
+            "SMSROUTER_SHUTDOWN_DRAIN_SECONDS": "2.5",
+        },
+    )
+    assert config.http.listen == "127.0.0.1:8081"
+    assert config.queues.max_per_sender == 5
+    assert config.database.url == "postgresql://u@h/db"
+    assert config.shutdown.drain_seconds == 2.5
+
+
+def test_bad_env_override_names_its_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({}, environ={"SMSROUTER_QUEUES_MAX_PER_SENDER": "lots"})
+    assert info.value.errors[0][0] == "queues.max_per_sender"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("127.0.0.1:8080", ("127.0.0.1", 8080)), ("[::1]:2775", ("::1", 2775)), ("h:0", ("h", 0))],
+)
+def test_parse_listen(value: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(value) == expected
+
+
+@pytest.mark.parametrize("value", ["8080", "host:", ":80", "h:99999", "a:b"])
+def test_parse_listen_refuses(value: str) -> None:
+    with pytest.raises(ValueError):
+        parse_listen(value)
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[smpp]\nlisten = "nowhere"\n[[carriers]]\nname = "a"\nsessions = 0\n')
+    run = subprocess.run(
+        [sys.executable, "-m", "smsrouter", "check-config", str(bad)],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "smpp.listen" in run.stderr
+    assert "carriers[0].sessions" in run.stderr
+    good = subprocess.run(
+        [sys.executable, "-m", "smsrouter", "check-config", "config/demo.toml"],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert good.returncode == 0, good.stderr
