@@ -123,7 +123,7 @@ def receipt_of(carrier: str, pdu: DeliverSm) -> CarrierReceipt | None:
     if final is None or not carrier_id:
         return None
     err = parsed.err if parsed is not None and parsed.err else ""
-    error_code = "" if final == Status.DELIVERED else f"dlr:{err or '000'}"
+    error_code = None if final == Status.DELIVERED else f"dlr:{err or '000'}"
     return CarrierReceipt(carrier, carrier_id, final, error_code, datetime.now(UTC))
 
 

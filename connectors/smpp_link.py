@@ -126,8 +126,19 @@ class SmppLink(asyncio.Protocol):
                     self._slots.release()
                     if not entry.future.done():
                         entry.future.set_result(pdu)
+            elif isinstance(pdu, Unbind):
+                # The session answered unbind_resp itself and the link closes
+                # below once that answer is written (SMPP 3.4 §4.2).
+                continue
             elif session.state is not BindState.CLOSED:
-                self.handler.on_request(self, pdu)
+                try:
+                    self.handler.on_request(self, pdu)
+                except Exception:
+                    # A bug in handling one PDU must not take the link (or
+                    # the daemon) down; the peer's request times out instead.
+                    log.exception(
+                        "error handling a request", peer=self.peer, pdu=type(pdu).__name__
+                    )
         for problem in session.protocol_errors():
             log.info("peer protocol error", peer=self.peer, error=str(problem))
         if session.closed:

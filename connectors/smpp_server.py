@@ -28,7 +28,6 @@ from connectors.smpp import (
     Role,
     SubmitSm,
     Tag,
-    Unbind,
     get_tlv,
     set_tlv,
 )
@@ -203,8 +202,6 @@ class PartnerSmsc:
             self._bind(link, pdu)
         elif isinstance(pdu, QuerySm):
             asyncio.get_running_loop().create_task(self._query_sm(link, pdu))
-        elif isinstance(pdu, Unbind):
-            pass  # the session answered unbind_resp; the link closes itself
         elif hasattr(pdu, "response"):
             # A request this SMSC does not serve yet (SMPP 3.4 §5.1.3):
             # ESME_RINVCMDID in its own response keeps the session usable.

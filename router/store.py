@@ -70,7 +70,7 @@ class CarrierReceipt:
     carrier: str
     carrier_message_id: str
     status: Status
-    error_code: str
+    error_code: str | None
     at: datetime
 
 

@@ -153,6 +153,7 @@ async def test_http_message_reaches_carrier_and_receipt_comes_back(
             assert resp.status == 200
             message = await resp.json()
         assert message["status"] == "delivered"
+        assert message["error_code"] is None
         assert message["carrier"] == "sim"
         assert message["from"] == SENDER
         assert [e["status"] for e in message["events"]] == [
