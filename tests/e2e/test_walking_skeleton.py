@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import smpplib.exceptions
 from sims.carrier import CarrierSimulator
 from sims.webhook import WebhookReceiver
 from tests.e2e.daemon import RouterProcess
+from tests.tools import require_tool
 
 SENDER = "+14155550101"
 RECIPIENT = "+14155550123"
@@ -168,10 +170,23 @@ async def test_http_message_reaches_carrier_and_receipt_comes_back(
             assert resp.status == 401
             assert resp.content_type == "application/problem+json"
 
-        async with http.get(router.base_url + "/metrics") as resp:
-            text = await resp.text()
+        # The callback counter moves once the webhook's answer is read,
+        # just after the receiver recorded the call: poll briefly.
+        for _ in range(100):
+            async with http.get(router.base_url + "/metrics") as resp:
+                text = await resp.text()
+            if 'smsrouter_callbacks_total{result="ok"} 1.0' in text:
+                break
+            await asyncio.sleep(0.05)
         assert 'smsrouter_messages_received_total{account="e2e",ingress="http"} 1.0' in text
         assert 'smsrouter_messages_submitted_total{carrier="sim"} 1.0' in text
+        assert 'smsrouter_dlr_received_total{carrier="sim",status="delivered"} 1.0' in text
+        assert 'smsrouter_callbacks_total{result="ok"} 1.0' in text
+        promtool = require_tool("promtool", "prometheus")
+        check = subprocess.run(
+            [promtool, "check", "metrics"], input=text.encode(), capture_output=True, check=False
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
 
 
 def _smpp_round_trip(port: int) -> tuple[str, list[smpplib.command.Command]]:
