@@ -124,7 +124,10 @@ def backoff(attempts: int, rng: random.Random) -> float:
     that keeps a floor): spreads retries of many callbacks that failed at
     once without making any of them come back too early.
     """
-    ceiling = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2**attempts)
+    # The exponent is clamped first: 2**1024 does not fit a float, and a row
+    # reaches 1024 attempts after ~7 days of 10-min retries (retry_hours is
+    # configurable). 2**30 s is far past the cap already.
+    ceiling = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** min(attempts, 30))
     return ceiling / 2 + rng.random() * ceiling / 2
 
 
@@ -180,10 +183,19 @@ class Dispatcher:
     async def stop(self, timeout: float) -> None:
         self._stopping = True
         self._wake.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         if self._task is not None:
-            await self._task
+            # The loop may be waiting for a slot that hung deliveries hold:
+            # `timeout` bounds the whole stop, so it is cancelled past it.
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         if self._inflight:
-            _, pending = await asyncio.wait(self._inflight, timeout=timeout)
+            remaining = max(0.0, deadline - loop.time())
+            _, pending = await asyncio.wait(self._inflight, timeout=remaining)
             for t in pending:
                 t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -193,8 +205,15 @@ class Dispatcher:
         while not self._stopping:
             now = self._clock()
             while self._due and self._due[0][0] <= now and not self._stopping:
-                _, _, n = heapq.heappop(self._due)
+                # A slot first, then the row: a row popped while waiting for
+                # a slot would be in no queue (missing from `pending`, lost
+                # from memory if stop() cancels the wait). Only this loop
+                # pops, so the head is still due once the slot is ours.
                 await self._slots.acquire()
+                if self._stopping:
+                    self._slots.release()
+                    break
+                _, _, n = heapq.heappop(self._due)
                 task = asyncio.create_task(self._attempt(n))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)

@@ -1,0 +1,92 @@
+"""Admission decisions shared by both ingresses."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from connectors.smpp.text import Encoding
+from router.accounts import AccountDirectory
+from router.admission import Admission, parse_recipient, payloads, smpp_text
+from router.config import AccountConfig
+from router.routes import Candidate, PriceTable, RouteTable
+
+
+@pytest.mark.parametrize(
+    ("to", "e164", "country"),
+    [
+        ("+14155550123", "+14155550123", "US"),
+        ("+447700900123", "+447700900123", "GB"),  # a drama number: possible, not "valid"
+        ("+33 6 12 34 56 78", "+33612345678", "FR"),
+        ("+16135550123", "+16135550123", "CA"),
+    ],
+)
+def test_recipients_are_normalised_to_e164(to: str, e164: str, country: str) -> None:
+    r = parse_recipient(to)
+    assert r is not None
+    assert (r.e164, r.digits, r.country) == (e164, e164[1:], country)
+
+
+@pytest.mark.parametrize("to", ["14155550123", "+1", "+1415555012345678", "hello", "", "+0123"])
+def test_not_a_number(to: str) -> None:
+    assert parse_recipient(to) is None
+
+
+def _admission() -> tuple[Admission, AccountDirectory]:
+    accounts = AccountDirectory(
+        [AccountConfig(id="a", api_keys=["ka"]), AccountConfig(id="b", api_keys=["kb"])]
+    )
+    admission = Admission(
+        routes=RouteTable([("1", [Candidate("sim", Decimal("0.004"))])]),
+        prices=PriceTable([("1", Decimal("0.0062")), ("1416", Decimal("0.01"))]),
+        senders={"+14155550101": "a"},
+    )
+    return admission, accounts
+
+
+def test_sender_must_belong_to_the_account() -> None:
+    admission, accounts = _admission()
+    a, b = accounts.get("a"), accounts.get("b")
+    assert a is not None and b is not None
+    assert admission.sender_allowed(a, "+14155550101")
+    assert not admission.sender_allowed(b, "+14155550101")
+    assert not admission.sender_allowed(a, "+14155550102")
+
+
+def test_no_route_is_refused_and_price_is_per_part() -> None:
+    admission, accounts = _admission()
+    account = accounts.get("a")
+    assert account is not None
+    uk = parse_recipient("+447700900123")
+    assert uk is not None
+    refusal = admission.refuse("+447700900123", uk)
+    assert refusal is not None and refusal.code == "no_route"
+    us = parse_recipient("+14165550123")
+    assert us is not None and admission.refuse("+14165550123", us) is None
+    message = admission.new_message(
+        account, ingress="http", sender="+14155550101", recipient=us, body="x" * 200,
+        encoding=Encoding.GSM7, data_coding=0, parts=2, validity=60,
+    )  # fmt: skip
+    assert message.price == Decimal("0.02")  # longest price prefix 1416, two parts
+    assert message.country == "CA"
+    assert message.valid_until is not None
+    assert (message.valid_until - message.created_at).total_seconds() == 60
+    assert [len(p) for p in payloads(message)] == [153, 47]
+
+
+def test_smpp_text_keeps_bytes_it_does_not_re_encode() -> None:
+    assert smpp_text(0, b"hello") == ("hello", Encoding.GSM7)
+    assert smpp_text(8, "héllo".encode("utf-16-be")) == ("héllo", Encoding.UCS2)
+    text, encoding = smpp_text(4, b"\x00\xff\x80")
+    assert encoding == "binary"
+    assert text.encode("latin-1") == b"\x00\xff\x80"
+
+
+def test_api_keys_are_not_kept_in_clear() -> None:
+    _, accounts = _admission()
+    a = accounts.get("a")
+    assert accounts.by_api_key("ka") is a
+    assert accounts.by_api_key("kb") is not a
+    assert accounts.by_api_key("nope") is None
+    assert "ka" not in repr(vars(accounts)) and "ka" not in repr(a)

@@ -1,0 +1,613 @@
+"""The durable outbox's planner, backoff and dispatcher.
+
+The planner and `backoff` are pure. The dispatcher runs against a real
+PostgreSQL (its writes go through a GroupCommit on the test's database)
+with test channels implementing the `Channel` protocol, a virtual
+monotonic clock and a seeded random generator, so that every retry time it
+computes can be predicted exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import msgspec
+import pytest
+from prometheus_client import REGISTRY
+
+from router.messages import Status, utcnow
+from router.notifications import (
+    SMPP_RECEIPT,
+    WEBHOOK,
+    DeliveryFailed,
+    Dispatcher,
+    NotAvailable,
+    SmppReceipt,
+    backoff,
+    plan_notifications,
+)
+from router.store import Finished, GroupCommit, Notification
+
+# Every wait in this file is bounded by this; none is expected to come close.
+WAIT = 5.0
+
+CONTRACT_WEBHOOK_FIELDS = {
+    "id",
+    "client_ref",
+    "from",
+    "to",
+    "status",
+    "error_code",
+    "carrier",
+    "parts",
+    "done_at",
+}
+
+
+# ---------------------------------------------------------------- backoff
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_first_retry_is_between_half_a_second_and_one(seed: int) -> None:
+    assert 0.5 <= backoff(0, random.Random(seed)) <= 1.0
+
+
+def test_backoff_doubles_with_each_attempt_until_the_cap() -> None:
+    # Same seed, same jitter draw: only the ceiling changes with attempts.
+    for seed in range(20):
+        first = backoff(0, random.Random(seed))
+        for attempts in range(1, 10):  # ceilings 2 s … 512 s, all under the cap
+            assert backoff(attempts, random.Random(seed)) == pytest.approx(first * 2**attempts)
+
+
+@pytest.mark.parametrize("attempts", [10, 11, 20, 100, 432, 1023, 1024, 5000])
+def test_backoff_is_capped_at_ten_minutes(attempts: int) -> None:
+    # 432 tries is what 72 h of 10-min retries takes; larger `retry_hours`
+    # (or a row restored with a large `attempts`) must not overflow either.
+    rng = random.Random(attempts)
+    for _ in range(50):
+        assert 300.0 <= backoff(attempts, rng) <= 600.0
+
+
+@pytest.mark.parametrize("attempts", [0, 1, 3, 6, 9, 12])
+def test_backoff_is_jittered_over_the_upper_half_of_its_ceiling(attempts: int) -> None:
+    ceiling = min(600.0, 2.0**attempts)
+    rng = random.Random(1234)
+    draws = [backoff(attempts, rng) for _ in range(2000)]
+    assert all(ceiling / 2 <= d <= ceiling for d in draws)
+    # Spread over the whole half-interval, not a constant.
+    assert len(set(draws)) > 1900
+    assert min(draws) < ceiling * 0.52
+    assert max(draws) > ceiling * 0.98
+
+
+def test_backoff_is_reproducible_with_a_seeded_rng() -> None:
+    a, b = random.Random(99), random.Random(99)
+    assert [backoff(n, a) for n in range(15)] == [backoff(n, b) for n in range(15)]
+    assert [backoff(3, random.Random(1)) for _ in range(3)] != [
+        backoff(3, random.Random(2)) for _ in range(3)
+    ]
+
+
+# ---------------------------------------------------------------- planner
+
+DONE_AT = datetime(2024, 5, 1, 12, 30, 15, 250000, tzinfo=UTC)
+CREATED_AT = datetime(2024, 5, 1, 12, 30, 0, tzinfo=UTC)
+
+
+def _finished(**kw: object) -> Finished:
+    fields: dict[str, object] = {
+        "message_id": uuid.UUID("0190f3a4-5b6c-7d8e-9f00-112233445566"),
+        "account_id": "acme",
+        "ingress": "http",
+        "sender": "+14155550101",
+        "recipient": "+14155550123",
+        "status": Status.UNDELIVERED,
+        "error_code": "dlr:001",
+        "carrier": "sim-a",
+        "parts": 2,
+        "client_ref": "order-77",
+        "callback_url": "https://apps.example/dlr",
+        "want_receipt": False,
+        "body": "Your code is 123456, valid for ten minutes",
+        "created_at": CREATED_AT,
+        "done_at": DONE_AT,
+    }
+    fields.update(kw)
+    return Finished(**fields)  # type: ignore[arg-type]
+
+
+def test_webhook_row_carries_exactly_the_contract_fields() -> None:
+    f = _finished()
+    rows = plan_notifications(72)([f])
+    assert len(rows) == 1
+    kind, account, message_id, target, payload, expires = rows[0]
+    assert (kind, account, message_id, target) == (
+        WEBHOOK,
+        "acme",
+        f.message_id,
+        "https://apps.example/dlr",
+    )
+    assert json.loads(payload) == {
+        "id": "0190f3a4-5b6c-7d8e-9f00-112233445566",
+        "client_ref": "order-77",
+        "from": "+14155550101",
+        "to": "+14155550123",
+        "status": "undelivered",
+        "error_code": "dlr:001",
+        "carrier": "sim-a",
+        "parts": 2,
+        "done_at": "2024-05-01T12:30:15.250000Z",
+    }
+    assert set(json.loads(payload)) == CONTRACT_WEBHOOK_FIELDS
+    assert expires == DONE_AT + timedelta(hours=72)
+
+
+def test_webhook_body_keeps_null_fields() -> None:
+    f = _finished(client_ref=None, error_code=None, carrier=None, status=Status.REJECTED)
+    (row,) = plan_notifications(72)([f])
+    body = json.loads(row[4])
+    assert set(body) == CONTRACT_WEBHOOK_FIELDS
+    assert body["client_ref"] is None and body["error_code"] is None and body["carrier"] is None
+    assert body["status"] == "rejected"
+
+
+def test_smpp_receipt_row_for_an_esme_that_asked_for_one() -> None:
+    f = _finished(ingress="smpp", want_receipt=True, callback_url=None, status=Status.DELIVERED)
+    rows = plan_notifications(1.5)([f])
+    assert len(rows) == 1
+    kind, account, message_id, target, payload, expires = rows[0]
+    assert (kind, account, message_id, target) == (SMPP_RECEIPT, "acme", f.message_id, None)
+    assert expires == DONE_AT + timedelta(hours=1.5)
+    receipt = msgspec.json.decode(payload, type=SmppReceipt)
+    assert receipt == SmppReceipt(
+        id=str(f.message_id),
+        sender="+14155550101",
+        recipient="+14155550123",
+        status="delivered",
+        error_code="dlr:001",
+        submit_date=CREATED_AT,
+        done_date=DONE_AT,
+        text="Your code is 123456,",  # the first 20 characters (SMPP receipt `text:`)
+    )
+
+
+def test_smpp_message_with_a_callback_url_and_a_receipt_gets_both() -> None:
+    f = _finished(ingress="smpp", want_receipt=True)
+    rows = plan_notifications(72)([f])
+    assert [r[0] for r in rows] == [WEBHOOK, SMPP_RECEIPT]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"callback_url": None},  # HTTP without a callback
+        {"callback_url": ""},  # an empty callback is no callback
+        {"callback_url": None, "want_receipt": True},  # receipts are SMPP only
+        {"callback_url": None, "ingress": "smpp", "want_receipt": False},
+    ],
+)
+def test_no_row_without_a_callback_or_a_requested_receipt(kw: dict[str, object]) -> None:
+    assert plan_notifications(72)([_finished(**kw)]) == []
+
+
+def test_one_row_per_message_in_order() -> None:
+    a = _finished(message_id=uuid.uuid4(), done_at=DONE_AT)
+    b = _finished(message_id=uuid.uuid4(), callback_url=None)
+    c = _finished(message_id=uuid.uuid4(), done_at=DONE_AT + timedelta(minutes=5))
+    rows = plan_notifications(24)([a, b, c])
+    assert [r[2] for r in rows] == [a.message_id, c.message_id]
+    assert [r[5] for r in rows] == [
+        DONE_AT + timedelta(hours=24),
+        DONE_AT + timedelta(minutes=5, hours=24),
+    ]
+
+
+# ---------------------------------------------------------------- dispatcher
+
+
+class FakeClock:
+    """The dispatcher's monotonic clock; moves only when the test says so."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class ScriptedChannel:
+    """A channel that answers each call from a script, then succeeds.
+
+    `outcomes[i]` is raised by the i-th call (None = delivered); `gate`, when
+    given, holds every call until it is set.
+    """
+
+    def __init__(
+        self,
+        outcomes: list[BaseException | None] | None = None,
+        *,
+        gate: asyncio.Event | None = None,
+    ) -> None:
+        self.outcomes = list(outcomes or [])
+        self.gate = gate
+        self.calls: list[int] = []
+        self.delivered: list[int] = []
+        self.cancelled: list[int] = []
+        self.active = 0
+        self.max_active = 0
+
+    async def deliver(self, notification: Notification) -> None:
+        self.calls.append(notification.id)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            else:
+                await asyncio.sleep(0)
+            outcome = self.outcomes.pop(0) if self.outcomes else None
+            if outcome is not None:
+                raise outcome
+            self.delivered.append(notification.id)
+        except asyncio.CancelledError:
+            self.cancelled.append(notification.id)
+            raise
+        finally:
+            self.active -= 1
+
+
+class BindChannel:
+    """SMPP receipts: NotAvailable unless the account has a receiver bind."""
+
+    def __init__(self) -> None:
+        self.bound: set[str] = set()
+        self.refused: list[int] = []
+        self.delivered: list[int] = []
+
+    async def deliver(self, notification: Notification) -> None:
+        if notification.account_id not in self.bound:
+            self.refused.append(notification.id)
+            raise NotAvailable(notification.account_id)
+        await asyncio.sleep(0)
+        self.delivered.append(notification.id)
+
+
+def _metric(result: str) -> float:
+    value = REGISTRY.get_sample_value("smsrouter_callbacks_total", {"result": result})
+    return value or 0.0
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str) -> None:
+    """Poll `check` until true; fail after WAIT seconds."""
+    try:
+        async with asyncio.timeout(WAIT):
+            while True:
+                result = check()
+                if not isinstance(result, bool):
+                    result = await result
+                if result:
+                    return
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pytest.fail(f"timed out waiting for {what}")
+
+
+async def _insert(
+    pool: asyncpg.Pool,
+    *,
+    kind: str = WEBHOOK,
+    account: str = "acme",
+    target: str | None = "http://127.0.0.1:9/dlr",
+    payload: bytes = b'{"id":"x"}',
+    expires_at: datetime | None = None,
+) -> Notification:
+    now = utcnow()
+    row = await pool.fetchrow(
+        "INSERT INTO outbox (kind, account_id, message_id, target, payload, next_attempt_at,"
+        " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " RETURNING id, kind, account_id, message_id, target, payload, attempts,"
+        "   next_attempt_at, expires_at",
+        kind,
+        account,
+        uuid.uuid4(),
+        target if kind == WEBHOOK else None,
+        payload,
+        now,
+        expires_at or now + timedelta(hours=72),
+    )
+    return Notification(**dict(row))
+
+
+async def _row(pool: asyncpg.Pool, outbox_id: int) -> asyncpg.Record:
+    row = await pool.fetchrow(
+        "SELECT attempts, next_attempt_at, last_error, done_at FROM outbox WHERE id = $1",
+        outbox_id,
+    )
+    assert row is not None
+    return row
+
+
+def _done(pool: asyncpg.Pool, *ids: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        n = await pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE id = ANY($1::bigint[]) AND done_at IS NOT NULL",
+            list(ids),
+        )
+        return n == len(ids)
+
+    return check
+
+
+def _attempts(pool: asyncpg.Pool, outbox_id: int, n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await pool.fetchval("SELECT attempts FROM outbox WHERE id = $1", outbox_id) == n
+
+    return check
+
+
+@pytest.fixture
+async def writer(db_pool: asyncpg.Pool) -> AsyncIterator[GroupCommit]:
+    w = GroupCommit(db_pool)
+    w.start()
+    try:
+        yield w
+    finally:
+        await asyncio.wait_for(w.stop(), WAIT)
+
+
+@pytest.fixture
+async def make_dispatcher(
+    writer: GroupCommit,
+) -> AsyncIterator[Callable[..., Dispatcher]]:
+    started: list[Dispatcher] = []
+
+    def make(channels: dict[str, object], **kw: object) -> Dispatcher:
+        kw.setdefault("rng", random.Random(7))
+        d = Dispatcher(writer=writer, channels=channels, **kw)  # type: ignore[arg-type]
+        d.start()
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        await asyncio.wait_for(d.stop(timeout=0.5), WAIT)
+
+
+async def test_delivered_notification_marks_its_row_done(
+    db_pool: asyncpg.Pool, make_dispatcher: Callable[..., Dispatcher]
+) -> None:
+    ok_before = _metric("ok")
+    channel = ScriptedChannel()
+    d = make_dispatcher({WEBHOOK: channel}, clock=FakeClock())
+    n = await _insert(db_pool)
+    d.add([n])
+    await eventually(_done(db_pool, n.id), "the row to be done")
+    row = await _row(db_pool, n.id)
+    assert row["attempts"] == 1
+    assert row["last_error"] is None
+    assert channel.calls == [n.id] and channel.delivered == [n.id]
+    assert _metric("ok") == ok_before + 1
+    assert d.pending == 0
+
+
+async def test_failed_delivery_is_retried_with_backoff_until_it_succeeds(
+    db_pool: asyncpg.Pool, make_dispatcher: Callable[..., Dispatcher]
+) -> None:
+    retry_before = _metric("retry")
+    clock = FakeClock()
+    # The dispatcher's rng and a twin give the delays it will draw.
+    twin = random.Random(42)
+    first_delay, second_delay = backoff(0, twin), backoff(1, twin)
+    channel = ScriptedChannel([DeliveryFailed("HTTP 503"), DeliveryFailed("HTTP 502")])
+    d = make_dispatcher({WEBHOOK: channel}, clock=clock, rng=random.Random(42))
+    n = await _insert(db_pool)
+
+    before = utcnow()
+    d.add([n])
+    await eventually(_attempts(db_pool, n.id, 1), "the first failure to be recorded")
+    after = utcnow()
+    row = await _row(db_pool, n.id)
+    assert row["done_at"] is None
+    assert row["last_error"] == "HTTP 503"
+    assert before + timedelta(seconds=first_delay) <= row["next_attempt_at"]
+    # In the future: the failure's time (between `before` and `after`) plus
+    # exactly the delay drawn.
+    assert row["next_attempt_at"] <= after + timedelta(seconds=first_delay)
+    assert _metric("retry") == retry_before + 1
+
+    # Not due before its time on the dispatcher's clock.
+    clock.advance(first_delay - 0.01)
+    d.add([])  # wakes the loop
+    await asyncio.sleep(0.05)
+    assert channel.calls == [n.id]
+    assert d.pending == 1
+
+    clock.advance(0.01)
+    before = utcnow()
+    d.add([])
+    await eventually(_attempts(db_pool, n.id, 2), "the second failure to be recorded")
+    after = utcnow()
+    row = await _row(db_pool, n.id)
+    assert row["done_at"] is None
+    assert row["last_error"] == "HTTP 502"
+    # The second wait is drawn from a ceiling twice the first's.
+    assert 1.0 <= second_delay <= 2.0
+    assert before + timedelta(seconds=second_delay) <= row["next_attempt_at"]
+    assert row["next_attempt_at"] <= after + timedelta(seconds=second_delay)
+    assert _metric("retry") == retry_before + 2
+
+    clock.advance(second_delay)
+    d.add([])
+    await eventually(_done(db_pool, n.id), "the third attempt to deliver")
+    row = await _row(db_pool, n.id)
+    assert row["attempts"] == 3
+    assert channel.calls == [n.id, n.id, n.id]
+    assert channel.delivered == [n.id]
+    assert d.pending == 0
+
+
+async def test_retry_continues_the_backoff_of_a_restored_row(
+    db_pool: asyncpg.Pool, make_dispatcher: Callable[..., Dispatcher]
+) -> None:
+    # A row read back after a restart with 5 attempts already: its next
+    # wait comes from the 6th ceiling (32 s), not from the first.
+    n = await _insert(db_pool)
+    await db_pool.execute("UPDATE outbox SET attempts = 5 WHERE id = $1", n.id)
+    n.attempts = 5
+    expected = backoff(5, random.Random(3))
+    channel = ScriptedChannel([DeliveryFailed("HTTP 500")])
+    d = make_dispatcher({WEBHOOK: channel}, clock=FakeClock(), rng=random.Random(3))
+    before = utcnow()
+    d.add([n])
+    await eventually(_attempts(db_pool, n.id, 6), "the failure to be recorded")
+    after = utcnow()
+    row = await _row(db_pool, n.id)
+    assert 16.0 <= expected <= 32.0
+    assert before + timedelta(seconds=expected) <= row["next_attempt_at"]
+    assert row["next_attempt_at"] <= after + timedelta(seconds=expected)
+
+
+async def test_a_channel_bug_does_not_lose_the_row(
+    db_pool: asyncpg.Pool, make_dispatcher: Callable[..., Dispatcher]
+) -> None:
+    channel = ScriptedChannel([RuntimeError("boom")])
+    d = make_dispatcher({WEBHOOK: channel}, clock=FakeClock())
+    n = await _insert(db_pool)
+    d.add([n])
+    await eventually(_attempts(db_pool, n.id, 1), "the failure to be recorded")
+    row = await _row(db_pool, n.id)
+    assert row["done_at"] is None
+    assert row["last_error"] == "RuntimeError('boom')"
+    assert d.pending == 1
+
+
+async def test_a_kind_without_a_channel_is_retried_not_dropped(
+    db_pool: asyncpg.Pool, make_dispatcher: Callable[..., Dispatcher]
+) -> None:
+    d = make_dispatcher({WEBHOOK: ScriptedChannel()}, clock=FakeClock())
+    n = await _insert(db_pool, kind=SMPP_RECEIPT)
+    d.add([n])
+    await eventually(_attempts(db_pool, n.id, 1), "the failure to be recorded")
+    row = await _row(db_pool, n.id)
+    assert row["done_at"] is None
+    assert row["last_error"] == "no channel for smpp_receipt"
+
+
+async def test_gives_up_once_the_row_has_expired(
+    db_pool: asyncpg.Pool, make_dispatcher: Callable[..., Dispatcher]
+) -> None:
+    expired_before = _metric("expired")
+    retry_before = _metric("retry")
+    clock = FakeClock()
+    channel = ScriptedChannel([DeliveryFailed("HTTP 500")] * 10)
+    d = make_dispatcher({WEBHOOK: channel}, clock=clock)
+    n = await _insert(db_pool, expires_at=utcnow() - timedelta(seconds=1))
+    d.add([n])
+    await eventually(_done(db_pool, n.id), "the row to be given up")
+    row = await _row(db_pool, n.id)
+    assert row["attempts"] == 1
+    assert _metric("expired") == expired_before + 1
+    assert _metric("retry") == retry_before
+    assert d.pending == 0
+    # Nothing is scheduled any more, however long the clock runs.
+    clock.advance(3600)
+    d.add([])
+    await asyncio.sleep(0.05)
+    assert channel.calls == [n.id]
+
+
+async def test_receipts_wait_for_their_account_to_bind_then_go_in_order(
+    db_pool: asyncpg.Pool, make_dispatcher: Callable[..., Dispatcher]
+) -> None:
+    channel = BindChannel()
+    channel.bound.add("other")
+    d = make_dispatcher({SMPP_RECEIPT: channel}, clock=FakeClock())
+    a1 = await _insert(db_pool, kind=SMPP_RECEIPT, account="acme")
+    a2 = await _insert(db_pool, kind=SMPP_RECEIPT, account="acme")
+    b1 = await _insert(db_pool, kind=SMPP_RECEIPT, account="other")
+    a3 = await _insert(db_pool, kind=SMPP_RECEIPT, account="acme")
+    d.add([a1, a2, b1, a3])
+    await eventually(_done(db_pool, b1.id), "the bound account's receipt")
+    await eventually(lambda: len(channel.refused) == 3, "three refusals")
+    # Arrives while the account is still unbound: parked behind the others.
+    a4 = await _insert(db_pool, kind=SMPP_RECEIPT, account="acme")
+    d.add([a4])
+    await eventually(lambda: len(channel.refused) == 4, "the fourth refusal")
+    assert channel.delivered == [b1.id]
+    assert d.pending == 4
+    # Parked, not failed: no attempt counted, no backoff, no error.
+    for n in (a1, a2, a3, a4):
+        row = await _row(db_pool, n.id)
+        assert (row["attempts"], row["last_error"], row["done_at"]) == (0, None, None)
+
+    d.account_ready("nobody")  # another account binding changes nothing
+    await asyncio.sleep(0.05)
+    assert len(channel.refused) == 4
+
+    channel.bound.add("acme")
+    d.account_ready("acme")
+    await eventually(_done(db_pool, a1.id, a2.id, a3.id, a4.id), "the parked receipts")
+    assert channel.delivered == [b1.id, a1.id, a2.id, a3.id, a4.id]
+    assert len(channel.refused) == 4
+    assert d.pending == 0
+
+
+async def test_concurrency_is_bounded(
+    db_pool: asyncpg.Pool, make_dispatcher: Callable[..., Dispatcher]
+) -> None:
+    gate = asyncio.Event()
+    channel = ScriptedChannel(gate=gate)
+    d = make_dispatcher({WEBHOOK: channel}, clock=FakeClock(), concurrency=3)
+    rows = [await _insert(db_pool) for _ in range(8)]
+    d.add(rows)
+    await eventually(lambda: channel.active == 3, "three deliveries in flight")
+    await asyncio.sleep(0.05)  # room for the loop to (wrongly) start more
+    assert channel.active == 3 and len(channel.calls) == 3
+    assert d.pending == 8
+    gate.set()
+    await eventually(_done(db_pool, *(n.id for n in rows)), "every row to be done")
+    assert channel.max_active == 3
+    assert sorted(channel.delivered) == sorted(n.id for n in rows)
+
+
+@pytest.mark.parametrize(("concurrency", "rows"), [(4, 2), (1, 1), (1, 3), (2, 5)])
+async def test_stop_returns_within_its_timeout_with_a_hung_channel(
+    db_pool: asyncpg.Pool, writer: GroupCommit, concurrency: int, rows: int
+) -> None:
+    hung = ScriptedChannel(gate=asyncio.Event())  # never set
+    d = Dispatcher(
+        writer=writer,
+        channels={WEBHOOK: hung},
+        concurrency=concurrency,
+        clock=FakeClock(),
+        rng=random.Random(1),
+    )
+    d.start()
+    notifications = [await _insert(db_pool) for _ in range(rows)]
+    d.add(notifications)
+    in_flight = min(concurrency, rows)
+    await eventually(lambda: hung.active == in_flight, "the deliveries to hang")
+    # 0.2 s asked; the bound below only keeps a broken stop() from hanging
+    # the suite.
+    try:
+        await asyncio.wait_for(d.stop(timeout=0.2), 3.0)
+    except TimeoutError:
+        pytest.fail("Dispatcher.stop() did not return with a hung channel")
+    assert sorted(hung.cancelled) == sorted(hung.calls)
+    assert len(hung.calls) == in_flight
+    assert hung.active == 0
+    # Nothing was marked: the rows are still pending for the next start.
+    await writer.stop()
+    for n in notifications:
+        row = await _row(db_pool, n.id)
+        assert (row["attempts"], row["last_error"], row["done_at"]) == (0, None, None)
