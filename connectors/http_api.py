@@ -19,7 +19,9 @@ import msgspec
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
+from connectors.webhooks import is_private_address
 from router import metrics, store
 from router.accounts import Account, AccountDirectory
 from router.admission import (
@@ -109,8 +111,15 @@ Handler = Callable[[web.Request, Account], Awaitable[web.StreamResponse]]
 
 
 class HttpApi:
-    def __init__(self, services: RouterServices, *, max_body_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        services: RouterServices,
+        *,
+        max_body_bytes: int = 1 << 20,
+        deny_private_callbacks: bool = False,
+    ) -> None:
         self.services = services
+        self.deny_private_callbacks = deny_private_callbacks
         self.app = web.Application(client_max_size=max_body_bytes)
         self.app.router.add_post("/v1/messages", self._authed(self.send))
         self.app.router.add_get("/v1/messages/{id}", self._authed(self.get_message))
@@ -274,10 +283,17 @@ class HttpApi:
                 errors.append(
                     FieldError("text", "too_long", f"{parts} parts; at most {MAX_PARTS} allowed")
                 )
-        if req.callback_url is not None and not req.callback_url.startswith(
-            ("http://", "https://")
-        ):
-            errors.append(FieldError("callback_url", "invalid_url", "must be an http(s) URL"))
+        if req.callback_url is not None:
+            try:
+                url = URL(req.callback_url)
+            except ValueError:
+                url = URL()
+            if url.scheme not in ("http", "https") or not url.host:
+                errors.append(FieldError("callback_url", "invalid_url", "must be an http(s) URL"))
+            elif self.deny_private_callbacks and is_private_address(url.host):
+                errors.append(
+                    FieldError("callback_url", "private_network", "private addresses are refused")
+                )
         if req.validity is not None and req.validity <= 0:
             errors.append(FieldError("validity", "invalid", "must be a positive number of seconds"))
         if req.client_ref is not None and len(req.client_ref) > 256:

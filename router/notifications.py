@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import itertools
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -148,6 +149,8 @@ class Dispatcher:
         self._clock = clock
         self._rng = rng or random.Random()
         self._due: list[tuple[float, int, Notification]] = []
+        # Heap tiebreak: entries never compare their Notification.
+        self._order = itertools.count()
         # Receipts for ESMEs that are not bound, per account, in order.
         self._waiting: dict[str, list[Notification]] = {}
         self._slots = asyncio.Semaphore(concurrency)
@@ -161,7 +164,7 @@ class Dispatcher:
         mono = self._clock()
         for n in notifications:
             delay = max(0.0, (n.next_attempt_at - now).total_seconds())
-            heapq.heappush(self._due, (mono + delay, n.id, n))
+            heapq.heappush(self._due, (mono + delay, next(self._order), n))
         self._wake.set()
 
     def account_ready(self, account_id: str) -> None:
@@ -169,7 +172,7 @@ class Dispatcher:
         waiting = self._waiting.pop(account_id, [])
         mono = self._clock()
         for n in waiting:
-            heapq.heappush(self._due, (mono, n.id, n))
+            heapq.heappush(self._due, (mono, next(self._order), n))
         if waiting:
             self._wake.set()
 
@@ -241,7 +244,17 @@ class Dispatcher:
         finally:
             self._slots.release()
         metrics.CALLBACKS.labels("ok").inc()
-        self.writer.submit(OutboxDone(n.id, utcnow()))
+        self._record(OutboxDone(n.id, utcnow()))
+
+    def _record(self, op: OutboxDone | OutboxRetry) -> None:
+        """Write an attempt's outcome; if the write fails the row stays
+        pending in the table and is attempted again after a restart."""
+
+        def written(f: asyncio.Future[object]) -> None:
+            if f.exception() is not None:
+                log.error("could not record a notification attempt", outbox_id=op.outbox_id)
+
+        self.writer.submit(op).add_done_callback(written)
 
     def _failed(self, n: Notification, error: str) -> None:
         now = utcnow()
@@ -249,7 +262,9 @@ class Dispatcher:
         if now >= n.expires_at:
             metrics.CALLBACKS.labels("expired").inc()
             log.warning("notification given up", message_id=str(n.message_id), kind=n.kind)
-            self.writer.submit(OutboxDone(n.id, now))
+            self._record(
+                OutboxDone(n.id, now, f"gave up after {n.attempts} attempts: {error}"[:500])
+            )
             return
         metrics.CALLBACKS.labels("retry").inc()
         delay = backoff(n.attempts - 1, self._rng)
@@ -262,6 +277,6 @@ class Dispatcher:
             retry_in=round(delay, 2),
             error=error,
         )
-        self.writer.submit(OutboxRetry(n.id, n.next_attempt_at, error[:500]))
-        heapq.heappush(self._due, (self._clock() + delay, n.id, n))
+        self._record(OutboxRetry(n.id, n.next_attempt_at, error[:500]))
+        heapq.heappush(self._due, (self._clock() + delay, next(self._order), n))
         self._wake.set()

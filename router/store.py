@@ -76,9 +76,12 @@ class CarrierReceipt:
 
 @dataclass(slots=True)
 class OutboxDone:
+    """A notification is finished: delivered, or given up with `error`."""
+
     kind: ClassVar[str] = "outbox_done"
     outbox_id: int
     at: datetime
+    error: str | None = None
 
 
 @dataclass(slots=True)
@@ -340,10 +343,13 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
 
 async def _outbox_done(conn: asyncpg.Connection, ops: list[OutboxDone]) -> list[Any]:
     await conn.execute(
-        "UPDATE outbox o SET done_at = u.at, attempts = o.attempts + 1"
-        " FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, at) WHERE o.id = u.id",
+        "UPDATE outbox o SET done_at = u.at, attempts = o.attempts + 1,"
+        " last_error = coalesce(u.error, o.last_error)"
+        " FROM unnest($1::bigint[], $2::timestamptz[], $3::text[]) AS u(id, at, error)"
+        " WHERE o.id = u.id",
         [o.outbox_id for o in ops],
         [o.at for o in ops],
+        [o.error for o in ops],
     )
     return [None] * len(ops)
 
@@ -522,16 +528,6 @@ async def pending_notifications(pool: asyncpg.Pool) -> list[Notification]:
             " next_attempt_at, expires_at FROM outbox WHERE done_at IS NULL ORDER BY id"
         )
     return [Notification(**dict(r)) for r in rows]
-
-
-async def expire_notification(pool: asyncpg.Pool, outbox_id: int, at: datetime) -> None:
-    async with pool.acquire() as conn:
-        await conn.execute(
-            "UPDATE outbox SET done_at = $2, last_error = coalesce(last_error, '') || ' (gave up)'"
-            " WHERE id = $1",
-            outbox_id,
-            at,
-        )
 
 
 async def ensure_accounts(pool: asyncpg.Pool, accounts: Sequence[tuple[str, Decimal, str]]) -> None:

@@ -193,7 +193,11 @@ class Router:
             inactivity_timeout=cfg.smpp.inactivity_timeout,
             response_timeout=cfg.smpp.response_timeout,
         )
-        self.webhooks = WebhookChannel(self.accounts_get, timeout=cfg.webhooks.timeout)
+        self.webhooks = WebhookChannel(
+            self.accounts_get,
+            timeout=cfg.webhooks.timeout,
+            deny_private_networks=cfg.webhooks.deny_private_networks,
+        )
         await self.webhooks.start()
         self.dispatcher = Dispatcher(
             writer=self.writer,
@@ -211,7 +215,11 @@ class Router:
         host, port = parse_listen(cfg.smpp.listen)
         await self.smsc.start(host, port)
         self.smpp_port = self.smsc.port
-        api = HttpApi(self, max_body_bytes=cfg.http.max_body_bytes)
+        api = HttpApi(
+            self,
+            max_body_bytes=cfg.http.max_body_bytes,
+            deny_private_callbacks=cfg.webhooks.deny_private_networks,
+        )
         self._http = web.AppRunner(api.app, access_log=None, handle_signals=False)
         await self._http.setup()
         host, port = parse_listen(cfg.http.listen)

@@ -90,3 +90,17 @@ def test_api_keys_are_not_kept_in_clear() -> None:
     assert accounts.by_api_key("kb") is not a
     assert accounts.by_api_key("nope") is None
     assert "ka" not in repr(vars(accounts)) and "ka" not in repr(a)
+
+
+@pytest.mark.parametrize(
+    ("host", "private"),
+    [
+        ("127.0.0.1", True), ("10.1.2.3", True), ("192.168.0.1", True), ("169.254.1.1", True),
+        ("[::1]", True), ("localhost", True), ("api.localhost", True), ("8.8.8.8", False),
+        ("example.com", False),
+    ],
+)  # fmt: skip
+def test_private_callback_hosts(host: str, private: bool) -> None:
+    from connectors.webhooks import is_private_address
+
+    assert is_private_address(host) is private

@@ -1,0 +1,467 @@
+"""DLR webhooks for real: outbox rows in PostgreSQL, signed HTTP POSTs over
+127.0.0.1 to the webhook receiver simulator, retries, and a restart.
+
+The dispatcher runs on a virtual monotonic clock so that a retry comes due
+when the test moves the clock, not after real seconds of backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import random
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+import pytest
+from aiohttp import web
+
+from connectors.webhooks import SIGNATURE_HEADER, WebhookChannel
+from router import store
+from router.accounts import AccountDirectory
+from router.config import AccountConfig
+from router.messages import Message, Status, new_message_id, utcnow
+from router.notifications import WEBHOOK, DeliveryFailed, Dispatcher, backoff, plan_notifications
+from router.store import GroupCommit, InsertMessage, MessageEnded, Notification, OutboxRetry
+from sims.webhook import WebhookReceiver
+
+SECRET = "whsec-3f9a1c"
+WAIT = 5.0  # bound on every wait; none is expected to come close
+ACCOUNTS = AccountDirectory(
+    [
+        AccountConfig(id="acme", webhook_secret=SECRET),
+        AccountConfig(id="nosecret"),
+    ]
+)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _expected_signature(secret: str, raw: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+
+
+def _message(callback_url: str | None, *, account: str = "acme", n: int = 0) -> Message:
+    return Message(
+        id=new_message_id(),
+        account_id=account,
+        ingress="http",
+        sender="+14155550101",
+        recipient=f"+1415555{n:04d}",
+        body=f"hello {n}",
+        encoding="gsm7",
+        data_coding=0,
+        parts=1,
+        price=Decimal("0.0062"),
+        created_at=datetime.now(UTC),
+        client_ref=f"ref-{n}",
+        callback_url=callback_url,
+    )
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    try:
+        async with asyncio.timeout(WAIT):
+            while True:
+                if await check():
+                    return
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pytest.fail(f"timed out waiting for {what}")
+
+
+async def _row(pool: asyncpg.Pool, outbox_id: int) -> asyncpg.Record:
+    row = await pool.fetchrow(
+        "SELECT attempts, next_attempt_at, last_error, done_at, payload FROM outbox WHERE id = $1",
+        outbox_id,
+    )
+    assert row is not None
+    return row
+
+
+def _attempts(pool: asyncpg.Pool, outbox_id: int, n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await pool.fetchval("SELECT attempts FROM outbox WHERE id = $1", outbox_id) == n
+
+    return check
+
+
+def _done(pool: asyncpg.Pool, outbox_id: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return (
+            await pool.fetchval("SELECT done_at IS NOT NULL FROM outbox WHERE id = $1", outbox_id)
+            is True
+        )
+
+    return check
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    r = WebhookReceiver(secret=SECRET)
+    await r.start("127.0.0.1", 0)
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+@pytest.fixture
+async def channel() -> AsyncIterator[WebhookChannel]:
+    c = WebhookChannel(ACCOUNTS.get, timeout=2.0)
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+class Router:
+    """The notification half of the daemon: writer → outbox → dispatcher → HTTP."""
+
+    def __init__(self, pool: asyncpg.Pool, channel: WebhookChannel) -> None:
+        self.pool = pool
+        self.clock = FakeClock()
+        self.writer = GroupCommit(pool, plan_notifications=plan_notifications(72))
+        self.dispatcher = Dispatcher(
+            writer=self.writer,
+            channels={WEBHOOK: channel},
+            clock=self.clock,
+            rng=random.Random(5),
+        )
+        self.created: list[Notification] = []
+        self.writer.on_notifications = self._created
+
+    def _created(self, notifications: list[Notification]) -> None:
+        self.created.extend(notifications)
+        self.dispatcher.add(notifications)
+
+    def start(self) -> None:
+        self.writer.start()
+        self.dispatcher.start()
+
+    async def stop(self) -> None:
+        await asyncio.wait_for(self.dispatcher.stop(timeout=1.0), WAIT)
+        await asyncio.wait_for(self.writer.stop(), WAIT)
+
+    async def finish(self, m: Message, status: Status = Status.UNDELIVERED) -> Notification:
+        """Accept a message and end it: its webhook row is created and handed on."""
+        before = len(self.created)
+        await self.writer.run(InsertMessage(m))
+        await self.writer.run(MessageEnded(m.id, status, "dlr:001", utcnow(), "sim-a"))
+        assert len(self.created) == before + 1
+        return self.created[-1]
+
+    def retry_due(self, seconds: float) -> None:
+        """Move the dispatcher's clock and wake it."""
+        self.clock.advance(seconds)
+        self.dispatcher.add([])
+
+
+@pytest.fixture
+async def router(db_pool: asyncpg.Pool, channel: WebhookChannel) -> AsyncIterator[Router]:
+    r = Router(db_pool, channel)
+    r.start()
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+def _notification(target: str, payload: bytes, *, account: str = "acme") -> Notification:
+    now = utcnow()
+    return Notification(
+        id=1,
+        kind=WEBHOOK,
+        account_id=account,
+        message_id=None,
+        target=target,
+        payload=payload,
+        attempts=0,
+        next_attempt_at=now,
+        expires_at=now + timedelta(hours=1),
+    )
+
+
+async def test_callback_is_signed_with_the_account_secret_and_row_is_done(
+    db_pool: asyncpg.Pool, receiver: WebhookReceiver, router: Router
+) -> None:
+    m = _message(receiver.url, n=1)
+    n = await router.finish(m)
+    (cb,) = await receiver.wait_for(1, WAIT)
+    await eventually(_done(db_pool, n.id), "the row to be done")
+    row = await _row(db_pool, n.id)
+    assert row["attempts"] == 1 and row["last_error"] is None
+    # The exact bytes of the outbox row went out, signed with the secret.
+    assert cb.raw == row["payload"]
+    assert SIGNATURE_HEADER == "X-Smsrouter-Signature"  # the name the receiver reads
+    assert cb.signature == _expected_signature(SECRET, cb.raw)
+    assert cb.signature_ok
+    assert set(cb.body) == {
+        "id",
+        "client_ref",
+        "from",
+        "to",
+        "status",
+        "error_code",
+        "carrier",
+        "parts",
+        "done_at",
+    }
+    assert cb.body["id"] == str(m.id)
+    assert cb.body["client_ref"] == "ref-1"
+    assert (cb.body["from"], cb.body["to"]) == ("+14155550101", "+14155550001")
+    assert (cb.body["status"], cb.body["error_code"], cb.body["carrier"]) == (
+        "undelivered",
+        "dlr:001",
+        "sim-a",
+    )
+    assert cb.body["parts"] == 1
+    assert cb.body["done_at"].endswith("Z")
+
+
+async def test_signature_does_not_verify_with_another_secret(
+    receiver: WebhookReceiver, channel: WebhookChannel
+) -> None:
+    receiver.secret = "not-the-account-secret"
+    n = _notification(receiver.url, b'{"id":"a","status":"delivered"}')
+    await channel.deliver(n)
+    (cb,) = await receiver.wait_for(1, WAIT)
+    assert cb.signature == _expected_signature(SECRET, n.payload)
+    assert not cb.signature_ok
+
+
+async def test_account_without_a_secret_sends_no_signature(
+    receiver: WebhookReceiver, channel: WebhookChannel
+) -> None:
+    n = _notification(receiver.url, b'{"id":"b"}', account="nosecret")
+    await channel.deliver(n)
+    (cb,) = await receiver.wait_for(1, WAIT)
+    assert cb.signature is None and cb.raw == b'{"id":"b"}'
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204])
+async def test_any_2xx_is_delivered(
+    receiver: WebhookReceiver, channel: WebhookChannel, status: int
+) -> None:
+    receiver.status = status
+    await channel.deliver(_notification(receiver.url, b"{}"))
+    assert len(receiver.callbacks) == 1
+
+
+@pytest.mark.parametrize("status", [400, 404, 410, 500, 503])
+async def test_other_statuses_fail_the_attempt(
+    receiver: WebhookReceiver, channel: WebhookChannel, status: int
+) -> None:
+    receiver.status = status
+    with pytest.raises(DeliveryFailed, match=f"^HTTP {status}$"):
+        await channel.deliver(_notification(receiver.url, b"{}"))
+    assert len(receiver.callbacks) == 1
+
+
+@pytest.fixture
+async def redirecting_receiver() -> AsyncIterator[tuple[str, list[str]]]:
+    """POST /dlr answers a redirect to /landing (status from ?status=), which
+    answers 200 to anything; returns the URL base and the requests seen."""
+    seen: list[str] = []
+
+    async def dlr(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.path}")
+        await request.read()
+        status = int(request.query["status"])
+        return web.Response(status=status, headers={"Location": "/landing"})
+
+    async def landing(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.path}")
+        await request.read()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/dlr", dlr)
+    app.router.add_route("*", "/landing", landing)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_not_a_delivery(
+    redirecting_receiver: tuple[str, list[str]], channel: WebhookChannel, status: int
+) -> None:
+    # Followed, a 301/302/303 turns the POST into a body-less GET whose 200
+    # would mark the callback delivered though the app never got it (and a
+    # redirect could point the signed body anywhere): any 3xx is a failure.
+    base, seen = redirecting_receiver
+    with pytest.raises(DeliveryFailed, match=f"^HTTP {status}$"):
+        await channel.deliver(_notification(f"{base}/dlr?status={status}", b'{"id":"r"}'))
+    assert seen == ["POST /dlr"]
+
+
+async def test_receiver_failing_twice_gets_the_callback_in_the_end(
+    db_pool: asyncpg.Pool, receiver: WebhookReceiver, router: Router
+) -> None:
+    twin = random.Random(5)  # the dispatcher's rng: the same delays
+    receiver.status = 500
+    n = await router.finish(_message(receiver.url, n=2))
+    await receiver.wait_for(1, WAIT)
+    await eventually(_attempts(db_pool, n.id, 1), "the first failure")
+    row = await _row(db_pool, n.id)
+    assert row["done_at"] is None and row["last_error"] == "HTTP 500"
+
+    router.retry_due(backoff(0, twin))
+    await receiver.wait_for(2, WAIT)
+    await eventually(_attempts(db_pool, n.id, 2), "the second failure")
+    row = await _row(db_pool, n.id)
+    assert row["done_at"] is None and row["last_error"] == "HTTP 500"
+
+    receiver.status = 200
+    router.retry_due(backoff(1, twin))
+    await receiver.wait_for(3, WAIT)
+    await eventually(_done(db_pool, n.id), "the row to be done")
+    row = await _row(db_pool, n.id)
+    assert row["attempts"] == 3
+    # Every try carried the same body and signature: receivers dedupe on id + status.
+    assert len(receiver.callbacks) == 3
+    assert {cb.raw for cb in receiver.callbacks} == {row["payload"]}
+    assert all(cb.signature_ok for cb in receiver.callbacks)
+
+
+async def test_receiver_down_fails_the_attempt(channel: WebhookChannel) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/dlr"
+    with pytest.raises(DeliveryFailed, match="ClientConnectorError"):
+        await channel.deliver(_notification(url, b"{}"))
+
+
+async def test_receiver_down_is_retried_later_and_delivered_when_it_is_back(
+    db_pool: asyncpg.Pool, router: Router
+) -> None:
+    port = _closed_port()
+    before = utcnow()
+    n = await router.finish(_message(f"http://127.0.0.1:{port}/dlr", n=3))
+    await eventually(_attempts(db_pool, n.id, 1), "the failed attempt")
+    row = await _row(db_pool, n.id)
+    assert row["done_at"] is None
+    assert row["last_error"].startswith("ClientConnectorError")
+    # Later, not now: at least the first retry's floor after the failure.
+    assert row["next_attempt_at"] >= before + timedelta(seconds=0.5)
+
+    back = WebhookReceiver(secret=SECRET)
+    await back.start("127.0.0.1", port)
+    try:
+        router.retry_due(1.0)  # the first retry's ceiling
+        (cb,) = await back.wait_for(1, WAIT)
+        await eventually(_done(db_pool, n.id), "the row to be done")
+    finally:
+        await back.stop()
+    assert cb.signature_ok and cb.raw == row["payload"]
+    assert (await _row(db_pool, n.id))["attempts"] == 2
+
+
+@pytest.fixture
+async def silent_receiver() -> AsyncIterator[str]:
+    """Accepts connections and reads requests, never answers."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(4096):
+                pass
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/dlr"
+    finally:
+        for w in connections:
+            w.close()
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), WAIT)
+
+
+async def test_receiver_that_never_answers_times_out(silent_receiver: str) -> None:
+    channel = WebhookChannel(ACCOUNTS.get, timeout=0.3)
+    await channel.start()
+    try:
+        with pytest.raises(DeliveryFailed, match="Timeout"):
+            await asyncio.wait_for(channel.deliver(_notification(silent_receiver, b"{}")), WAIT)
+    finally:
+        await channel.stop()
+
+
+async def test_rows_pending_at_restart_are_delivered_by_a_new_dispatcher(
+    db_pool: asyncpg.Pool, receiver: WebhookReceiver, channel: WebhookChannel
+) -> None:
+    # Before the "crash": two messages end, their webhook rows are committed,
+    # and no dispatcher ever runs. One of them had already failed 3 times
+    # and is due again in an hour.
+    writer = GroupCommit(db_pool, plan_notifications=plan_notifications(72))
+    created: list[Notification] = []
+    writer.on_notifications = created.extend
+    writer.start()
+    due_now, due_later = _message(receiver.url, n=4), _message(receiver.url, n=5)
+    later = utcnow() + timedelta(hours=1)
+    for m in (due_now, due_later):
+        await writer.run(InsertMessage(m))
+        await writer.run(MessageEnded(m.id, Status.DELIVERED, "", utcnow(), "sim-b"))
+    first, second = created
+    for _ in range(3):
+        await writer.run(OutboxRetry(second.id, later, "HTTP 503"))
+    await asyncio.wait_for(writer.stop(), WAIT)
+
+    pending = await store.pending_notifications(db_pool)
+    assert [(p.id, p.attempts) for p in pending] == [(first.id, 0), (second.id, 3)]
+    assert [p.target for p in pending] == [receiver.url, receiver.url]
+    assert pending[1].next_attempt_at == later
+
+    # The restart: a new writer and dispatcher, fed from the table as the
+    # daemon does on start.
+    router = Router(db_pool, channel)
+    router.start()
+    try:
+        router.dispatcher.add(pending)
+        (cb,) = await receiver.wait_for(1, WAIT)
+        await eventually(_done(db_pool, first.id), "the due row to be done")
+        assert cb.body["id"] == str(due_now.id) and cb.body["status"] == "delivered"
+        assert cb.signature_ok
+        # The other keeps its time: not attempted before its hour.
+        await asyncio.sleep(0.05)
+        assert len(receiver.callbacks) == 1
+        row = await _row(db_pool, second.id)
+        assert (row["attempts"], row["done_at"]) == (3, None)
+
+        router.retry_due(3600)
+        await receiver.wait_for(2, WAIT)
+        await eventually(_done(db_pool, second.id), "the later row to be done")
+    finally:
+        await router.stop()
+    assert receiver.callbacks[1].body["id"] == str(due_later.id)
+    assert (await _row(db_pool, second.id))["attempts"] == 4
+    assert await store.pending_notifications(db_pool) == []
