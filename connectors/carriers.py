@@ -9,6 +9,7 @@ back as deliver_sm are handed to the engine and answered once committed.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -26,6 +27,7 @@ from connectors.smpp import (
     SubmitSm,
     Tag,
     get_tlv,
+    set_tlv,
 )
 from connectors.smpp.receipt import ReceiptStatus, normalize_stat, parse_receipt
 from connectors.smpp.text import concat_udh, pack_septets
@@ -39,6 +41,10 @@ from router.senders import smpp_address
 from router.store import CarrierReceipt
 
 log = structlog.get_logger("carrier")
+
+# Times one submit_sm is sent again on ESME_RTHROTTLED before the engine
+# is told to fail over.
+THROTTLE_RETRIES = 3
 
 # SMPP 3.4 §5.1.3 statuses that say "not now" rather than "never": the part
 # is retried (on the next candidate carrier first).
@@ -72,27 +78,61 @@ _STATUS_OF_STATE = {
 }
 
 
+def canonical_message_id(value: str, fmt: str) -> str:
+    """A carrier's message id in the form we store and match.
+
+    A carrier that answers submit_sm in hex and receipts in decimal (or the
+    reverse) means the same number: numeric ids are kept as the decimal of
+    their value, so both sides meet. Ids that are not numbers stay as sent.
+    """
+    if fmt == "string":
+        return value
+    try:
+        return str(int(value, 16 if fmt == "hex" else 10))
+    except ValueError:
+        return value
+
+
 def status_code(status: int) -> str:
     """`smpp:0x0000000B`, the contract's error_code for a command_status."""
     return f"smpp:0x{status:08X}"
 
 
-def build_submit_sm(message: Message, part: int, cfg: CarrierConfig) -> SubmitSm:
-    """The submit_sm for one part of a message, as this carrier wants it."""
+def _parts_for(message: Message, cfg: CarrierConfig) -> list[bytes]:
+    """Each part's payload as this carrier wants them cut.
+
+    Parts were counted (and priced) with the 8-bit reference UDH; a carrier
+    on 16-bit references has one septet less per part, and if that changes
+    the count the message keeps the 8-bit UDH rather than change its price.
+    """
     if not message.payloads:
         message.payloads = payloads(message)
-    data = message.payloads[part]
+    if cfg.concatenation != "udh16" or message.parts == 1 or message.udh is not None:
+        return message.payloads
+    cut = payloads(message, sixteen_bit=True)
+    return cut if len(cut) == message.parts else message.payloads
+
+
+def build_submit_sm(message: Message, part: int, cfg: CarrierConfig) -> SubmitSm:
+    """The submit_sm for one part of a message, as this carrier wants it."""
+    parts = _parts_for(message, cfg)
+    data = parts[part]
     udh = message.udh
-    if udh is None and message.parts > 1:
+    ref = message.id.int & 0xFFFF
+    sar = cfg.concatenation == "sar" and udh is None and message.parts > 1
+    if udh is None and message.parts > 1 and not sar:
         # TS 23.040 §9.2.3.24.1: one reference for all parts of a message.
-        udh = concat_udh(message.id.int & 0xFF, message.parts, part + 1)
+        sixteen = cfg.concatenation == "udh16" and parts is not message.payloads
+        udh = concat_udh(
+            ref if sixteen else ref & 0xFF, message.parts, part + 1, sixteen_bit=sixteen
+        )
     if cfg.gsm_packed and message.data_coding == 0:
         # Septets after a UDH start on a septet boundary (TS 23.040 §9.2.3.16).
         fill = (7 - (len(udh) * 8) % 7) % 7 if udh else 0
         data = pack_septets(data, fill)
     src = smpp_address(message.sender)
     dst = smpp_address(message.recipient)
-    return SubmitSm(
+    pdu = SubmitSm(
         source_addr_ton=src.ton,
         source_addr_npi=src.npi,
         source_addr=src.addr,
@@ -104,9 +144,15 @@ def build_submit_sm(message: Message, part: int, cfg: CarrierConfig) -> SubmitSm
         data_coding=message.data_coding,
         short_message=(udh or b"") + data,
     )
+    if sar:
+        # SMPP 3.4 §5.3.2.22-24: the SMSC builds the UDH from these.
+        set_tlv(pdu, Tag.SAR_MSG_REF_NUM, ref)
+        set_tlv(pdu, Tag.SAR_TOTAL_SEGMENTS, message.parts)
+        set_tlv(pdu, Tag.SAR_SEGMENT_SEQNUM, part + 1)
+    return pdu
 
 
-def receipt_of(carrier: str, pdu: DeliverSm) -> CarrierReceipt | None:
+def receipt_of(carrier: str, pdu: DeliverSm, id_format: str = "string") -> CarrierReceipt | None:
     """A carrier's receipt (text, TLVs or both) as our operation, or None
     when it is an intermediate notification that ends nothing."""
     parsed = parse_receipt(pdu.short_message) if pdu.short_message else None
@@ -124,7 +170,9 @@ def receipt_of(carrier: str, pdu: DeliverSm) -> CarrierReceipt | None:
         return None
     err = parsed.err if parsed is not None and parsed.err else ""
     error_code = None if final == Status.DELIVERED else f"dlr:{err or '000'}"
-    return CarrierReceipt(carrier, carrier_id, final, error_code, datetime.now(UTC))
+    return CarrierReceipt(
+        carrier, canonical_message_id(carrier_id, id_format), final, error_code, datetime.now(UTC)
+    )
 
 
 class CarrierBinds:
@@ -144,6 +192,9 @@ class CarrierBinds:
         self._links: set[SmppLink] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._clock = time.monotonic
+        self._paused_until: dict[SmppLink, float] = {}
+        self._next_send: dict[SmppLink, float] = {}
 
     @property
     def name(self) -> str:
@@ -234,6 +285,8 @@ class CarrierBinds:
 
     def on_closed(self, link: SmppLink) -> None:
         self._links.discard(link)
+        self._paused_until.pop(link, None)
+        self._next_send.pop(link, None)
         if link in self._senders:
             self._senders.remove(link)
             metrics.CARRIER_UP.labels(self.name).set(len(self._senders))
@@ -251,7 +304,7 @@ class CarrierBinds:
             log.info("MO received", carrier=self.name, source=pdu.source_addr)
             link.send(pdu.response())
             return
-        op = receipt_of(self.name, pdu)
+        op = receipt_of(self.name, pdu, self.cfg.receipt_id_format or self.cfg.message_id_format)
         if op is None:
             link.send(pdu.response())
             return
@@ -269,23 +322,57 @@ class CarrierBinds:
     # ---------------------------------------------------------- submit
 
     async def submit(self, pdu: SubmitSm) -> str:
-        if not self._senders:
-            raise CarrierError("link_lost", temporary=True, detail="not bound")
-        # The bind with the most free window slots takes it.
-        link = min(self._senders, key=lambda lk: lk.outstanding)
-        try:
-            resp = await link.request(pdu)
-        except LinkClosed:
-            raise CarrierError("link_lost", temporary=True) from None
-        except ResponseTimeout:
-            raise CarrierError("timeout", temporary=True) from None
-        status = resp.command_status
-        if status != CommandStatus.ESME_ROK:
-            raise CarrierError(status_code(status), temporary=status in TEMPORARY_STATUSES)
-        message_id = getattr(resp, "message_id", "")
-        if not message_id:
-            raise CarrierError("smpp:no_message_id", temporary=False)
-        return message_id
+        """Send one submit_sm on the least busy usable bind; the carrier's id.
+
+        ESME_RTHROTTLED pauses the bind that got it for `throttle_pause`
+        and the same PDU is sent again (first in line, so per-sender order
+        holds) up to THROTTLE_RETRIES times before it counts as a temporary
+        failure that the engine fails over.
+        """
+        for _ in range(THROTTLE_RETRIES + 1):
+            link = await self._usable_link()
+            pdu.sequence_number = 0  # a resend is a new request (SMPP 3.4 §5.1.4)
+            try:
+                resp = await link.request(pdu)
+            except LinkClosed:
+                raise CarrierError("link_lost", temporary=True) from None
+            except ResponseTimeout:
+                raise CarrierError("timeout", temporary=True) from None
+            status = resp.command_status
+            if status == CommandStatus.ESME_RTHROTTLED:
+                metrics.THROTTLED.labels("carrier").inc()
+                self._paused_until[link] = self._clock() + self.cfg.throttle_pause
+                continue
+            if status != CommandStatus.ESME_ROK:
+                raise CarrierError(status_code(status), temporary=status in TEMPORARY_STATUSES)
+            message_id = getattr(resp, "message_id", "")
+            if not message_id:
+                raise CarrierError("smpp:no_message_id", temporary=False)
+            return canonical_message_id(message_id, self.cfg.message_id_format)
+        raise CarrierError(status_code(CommandStatus.ESME_RTHROTTLED), temporary=True)
+
+    async def _usable_link(self) -> SmppLink:
+        """A bound link that is not paused, paced to `max_tps` per bind."""
+        while True:
+            if not self._senders:
+                raise CarrierError("link_lost", temporary=True, detail="not bound")
+            now = self._clock()
+            ready = [lk for lk in self._senders if self._paused_until.get(lk, 0.0) <= now]
+            if not ready:
+                wake = min(self._paused_until.get(lk, 0.0) for lk in self._senders)
+                await asyncio.sleep(max(0.0, wake - now))
+                continue
+            link = min(ready, key=lambda lk: lk.outstanding)
+            if self.cfg.max_tps > 0:
+                # GCRA per bind: the n-th submit_sm leaves no earlier than
+                # n / max_tps after the bind's schedule started.
+                at = max(now, self._next_send.get(link, now))
+                self._next_send[link] = at + 1.0 / self.cfg.max_tps
+                if at > now:
+                    await asyncio.sleep(at - now)
+                    if not link.is_open:
+                        continue
+            return link
 
 
 class CarrierPool:

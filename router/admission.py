@@ -169,10 +169,12 @@ def smpp_text(data_coding: int, payload: bytes) -> tuple[str, Encoding | str]:
     return decode_short_message(data_coding, payload), encoding
 
 
-def payloads(message: Message) -> list[bytes]:
+def payloads(message: Message, *, sixteen_bit: bool = False) -> list[bytes]:
     """The wire bytes of each part of a message (without UDH)."""
     if message.encoding == "binary":
         return [message.body.encode("latin-1")]
     # An ESME's submit_sm keeps its alphabet (and its own UDH travels with
     # it); an HTTP text is encoded in the alphabet chosen at acceptance.
-    return encode_text(message.body, encoding=Encoding(message.encoding)).parts
+    return encode_text(
+        message.body, encoding=Encoding(message.encoding), sixteen_bit=sixteen_bit
+    ).parts

@@ -77,11 +77,21 @@ class CarrierConfig(_Section):
     response_timeout: float = 30.0
     reconnect_delay: float = 1.0
     reconnect_max_delay: float = 30.0
-    # How the carrier writes message ids in submit_sm_resp and receipts:
-    # some SMSCs answer in hex and receipt in decimal (or the reverse).
+    # How the carrier writes message ids in submit_sm_resp and in receipts:
+    # some SMSCs answer in hex and receipt in decimal, or the reverse
+    # (Kannel's msg-id-type). Numeric ids are matched by value.
     message_id_format: Literal["string", "hex", "decimal"] = "string"
+    receipt_id_format: Literal["string", "hex", "decimal"] | None = (
+        None  # None: as message_id_format
+    )
     # GSM 03.38 text travels unpacked unless the carrier wants packed.
     gsm_packed: bool = False
+    # How a long message's parts are tied together: 8- or 16-bit reference
+    # UDH (TS 23.040 §9.2.3.24.1/.8) or SAR TLVs (SMPP 3.4 §5.3.2.22-24).
+    concatenation: Literal["udh8", "udh16", "sar"] = "udh8"
+    # After ESME_RTHROTTLED a bind sends nothing for this long (SMPP 3.4
+    # §5.1.3 leaves the back-off to the ESME; Kannel waits 1 s).
+    throttle_pause: float = 1.0
 
 
 class RouteCarrier(_Section):
