@@ -32,24 +32,20 @@ from connectors.smpp import (
     set_tlv,
 )
 from connectors.smpp.receipt import Receipt, format_receipt, receipt_date
-from connectors.smpp.text import encode_text, split_udh
+from connectors.smpp.text import concat_udh, encode_text, split_udh
+from connectors.smpp.times import SmppTimeError, format_smpp_time, parse_smpp_time
 from connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
 from router import metrics, store
 from router.accounts import Account, AccountDirectory
 from router.admission import Admission, parse_recipient, smpp_text
 from router.intake import Intake
-from router.messages import Status
+from router.messages import Status, utcnow
 from router.notifications import DeliveryFailed, NotAvailable, SmppReceipt
 from router.scheduler import SenderQueueFull
 from router.senders import parse_smpp_address, smpp_address
 from router.store import Notification, StoreError
 
 log = structlog.get_logger("smpp.server")
-
-# SMPP 3.4 §5.2.28 registered_delivery bits 0-1: 1 = receipt on success or
-# failure, 2 = receipt on failure only.
-_RECEIPT_ALWAYS = 1
-_RECEIPT_ON_FAILURE = 2
 
 # Receipt stat words (SMPP 3.4 Appendix B) and message_state (§5.3.2.35)
 # for our final statuses.
@@ -293,6 +289,13 @@ class PartnerSmsc:
                 refuse(CommandStatus.ESME_RINVESMCLASS, "bad_udh")
                 return
             udh, payload = payload[: len(payload) - len(body)], body
+        else:
+            udh = _udh_of_sar(pdu)
+        try:
+            valid_until = parse_smpp_time(pdu.validity_period, utcnow())
+        except SmppTimeError:
+            refuse(CommandStatus.ESME_RINVEXPIRY, "bad_validity")
+            return
         text, encoding = smpp_text(pdu.data_coding, payload)
         parts = (
             1
@@ -312,7 +315,8 @@ class PartnerSmsc:
             data_coding=pdu.data_coding,
             parts=parts,
             udh=udh,
-            want_receipt=bool(pdu.registered_delivery & 0x03),
+            registered_delivery=pdu.registered_delivery,
+            valid_until=valid_until,
         )
         try:
             committed = self._intake.accept_one(message)
@@ -352,7 +356,7 @@ class PartnerSmsc:
         link.send(
             pdu.response(
                 message_id=pdu.message_id,
-                final_date="" if row["done_at"] is None else _smpp_time(row["done_at"]),
+                final_date="" if row["done_at"] is None else format_smpp_time(row["done_at"]),
                 message_state=int(state),
                 error_code=0,
             )
@@ -382,6 +386,14 @@ class PartnerSmsc:
             raise DeliveryFailed(f"deliver_sm_resp 0x{resp.command_status:08X}")
 
 
-def _smpp_time(dt: object) -> str:
-    """SMPP 3.4 §7.1.1 absolute time, UTC: YYMMDDhhmmss000+."""
-    return dt.strftime("%y%m%d%H%M%S") + "000+"  # type: ignore[attr-defined]
+def _udh_of_sar(pdu: SubmitSm) -> bytes | None:
+    """SAR TLVs (SMPP 3.4 §5.3.2.22-24) as the equivalent concat UDH, so a
+    part travels on to any carrier in the form that carrier wants."""
+    ref = get_tlv(pdu, Tag.SAR_MSG_REF_NUM)
+    total = get_tlv(pdu, Tag.SAR_TOTAL_SEGMENTS)
+    seq = get_tlv(pdu, Tag.SAR_SEGMENT_SEQNUM)
+    if not (isinstance(ref, int) and isinstance(total, int) and isinstance(seq, int)):
+        return None
+    if not 1 <= seq <= total <= 255:
+        return None
+    return concat_udh(ref, total, seq, sixteen_bit=ref > 0xFF)

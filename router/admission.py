@@ -124,11 +124,14 @@ class Admission:
         udh: bytes | None = None,
         client_ref: str | None = None,
         callback_url: str | None = None,
-        want_receipt: bool = False,
+        registered_delivery: int = 0,
         validity: float | None = None,
+        valid_until: datetime | None = None,
         now: datetime | None = None,
     ) -> Message:
         now = now or utcnow()
+        if validity:
+            valid_until = now + timedelta(seconds=validity)
         return Message(
             id=new_message_id(),
             account_id=account.id,
@@ -144,8 +147,8 @@ class Admission:
             udh=udh,
             client_ref=client_ref,
             callback_url=callback_url or account.callback_url or None,
-            want_receipt=want_receipt,
-            valid_until=now + timedelta(seconds=validity) if validity else None,
+            registered_delivery=registered_delivery,
+            valid_until=valid_until,
             status=Status.QUEUED,
             country=recipient.country,
         )

@@ -65,7 +65,7 @@ class Message:
     udh: bytes | None = None
     client_ref: str | None = None
     callback_url: str | None = None
-    want_receipt: bool = False
+    registered_delivery: int = 0
     valid_until: datetime | None = None
     status: Status = Status.QUEUED
     # Destination country (ISO 3166), for per-country sender rates.

@@ -25,7 +25,7 @@ import msgspec
 import structlog
 
 from router import metrics
-from router.messages import utcnow
+from router.messages import Status, utcnow
 from router.store import Finished, GroupCommit, Notification, OutboxDone, OutboxRetry
 
 log = structlog.get_logger("notifications")
@@ -92,7 +92,7 @@ def plan_notifications(retry_hours: float) -> Callable[[Sequence[Finished]], lis
             if f.callback_url:
                 body = _encoder.encode(webhook_body(f))
                 rows.append((WEBHOOK, f.account_id, f.message_id, f.callback_url, body, expires))
-            if f.ingress == "smpp" and f.want_receipt:
+            if f.ingress == "smpp" and wants_receipt(f.registered_delivery, f.status):
                 receipt = SmppReceipt(
                     id=str(f.message_id),
                     sender=f.sender,
@@ -116,6 +116,13 @@ def plan_notifications(retry_hours: float) -> Callable[[Sequence[Finished]], lis
         return rows
 
     return plan
+
+
+def wants_receipt(registered_delivery: int, status: Status) -> bool:
+    """SMPP 3.4 §5.2.17 bits 0-1: 1 = a receipt whatever the outcome,
+    2 = a receipt only when the message was not delivered."""
+    mask = registered_delivery & 0x03
+    return mask == 1 or (mask == 2 and status != Status.DELIVERED)
 
 
 def backoff(attempts: int, rng: random.Random) -> float:

@@ -125,7 +125,7 @@ class Finished:
     parts: int
     client_ref: str | None
     callback_url: str | None
-    want_receipt: bool
+    registered_delivery: int
     body: str
     created_at: datetime
     done_at: datetime
@@ -153,7 +153,7 @@ _MESSAGE_COLUMNS = (
     "price",
     "client_ref",
     "callback_url",
-    "want_receipt",
+    "registered_delivery",
     "status",
     "created_at",
     "valid_until",
@@ -176,7 +176,7 @@ async def _insert_messages(conn: asyncpg.Connection, ops: list[InsertMessage]) -
             m.price,
             m.client_ref,
             m.callback_url,
-            m.want_receipt,
+            m.registered_delivery,
             str(m.status),
             m.created_at,
             m.valid_until,
@@ -217,7 +217,7 @@ async def _parts_sent(conn: asyncpg.Connection, ops: list[PartSent]) -> list[Any
 
 _FINISHED_COLUMNS = (
     "id, account_id, ingress, sender, recipient, status, error_code, carrier, parts,"
-    " client_ref, callback_url, want_receipt, body, created_at, done_at"
+    " client_ref, callback_url, registered_delivery, body, created_at, done_at"
 )
 
 
@@ -235,7 +235,7 @@ def _finished(rows: Sequence[asyncpg.Record]) -> list[Finished]:
             parts=r["parts"],
             client_ref=r["client_ref"],
             callback_url=r["callback_url"],
-            want_receipt=r["want_receipt"],
+            registered_delivery=r["registered_delivery"],
             body=r["body"],
             created_at=r["created_at"],
             done_at=r["done_at"],

@@ -85,7 +85,7 @@ def message_of(row: asyncpg.Record) -> Message:
         udh=row["udh"],
         client_ref=row["client_ref"],
         callback_url=row["callback_url"],
-        want_receipt=row["want_receipt"],
+        registered_delivery=row["registered_delivery"],
         valid_until=row["valid_until"],
         status=Status(row["status"]),
         parts_sent=row["parts_sent"],

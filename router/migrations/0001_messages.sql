@@ -23,7 +23,7 @@ CREATE TABLE messages (
     price         numeric NOT NULL,
     client_ref    text,
     callback_url  text,
-    want_receipt  boolean NOT NULL DEFAULT false, -- SMPP registered_delivery
+    registered_delivery smallint NOT NULL DEFAULT 0, -- SMPP 3.4 §5.2.17, receipts to the ESME
     status        text NOT NULL,
     error_code    text,
     carrier       text,

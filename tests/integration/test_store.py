@@ -91,7 +91,7 @@ async def test_multipart_message_ends_when_every_part_has_a_receipt(db_pool: asy
     writer = await _writer(db_pool, plan_notifications=plan_notifications(72))
     created: list[store.Notification] = []
     writer.on_notifications = created.extend
-    m = _message(2, parts=2, ingress="smpp", want_receipt=True)
+    m = _message(2, parts=2, ingress="smpp", registered_delivery=1)
     await writer.run(InsertMessage(m))
     now = datetime.now(UTC)
     await asyncio.gather(

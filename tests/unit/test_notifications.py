@@ -114,7 +114,7 @@ def _finished(**kw: object) -> Finished:
         "parts": 2,
         "client_ref": "order-77",
         "callback_url": "https://apps.example/dlr",
-        "want_receipt": False,
+        "registered_delivery": 0,
         "body": "Your code is 123456, valid for ten minutes",
         "created_at": CREATED_AT,
         "done_at": DONE_AT,
@@ -159,7 +159,7 @@ def test_webhook_body_keeps_null_fields() -> None:
 
 
 def test_smpp_receipt_row_for_an_esme_that_asked_for_one() -> None:
-    f = _finished(ingress="smpp", want_receipt=True, callback_url=None, status=Status.DELIVERED)
+    f = _finished(ingress="smpp", registered_delivery=1, callback_url=None, status=Status.DELIVERED)
     rows = plan_notifications(1.5)([f])
     assert len(rows) == 1
     kind, account, message_id, target, payload, expires = rows[0]
@@ -179,7 +179,7 @@ def test_smpp_receipt_row_for_an_esme_that_asked_for_one() -> None:
 
 
 def test_smpp_message_with_a_callback_url_and_a_receipt_gets_both() -> None:
-    f = _finished(ingress="smpp", want_receipt=True)
+    f = _finished(ingress="smpp", registered_delivery=1)
     rows = plan_notifications(72)([f])
     assert [r[0] for r in rows] == [WEBHOOK, SMPP_RECEIPT]
 
@@ -189,8 +189,8 @@ def test_smpp_message_with_a_callback_url_and_a_receipt_gets_both() -> None:
     [
         {"callback_url": None},  # HTTP without a callback
         {"callback_url": ""},  # an empty callback is no callback
-        {"callback_url": None, "want_receipt": True},  # receipts are SMPP only
-        {"callback_url": None, "ingress": "smpp", "want_receipt": False},
+        {"callback_url": None, "registered_delivery": 1},  # receipts are SMPP only
+        {"callback_url": None, "ingress": "smpp", "registered_delivery": 0},
     ],
 )
 def test_no_row_without_a_callback_or_a_requested_receipt(kw: dict[str, object]) -> None:
