@@ -259,14 +259,20 @@ class CarrierBinds:
             timeout=10,
         )
         self._links.add(link)
-        resp = await link.request(
-            kind(  # type: ignore[call-arg]
-                system_id=self.cfg.system_id,
-                password=self.cfg.password,
-                system_type=self.cfg.system_type,
-            ),
-            timeout=10,
-        )
+        try:
+            resp = await link.request(
+                kind(  # type: ignore[call-arg]
+                    system_id=self.cfg.system_id,
+                    password=self.cfg.password,
+                    system_type=self.cfg.system_type,
+                ),
+                timeout=10,
+            )
+        except BaseException:
+            # A bind that timed out must not leave a connection behind that
+            # a late bind_resp would bind with nobody using it.
+            link.close()
+            raise
         if resp.command_status != CommandStatus.ESME_ROK:
             link.close()
             raise CarrierError(

@@ -36,6 +36,10 @@ from connectors.smpp import (
 log = structlog.get_logger("smpp")
 
 
+# Responses that may time out in a row before the link counts as dead.
+MAX_TIMEOUTS_IN_A_ROW = 3
+
+
 class LinkClosed(Exception):
     """The TCP connection ended while a request was outstanding."""
 
@@ -84,6 +88,7 @@ class SmppLink(asyncio.Protocol):
         self._clock = clock
         self._slots = asyncio.Semaphore(window)
         self._outstanding: dict[int, _Outstanding] = {}
+        self._timeouts_in_a_row = 0
         self._transport: asyncio.Transport | None = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -121,6 +126,7 @@ class SmppLink(asyncio.Protocol):
             if is_response(pdu):
                 # Responses and generic_nack (SMPP 3.4 §4.3) answer the
                 # request with their sequence number.
+                self._timeouts_in_a_row = 0
                 entry = self._outstanding.pop(pdu.sequence_number, None)
                 if entry is not None:
                     self._slots.release()
@@ -232,9 +238,18 @@ class SmppLink(asyncio.Protocol):
         expired = [seq for seq, e in self._outstanding.items() if e.deadline <= now]
         for seq in expired:
             entry = self._outstanding.pop(seq)
+            self.session.abandon(seq)
             self._slots.release()
             if not entry.future.done():
                 entry.future.set_exception(ResponseTimeout(f"{self.peer} seq {seq}"))
+        if expired:
+            self._timeouts_in_a_row += len(expired)
+            if self._timeouts_in_a_row >= MAX_TIMEOUTS_IN_A_ROW:
+                # A peer that takes our requests but never answers is dead
+                # even though traffic keeps the link from looking idle.
+                log.warning("peer stopped answering, closing", peer=self.peer)
+                self.close()
+                return
         if (
             self.bind_timeout is not None
             and not self.session.bound

@@ -74,10 +74,37 @@ def parse_recipient(to: str) -> Recipient | None:
     if not phonenumbers.is_possible_number(number):
         return None
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    country = phonenumbers.region_code_for_number(
+    return Recipient(e164=e164, digits=e164[1:], country=country_of(number, e164[1:]))
+
+
+# Country of the first 7 digits of numbers under a shared country code.
+_COUNTRY_BY_PREFIX: dict[str, str | None] = {}
+_COUNTRY_CACHE_SIZE = 65536
+
+
+def country_of(number: phonenumbers.PhoneNumber, digits: str) -> str | None:
+    """ISO 3166 country of a parsed E.164 number (digits without '+')."""
+    regions = phonenumbers.region_codes_for_country_code(number.country_code)
+    if len(regions) == 1:
+        return None if regions[0] == "001" else regions[0]
+    # Shared country codes (NANP's +1, +7, +44 ...) are told apart by the
+    # first digits of the national number (for NANP the 3-digit area code).
+    # libphonenumber tries every region's patterns in turn, so its answer is
+    # kept per 7-digit prefix, which decides every shared code.
+    prefix = digits[:7]
+    try:
+        return _COUNTRY_BY_PREFIX[prefix]
+    except KeyError:
+        pass
+    # A number in no known range (a drama number, a new block) belongs to
+    # the code's main country.
+    region = phonenumbers.region_code_for_number(
         number
     ) or phonenumbers.region_code_for_country_code(number.country_code)
-    return Recipient(e164=e164, digits=e164[1:], country=None if country == "ZZ" else country)
+    country = None if region in ("ZZ", "001") else region
+    if len(_COUNTRY_BY_PREFIX) < _COUNTRY_CACHE_SIZE:
+        _COUNTRY_BY_PREFIX[prefix] = country
+    return country
 
 
 class Admission:

@@ -90,12 +90,14 @@ class CarrierSimulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: SmppLink(Role.SMSC, self, window=1024, enquire_link_interval=30.0),
-            host,
-            port,
-            reuse_address=True,
-        )
+        self._server = await loop.create_server(self._accept, host, port, reuse_address=True)
+
+    def _accept(self) -> SmppLink:
+        link = SmppLink(Role.SMSC, self, window=1024, enquire_link_interval=30.0)
+        # Tracked from the connection on, not from its first PDU: drop_binds()
+        # and stop() must also close connections that have not sent one yet.
+        self._links.add(link)
+        return link
 
     @property
     def port(self) -> int:
@@ -131,10 +133,10 @@ class CarrierSimulator:
         if isinstance(pdu, SubmitSm):
             self._submit(link, pdu)
         elif isinstance(pdu, BindTransmitter | BindReceiver | BindTransceiver):
-            ok = (not self.system_id or pdu.system_id == self.system_id) and (
-                not self.password or pdu.password == self.password
-            )
-            if not ok:
+            if self.system_id and pdu.system_id != self.system_id:
+                link.send(pdu.response(command_status=CommandStatus.ESME_RINVSYSID))
+                return
+            if self.password and pdu.password != self.password:
                 link.send(pdu.response(command_status=CommandStatus.ESME_RINVPASWD))
                 return
             link.owner = pdu.system_id

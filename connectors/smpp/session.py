@@ -194,6 +194,19 @@ class Session:
         """How many of our requests still wait for their response."""
         return len(self._outstanding)
 
+    def abandon(self, sequence_number: int) -> None:
+        """Stop waiting for the response to one of our requests.
+
+        The shell calls this when the response timed out: the request no
+        longer counts as outstanding and a late response to it is dropped
+        like any unexpected one. An abandoned bind leaves the session OPEN,
+        so the bind may be tried again.
+        """
+        if self._outstanding.pop(sequence_number, None) is not None:
+            pending = self._pending_bind
+            if pending is not None and pending[1] == sequence_number:
+                self._pending_bind = None
+
     def close(self) -> None:
         """Give the session up (connection lost, or closed by us); later ``send()`` raises."""
         self.state = BindState.CLOSED

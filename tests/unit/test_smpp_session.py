@@ -619,3 +619,14 @@ def test_unread_protocol_errors_are_bounded() -> None:
     errors = smsc.protocol_errors()
     assert 0 < len(errors) <= 100
     assert errors[-1].sequence_number == 1
+
+
+def test_abandoned_request_is_no_longer_outstanding() -> None:
+    esme = Session(Role.ESME)
+    esme.send(BindTransceiver(system_id="a", password="b"))
+    assert esme.outstanding == 1
+    esme.abandon(1)
+    assert esme.outstanding == 0
+    # The bind may be tried again on the same connection.
+    esme.send(BindTransceiver(system_id="a", password="b"))
+    assert esme.outstanding == 1
