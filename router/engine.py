@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -19,11 +21,19 @@ from typing import Protocol
 import structlog
 
 from router import metrics
+from router.health import CarrierHealth
 from router.messages import FINAL_STATUSES, Message, Status, utcnow
-from router.routes import RouteTable
+from router.routes import Candidate, RouteTable
 from router.scheduler import SenderQueueFull, SenderScheduler
 from router.senders import SenderRates
-from router.store import CarrierReceipt, GroupCommit, MessageEnded, PartSent, StoreError
+from router.store import (
+    CarrierReceipt,
+    GroupCommit,
+    MessageEnded,
+    MessageEvent,
+    PartSent,
+    StoreError,
+)
 
 log = structlog.get_logger("engine")
 
@@ -75,8 +85,12 @@ class DeliveryEngine:
         rates: SenderRates,
         max_per_sender: int,
         clock: Callable[[], float] = time.monotonic,
+        health: CarrierHealth | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.writer = writer
+        self.health = health or CarrierHealth(clock=clock)
+        self._rng = rng or random.Random()
         self.carriers = carriers
         self.routes = routes
         self.rates = rates
@@ -168,53 +182,99 @@ class DeliveryEngine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
+    def _usable(self, carrier: str) -> bool:
+        return self.carriers.is_available(carrier) and self.health.allows(carrier)
+
+    def _candidates(self, digits: str) -> list[Candidate]:
+        """Usable candidates, cheapest first; equal costs spread by weight."""
+        chosen = self.routes.choose(digits, self._usable)
+        if len(chosen) < 2:
+            return chosen
+        ordered: list[Candidate] = []
+        for _, group in itertools.groupby(chosen, key=lambda c: c.cost):
+            tier = list(group)
+            while len(tier) > 1:
+                pick = self._rng.choices(range(len(tier)), weights=[c.weight for c in tier])[0]
+                ordered.append(tier.pop(pick))
+            ordered.extend(tier)
+        return ordered
+
     async def _deliver(self, message: Message, part: int) -> None:
         log_ = log.bind(message_id=str(message.id), part=part)
         if message.valid_until is not None and utcnow() >= message.valid_until:
             await self._end(message, Status.EXPIRED, "validity_expired")
             return
-        candidates = self.routes.choose(message.recipient.lstrip("+"), self.carriers.is_available)
+        digits = message.recipient.lstrip("+")
+        candidates = self._candidates(digits)
         if not candidates:
-            if self.routes.lookup(message.recipient.lstrip("+")) is None:
+            route = self.routes.lookup(digits)
+            if route is None:
                 await self._end(message, Status.REJECTED, "no_route")
+            elif any(self.carriers.is_available(c.carrier) for c in route[1]):
+                # Bound but every breaker is open: try again after a pause.
+                self._retry_later(message, part, None)
             else:
                 self._parked.append((message, part))
             return
         last: CarrierError | None = None
+        previous: str | None = None
         for candidate in candidates:
+            carrier = candidate.carrier
+            if previous is not None:
+                self._event(
+                    message, "retrying", f"{previous} {last.code if last else ''} → {carrier}"
+                )
+            self.health.took(carrier)
             started = time.perf_counter()
             try:
-                carrier_id = await self.carriers.submit(candidate.carrier, message, part)
+                carrier_id = await self.carriers.submit(carrier, message, part)
             except CarrierError as exc:
-                metrics.SUBMIT_ERRORS.labels(candidate.carrier, exc.code).inc()
+                metrics.SUBMIT_ERRORS.labels(carrier, exc.code).inc()
                 last = exc
                 if exc.temporary:
-                    log_.info(
-                        "carrier failed temporarily", carrier=candidate.carrier, error=exc.code
-                    )
+                    self.health.record_failure(carrier)
+                    metrics.CARRIER_HEALTH.labels(carrier).set(self.health.score(carrier))
+                    log_.info("carrier failed temporarily", carrier=carrier, error=exc.code)
+                    previous = carrier
                     continue
-                log_.info("carrier refused", carrier=candidate.carrier, error=exc.code)
-                await self._end(message, Status.FAILED, exc.code, carrier=candidate.carrier)
+                log_.info("carrier refused", carrier=carrier, error=exc.code)
+                await self._end(message, Status.FAILED, exc.code, carrier=carrier)
                 return
-            metrics.SUBMITTED.labels(candidate.carrier).inc()
-            metrics.SUBMIT_LATENCY.labels(candidate.carrier).observe(time.perf_counter() - started)
+            latency = time.perf_counter() - started
+            self.health.record_success(carrier, latency)
+            metrics.CARRIER_HEALTH.labels(carrier).set(self.health.score(carrier))
+            metrics.SUBMITTED.labels(carrier).inc()
+            metrics.SUBMIT_LATENCY.labels(carrier).observe(latency)
             self._attempts.pop(message.id, None)
             message.parts_sent += 1
             message.status = Status.SENT
-            op = PartSent(message.id, part, candidate.carrier, carrier_id, utcnow())
+            op = PartSent(message.id, part, carrier, carrier_id, utcnow())
             try:
                 await self.writer.run(op)
             except StoreError:
                 # The carrier has it but our record does not: the receipt
                 # will not match and the restart would send it again.
-                log_.error("could not record a sent part", carrier=candidate.carrier)
+                log_.error("could not record a sent part", carrier=carrier)
             return
         # Every candidate failed temporarily: try again later, head of the queue.
+        self._retry_later(message, part, last)
+
+    def _retry_later(self, message: Message, part: int, last: CarrierError | None) -> None:
         attempt = self._attempts.get(message.id, 0)
         self._attempts[message.id] = attempt + 1
         delay = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
-        log_.info("retrying later", delay=delay, error=last.code if last else None)
+        log.info(
+            "retrying later",
+            message_id=str(message.id),
+            part=part,
+            delay=delay,
+            error=last.code if last else "no healthy carrier",
+        )
         asyncio.get_running_loop().call_later(delay, self._requeue, message, part)
+
+    def _event(self, message: Message, status: str, detail: str) -> None:
+        """An entry of the message's history beyond its standard steps."""
+        self.writer.submit(MessageEvent(message.id, utcnow(), status, detail))
 
     def _requeue(self, message: Message, part: int) -> None:
         if self._stopping:
@@ -238,6 +298,7 @@ class DeliveryEngine:
         """Record a carrier's receipt; the future resolves once it is safe to
         answer the carrier (committed, or held for a later match)."""
         metrics.DLR_RECEIVED.labels(op.carrier, str(op.status)).inc()
+        self.health.record_receipt(op.carrier, op.status == Status.DELIVERED)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._apply_receipt(_HeldReceipt(op, self._clock(), done))
         return done

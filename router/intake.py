@@ -39,8 +39,7 @@ class Intake:
     async def accept(self, messages: Sequence[Message]) -> None:
         """Commit the messages and queue them; raises StoreError if the commit failed."""
         self.check_room(messages)
-        futures = [self.writer.submit(InsertMessage(m)) for m in messages]
-        await asyncio.gather(*futures)
+        await self.writer.submit(InsertMessage(messages))
         for m in messages:
             self.engine.enqueue(m)
             metrics.MESSAGES_RECEIVED.labels(m.ingress, m.account_id).inc()
@@ -49,7 +48,7 @@ class Intake:
         """The same for one message without a task: the future resolves after
         the commit and the message is queued by then (SMPP's hot path)."""
         self.check_room((message,))
-        committed = self.writer.submit(InsertMessage(message))
+        committed = self.writer.submit(InsertMessage((message,)))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def queued(f: asyncio.Future[object]) -> None:

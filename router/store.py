@@ -34,8 +34,11 @@ log = structlog.get_logger("store")
 
 @dataclass(slots=True)
 class InsertMessage:
+    """New messages; one operation is one transaction, so a batch request's
+    recipients are stored all together or not at all."""
+
     kind: ClassVar[str] = "insert"
-    message: Message
+    messages: Sequence[Message]
 
 
 @dataclass(slots=True)
@@ -75,6 +78,17 @@ class CarrierReceipt:
 
 
 @dataclass(slots=True)
+class MessageEvent:
+    """A step of a message's history beyond the standard ones (a failover)."""
+
+    kind: ClassVar[str] = "event"
+    message_id: uuid.UUID
+    at: datetime
+    status: str
+    detail: str
+
+
+@dataclass(slots=True)
 class OutboxDone:
     """A notification is finished: delivered, or given up with `error`."""
 
@@ -92,7 +106,15 @@ class OutboxRetry:
     error: str
 
 
-Operation = InsertMessage | PartSent | MessageEnded | CarrierReceipt | OutboxDone | OutboxRetry
+Operation = (
+    InsertMessage
+    | PartSent
+    | MessageEnded
+    | CarrierReceipt
+    | MessageEvent
+    | OutboxDone
+    | OutboxRetry
+)
 
 
 @dataclass(slots=True)
@@ -181,7 +203,8 @@ async def _insert_messages(conn: asyncpg.Connection, ops: list[InsertMessage]) -
             m.created_at,
             m.valid_until,
         )
-        for m in (op.message for op in ops)
+        for op in ops
+        for m in op.messages
     ]
     await conn.copy_records_to_table("messages", records=records, columns=_MESSAGE_COLUMNS)
     return [None] * len(ops)
@@ -341,6 +364,15 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
     return results
 
 
+async def _events(conn: asyncpg.Connection, ops: list[MessageEvent]) -> list[Any]:
+    await conn.copy_records_to_table(
+        "message_events",
+        records=[(o.message_id, o.at, o.status, o.detail) for o in ops],
+        columns=("message_id", "at", "status", "detail"),
+    )
+    return [None] * len(ops)
+
+
 async def _outbox_done(conn: asyncpg.Connection, ops: list[OutboxDone]) -> list[Any]:
     await conn.execute(
         "UPDATE outbox o SET done_at = u.at, attempts = o.attempts + 1,"
@@ -373,6 +405,7 @@ _HANDLERS: list[tuple[str, Callable[[asyncpg.Connection, list[Any]], Awaitable[l
     ("sent", _parts_sent),
     ("ended", _messages_ended),
     ("receipt", _receipts),
+    ("event", _events),
     ("outbox_done", _outbox_done),
     ("outbox_retry", _outbox_retry),
 ]

@@ -141,7 +141,7 @@ def _scenario(port: int) -> tuple[list[str], list[str], list]:
                 sar_msg_ref_num=0x1234,
                 sar_total_segments=2,
                 sar_segment_seqnum=seq,
-            )  # fmt: skip
+            )
             for seq, chunk in ((1, b"first half "), (2, b"second half"))
         ]
         # Receipt only on failure: this one is delivered, so none comes back.

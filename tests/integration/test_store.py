@@ -51,7 +51,7 @@ async def test_concurrent_inserts_share_commits(db_pool: asyncpg.Pool) -> None:
         "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
     )
     messages = [_message(i) for i in range(500)]
-    await asyncio.gather(*(writer.run(InsertMessage(m)) for m in messages))
+    await asyncio.gather(*(writer.run(InsertMessage([m])) for m in messages))
     await writer.stop()
     count = await db_pool.fetchval("SELECT count(*) FROM messages")
     assert count == 500
@@ -68,7 +68,7 @@ async def test_receipt_ends_message_and_plans_notifications(db_pool: asyncpg.Poo
     created: list[store.Notification] = []
     writer.on_notifications = created.extend
     m = _message(1, callback_url="http://127.0.0.1:1/dlr", client_ref="ref")
-    await writer.run(InsertMessage(m))
+    await writer.run(InsertMessage([m]))
     now = datetime.now(UTC)
     await writer.run(PartSent(m.id, 0, "sim", "abc", now))
     early = await writer.run(CarrierReceipt("sim", "zzz", Status.DELIVERED, "", now))
@@ -92,7 +92,7 @@ async def test_multipart_message_ends_when_every_part_has_a_receipt(db_pool: asy
     created: list[store.Notification] = []
     writer.on_notifications = created.extend
     m = _message(2, parts=2, ingress="smpp", registered_delivery=1)
-    await writer.run(InsertMessage(m))
+    await writer.run(InsertMessage([m]))
     now = datetime.now(UTC)
     await asyncio.gather(
         writer.run(PartSent(m.id, 0, "sim", "p0", now)),
@@ -112,7 +112,7 @@ async def test_multipart_message_ends_when_every_part_has_a_receipt(db_pool: asy
 async def test_ended_message_is_not_ended_twice(db_pool: asyncpg.Pool) -> None:
     writer = await _writer(db_pool)
     m = _message(3)
-    await writer.run(InsertMessage(m))
+    await writer.run(InsertMessage([m]))
     now = datetime.now(UTC)
     first = await writer.run(MessageEnded(m.id, Status.FAILED, "smpp:0x0000000B", now, "sim"))
     again = await writer.run(MessageEnded(m.id, Status.EXPIRED, "validity_expired", now))
@@ -128,7 +128,7 @@ async def test_pending_messages_are_what_a_restart_resumes(db_pool: asyncpg.Pool
     writer = await _writer(db_pool)
     waiting, half_sent, done = _message(4), _message(5, parts=2), _message(6)
     for m in (waiting, half_sent, done):
-        await writer.run(InsertMessage(m))
+        await writer.run(InsertMessage([m]))
     now = datetime.now(UTC)
     await writer.run(PartSent(half_sent.id, 0, "sim", "h0", now))
     await writer.run(PartSent(done.id, 0, "sim", "d0", now))
@@ -142,7 +142,7 @@ async def test_outbox_done_is_not_pending(db_pool: asyncpg.Pool) -> None:
     created: list[store.Notification] = []
     writer.on_notifications = created.extend
     m = _message(7, callback_url="http://127.0.0.1:1/x")
-    await writer.run(InsertMessage(m))
+    await writer.run(InsertMessage([m]))
     await writer.run(MessageEnded(m.id, Status.REJECTED, "no_route", datetime.now(UTC)))
     assert len(created) == 1
     await writer.run(OutboxDone(created[0].id, datetime.now(UTC)))
