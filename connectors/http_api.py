@@ -33,7 +33,7 @@ from router.admission import (
     text_parts,
 )
 from router.intake import Intake
-from router.messages import Message
+from router.messages import Message, utcnow
 from router.scheduler import SenderQueueFull
 from router.store import StoreError
 
@@ -44,6 +44,8 @@ MAX_BATCH = 500
 # Seconds a client should wait after a 429 for a full sender queue: one
 # long-code token (4 s) is the slowest drain that can free room.
 RETRY_AFTER_QUEUE_FULL = 4
+# How far ahead a send may be scheduled (Twilio's limit: 35 days).
+MAX_SCHEDULE_SECONDS = 35 * 86400
 
 
 class RouterServices(Protocol):
@@ -65,6 +67,7 @@ class SendRequest(msgspec.Struct, rename={"from_": "from"}):
     client_ref: str | None = None
     validity: int | None = None
     kind: str | None = None
+    send_at: datetime | None = None
 
 
 _json = msgspec.json.Encoder(decimal_format="string")
@@ -212,6 +215,7 @@ class HttpApi:
                 account, ingress="http", sender=req.from_, recipient=recipient, body=req.text,
                 encoding=encoding, data_coding=0 if encoding == "gsm7" else 8, parts=parts,
                 client_ref=req.client_ref, callback_url=req.callback_url, validity=req.validity,
+                send_at=req.send_at,
             )  # fmt: skip
             messages.append((to, message))
         for r in rejected:
@@ -298,6 +302,15 @@ class HttpApi:
             errors.append(FieldError("validity", "invalid", "must be a positive number of seconds"))
         if req.client_ref is not None and len(req.client_ref) > 256:
             errors.append(FieldError("client_ref", "too_long", "at most 256 characters"))
+        if req.send_at is not None:
+            if req.send_at.tzinfo is None:
+                errors.append(
+                    FieldError("send_at", "invalid", "an RFC 3339 time with its offset (or Z)")
+                )
+            else:
+                ahead = (req.send_at - utcnow()).total_seconds()
+                if ahead > MAX_SCHEDULE_SECONDS:
+                    errors.append(FieldError("send_at", "too_far", "at most 35 days ahead"))
         if req.kind is not None and req.kind not in ("transactional", "promotional"):
             errors.append(FieldError("kind", "invalid", "transactional or promotional"))
         return errors, recipients
@@ -328,6 +341,7 @@ class HttpApi:
                 "created_at": _iso(row["created_at"]),
                 "sent_at": _iso(row["sent_at"]),
                 "done_at": _iso(row["done_at"]),
+                "send_at": _iso(row["send_at"]),
                 "events": [
                     {"at": _iso(e["at"]), "status": e["status"], "detail": e["detail"]}
                     for e in row["events"]

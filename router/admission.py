@@ -154,11 +154,13 @@ class Admission:
         registered_delivery: int = 0,
         validity: float | None = None,
         valid_until: datetime | None = None,
+        send_at: datetime | None = None,
         now: datetime | None = None,
     ) -> Message:
         now = now or utcnow()
         if validity:
-            valid_until = now + timedelta(seconds=validity)
+            # Validity runs from the scheduled time when there is one.
+            valid_until = (send_at or now) + timedelta(seconds=validity)
         return Message(
             id=new_message_id(),
             account_id=account.id,
@@ -176,6 +178,7 @@ class Admission:
             callback_url=callback_url or account.callback_url or None,
             registered_delivery=registered_delivery,
             valid_until=valid_until,
+            send_at=send_at,
             status=Status.QUEUED,
             country=recipient.country,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import random
 import time
@@ -104,6 +105,8 @@ class DeliveryEngine:
         self._parked: list[tuple[Message, int]] = []
         self._attempts: dict[uuid.UUID, int] = {}
         self._held: list[_HeldReceipt] = []
+        self._scheduled: list[tuple[float, int, Message]] = []  # (due, tiebreak, message)
+        self._order = itertools.count()
         self._stopping = False
 
     # ------------------------------------------------------------- intake
@@ -116,7 +119,17 @@ class DeliveryEngine:
         return self.scheduler.depth(key) + message.parts <= self.scheduler.max_queued_parts
 
     def enqueue(self, message: Message, *, first_part: int = 0) -> None:
-        """Queue a committed message (or its remaining parts after a restart)."""
+        """Queue a committed message (or its remaining parts after a restart).
+
+        A message scheduled for later waits in a timer heap and enters its
+        sender queue at its time; it costs no sender-queue room until then.
+        """
+        if message.send_at is not None and first_part == 0:
+            delay = (message.send_at - utcnow()).total_seconds()
+            if delay > 0:
+                heapq.heappush(self._scheduled, (self._clock() + delay, next(self._order), message))
+                self._wake.set()
+                return
         key = self.queue_key(message)
         remaining = message.parts - first_part
         try:
@@ -176,8 +189,12 @@ class DeliveryEngine:
                 await asyncio.sleep(0)
                 continue
             self._retry_held_receipts()
+            self._release_scheduled()
             self._wake.clear()
             at = scheduler.next_release_at()
+            if self._scheduled:
+                due = self._scheduled[0][0]
+                at = due if at is None else min(at, due)
             timeout = 1.0 if at is None else min(1.0, max(0.0, at - self._clock()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -275,6 +292,18 @@ class DeliveryEngine:
     def _event(self, message: Message, status: str, detail: str) -> None:
         """An entry of the message's history beyond its standard steps."""
         self.writer.submit(MessageEvent(message.id, utcnow(), status, detail))
+
+    def _release_scheduled(self) -> None:
+        """Scheduled messages whose time has come enter their sender queues."""
+        now = self._clock()
+        while self._scheduled and self._scheduled[0][0] <= now:
+            _, _, message = heapq.heappop(self._scheduled)
+            message.send_at = None
+            self.enqueue(message)
+
+    @property
+    def scheduled(self) -> int:
+        return len(self._scheduled)
 
     def _requeue(self, message: Message, part: int) -> None:
         if self._stopping:

@@ -67,6 +67,7 @@ class Message:
     callback_url: str | None = None
     registered_delivery: int = 0
     valid_until: datetime | None = None
+    send_at: datetime | None = None
     status: Status = Status.QUEUED
     # Destination country (ISO 3166), for per-country sender rates.
     country: str | None = None

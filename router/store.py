@@ -179,6 +179,7 @@ _MESSAGE_COLUMNS = (
     "status",
     "created_at",
     "valid_until",
+    "send_at",
 )
 
 
@@ -202,6 +203,7 @@ async def _insert_messages(conn: asyncpg.Connection, ops: list[InsertMessage]) -
             str(m.status),
             m.created_at,
             m.valid_until,
+            m.send_at,
         )
         for op in ops
         for m in op.messages

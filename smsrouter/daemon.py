@@ -87,6 +87,7 @@ def message_of(row: asyncpg.Record) -> Message:
         callback_url=row["callback_url"],
         registered_delivery=row["registered_delivery"],
         valid_until=row["valid_until"],
+        send_at=row["send_at"],
         status=Status(row["status"]),
         parts_sent=row["parts_sent"],
         country=recipient.country if recipient else None,

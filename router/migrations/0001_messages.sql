@@ -30,7 +30,8 @@ CREATE TABLE messages (
     created_at    timestamptz NOT NULL,
     sent_at       timestamptz,
     done_at       timestamptz,
-    valid_until   timestamptz
+    valid_until   timestamptz,
+    send_at       timestamptz                   -- scheduled send: not before
 );
 
 -- Work to resume after a restart: everything not yet handed to a carrier.

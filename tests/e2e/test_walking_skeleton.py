@@ -302,6 +302,14 @@ async def test_bad_input_gets_its_error_and_the_router_keeps_serving(
             assert resp.status == 422
             problem = await resp.json(content_type=None)
             assert problem["errors"][0]["field"] == "text"
+        async with http.post(
+            url,
+            json={"from": SENDER, "to": RECIPIENT, "text": "x", "send_at": "2099-01-01T00:00:00Z"},
+            headers=AUTH,
+        ) as resp:
+            assert resp.status == 422
+            problem = await resp.json(content_type=None)
+            assert [(e["field"], e["code"]) for e in problem["errors"]] == [("send_at", "too_far")]
 
     assert await asyncio.to_thread(_bind_status, router.smpp_port, "wrong") == 0x0E
     reply = await asyncio.to_thread(_garbage, router.smpp_port)

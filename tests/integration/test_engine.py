@@ -192,3 +192,15 @@ async def test_no_route_is_rejected(rig: Rig) -> None:
     message = await rig.send("+33612345678")
     row = await rig.status_of(message, {"rejected"})
     assert row["error_code"] == "no_route"
+
+
+async def test_scheduled_message_waits_for_its_time(rig: Rig) -> None:
+    send_at = datetime.now(UTC) + timedelta(seconds=1.5)
+    message = await rig.send(send_at=send_at)
+    assert rig.engine.scheduled == 1
+    assert rig.engine.scheduler.queued_parts == 0, "no sender-queue room taken before its time"
+    row = await rig.status_of(message, {"delivered"})
+    assert row["carrier"] == "good"
+    (submit,) = [s for s in rig.sim.submits]
+    assert submit.at >= send_at
+    assert rig.engine.scheduled == 0
