@@ -241,7 +241,7 @@ class HttpApi:
             )  # fmt: skip
         metrics.INGRESS_LATENCY.labels("http").observe(time.perf_counter() - started)
         for _, m in messages:
-            log.info("message accepted", message_id=str(m.id), account=account.id, ingress="http")
+            log.debug("message accepted", message_id=str(m.id), account=account.id, ingress="http")
         return json_response(
             202,
             {

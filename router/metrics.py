@@ -86,3 +86,17 @@ CALLBACKS = Counter(
     namespace=_NS,
 )
 ESME_BINDS = Gauge("esme_binds", "Partner ESME binds by account", ["account"], namespace=_NS)
+COMMIT_LATENCY = Histogram(
+    "commit_seconds",
+    "Group commit: one transaction of batched writes, by writer",
+    ["writer"],
+    namespace=_NS,
+    buckets=_LATENCY,
+)
+COMMIT_BATCH = Histogram(
+    "commit_batch_operations",
+    "Operations carried by one group commit, by writer",
+    ["writer"],
+    namespace=_NS,
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+)

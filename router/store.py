@@ -13,6 +13,7 @@ gave a third of that (FACTS.md).
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import asyncpg
 import msgspec
 import structlog
 
+from router import metrics
 from router.messages import FINAL_STATUSES, Message, Status
 
 log = structlog.get_logger("store")
@@ -422,7 +424,9 @@ class GroupCommit:
         *,
         max_batch: int = 2000,
         plan_notifications: NotificationPlanner | None = None,
+        name: str = "status",
     ) -> None:
+        self.name = name
         self._pool = pool
         self._max_batch = max_batch
         self._waiting: list[tuple[Operation, asyncio.Future[Any]]] = []
@@ -471,6 +475,7 @@ class GroupCommit:
             by_kind.setdefault(op.kind, []).append(i)
         results: list[Any] = [None] * len(batch)
         created: list[Notification] = []
+        started = time.perf_counter()
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 finished: list[Finished] = []
@@ -494,6 +499,8 @@ class GroupCommit:
                 if not fut.done():
                     fut.set_exception(StoreError(str(exc)))
             return
+        metrics.COMMIT_LATENCY.labels(self.name).observe(time.perf_counter() - started)
+        metrics.COMMIT_BATCH.labels(self.name).observe(len(batch))
         for (_, fut), r in zip(batch, results, strict=True):
             if not fut.done():
                 fut.set_result(r)

@@ -105,6 +105,7 @@ class Router:
         self.embedded_pg: EmbeddedPostgres | None = None
         self.pool: asyncpg.Pool
         self.writer: GroupCommit
+        self.ingest_writer: GroupCommit
         self.engine: DeliveryEngine
         self.intake: Intake
         self.carriers: CarrierPool
@@ -141,11 +142,19 @@ class Router:
             log.info("migrations applied", versions=applied)
         await store.ensure_accounts(self.pool, [(a.id, a.credit, a.currency) for a in cfg.accounts])
 
+        # Two writers, two connections, commits in parallel: new messages on
+        # one, everything that happens to them after (sent, receipts, ends,
+        # outbox) on the other. A part is sent only after its message's
+        # insert committed, so the second never refers to uncommitted rows,
+        # and a burst of intake does not delay recording what carriers took
+        # (the window in which a crash makes a resend).
+        self.ingest_writer = GroupCommit(self.pool, max_batch=cfg.database.max_batch, name="ingest")
         self.writer = GroupCommit(
             self.pool,
             max_batch=cfg.database.max_batch,
             plan_notifications=plan_notifications(cfg.webhooks.retry_hours),
         )
+        self.ingest_writer.start()
         self.writer.start()
 
         for sim in cfg.simulators:
@@ -174,7 +183,7 @@ class Router:
             rates=build_rates(cfg),
             max_per_sender=cfg.queues.max_per_sender,
         )
-        self.intake = Intake(self.writer, self.engine)
+        self.intake = Intake(self.ingest_writer, self.engine)
 
         resumed = await store.pending_messages(self.pool)
         for row in resumed:
@@ -272,6 +281,7 @@ class Router:
         if self._http is not None:
             await self._http.cleanup()
         await self.webhooks.stop()
+        await self.ingest_writer.stop()
         await self.writer.stop()
         for sim in self.simulators:
             await sim.stop()
@@ -301,7 +311,7 @@ async def run(config: Config, config_path: Path | None) -> int:
 
 async def _stop_partial(router: Router) -> None:
     """Stop what a failed start had started (the embedded PostgreSQL above all)."""
-    for attr in ("engine", "dispatcher", "carriers", "smsc", "writer"):
+    for attr in ("engine", "dispatcher", "carriers", "smsc", "ingest_writer", "writer"):
         part = getattr(router, attr, None)
         if part is None:
             continue

@@ -136,6 +136,19 @@ def _encode_tlvs(tlvs: dict[int, bytes]) -> bytes:
     return out
 
 
+# short_message is "Var. 0-254" octets (SMPP 3.4 §4.4.1, §4.5.1, §4.6.1,
+# §4.10.1); longer user data belongs in message_payload. Decoding stays
+# lenient and takes 255, as other stacks do.
+MAX_SHORT_MESSAGE: Final = 254
+
+
+def _short_message_too_long(pdu: Pdu) -> EncodeError:
+    return EncodeError(
+        f"{type(pdu).__name__}.short_message: {len(pdu.short_message)} octets, at most "  # type: ignore[attr-defined]
+        f"{MAX_SHORT_MESSAGE} (use message_payload)"
+    )
+
+
 # ---------------------------------------------------------------------------
 # Hand-written codecs for the hot PDUs.  submit_sm (§4.4.1) and deliver_sm
 # (§4.6.1) share one layout.
@@ -148,6 +161,8 @@ def _encode_sm(pdu: SubmitSm | DeliverSm) -> bytes:
     schedule = pdu.schedule_delivery_time.encode("latin-1")
     validity = pdu.validity_period.encode("latin-1")
     short_message = pdu.short_message
+    if len(short_message) > MAX_SHORT_MESSAGE:
+        raise _short_message_too_long(pdu)
     if (
         len(service_type) > 5
         or len(source_addr) > 20
@@ -501,6 +516,8 @@ def _encode_generic(pdu: Pdu) -> bytes:
         elif kind == _INT8:
             append(_U8.pack(value))
         elif kind == _SHORT_MESSAGE:
+            if len(value) > MAX_SHORT_MESSAGE:
+                raise _short_message_too_long(pdu)
             append(_U8.pack(len(value)))
             append(bytes(value))
         elif kind == _DEST_ADDRESSES:

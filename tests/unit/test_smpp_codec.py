@@ -78,7 +78,7 @@ def cstr(size: int) -> st.SearchStrategy[str]:
 
 u8 = st.integers(0, 0xFF)
 u32 = st.integers(0, 0xFFFFFFFF)
-short_message = st.binary(max_size=255)
+short_message = st.binary(max_size=254)
 tlvs = st.dictionaries(st.integers(0, 0xFFFF), st.binary(max_size=64), max_size=4)
 
 _BIND = {
@@ -650,7 +650,7 @@ def test_the_longest_legal_fields_encode() -> None:
         destination_addr="2" * 20,
         schedule_delivery_time="000001000000000R",
         validity_period="000001000000000R",
-        short_message=b"x" * 255,
+        short_message=b"x" * 254,
     )
     assert decode(encode(pdu)) == pdu
 
