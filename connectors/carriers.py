@@ -30,14 +30,21 @@ from connectors.smpp import (
     set_tlv,
 )
 from connectors.smpp.receipt import ReceiptStatus, normalize_stat, parse_receipt
-from connectors.smpp.text import concat_udh, pack_septets
+from connectors.smpp.text import (
+    concat_info,
+    concat_udh,
+    decode_short_message,
+    pack_septets,
+    split_udh,
+)
 from connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
 from router import metrics
 from router.admission import payloads
 from router.config import CarrierConfig
 from router.engine import CarrierError
+from router.inbound import Inbound
 from router.messages import Message, Status
-from router.senders import smpp_address
+from router.senders import parse_smpp_address, smpp_address
 from router.store import CarrierReceipt
 
 log = structlog.get_logger("carrier")
@@ -175,6 +182,57 @@ def receipt_of(carrier: str, pdu: DeliverSm, id_format: str = "string") -> Carri
     )
 
 
+MoHandler = Callable[[str, DeliverSm], "asyncio.Future[None]"]
+
+
+def _acknowledge_mo(carrier: str, pdu: DeliverSm) -> asyncio.Future[None]:
+    """Without an inbound path, an MO is logged and acknowledged so the
+    carrier does not redeliver it forever."""
+    log.info("MO received, no inbound path", carrier=carrier, source=pdu.source_addr)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
+def mo_parts(pdu: DeliverSm) -> tuple[bytes, tuple[int, int, int] | None]:
+    """An MO's payload and its concat (ref, total, seq) from UDH or SAR TLVs."""
+    payload = pdu.short_message
+    if not payload:
+        long_payload = get_tlv(pdu, Tag.MESSAGE_PAYLOAD)
+        payload = long_payload if isinstance(long_payload, bytes) else b""
+    if pdu.esm_class & 0x40:
+        try:
+            ies, body = split_udh(payload)
+        except ValueError:
+            return payload, None
+        info = concat_info(ies)
+        return body, (info.ref, info.total, info.seq) if info else None
+    ref = get_tlv(pdu, Tag.SAR_MSG_REF_NUM)
+    total = get_tlv(pdu, Tag.SAR_TOTAL_SEGMENTS)
+    seq = get_tlv(pdu, Tag.SAR_SEGMENT_SEQNUM)
+    if isinstance(ref, int) and isinstance(total, int) and isinstance(seq, int):
+        return payload, (ref, total, seq)
+    return payload, None
+
+
+def mo_receiver(inbound: Inbound) -> MoHandler:
+    """The carrier side's MO handler feeding the router's inbound path."""
+
+    def receive(carrier: str, pdu: DeliverSm) -> asyncio.Future[None]:
+        payload, concat = mo_parts(pdu)
+        data_coding = pdu.data_coding
+        return inbound.receive(
+            carrier=carrier,
+            sender=parse_smpp_address(pdu.source_addr_ton, pdu.source_addr_npi, pdu.source_addr),
+            to=parse_smpp_address(pdu.dest_addr_ton, pdu.dest_addr_npi, pdu.destination_addr),
+            payload=payload,
+            decode=lambda data: decode_short_message(data_coding, data),
+            concat=concat,
+        )
+
+    return receive
+
+
 class CarrierBinds:
     """All binds to one carrier."""
 
@@ -184,9 +242,11 @@ class CarrierBinds:
         *,
         on_receipt: Callable[[CarrierReceipt], asyncio.Future[None]],
         on_up: Callable[[str], None],
+        on_mo: MoHandler | None = None,
     ) -> None:
         self.cfg = cfg
         self._on_receipt = on_receipt
+        self._on_mo = on_mo or _acknowledge_mo
         self._on_up = on_up
         self._senders: list[SmppLink] = []  # bound links that may submit
         self._links: set[SmppLink] = set()
@@ -304,17 +364,17 @@ class CarrierBinds:
             if hasattr(pdu, "response"):
                 link.send(pdu.response(command_status=CommandStatus.ESME_RINVCMDID))  # type: ignore[attr-defined]
             return
-        if not pdu.esm_class & 0x04:
-            # A mobile-originated message: forwarding MO is a later feature;
-            # acknowledge so the carrier does not redeliver it forever.
-            log.info("MO received", carrier=self.name, source=pdu.source_addr)
-            link.send(pdu.response())
-            return
-        op = receipt_of(self.name, pdu, self.cfg.receipt_id_format or self.cfg.message_id_format)
-        if op is None:
-            link.send(pdu.response())
-            return
-        done = self._on_receipt(op)
+        if pdu.esm_class & 0x3C == 0:
+            # SMPP 3.4 §5.2.12: message type 0 is a mobile-originated message.
+            done = self._on_mo(self.name, pdu)
+        else:
+            op = receipt_of(
+                self.name, pdu, self.cfg.receipt_id_format or self.cfg.message_id_format
+            )
+            if op is None:
+                link.send(pdu.response())
+                return
+            done = self._on_receipt(op)
 
         def answer(f: asyncio.Future[None]) -> None:
             if f.exception() is not None:
@@ -390,9 +450,11 @@ class CarrierPool:
         *,
         on_receipt: Callable[[CarrierReceipt], asyncio.Future[None]],
         on_up: Callable[[str], None],
+        on_mo: MoHandler | None = None,
     ) -> None:
         self.carriers = {
-            c.name: CarrierBinds(c, on_receipt=on_receipt, on_up=on_up) for c in configs
+            c.name: CarrierBinds(c, on_receipt=on_receipt, on_up=on_up, on_mo=on_mo)
+            for c in configs
         }
 
     def start(self) -> None:

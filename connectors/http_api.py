@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from connectors.smpp.text import Encoding
 from connectors.webhooks import is_private_address
 from router import metrics, store
 from router.accounts import Account, AccountDirectory
@@ -28,6 +29,7 @@ from router.admission import (
     MAX_PARTS,
     Admission,
     FieldError,
+    Recipient,
     Refusal,
     parse_recipient,
     text_parts,
@@ -194,16 +196,14 @@ class HttpApi:
             req = msgspec.convert(doc, SendRequest)
         except msgspec.ValidationError as exc:
             return _field_errors([_field_error_of(exc)])
-        errors, recipients = self._validate(req, account)
+        errors, recipients, (encoding, parts) = self._validate(req, account)
         if errors:
             return _field_errors(errors)
 
         admission = self.services.admission
-        encoding, parts = text_parts(req.text)
         messages: list[tuple[str, Message]] = []
         rejected: list[Refusal] = []
-        for to in recipients:
-            recipient = parse_recipient(to)
+        for to, recipient in recipients:
             if recipient is None:
                 rejected.append(Refusal(to, "invalid_number", "not an E.164 number"))
                 continue
@@ -260,33 +260,41 @@ class HttpApi:
             },
         )
 
-    def _validate(self, req: SendRequest, account: Account) -> tuple[list[FieldError], list[str]]:
+    def _validate(
+        self, req: SendRequest, account: Account
+    ) -> tuple[list[FieldError], list[tuple[str, Recipient | None]], tuple[Encoding, int]]:
+        """Field errors, each recipient as sent with its parsed number, and
+        the text's encoding and part count (each worked out once)."""
         errors: list[FieldError] = []
-        recipients = [req.to] if isinstance(req.to, str) else list(req.to)
+        sent = [req.to] if isinstance(req.to, str) else list(req.to)
+        recipients: list[tuple[str, Recipient | None]] = []
         if not self.services.admission.sender_allowed(account, req.from_):
             errors.append(
                 FieldError(
                     "from", "unknown_sender", f"{req.from_!r} is not a sender of this account"
                 )
             )
-        if not recipients:
+        if not sent:
             errors.append(FieldError("to", "required", "at least one recipient"))
-        elif len(recipients) > MAX_BATCH:
+        elif len(sent) > MAX_BATCH:
             errors.append(FieldError("to", "too_many", f"at most {MAX_BATCH} recipients"))
-        elif len(recipients) > 1 and not account.verified:
+        elif len(sent) > 1 and not account.verified:
             errors.append(
                 FieldError("to", "batch_not_allowed", "unverified accounts send to one recipient")
             )
-        elif isinstance(req.to, str) and parse_recipient(req.to) is None:
-            errors.append(FieldError("to", "invalid_number", f"{req.to!r} is not an E.164 number"))
+        else:
+            recipients = [(to, parse_recipient(to)) for to in sent]
+            if isinstance(req.to, str) and recipients[0][1] is None:
+                errors.append(
+                    FieldError("to", "invalid_number", f"{req.to!r} is not an E.164 number")
+                )
+        encoding, parts = text_parts(req.text)
         if not req.text:
             errors.append(FieldError("text", "required", "text must not be empty"))
-        else:
-            _, parts = text_parts(req.text)
-            if parts > MAX_PARTS:
-                errors.append(
-                    FieldError("text", "too_long", f"{parts} parts; at most {MAX_PARTS} allowed")
-                )
+        elif parts > MAX_PARTS:
+            errors.append(
+                FieldError("text", "too_long", f"{parts} parts; at most {MAX_PARTS} allowed")
+            )
         if req.callback_url is not None:
             try:
                 url = URL(req.callback_url)
@@ -313,7 +321,7 @@ class HttpApi:
                     errors.append(FieldError("send_at", "too_far", "at most 35 days ahead"))
         if req.kind is not None and req.kind not in ("transactional", "promotional"):
             errors.append(FieldError("kind", "invalid", "transactional or promotional"))
-        return errors, recipients
+        return errors, recipients, (encoding, parts)
 
     async def get_message(self, request: web.Request, account: Account) -> web.StreamResponse:
         try:

@@ -38,9 +38,10 @@ from connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
 from router import metrics, store
 from router.accounts import Account, AccountDirectory
 from router.admission import Admission, parse_recipient, smpp_text
+from router.inbound import InboundMessage
 from router.intake import Intake
 from router.messages import Status, utcnow
-from router.notifications import DeliveryFailed, NotAvailable, SmppReceipt
+from router.notifications import MO, DeliveryFailed, NotAvailable, SmppReceipt
 from router.scheduler import SenderQueueFull
 from router.senders import parse_smpp_address, smpp_address
 from router.store import Notification, StoreError
@@ -365,7 +366,7 @@ class PartnerSmsc:
     # -------------------------------------------------------- receipts out
 
     async def deliver(self, n: Notification) -> None:
-        """Channel for SMPP receipts: send on a receiving bind of the account."""
+        """Channel for receipts and MO: send on a receiving bind of the account."""
         links = [
             link
             for link in self._binds.get(n.account_id, ())
@@ -377,13 +378,39 @@ class PartnerSmsc:
         i = self._next_receiver.get(n.account_id, 0) % len(links)
         self._next_receiver[n.account_id] = i + 1
         link = links[i]
-        pdu = build_receipt(msgspec.json.decode(n.payload, type=SmppReceipt))
-        try:
-            resp = await link.request(pdu)
-        except (LinkClosed, ResponseTimeout) as exc:
-            raise DeliveryFailed(type(exc).__name__) from None
-        if resp.command_status != CommandStatus.ESME_ROK:
-            raise DeliveryFailed(f"deliver_sm_resp 0x{resp.command_status:08X}")
+        if n.kind == MO:
+            pdus = build_mo(msgspec.json.decode(n.payload, type=InboundMessage), n.id)
+        else:
+            pdus = [build_receipt(msgspec.json.decode(n.payload, type=SmppReceipt))]
+        for pdu in pdus:
+            try:
+                resp = await link.request(pdu)
+            except (LinkClosed, ResponseTimeout) as exc:
+                raise DeliveryFailed(type(exc).__name__) from None
+            if resp.command_status != CommandStatus.ESME_ROK:
+                raise DeliveryFailed(f"deliver_sm_resp 0x{resp.command_status:08X}")
+
+
+def build_mo(mo: InboundMessage, ref: int) -> list[DeliverSm]:
+    """An MO for an ESME: deliver_sm (esm_class 0, SMPP 3.4 §4.6.1), one per
+    part with a concat UDH when the text needs several."""
+    encoded = encode_text(mo.text)
+    src = smpp_address(mo.sender)
+    dst = smpp_address(mo.to)
+    return [
+        DeliverSm(
+            source_addr_ton=src.ton,
+            source_addr_npi=src.npi,
+            source_addr=src.addr,
+            dest_addr_ton=dst.ton,
+            dest_addr_npi=dst.npi,
+            destination_addr=dst.addr,
+            esm_class=0x40 if encoded.part_count > 1 else 0,
+            data_coding=encoded.data_coding,
+            short_message=short_message,
+        )
+        for short_message in encoded.short_messages(ref & 0xFF)
+    ]
 
 
 def _udh_of_sar(pdu: SubmitSm) -> bytes | None:

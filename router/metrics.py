@@ -100,3 +100,7 @@ COMMIT_BATCH = Histogram(
     namespace=_NS,
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
 )
+MO_RECEIVED = Counter(
+    "mo_received", "Mobile-originated messages (parts) from carriers", ["carrier"], namespace=_NS
+)
+MO_UNROUTED = Counter("mo_unrouted", "MO to a number that no account owns (dropped)", namespace=_NS)

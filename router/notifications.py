@@ -32,6 +32,7 @@ log = structlog.get_logger("notifications")
 
 WEBHOOK = "webhook"
 SMPP_RECEIPT = "smpp_receipt"
+MO = "mo"  # an inbound message for an account: its inbound_url, else its bind
 
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 600.0
@@ -49,6 +50,19 @@ class Channel(Protocol):
     async def deliver(self, notification: Notification) -> None:
         """Raise DeliveryFailed or NotAvailable unless it was delivered."""
         ...
+
+
+class ByTarget:
+    """MO rows go by HTTP when the account has an inbound_url (the row's
+    target), else over SMPP to one of its receiving binds."""
+
+    def __init__(self, http: Channel, smpp: Channel) -> None:
+        self.http = http
+        self.smpp = smpp
+
+    async def deliver(self, notification: Notification) -> None:
+        channel = self.http if notification.target else self.smpp
+        await channel.deliver(notification)
 
 
 class SmppReceipt(msgspec.Struct, frozen=True):

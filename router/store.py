@@ -91,6 +91,19 @@ class MessageEvent:
 
 
 @dataclass(slots=True)
+class NewNotification:
+    """An outbox row that no message status produced (an inbound MO)."""
+
+    kind: ClassVar[str] = "notify"
+    notification_kind: str
+    account_id: str
+    target: str | None
+    payload: bytes
+    expires_at: datetime
+    message_id: uuid.UUID | None = None
+
+
+@dataclass(slots=True)
 class OutboxDone:
     """A notification is finished: delivered, or given up with `error`."""
 
@@ -488,11 +501,29 @@ class GroupCommit:
                         results[i] = r
                         if isinstance(r, Finished):
                             finished.append(r)
+                rows: list[tuple[Any, ...]] = []
                 if finished and self.plan_notifications is not None:
                     unique = list({f.message_id: f for f in finished}.values())
                     rows = self.plan_notifications(unique)
-                    if rows:
-                        created = await _insert_outbox(conn, rows)
+                new = by_kind.get("notify", ())
+                for i in new:
+                    n = batch[i][0]
+                    assert isinstance(n, NewNotification)
+                    rows.append(
+                        (
+                            n.notification_kind,
+                            n.account_id,
+                            n.message_id,
+                            n.target,
+                            n.payload,
+                            n.expires_at,
+                        )
+                    )
+                if rows:
+                    created = await _insert_outbox(conn, rows)
+                    # New notifications come last in `created`: each op gets its row.
+                    for i, row in zip(new, created[len(created) - len(new) :], strict=True):
+                        results[i] = row
         except Exception as exc:
             log.error("group commit failed", error=repr(exc), operations=len(batch))
             for _, fut in batch:
@@ -525,7 +556,8 @@ async def _insert_outbox(
         "   next_attempt_at, expires_at",
         *[list(c) for c in cols],
     )
-    return [Notification(**dict(r)) for r in out]
+    # ids follow the order of the input rows (one sequence, one statement).
+    return sorted((Notification(**dict(r)) for r in out), key=lambda n: n.id)
 
 
 # ---------------------------------------------------------------- reads

@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from connectors.carriers import CarrierPool
+from connectors.carriers import CarrierPool, mo_receiver
 from connectors.http_api import HttpApi
 from connectors.smpp_server import PartnerSmsc
 from connectors.webhooks import WebhookChannel
@@ -26,10 +26,18 @@ from router.accounts import AccountDirectory
 from router.admission import Admission, parse_recipient
 from router.config import Config, load_config, parse_listen
 from router.engine import DeliveryEngine
+from router.inbound import Inbound
 from router.intake import Intake
 from router.messages import Message, Status
 from router.migrations import apply_migrations
-from router.notifications import SMPP_RECEIPT, WEBHOOK, Dispatcher, plan_notifications
+from router.notifications import (
+    MO,
+    SMPP_RECEIPT,
+    WEBHOOK,
+    ByTarget,
+    Dispatcher,
+    plan_notifications,
+)
 from router.routes import Candidate, PriceTable, RouteTable
 from router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
 from router.store import GroupCommit
@@ -117,6 +125,7 @@ class Router:
         self.http_port = 0
         self.smpp_port = 0
         self._stopped = asyncio.Event()
+        self._housekeeping: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------- readiness
 
@@ -171,10 +180,17 @@ class Router:
         # The engine and the carrier pool refer to each other: the pool hands
         # receipts and "bound" events to the engine, the engine submits
         # through the pool.
+        self.inbound = Inbound(
+            writer=self.writer,
+            owner_of=lambda number: self.admission.senders.get(canonical_sender(number)),
+            accounts=lambda: self.accounts,
+            retry_hours=cfg.webhooks.retry_hours,
+        )
         self.carriers = CarrierPool(
             cfg.carriers,
             on_receipt=lambda op: self.engine.receipt(op),
             on_up=lambda name: self.engine.carrier_up(name),
+            on_mo=mo_receiver(self.inbound),
         )
         self.engine = DeliveryEngine(
             writer=self.writer,
@@ -211,7 +227,11 @@ class Router:
         await self.webhooks.start()
         self.dispatcher = Dispatcher(
             writer=self.writer,
-            channels={WEBHOOK: self.webhooks, SMPP_RECEIPT: self.smsc},
+            channels={
+                WEBHOOK: self.webhooks,
+                SMPP_RECEIPT: self.smsc,
+                MO: ByTarget(http=self.webhooks, smpp=self.smsc),
+            },
             concurrency=cfg.webhooks.concurrency,
         )
         self.smsc.on_receiver_bound = self.dispatcher.account_ready
@@ -221,6 +241,7 @@ class Router:
         self.engine.start()
         self.dispatcher.start()
         self.carriers.start()
+        self._housekeeping = asyncio.create_task(self._sweep(), name="housekeeping")
 
         host, port = parse_listen(cfg.smpp.listen)
         await self.smsc.start(host, port)
@@ -244,6 +265,12 @@ class Router:
 
     def accounts_get(self, account_id: str):  # type: ignore[no-untyped-def]
         return self.accounts.get(account_id)
+
+    async def _sweep(self) -> None:
+        """Every few seconds: MO parts that waited too long for their siblings."""
+        while True:
+            await asyncio.sleep(5)
+            self.inbound.sweep()
 
     # ------------------------------------------------------------- reload
 
@@ -271,6 +298,8 @@ class Router:
         drain = self.config.shutdown.drain_seconds
         log.info("draining", drain_seconds=drain)
         self.smsc.stop_accepting()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
         if self._http is not None:
             for site in list(self._http.sites):
                 await site.stop()

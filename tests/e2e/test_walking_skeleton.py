@@ -330,3 +330,27 @@ async def test_sigterm_drains_and_exits_zero(router: RouterProcess) -> None:
     code = await router.terminate()
     assert code == 0, router.output()
     assert any(line.get("event") == "stopped" for line in router.lines)
+
+
+async def test_batch_gives_per_recipient_results(
+    router: RouterProcess, carrier: CarrierSimulator
+) -> None:
+    to = ["+14155550111", "+1 415 555 0112", "not-a-number", "+447700900123", "+14155550113"]
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as http,
+        http.post(
+            router.base_url + "/v1/messages", json={"from": SENDER, "to": to, "text": "batch"}
+        ) as resp,
+    ):
+        assert resp.status == 202
+        body = await resp.json()
+    assert [m["to"] for m in body["messages"]] == [to[0], to[1], to[4]]
+    assert len({m["id"] for m in body["messages"]}) == 3
+    assert [(r["to"], r["code"]) for r in body["rejected"]] == [
+        ("not-a-number", "invalid_number"),
+        ("+447700900123", "no_route"),
+    ]
+    await _eventually(lambda: len(carrier.submits) == 3, what="three submits")
+    assert sorted(s.destination_addr for s in carrier.submits) == [
+        "14155550111", "14155550112", "14155550113",
+    ]  # fmt: skip
