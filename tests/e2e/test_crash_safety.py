@@ -172,7 +172,7 @@ async def test_sigkill_under_load_loses_nothing_acknowledged(
         # Only requests outstanding at a crash may go twice: a part the
         # carrier took whose record had not committed when the router died.
         # So every duplicate's first copy reached the carrier shortly before
-        # a kill (within a commit's latency; 2 s is generous on a loaded
+        # a kill (within a commit's latency; 5 s is generous on a loaded
         # machine), and no message goes more than once per kill.
         first_seen: dict[str, datetime] = {}
         for submit in carrier.submits:
@@ -182,7 +182,7 @@ async def test_sigkill_under_load_loses_nothing_acknowledged(
                 continue
             assert n <= KILLS + 1, (token, n)
             at = first_seen[token]
-            assert any(timedelta(0) <= k - at < timedelta(seconds=2) for k in kills), (
+            assert any(timedelta(0) <= k - at < timedelta(seconds=5) for k in kills), (
                 f"{token} went twice but its first copy was not outstanding at a crash"
             )
         print(f"acknowledged={len(acked)} at_carrier={len(at_carrier)} duplicates={duplicates}")
