@@ -166,15 +166,54 @@ class LogConfig(_Section):
 
 
 class SimulatorConfig(_Section):
-    """A carrier simulator the daemon runs beside itself (demo and tests)."""
+    """A carrier simulator the daemon runs beside itself (demo and tests).
+
+    The keys are those of `smsrouter sim carrier` (sims/carrier.py);
+    delays are seconds or their text forms "0.1-0.5" (uniform) and
+    "exp:0.2" (exponential with that mean).
+    """
 
     name: str
     port: int
     system_id: str = ""
     password: str = ""
-    receipt_delay: float = 0.5
-    # Receipt stat words and their weights, e.g. {DELIVRD = 95, UNDELIV = 5}.
+    receipt_delay: float | str = 0.5
+    # Receipt stat words (optionally ":err") and their weights,
+    # e.g. {DELIVRD = 95, "UNDELIV:034" = 4, EXPIRD = 1}.
     receipts: dict[str, float] = msgspec.field(default_factory=lambda: {"DELIVRD": 1.0})
+    seed: int | None = None
+    tps: float = 0.0  # submit_sm per second per bind, 0 = no limit
+    resp_latency: float | str = 0.0
+    # submit_sm_resp command_status weights, e.g. {"0x58" = 1, "0x0B" = 1, "0" = 98};
+    # empty = every submit_sm accepted.
+    errors: dict[str, float] = msgspec.field(default_factory=dict)
+    id_format: Literal["hex", "decimal"] = "hex"
+    receipt_id_format: Literal["hex", "decimal"] | None = None  # None: as id_format
+    receipt_first: float = 0.0  # probability that a receipt overtakes its submit_sm_resp
+    # Where receipts carry id and state: {text = 1, tlv = 1, both = 1} weights.
+    receipt_forms: dict[str, float] = msgspec.field(default_factory=lambda: {"both": 1.0})
+    record: Literal["full", "count"] = "full"
+    control_port: int | None = None  # HTTP control API on 127.0.0.1
+
+    def __post_init__(self) -> None:
+        # Bad delays, weights or statuses are config errors with this
+        # entry's key path, not a traceback when the daemon starts it.
+        from sims.distributions import Mix, parse_delay, status_of
+
+        parse_delay(self.receipt_delay)
+        parse_delay(self.resp_latency)
+        Mix(self.receipts)
+        Mix(self.receipt_forms)
+        if not set(self.receipt_forms) <= {"text", "tlv", "both"}:
+            raise ValueError("receipt_forms keys are text, tlv and both")
+        for status in self.errors:
+            status_of(status)
+        if self.errors:
+            Mix(self.errors)
+        if not 0.0 <= self.receipt_first <= 1.0:
+            raise ValueError("receipt_first is a probability, 0..1")
+        if self.tps < 0:
+            raise ValueError("tps must be 0 (no limit) or positive")
 
 
 class Config(_Section):

@@ -167,12 +167,7 @@ class Router:
         self.writer.start()
 
         for sim in cfg.simulators:
-            simulator = CarrierSimulator(
-                system_id=sim.system_id,
-                password=sim.password,
-                receipt_delay=sim.receipt_delay,
-                receipts=dict(sim.receipts),
-            )
+            simulator = CarrierSimulator.from_config(sim)
             await simulator.start("127.0.0.1", sim.port)
             self.simulators.append(simulator)
             log.info("carrier simulator listening", name=sim.name, port=simulator.port)

@@ -36,7 +36,10 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # No file given: each line goes to the sys.stdout of the moment, so
+        # a stream swapped in and closed by an embedding program (a test
+        # runner's capture) is never written to after it is gone.
+        logger_factory=structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=True,
     )
     # Libraries that use the standard logging module (aiohttp, asyncpg)
