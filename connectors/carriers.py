@@ -49,9 +49,9 @@ from router.store import CarrierReceipt
 
 log = structlog.get_logger("carrier")
 
-# Times one submit_sm is sent again on ESME_RTHROTTLED before the engine
-# is told to fail over.
-THROTTLE_RETRIES = 3
+# Seconds one submit_sm keeps being resent on ESME_RTHROTTLED before the
+# engine is told to fail over.
+THROTTLE_BUDGET = 30.0
 
 # SMPP 3.4 §5.1.3 statuses that say "not now" rather than "never": the part
 # is retried (on the next candidate carrier first).
@@ -120,6 +120,23 @@ def _parts_for(message: Message, cfg: CarrierConfig) -> list[bytes]:
     return cut if len(cut) == message.parts else message.payloads
 
 
+def sends_whole(message: Message, cfg: CarrierConfig) -> bool:
+    """Does this carrier take the message whole, in message_payload?"""
+    return cfg.concatenation == "payload" and message.parts > 1 and message.udh is None
+
+
+def build_whole_submit_sm(message: Message, cfg: CarrierConfig) -> SubmitSm:
+    """One submit_sm with the whole text in message_payload (SMPP 3.4
+    §5.3.2.32: short_message empty, the SMSC cuts the text itself)."""
+    if not message.payloads:
+        message.payloads = payloads(message)
+    pdu = build_submit_sm(message, 0, cfg)
+    pdu.esm_class = 0
+    pdu.short_message = b""
+    set_tlv(pdu, Tag.MESSAGE_PAYLOAD, b"".join(message.payloads))
+    return pdu
+
+
 def build_submit_sm(message: Message, part: int, cfg: CarrierConfig) -> SubmitSm:
     """The submit_sm for one part of a message, as this carrier wants it."""
     parts = _parts_for(message, cfg)
@@ -127,6 +144,8 @@ def build_submit_sm(message: Message, part: int, cfg: CarrierConfig) -> SubmitSm
     udh = message.udh
     ref = message.id.int & 0xFFFF
     sar = cfg.concatenation == "sar" and udh is None and message.parts > 1
+    # A payload carrier given one part (the rest went elsewhere) gets it
+    # with the 8-bit UDH like any part.
     if udh is None and message.parts > 1 and not sar:
         # TS 23.040 §9.2.3.24.1: one reference for all parts of a message.
         sixteen = cfg.concatenation == "udh16" and parts is not message.payloads
@@ -391,11 +410,13 @@ class CarrierBinds:
         """Send one submit_sm on the least busy usable bind; the carrier's id.
 
         ESME_RTHROTTLED pauses the bind that got it for `throttle_pause`
-        and the same PDU is sent again (first in line, so per-sender order
-        holds) up to THROTTLE_RETRIES times before it counts as a temporary
-        failure that the engine fails over.
+        and the same PDU is sent again, first in line so per-sender order
+        holds. Throttling says "slower", not "never": it is retried for up
+        to THROTTLE_BUDGET seconds before it counts as a temporary failure
+        that the engine may fail over.
         """
-        for _ in range(THROTTLE_RETRIES + 1):
+        deadline = self._clock() + THROTTLE_BUDGET
+        while True:
             link = await self._usable_link()
             pdu.sequence_number = 0  # a resend is a new request (SMPP 3.4 §5.1.4)
             try:
@@ -407,15 +428,19 @@ class CarrierBinds:
             status = resp.command_status
             if status == CommandStatus.ESME_RTHROTTLED:
                 metrics.THROTTLED.labels("carrier").inc()
-                self._paused_until[link] = self._clock() + self.cfg.throttle_pause
-                continue
+                now = self._clock()
+                self._paused_until[link] = max(
+                    self._paused_until.get(link, 0.0), now + self.cfg.throttle_pause
+                )
+                if now < deadline:
+                    continue
+                raise CarrierError(status_code(status), temporary=True, throttled=True)
             if status != CommandStatus.ESME_ROK:
                 raise CarrierError(status_code(status), temporary=status in TEMPORARY_STATUSES)
             message_id = getattr(resp, "message_id", "")
             if not message_id:
                 raise CarrierError("smpp:no_message_id", temporary=False)
             return canonical_message_id(message_id, self.cfg.message_id_format)
-        raise CarrierError(status_code(CommandStatus.ESME_RTHROTTLED), temporary=True)
 
     async def _usable_link(self) -> SmppLink:
         """A bound link that is not paused, paced to `max_tps` per bind."""
@@ -474,6 +499,13 @@ class CarrierPool:
     def any_up(self) -> bool:
         return any(c.is_up for c in self.carriers.values())
 
+    def sends_whole(self, carrier: str, message: Message) -> bool:
+        return sends_whole(message, self.carriers[carrier].cfg)
+
     async def submit(self, carrier: str, message: Message, part: int) -> str:
         binds = self.carriers[carrier]
         return await binds.submit(build_submit_sm(message, part, binds.cfg))
+
+    async def submit_whole(self, carrier: str, message: Message) -> str:
+        binds = self.carriers[carrier]
+        return await binds.submit(build_whole_submit_sm(message, binds.cfg))

@@ -87,8 +87,10 @@ class CarrierConfig(_Section):
     # GSM 03.38 text travels unpacked unless the carrier wants packed.
     gsm_packed: bool = False
     # How a long message's parts are tied together: 8- or 16-bit reference
-    # UDH (TS 23.040 §9.2.3.24.1/.8) or SAR TLVs (SMPP 3.4 §5.3.2.22-24).
-    concatenation: Literal["udh8", "udh16", "sar"] = "udh8"
+    # UDH (TS 23.040 §9.2.3.24.1/.8), SAR TLVs (SMPP 3.4 §5.3.2.22-24), or
+    # not at all: the whole text in one submit_sm's message_payload
+    # (§5.3.2.32), cut by the carrier.
+    concatenation: Literal["udh8", "udh16", "sar", "payload"] = "udh8"
     # After ESME_RTHROTTLED a bind sends nothing for this long (SMPP 3.4
     # §5.1.3 leaves the back-off to the ESME; Kannel waits 1 s).
     throttle_pause: float = 1.0

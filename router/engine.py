@@ -55,17 +55,30 @@ class CarrierError(Exception):
     with `code` (e.g. "smpp:0x0000000B").
     """
 
-    def __init__(self, code: str, *, temporary: bool, detail: str = "") -> None:
+    def __init__(
+        self, code: str, *, temporary: bool, detail: str = "", throttled: bool = False
+    ) -> None:
         super().__init__(detail or code)
         self.code = code
         self.temporary = temporary
+        # Throttling is the carrier asking for less, not failing: it moves
+        # traffic on but does not count against the carrier's health.
+        self.throttled = throttled
 
 
 class CarrierGateway(Protocol):
     def is_available(self, carrier: str) -> bool: ...
 
+    def sends_whole(self, carrier: str, message: Message) -> bool:
+        """Does this carrier take the message in one submit (message_payload)?"""
+        ...
+
     async def submit(self, carrier: str, message: Message, part: int) -> str:
         """Send one part; return the carrier's message id or raise CarrierError."""
+        ...
+
+    async def submit_whole(self, carrier: str, message: Message) -> str:
+        """Send every part in one request; the carrier's message id."""
         ...
 
 
@@ -217,6 +230,21 @@ class DeliveryEngine:
         return ordered
 
     async def _deliver(self, message: Message, part: int) -> None:
+        if part > 0 and message.first_part is not None:
+            await asyncio.shield(message.first_part)
+        if message.sent_whole or message.status in FINAL_STATUSES:
+            return  # the first part carried the whole text, or ended the message
+        if part == 0 and message.parts > 1:
+            message.first_part = asyncio.get_running_loop().create_future()
+            try:
+                await self._deliver_part(message, part)
+            finally:
+                message.first_part.set_result(None)
+                message.first_part = None
+            return
+        await self._deliver_part(message, part)
+
+    async def _deliver_part(self, message: Message, part: int) -> None:
         log_ = log.bind(message_id=str(message.id), part=part)
         if message.valid_until is not None and utcnow() >= message.valid_until:
             await self._end(message, Status.EXPIRED, "validity_expired")
@@ -243,13 +271,24 @@ class DeliveryEngine:
                 )
             self.health.took(carrier)
             started = time.perf_counter()
+            # A payload carrier takes the whole message on its first part, if
+            # no part went out yet (tokens were counted per part all the same).
+            whole = (
+                part == 0
+                and message.parts_sent == 0
+                and self.carriers.sends_whole(carrier, message)
+            )
             try:
-                carrier_id = await self.carriers.submit(carrier, message, part)
+                if whole:
+                    carrier_id = await self.carriers.submit_whole(carrier, message)
+                else:
+                    carrier_id = await self.carriers.submit(carrier, message, part)
             except CarrierError as exc:
                 metrics.SUBMIT_ERRORS.labels(carrier, exc.code).inc()
                 last = exc
                 if exc.temporary:
-                    self.health.record_failure(carrier)
+                    if not exc.throttled:
+                        self.health.record_failure(carrier)
                     metrics.CARRIER_HEALTH.labels(carrier).set(self.health.score(carrier))
                     log_.info("carrier failed temporarily", carrier=carrier, error=exc.code)
                     previous = carrier
@@ -263,11 +302,17 @@ class DeliveryEngine:
             metrics.SUBMITTED.labels(carrier).inc()
             metrics.SUBMIT_LATENCY.labels(carrier).observe(latency)
             self._attempts.pop(message.id, None)
-            message.parts_sent += 1
             message.status = Status.SENT
-            op = PartSent(message.id, part, carrier, carrier_id, utcnow())
+            now = utcnow()
+            covered = range(message.parts) if whole else (part,)
+            message.parts_sent += len(covered)
+            message.sent_whole = whole
+            ops = [
+                self.writer.submit(PartSent(message.id, p, carrier, carrier_id, now))
+                for p in covered
+            ]
             try:
-                await self.writer.run(op)
+                await asyncio.gather(*ops)
             except StoreError:
                 # The carrier has it but our record does not: the receipt
                 # will not match and the restart would send it again.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -74,5 +75,10 @@ class Message:
     payloads: list[bytes] = field(default_factory=list)
     # Parts already accepted by a carrier (after a restart, resume after them).
     parts_sent: int = 0
+    # Sent in one submit_sm with message_payload: later parts have nothing to do.
+    sent_whole: bool = False
+    # Set while the first part is with a carrier: later parts wait for it,
+    # since it may carry the whole text (and parts then leave in order).
+    first_part: asyncio.Future[None] | None = None
     # Concatenation reference shared by this message's parts (TS 23.040 §9.2.3.24.1).
     concat_ref: int = 0

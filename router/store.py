@@ -240,8 +240,8 @@ async def _parts_sent(conn: asyncpg.Connection, ops: list[PartSent]) -> list[Any
     await conn.executemany(
         "INSERT INTO carrier_submits (carrier, carrier_message_id, message_id, part, submitted_at)"
         " VALUES ($1, $2, $3, $4, $5)"
-        " ON CONFLICT (carrier, carrier_message_id) DO UPDATE"
-        " SET message_id = EXCLUDED.message_id, part = EXCLUDED.part,"
+        " ON CONFLICT (carrier, carrier_message_id, part) DO UPDATE"
+        " SET message_id = EXCLUDED.message_id,"
         "     submitted_at = EXCLUDED.submitted_at, status = 'sent', done_at = NULL",
         [(o.carrier, o.carrier_message_id, o.message_id, o.part, o.at) for o in ops],
     )

@@ -46,7 +46,9 @@ CREATE TABLE carrier_submits (
     error_code          text,
     submitted_at        timestamptz NOT NULL,
     done_at             timestamptz,
-    PRIMARY KEY (carrier, carrier_message_id)
+    -- A message sent whole in message_payload has one carrier id for all
+    -- its parts: one row per part, so "every part has its receipt" holds.
+    PRIMARY KEY (carrier, carrier_message_id, part)
 );
 CREATE INDEX carrier_submits_message ON carrier_submits (message_id);
 
