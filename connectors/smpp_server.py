@@ -32,7 +32,7 @@ from connectors.smpp import (
     set_tlv,
 )
 from connectors.smpp.receipt import Receipt, format_receipt, receipt_date
-from connectors.smpp.text import concat_udh, encode_text, split_udh
+from connectors.smpp.text import Concat, concat_info, concat_udh, encode_text, split_udh
 from connectors.smpp.times import SmppTimeError, format_smpp_time, parse_smpp_time
 from connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
 from router import metrics, store
@@ -282,16 +282,19 @@ class PartnerSmsc:
             long_payload = get_tlv(pdu, Tag.MESSAGE_PAYLOAD)
             payload = long_payload if isinstance(long_payload, bytes) else b""
         udh: bytes | None = None
+        concat: Concat | None = None
         if pdu.esm_class & 0x40:
             # SMPP 3.4 §5.2.12 UDHI: the short_message starts with a UDH.
             try:
-                _, body = split_udh(payload)
+                ies, body = split_udh(payload)
             except ValueError:
                 refuse(CommandStatus.ESME_RINVESMCLASS, "bad_udh")
                 return
             udh, payload = payload[: len(payload) - len(body)], body
+            concat = concat_info(ies)
         else:
             udh = _udh_of_sar(pdu)
+            concat = concat_info(split_udh(udh)[0]) if udh else None
         try:
             valid_until = parse_smpp_time(pdu.validity_period, utcnow())
         except SmppTimeError:
@@ -319,6 +322,8 @@ class PartnerSmsc:
             registered_delivery=pdu.registered_delivery,
             valid_until=valid_until,
         )
+        if concat is not None:
+            message.concat_group = (sender, recipient.e164, concat.ref, concat.total)
         try:
             committed = self._intake.accept_one(message)
         except SenderQueueFull:

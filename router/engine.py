@@ -15,6 +15,7 @@ import itertools
 import random
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,6 +43,9 @@ log = structlog.get_logger("engine")
 # writes the receipt before the response leaves), or beat our commit of it.
 # Unmatched receipts are retried for this long before they are given up.
 RECEIPT_GRACE_SECONDS = 300.0
+
+# Concatenated ESME messages whose carrier is remembered at once.
+STICKY_GROUPS = 100_000
 
 # Waits between rounds when every candidate carrier failed temporarily.
 RETRY_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -119,6 +123,7 @@ class DeliveryEngine:
         self._attempts: dict[uuid.UUID, int] = {}
         self._held: list[_HeldReceipt] = []
         self._scheduled: list[tuple[float, int, Message]] = []  # (due, tiebreak, message)
+        self._sticky: OrderedDict[tuple[str, str, int, int], str] = OrderedDict()
         self._order = itertools.count()
         self._stopping = False
 
@@ -215,9 +220,16 @@ class DeliveryEngine:
     def _usable(self, carrier: str) -> bool:
         return self.carriers.is_available(carrier) and self.health.allows(carrier)
 
-    def _candidates(self, digits: str) -> list[Candidate]:
-        """Usable candidates, cheapest first; equal costs spread by weight."""
+    def _candidates(self, digits: str, group: object = None) -> list[Candidate]:
+        """Usable candidates, cheapest first; equal costs spread by weight;
+        the carrier that took earlier parts of the same concatenated
+        message first of all (a handset reassembles only what one SMSC
+        delivered under one reference)."""
         chosen = self.routes.choose(digits, self._usable)
+        sticky = self._sticky.get(group) if group is not None else None
+        if sticky is not None:
+            first = [c for c in chosen if c.carrier == sticky]
+            return first + [c for c in chosen if c.carrier != sticky]
         if len(chosen) < 2:
             return chosen
         ordered: list[Candidate] = []
@@ -250,7 +262,7 @@ class DeliveryEngine:
             await self._end(message, Status.EXPIRED, "validity_expired")
             return
         digits = message.recipient.lstrip("+")
-        candidates = self._candidates(digits)
+        candidates = self._candidates(digits, message.concat_group)
         if not candidates:
             route = self.routes.lookup(digits)
             if route is None:
@@ -302,6 +314,8 @@ class DeliveryEngine:
             metrics.SUBMITTED.labels(carrier).inc()
             metrics.SUBMIT_LATENCY.labels(carrier).observe(latency)
             self._attempts.pop(message.id, None)
+            if message.concat_group is not None:
+                self._stick(message.concat_group, carrier)
             message.status = Status.SENT
             now = utcnow()
             covered = range(message.parts) if whole else (part,)
@@ -320,6 +334,17 @@ class DeliveryEngine:
             return
         # Every candidate failed temporarily: try again later, head of the queue.
         self._retry_later(message, part, last)
+
+    def _stick(self, group: tuple[str, str, int, int], carrier: str) -> None:
+        """Remember which carrier took a concatenated message's parts.
+
+        Bounded (oldest forgotten first): a group whose parts stop coming
+        costs one entry until STICKY_GROUPS newer groups pushed it out.
+        """
+        self._sticky[group] = carrier
+        self._sticky.move_to_end(group)
+        while len(self._sticky) > STICKY_GROUPS:
+            self._sticky.popitem(last=False)
 
     def _retry_later(self, message: Message, part: int, last: CarrierError | None) -> None:
         attempt = self._attempts.get(message.id, 0)

@@ -77,6 +77,9 @@ class Message:
     parts_sent: int = 0
     # Sent in one submit_sm with message_payload: later parts have nothing to do.
     sent_whole: bool = False
+    # An ESME's part of a concatenated message: (sender, recipient, ref,
+    # total). Parts of one group go to one carrier, which reassembles them.
+    concat_group: tuple[str, str, int, int] | None = None
     # Set while the first part is with a carrier: later parts wait for it,
     # since it may carry the whole text (and parts then leave in order).
     first_part: asyncio.Future[None] | None = None

@@ -204,3 +204,17 @@ async def test_scheduled_message_waits_for_its_time(rig: Rig) -> None:
     (submit,) = [s for s in rig.sim.submits]
     assert submit.at >= send_at
     assert rig.engine.scheduled == 0
+
+
+async def test_parts_of_one_concatenated_message_stay_on_one_carrier(rig: Rig) -> None:
+    # "cheap" fails temporarily, so the first part goes to "good"; once
+    # "cheap" recovers it is the cheaper one again, but the second part
+    # must follow the first to "good", where the handset's SMSC holds it.
+    group = ("12345", "+14155550123", 7, 2)
+    first = await rig.send(concat_group=group)
+    await rig.status_of(first, {"delivered"})
+    rig.bad.status = CommandStatus.ESME_ROK
+    second = await rig.send(concat_group=group)
+    other = await rig.send()  # not a part: the cheap carrier takes it
+    assert (await rig.status_of(second, {"sent", "delivered"}))["carrier"] == "good"
+    assert (await rig.status_of(other, {"sent"}))["carrier"] == "cheap"
