@@ -44,7 +44,7 @@ from router.config import CarrierConfig
 from router.engine import CarrierError
 from router.inbound import Inbound
 from router.messages import Message, Status
-from router.senders import parse_smpp_address, smpp_address
+from router.senders import address_fields, parse_smpp_address
 from router.store import CarrierReceipt
 
 log = structlog.get_logger("carrier")
@@ -156,15 +156,8 @@ def build_submit_sm(message: Message, part: int, cfg: CarrierConfig) -> SubmitSm
         # Septets after a UDH start on a septet boundary (TS 23.040 §9.2.3.16).
         fill = (7 - (len(udh) * 8) % 7) % 7 if udh else 0
         data = pack_septets(data, fill)
-    src = smpp_address(message.sender)
-    dst = smpp_address(message.recipient)
     pdu = SubmitSm(
-        source_addr_ton=src.ton,
-        source_addr_npi=src.npi,
-        source_addr=src.addr,
-        dest_addr_ton=dst.ton,
-        dest_addr_npi=dst.npi,
-        destination_addr=dst.addr,
+        **address_fields(message.sender, message.recipient),
         esm_class=0x40 if udh else 0,
         registered_delivery=1,
         data_coding=message.data_coding,

@@ -43,7 +43,7 @@ from router.intake import Intake
 from router.messages import Status, utcnow
 from router.notifications import MO, DeliveryFailed, NotAvailable, SmppReceipt
 from router.scheduler import SenderQueueFull
-from router.senders import parse_smpp_address, smpp_address
+from router.senders import address_fields, parse_smpp_address
 from router.store import Notification, StoreError
 
 log = structlog.get_logger("smpp.server")
@@ -96,15 +96,8 @@ def build_receipt(r: SmppReceipt) -> DeliverSm:
         )
     )
     # The receipt travels from the handset back to the ESME's sender.
-    src = smpp_address(r.recipient)
-    dst = smpp_address(r.sender)
     pdu = DeliverSm(
-        source_addr_ton=src.ton,
-        source_addr_npi=src.npi,
-        source_addr=src.addr,
-        dest_addr_ton=dst.ton,
-        dest_addr_npi=dst.npi,
-        destination_addr=dst.addr,
+        **address_fields(r.recipient, r.sender),
         esm_class=0x04,
         short_message=text.encode("ascii", "replace"),
     )
@@ -397,19 +390,18 @@ class PartnerSmsc:
 
 
 def build_mo(mo: InboundMessage, ref: int) -> list[DeliverSm]:
-    """An MO for an ESME: deliver_sm (esm_class 0, SMPP 3.4 §4.6.1), one per
-    part with a concat UDH when the text needs several."""
-    encoded = encode_text(mo.text)
-    src = smpp_address(mo.sender)
-    dst = smpp_address(mo.to)
+    """An MO for an ESME, from its outbox row."""
+    return mo_deliver_sms(mo.sender, mo.to, mo.text, ref)
+
+
+def mo_deliver_sms(sender: str, to: str, text: str, ref: int) -> list[DeliverSm]:
+    """A mobile-originated message as deliver_sm (esm_class 0, SMPP 3.4
+    §4.6.1), one per part with a concat UDH when the text needs several
+    (TS 23.040 §9.2.3.24.1)."""
+    encoded = encode_text(text)
     return [
         DeliverSm(
-            source_addr_ton=src.ton,
-            source_addr_npi=src.npi,
-            source_addr=src.addr,
-            dest_addr_ton=dst.ton,
-            dest_addr_npi=dst.npi,
-            destination_addr=dst.addr,
+            **address_fields(sender, to),
             esm_class=0x40 if encoded.part_count > 1 else 0,
             data_coding=encoded.data_coding,
             short_message=short_message,

@@ -244,3 +244,18 @@ class SenderRates:
         if country_rate is not None:
             return country_rate
         return self._defaults.for_type(kind)
+
+
+def address_fields(source: str, destination: str) -> dict[str, int | str]:
+    """The six address fields of a submit_sm / deliver_sm / data_sm for a
+    source and destination as we write them (CONTRACT §4 "Addresses")."""
+    src = smpp_address(source)
+    dst = smpp_address(destination)
+    return {
+        "source_addr_ton": src.ton,
+        "source_addr_npi": src.npi,
+        "source_addr": src.addr,
+        "dest_addr_ton": dst.ton,
+        "dest_addr_npi": dst.npi,
+        "destination_addr": dst.addr,
+    }

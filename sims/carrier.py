@@ -56,7 +56,6 @@ from connectors.smpp import (
     BindTransmitter,
     CommandId,
     CommandStatus,
-    DeliverSm,
     Pdu,
     Role,
     SubmitSm,
@@ -66,7 +65,7 @@ from connectors.smpp import (
     get_tlv,
 )
 from connectors.smpp.receipt import ReceiptStatus, normalize_stat, state_from_status
-from connectors.smpp.text import decode_short_message, encode_text, split_udh
+from connectors.smpp.text import decode_short_message, split_udh
 from connectors.smpp_link import SmppLink
 from sims.distributions import Delay, Mix, parse_delay, parse_mix, status_of
 
@@ -1177,28 +1176,13 @@ class CarrierSimulator:
         short codes TON 3, alphanumeric TON 5. Raises LookupError when no
         receiving bind (of `system_id`, if given) is up.
         """
-        from router.senders import smpp_address
+        from connectors.smpp_server import mo_deliver_sms
 
         link = self._mo_link(system_id)
-        src = smpp_address(source)
-        dst = smpp_address(destination)
-        encoded = encode_text(text)
-        multi = encoded.part_count > 1
         if ref is None:
             ref = self._rng.randrange(256)
         statuses = []
-        for short_message in encoded.short_messages(ref):
-            pdu = DeliverSm(
-                source_addr_ton=src.ton,
-                source_addr_npi=src.npi,
-                source_addr=src.addr,
-                dest_addr_ton=dst.ton,
-                dest_addr_npi=dst.npi,
-                destination_addr=dst.addr,
-                esm_class=_ESM_UDHI if multi else 0,
-                data_coding=encoded.data_coding,
-                short_message=short_message,
-            )
+        for pdu in mo_deliver_sms(source, destination, text, ref):
             resp = await link.request(pdu, timeout=timeout)
             self.mo_sent += 1
             statuses.append(resp.command_status)
