@@ -58,6 +58,15 @@ class RouterProcess:
                 self.smpp_port = int(event["smpp"].rsplit(":", 1)[1])
                 self._ready.set()
 
+    async def wait_for_event(self, event: str, timeout: float = 15.0) -> dict[str, Any]:
+        """The first log line with this event, waiting for it if need be."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for line in self.lines:
+                    if line.get("event") == event:
+                        return line
+                await asyncio.sleep(0.05)
+
     def output(self) -> str:
         return "\n".join(self.raw_lines[-200:])
 

@@ -53,7 +53,7 @@ price = "0.01"
 id = "load"
 api_keys = ["load-key"]
 callback_url = "{webhook_url}"
-webhook_secret = "s"
+webhook_secret = "hook-secret"
 {numbers}
 [shutdown]
 drain_seconds = 2
@@ -66,14 +66,6 @@ async def carrier() -> AsyncIterator[CarrierSimulator]:
     await sim.start()
     yield sim
     await sim.stop()
-
-
-@pytest.fixture
-async def webhook() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver(secret="s")
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
 
 
 async def _load(router: RouterProcess, acked: dict[str, str], stop: asyncio.Event) -> None:

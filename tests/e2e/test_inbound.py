@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import smpplib.client
 
 from sims.carrier import CarrierSimulator
 from sims.webhook import WebhookReceiver
+from tests.e2e.conftest import StartRouter
 from tests.e2e.daemon import RouterProcess
 
 CONFIG = """
@@ -24,6 +23,7 @@ listen = "127.0.0.1:0"
 name = "sim"
 port = {carrier_port}
 system_id = "router"
+password = "secret"
 reconnect_delay = 0.2
 [[routes]]
 prefix = "1"
@@ -34,7 +34,7 @@ price = "0.01"
 [[accounts]]
 id = "app"
 api_keys = ["app-key"]
-webhook_secret = "app-secret"
+webhook_secret = "hook-secret"
 inbound_url = "{inbound_url}"
 [[accounts]]
 id = "partner"
@@ -50,45 +50,19 @@ type = "short_code"
 
 
 @pytest.fixture
-async def carrier() -> AsyncIterator[CarrierSimulator]:
-    sim = CarrierSimulator(system_id="router", receipt_delay=0.05)
-    await sim.start()
-    yield sim
-    await sim.stop()
-
-
-@pytest.fixture
-async def inbound() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver(secret="app-secret")
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
-
-
-@pytest.fixture
 async def router(
-    tmp_path: Path, database_url: str, carrier: CarrierSimulator, inbound: WebhookReceiver
-) -> AsyncIterator[RouterProcess]:
-    config = tmp_path / "router.toml"
-    config.write_text(CONFIG.format(carrier_port=carrier.port, inbound_url=inbound.url))
-    process = RouterProcess(config, env={"SMSROUTER_DATABASE_URL": database_url})
-    await process.start()
-    for _ in range(100):
-        if any(line.get("event") == "carrier bound" for line in process.lines):
-            break
-        await asyncio.sleep(0.1)
-    yield process
-    await process.kill()
-    print(process.output())
+    start_router: StartRouter, carrier: CarrierSimulator, webhook: WebhookReceiver
+) -> RouterProcess:
+    return await start_router(CONFIG.format(carrier_port=carrier.port, inbound_url=webhook.url))
 
 
 async def test_long_mo_is_reassembled_and_posted_signed(
-    router: RouterProcess, carrier: CarrierSimulator, inbound: WebhookReceiver
+    router: RouterProcess, carrier: CarrierSimulator, webhook: WebhookReceiver
 ) -> None:
     text = "Reply from the handset, long enough to need two parts. " * 4
     statuses = await carrier.send_mo("+14155550199", "+14155550101", text)
     assert statuses == [0, 0], "the router acknowledges every part"
-    (callback,) = await inbound.wait_for(1, timeout=15)
+    (callback,) = await webhook.wait_for(1, timeout=15)
     assert callback.signature_ok
     assert callback.body == {
         "type": "mo",

@@ -8,7 +8,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -45,7 +45,7 @@ price = "0.01"
 [[accounts]]
 id = "life"
 api_keys = ["life-key"]
-webhook_secret = "s"
+webhook_secret = "hook-secret"
 callback_url = "{webhook_url}"
 [[accounts]]
 id = "other"
@@ -68,14 +68,6 @@ def data_dir() -> Iterator[Path]:
     path.chmod(0o755)
     yield path / "pg"
     shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-async def webhook() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver(secret="s")
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
 
 
 def _write_config(

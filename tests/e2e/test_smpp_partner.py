@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -16,6 +14,7 @@ import smpplib.consts
 import smpplib.gsm
 
 from sims.carrier import CarrierSimulator
+from tests.e2e.conftest import StartRouter
 from tests.e2e.daemon import RouterProcess
 
 SENDER = "12345"
@@ -49,28 +48,8 @@ type = "short_code"
 
 
 @pytest.fixture
-async def carrier() -> AsyncIterator[CarrierSimulator]:
-    sim = CarrierSimulator(system_id="router", password="secret", receipt_delay=0.05)
-    await sim.start()
-    yield sim
-    await sim.stop()
-
-
-@pytest.fixture
-async def router(
-    tmp_path: Path, database_url: str, carrier: CarrierSimulator
-) -> AsyncIterator[RouterProcess]:
-    config = tmp_path / "router.toml"
-    config.write_text(CONFIG.format(carrier_port=carrier.port, sender=SENDER))
-    process = RouterProcess(config, env={"SMSROUTER_DATABASE_URL": database_url})
-    await process.start()
-    for _ in range(100):  # wait for the carrier bind
-        if any(line.get("event") == "carrier bound" for line in process.lines):
-            break
-        await asyncio.sleep(0.1)
-    yield process
-    await process.kill()
-    print(process.output())
+async def router(start_router: StartRouter, carrier: CarrierSimulator) -> RouterProcess:
+    return await start_router(CONFIG.format(carrier_port=carrier.port, sender=SENDER))
 
 
 class Esme:

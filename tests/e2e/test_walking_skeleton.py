@@ -12,7 +12,6 @@ import asyncio
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -22,6 +21,7 @@ import smpplib.exceptions
 
 from sims.carrier import CarrierSimulator
 from sims.webhook import WebhookReceiver
+from tests.e2e.conftest import StartRouter
 from tests.e2e.daemon import RouterProcess
 from tests.tools import require_tool
 
@@ -67,41 +67,12 @@ drain_seconds = 3
 
 
 @pytest.fixture
-async def carrier() -> CarrierSimulator:
-    sim = CarrierSimulator(system_id="router", password="secret", receipt_delay=0.05)
-    await sim.start()
-    yield sim
-    await sim.stop()
-
-
-@pytest.fixture
-async def webhook() -> WebhookReceiver:
-    receiver = WebhookReceiver(secret="hook-secret")
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
-
-
-@pytest.fixture
 async def router(
-    tmp_path: Path, database_url: str, carrier: CarrierSimulator, webhook: WebhookReceiver
+    start_router: StartRouter, carrier: CarrierSimulator, webhook: WebhookReceiver
 ) -> RouterProcess:
-    config = tmp_path / "router.toml"
-    config.write_text(
+    return await start_router(
         CONFIG.format(carrier_port=carrier.port, webhook_url=webhook.url, sender=SENDER)
     )
-    process = RouterProcess(config, env={"SMSROUTER_DATABASE_URL": database_url})
-    await process.start()
-    # Wait for the carrier bind so that tests start from a ready router.
-    async with aiohttp.ClientSession() as http:
-        for _ in range(100):
-            async with http.get(process.base_url + "/readyz") as resp:
-                if resp.status == 200:
-                    break
-            await asyncio.sleep(0.1)
-    yield process
-    await process.kill()
-    print(process.output())  # shown by pytest when the test failed
 
 
 async def _eventually(predicate, timeout: float = 15.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
