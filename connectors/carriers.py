@@ -276,6 +276,11 @@ class CarrierBinds:
     def is_up(self) -> bool:
         return bool(self._senders)
 
+    @property
+    def senders(self) -> list[SmppLink]:
+        """Bound links that may submit."""
+        return self._senders
+
     def start(self) -> None:
         kinds: Sequence[type[Pdu]]
         if self.cfg.bind == "transceiver":
@@ -487,6 +492,9 @@ class CarrierPool:
     def is_available(self, carrier: str) -> bool:
         c = self.carriers.get(carrier)
         return c is not None and c.is_up
+
+    def capacity(self) -> int:
+        return sum(len(c.senders) * c.cfg.window for c in self.carriers.values())
 
     @property
     def any_up(self) -> bool:

@@ -85,6 +85,10 @@ class CarrierGateway(Protocol):
         """Send every part in one request; the carrier's message id."""
         ...
 
+    def capacity(self) -> int:
+        """Requests the bound carriers can have outstanding at once."""
+        ...
+
 
 @dataclass(slots=True)
 class _HeldReceipt:
@@ -119,6 +123,8 @@ class DeliveryEngine:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        # Parts released and not yet answered by a carrier.
+        self._busy = 0
         self._parked: list[tuple[Message, int]] = []
         self._attempts: dict[uuid.UUID, int] = {}
         self._held: list[_HeldReceipt] = []
@@ -194,11 +200,17 @@ class DeliveryEngine:
     async def _run(self) -> None:
         scheduler = self.scheduler
         while not self._stopping:
-            released = scheduler.pop_ready(limit=1000)
+            # Take tokens only for parts that can leave now: a part that waits
+            # for a free carrier window after taking its token would leave in
+            # a burst with others, and the carrier would see the sender go
+            # faster than its bucket allows.
+            room = min(1000, self.carriers.capacity() - self._busy)
+            released = scheduler.pop_ready(limit=room) if room > 0 else []
             for message, part in released:
                 if message.status in FINAL_STATUSES:
                     continue  # an earlier part ended it
-                task = asyncio.create_task(self._deliver(message, part))
+                self._busy += 1
+                task = asyncio.create_task(self._deliver_counted(message, part))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
             if released:
@@ -213,6 +225,8 @@ class DeliveryEngine:
             if self._scheduled:
                 due = self._scheduled[0][0]
                 at = due if at is None else min(at, due)
+            if room <= 0 and (at is None or at <= self._clock()):
+                at = None  # tokens are due but no window is free: wait for one
             timeout = 1.0 if at is None else min(1.0, max(0.0, at - self._clock()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -241,7 +255,26 @@ class DeliveryEngine:
             ordered.extend(tier)
         return ordered
 
-    async def _deliver(self, message: Message, part: int) -> None:
+    async def _deliver_counted(self, message: Message, part: int) -> None:
+        """_deliver, holding one unit of carrier capacity until the carrier
+        answered (not until the answer is committed)."""
+        held = True
+
+        def free() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._busy -= 1
+                self._wake.set()
+
+        try:
+            await self._deliver(message, part, free)
+        finally:
+            free()
+
+    async def _deliver(
+        self, message: Message, part: int, answered: Callable[[], None] = lambda: None
+    ) -> None:
         if part > 0 and message.first_part is not None:
             await asyncio.shield(message.first_part)
         if message.sent_whole or message.status in FINAL_STATUSES:
@@ -249,14 +282,16 @@ class DeliveryEngine:
         if part == 0 and message.parts > 1:
             message.first_part = asyncio.get_running_loop().create_future()
             try:
-                await self._deliver_part(message, part)
+                await self._deliver_part(message, part, answered)
             finally:
                 message.first_part.set_result(None)
                 message.first_part = None
             return
-        await self._deliver_part(message, part)
+        await self._deliver_part(message, part, answered)
 
-    async def _deliver_part(self, message: Message, part: int) -> None:
+    async def _deliver_part(
+        self, message: Message, part: int, answered: Callable[[], None]
+    ) -> None:
         log_ = log.bind(message_id=str(message.id), part=part)
         if message.valid_until is not None and utcnow() >= message.valid_until:
             await self._end(message, Status.EXPIRED, "validity_expired")
@@ -308,6 +343,7 @@ class DeliveryEngine:
                 log_.info("carrier refused", carrier=carrier, error=exc.code)
                 await self._end(message, Status.FAILED, exc.code, carrier=carrier)
                 return
+            answered()
             latency = time.perf_counter() - started
             self.health.record_success(carrier, latency)
             metrics.CARRIER_HEALTH.labels(carrier).set(self.health.score(carrier))

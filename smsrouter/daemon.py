@@ -9,6 +9,7 @@ that nothing in flight loses the part it needs to finish.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ from sims.carrier import CarrierSimulator
 from smsrouter.embedded_pg import EmbeddedPostgres
 
 log = structlog.get_logger("daemon")
+
+GC_YOUNG_THRESHOLD = 50_000
 
 
 def build_routes(config: Config) -> RouteTable:
@@ -328,6 +331,14 @@ async def run(config: Config, config_path: Path | None) -> int:
         await _stop_partial(router)
         return 1
     loop.add_signal_handler(signal.SIGHUP, router.reload)
+    # Everything built at start-up lives as long as the process: move it out
+    # of the collector's sight, and collect the young generation less often.
+    # Per-message objects are freed by reference counting as they go; with
+    # the default threshold (700) the cycle collector ran thousands of times
+    # a second under load and took over a tenth of the CPU.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
     await stop.wait()
     await router.stop()
     return 0
