@@ -96,7 +96,9 @@ class SmppLink(asyncio.Protocol):
         self._opened_at = clock()
         self._last_rx = self._opened_at
         self._last_tx = self._opened_at
-        self.closed = asyncio.get_running_loop().create_future()
+        # Kept: asyncio.get_running_loop() costs a getpid() call on 3.11.
+        self._loop = asyncio.get_running_loop()
+        self.closed = self._loop.create_future()
         self.peer: str = "?"
         # Set by the owner once the bind is accepted (account id, carrier name).
         self.owner: object = None
@@ -205,7 +207,7 @@ class SmppLink(asyncio.Protocol):
             self._slots.release()
             raise
         now = self._clock()
-        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Pdu] = self._loop.create_future()
         deadline = now + (self.response_timeout if timeout is None else timeout)
         self._outstanding[pdu.sequence_number] = _Outstanding(future, deadline, now)
         self._write(data)
@@ -230,7 +232,7 @@ class SmppLink(asyncio.Protocol):
         self._transport.write(data)
 
     def _schedule_tick(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(1.0, self._tick)
+        self._timer = self._loop.call_later(1.0, self._tick)
 
     def _tick(self) -> None:
         """Once a second: expire requests, keep the link alive, drop dead links."""
@@ -270,7 +272,7 @@ class SmppLink(asyncio.Protocol):
         ):
             # SMPP 3.4 §4.11: enquire_link proves the peer is alive; its
             # answer arrives as any response and refreshes _last_rx.
-            asyncio.get_running_loop().create_task(self._enquire())
+            self._loop.create_task(self._enquire())
         if self.is_open:
             self._schedule_tick()
 

@@ -179,7 +179,9 @@ class DeliveryEngine:
     # ------------------------------------------------------------- the loop
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="delivery-engine")
+        # Kept: asyncio.get_running_loop() costs a getpid() call on 3.11.
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="delivery-engine")
 
     async def stop(self, drain_seconds: float) -> None:
         """Stop releasing; give in-flight carrier requests time to answer."""
@@ -210,7 +212,7 @@ class DeliveryEngine:
                 if message.status in FINAL_STATUSES:
                     continue  # an earlier part ended it
                 self._busy += 1
-                task = asyncio.create_task(self._deliver_counted(message, part))
+                task = self._loop.create_task(self._deliver_counted(message, part))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
             if released:
@@ -280,7 +282,7 @@ class DeliveryEngine:
         if message.sent_whole or message.status in FINAL_STATUSES:
             return  # the first part carried the whole text, or ended the message
         if part == 0 and message.parts > 1:
-            message.first_part = asyncio.get_running_loop().create_future()
+            message.first_part = self._loop.create_future()
             try:
                 await self._deliver_part(message, part, answered)
             finally:
@@ -434,7 +436,7 @@ class DeliveryEngine:
         answer the carrier (committed, or held for a later match)."""
         metrics.DLR_RECEIVED.labels(op.carrier, str(op.status)).inc()
         self.health.record_receipt(op.carrier, op.status == Status.DELIVERED)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[None] = self._loop.create_future()
         self._apply_receipt(_HeldReceipt(op, self._clock(), done))
         return done
 

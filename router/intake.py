@@ -49,7 +49,7 @@ class Intake:
         the commit and the message is queued by then (SMPP's hot path)."""
         self.check_room((message,))
         committed = self.writer.submit(InsertMessage((message,)))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[None] = committed.get_loop().create_future()
 
         def queued(f: asyncio.Future[object]) -> None:
             exc = f.exception()

@@ -202,7 +202,8 @@ class Dispatcher:
         return len(self._due) + sum(len(w) for w in self._waiting.values()) + len(self._inflight)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="notifications")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="notifications")
 
     async def stop(self, timeout: float) -> None:
         self._stopping = True
@@ -238,7 +239,7 @@ class Dispatcher:
                     self._slots.release()
                     break
                 _, _, n = heapq.heappop(self._due)
-                task = asyncio.create_task(self._attempt(n))
+                task = self._loop.create_task(self._attempt(n))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
             self._wake.clear()

@@ -461,7 +461,10 @@ class GroupCommit:
         self.on_notifications: Callable[[list[Notification]], None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="group-commit")
+        # Kept: asyncio.get_running_loop() costs a getpid() call on 3.11,
+        # and submit() runs several times per message.
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="group-commit")
 
     async def _connection(self) -> asyncpg.Connection:
         """The writer's own connection, held between flushes: handing it back
@@ -487,7 +490,7 @@ class GroupCommit:
 
     def submit(self, op: Operation) -> asyncio.Future[Any]:
         """Queue one operation; the future resolves once it is committed."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = self._loop.create_future()
         self._waiting.append((op, fut))
         self._wake.set()
         return fut
