@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from router.config import AccountConfig
@@ -84,7 +84,7 @@ class AccountDirectory:
             if account.smpp_system_id is not None:
                 self._by_system_id[account.smpp_system_id] = account
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Account]:
         return iter(self._by_id.values())
 
     def get(self, account_id: str) -> Account | None:

@@ -218,7 +218,7 @@ class Router:
             response_timeout=cfg.smpp.response_timeout,
         )
         self.webhooks = WebhookChannel(
-            self.accounts_get,
+            lambda account_id: self.accounts.get(account_id),
             timeout=cfg.webhooks.timeout,
             deny_private_networks=cfg.webhooks.deny_private_networks,
         )
@@ -260,9 +260,6 @@ class Router:
             http=f"http://{host}:{self.http_port}",
             smpp=f"{parse_listen(cfg.smpp.listen)[0]}:{self.smpp_port}",
         )
-
-    def accounts_get(self, account_id: str):  # type: ignore[no-untyped-def]
-        return self.accounts.get(account_id)
 
     async def _sweep(self) -> None:
         """Every few seconds: MO parts that waited too long for their siblings."""
