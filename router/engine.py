@@ -44,6 +44,12 @@ log = structlog.get_logger("engine")
 # Unmatched receipts are retried for this long before they are given up.
 RECEIPT_GRACE_SECONDS = 300.0
 
+# Seconds between checks for scheduled sends that are due, and between
+# tries of held receipts (both also run when the queues never let the loop
+# idle; a held receipt is one more database look-up per try).
+CHORES_INTERVAL = 0.1
+HELD_RECEIPT_RETRY = 1.0
+
 # Concatenated ESME messages whose carrier is remembered at once.
 STICKY_GROUPS = 100_000
 
@@ -201,7 +207,16 @@ class DeliveryEngine:
 
     async def _run(self) -> None:
         scheduler = self.scheduler
+        chores_at = receipts_at = 0.0
         while not self._stopping:
+            now = self._clock()
+            # Also under sustained traffic, when the loop below never idles.
+            if now >= chores_at:
+                self._release_scheduled()
+                chores_at = now + CHORES_INTERVAL
+            if now >= receipts_at:
+                self._retry_held_receipts()
+                receipts_at = now + HELD_RECEIPT_RETRY
             # Take tokens only for parts that can leave now: a part that waits
             # for a free carrier window after taking its token would leave in
             # a burst with others, and the carrier would see the sender go
@@ -220,8 +235,6 @@ class DeliveryEngine:
                 metrics.SENDER_QUEUES_ACTIVE.set(scheduler.active_keys)
                 await asyncio.sleep(0)
                 continue
-            self._retry_held_receipts()
-            self._release_scheduled()
             self._wake.clear()
             at = scheduler.next_release_at()
             if self._scheduled:
@@ -229,7 +242,8 @@ class DeliveryEngine:
                 at = due if at is None else min(at, due)
             if room <= 0 and (at is None or at <= self._clock()):
                 at = None  # tokens are due but no window is free: wait for one
-            timeout = 1.0 if at is None else min(1.0, max(0.0, at - self._clock()))
+            wait_until = chores_at if at is None else min(at, chores_at)
+            timeout = max(0.0, wait_until - self._clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -249,8 +263,8 @@ class DeliveryEngine:
         if len(chosen) < 2:
             return chosen
         ordered: list[Candidate] = []
-        for _, group in itertools.groupby(chosen, key=lambda c: c.cost):
-            tier = list(group)
+        for _, same_cost in itertools.groupby(chosen, key=lambda c: c.cost):
+            tier = list(same_cost)
             while len(tier) > 1:
                 pick = self._rng.choices(range(len(tier)), weights=[c.weight for c in tier])[0]
                 ordered.append(tier.pop(pick))
