@@ -37,19 +37,44 @@ async def webhook() -> AsyncIterator[WebhookReceiver]:
     await receiver.stop()
 
 
+# What every start_router config has: ports chosen by the OS, and the
+# `carrier` fixture's simulator as carrier "sim" for every +1 number.
+BASE_CONFIG = """
+[http]
+listen = "127.0.0.1:0"
+[smpp]
+listen = "127.0.0.1:0"
+[[carriers]]
+name = "sim"
+port = {carrier_port}
+system_id = "{system_id}"
+password = "{password}"
+window = 16
+reconnect_delay = 0.2
+[[routes]]
+prefix = "1"
+carriers = [ {{ name = "sim", cost = "0.004" }} ]
+"""
+
 StartRouter = Callable[[str], Coroutine[Any, Any, RouterProcess]]
 
 
 @pytest.fixture
-async def start_router(tmp_path: Path, database_url: str) -> AsyncIterator[StartRouter]:
-    """start_router(config_text): the router on a fresh database, bound to
+async def start_router(
+    tmp_path: Path, database_url: str, carrier: CarrierSimulator
+) -> AsyncIterator[StartRouter]:
+    """start_router(config): the router on a fresh database with BASE_CONFIG
+    plus the test's own sections (prices, accounts, numbers ...), bound to
     its carrier; killed (by PID) when the test ends, its output printed so
     that pytest shows it for a failed test."""
     started: list[RouterProcess] = []
 
     async def start(config_text: str) -> RouterProcess:
         config = tmp_path / f"router-{len(started)}.toml"
-        config.write_text(config_text)
+        base = BASE_CONFIG.format(
+            carrier_port=carrier.port, system_id=CARRIER_SYSTEM_ID, password=CARRIER_PASSWORD
+        )
+        config.write_text(base + config_text)
         process = RouterProcess(config, env={"SMSROUTER_DATABASE_URL": database_url})
         started.append(process)
         await process.start()

@@ -15,19 +15,6 @@ from tests.e2e.conftest import StartRouter
 from tests.e2e.daemon import RouterProcess
 
 CONFIG = """
-[http]
-listen = "127.0.0.1:0"
-[smpp]
-listen = "127.0.0.1:0"
-[[carriers]]
-name = "sim"
-port = {carrier_port}
-system_id = "router"
-password = "secret"
-reconnect_delay = 0.2
-[[routes]]
-prefix = "1"
-carriers = [ {{ name = "sim", cost = "0.004" }} ]
 [[prices]]
 prefix = "1"
 price = "0.01"
@@ -53,7 +40,7 @@ type = "short_code"
 async def router(
     start_router: StartRouter, carrier: CarrierSimulator, webhook: WebhookReceiver
 ) -> RouterProcess:
-    return await start_router(CONFIG.format(carrier_port=carrier.port, inbound_url=webhook.url))
+    return await start_router(CONFIG.format(inbound_url=webhook.url))
 
 
 async def test_long_mo_is_reassembled_and_posted_signed(

@@ -15,20 +15,8 @@ from tests.e2e.conftest import StartRouter
 LONG_CODE = "+14155550101"  # 1 part per 4 s: its queue fills at once
 
 CONFIG = """
-[http]
-listen = "127.0.0.1:0"
-[smpp]
-listen = "127.0.0.1:0"
 [queues]
 max_per_sender = 2
-[[carriers]]
-name = "sim"
-port = {carrier_port}
-system_id = "router"
-password = "secret"
-[[routes]]
-prefix = "1"
-carriers = [ {{ name = "sim", cost = "0.004" }} ]
 [[prices]]
 prefix = "1"
 price = "0.01"
@@ -70,7 +58,7 @@ def _smpp_submit_status(port: int) -> int:
 async def test_full_sender_queue_refuses_on_both_ingresses(
     start_router: StartRouter, carrier: CarrierSimulator
 ) -> None:
-    router = await start_router(CONFIG.format(carrier_port=carrier.port, sender=LONG_CODE))
+    router = await start_router(CONFIG.format(sender=LONG_CODE))
     url = router.base_url + "/v1/messages"
     statuses = []
     async with aiohttp.ClientSession(headers={"Authorization": "Bearer q-key"}) as http:

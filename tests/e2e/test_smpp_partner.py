@@ -21,19 +21,6 @@ SENDER = "12345"
 RECIPIENT = "14155550123"
 
 CONFIG = """
-[http]
-listen = "127.0.0.1:0"
-[smpp]
-listen = "127.0.0.1:0"
-[[carriers]]
-name = "sim"
-port = {carrier_port}
-system_id = "router"
-password = "secret"
-reconnect_delay = 0.2
-[[routes]]
-prefix = "1"
-carriers = [ {{ name = "sim", cost = "0.004" }} ]
 [[prices]]
 prefix = "1"
 price = "0.01"
@@ -49,7 +36,7 @@ type = "short_code"
 
 @pytest.fixture
 async def router(start_router: StartRouter, carrier: CarrierSimulator) -> RouterProcess:
-    return await start_router(CONFIG.format(carrier_port=carrier.port, sender=SENDER))
+    return await start_router(CONFIG.format(sender=SENDER))
 
 
 class Esme:

@@ -30,24 +30,6 @@ RECIPIENT = "+14155550123"
 AUTH = {"Authorization": "Bearer e2e-key"}
 
 CONFIG = """
-[http]
-listen = "127.0.0.1:0"
-[smpp]
-listen = "127.0.0.1:0"
-enquire_link_interval = 5
-[log]
-level = "info"
-[[carriers]]
-name = "sim"
-host = "127.0.0.1"
-port = {carrier_port}
-system_id = "router"
-password = "secret"
-window = 16
-reconnect_delay = 0.2
-[[routes]]
-prefix = "1"
-carriers = [ {{ name = "sim", cost = "0.004" }} ]
 [[prices]]
 prefix = "1"
 price = "0.0062"
@@ -70,9 +52,7 @@ drain_seconds = 3
 async def router(
     start_router: StartRouter, carrier: CarrierSimulator, webhook: WebhookReceiver
 ) -> RouterProcess:
-    return await start_router(
-        CONFIG.format(carrier_port=carrier.port, webhook_url=webhook.url, sender=SENDER)
-    )
+    return await start_router(CONFIG.format(webhook_url=webhook.url, sender=SENDER))
 
 
 async def _eventually(predicate, timeout: float = 15.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
