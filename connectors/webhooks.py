@@ -85,6 +85,11 @@ class WebhookChannel:
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
             connector=aiohttp.TCPConnector(**options),
+            # A callback needs no cookies and no compressed answer: both cost
+            # work on every response and carry nothing the router uses.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
             headers={"User-Agent": "smsrouter"},
         )
 
