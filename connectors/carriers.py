@@ -359,7 +359,7 @@ class CarrierBinds:
         if kind is not BindReceiver:
             self._senders.append(link)
             metrics.CARRIER_UP.labels(self.name).set(len(self._senders))
-            metrics.CARRIER_HEALTH.labels(self.name).set(1.0)
+            metrics.carrier_health(self.name).set(1.0)
         log.info("carrier bound", carrier=self.name, bind=kind.__name__, peer=link.peer)
         self._on_up(self.name)
         return link
@@ -374,7 +374,7 @@ class CarrierBinds:
             self._senders.remove(link)
             metrics.CARRIER_UP.labels(self.name).set(len(self._senders))
             if not self._senders:
-                metrics.CARRIER_HEALTH.labels(self.name).set(0.0)
+                metrics.carrier_health(self.name).set(0.0)
 
     def on_request(self, link: SmppLink, pdu: Pdu) -> None:
         if not isinstance(pdu, DeliverSm):
@@ -483,7 +483,7 @@ class CarrierPool:
     def start(self) -> None:
         for c in self.carriers.values():
             metrics.CARRIER_UP.labels(c.name).set(0)
-            metrics.CARRIER_HEALTH.labels(c.name).set(0.0)
+            metrics.carrier_health(c.name).set(0.0)
             c.start()
 
     async def stop(self) -> None:

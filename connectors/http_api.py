@@ -2,14 +2,16 @@
 
 Every error body is an RFC 9457 problem (`application/problem+json` with
 type, title, status, detail); field errors add an `errors` list naming each
-bad field, the way Twilio and Plivo report them.
+bad field, the way Twilio and Plivo report them. The routes are served by
+`connectors.http_server.HttpServer` (`HttpApi.server`), whose own errors
+(404, 405, 413, ...) get the same problem bodies.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -17,10 +19,10 @@ from typing import Any, Protocol
 import asyncpg
 import msgspec
 import structlog
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from connectors.http_server import HttpServer, Request, Response, reason
 from connectors.smpp.text import Encoding
 from connectors.webhooks import is_private_address
 from router import metrics, store
@@ -72,6 +74,17 @@ class SendRequest(msgspec.Struct, rename={"from_": "from"}):
     send_at: datetime | None = None
 
 
+class _KnownFieldsOnly(SendRequest, forbid_unknown_fields=True):
+    """The fast path of decoding a send: straight from JSON into the Struct.
+
+    Unknown fields are refused here only so that the slow path, the one that
+    decides between 400 and 422, sees them: a Struct decoder skips unknown
+    fields without checking their values (invalid UTF-8, numbers out of
+    range), which the two-step decode refuses. With every field known, both
+    ways accept exactly the same bodies."""
+
+
+_decode_send = msgspec.json.Decoder(_KnownFieldsOnly).decode
 _json = msgspec.json.Encoder(decimal_format="string")
 
 
@@ -82,22 +95,19 @@ def _iso(dt: datetime | None) -> str | None:
 def problem(
     status: int, title: str, detail: str, *, kind: str, headers: dict[str, str] | None = None,
     **extra: Any,
-) -> web.Response:  # fmt: skip
+) -> Response:  # fmt: skip
     body = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail}
     body.update(extra)
-    return web.Response(
-        status=status,
-        body=_json.encode(body),
-        content_type="application/problem+json",
-        headers=headers,
+    return Response(
+        status, _json.encode(body), content_type="application/problem+json", headers=headers
     )
 
 
-def json_response(status: int, body: Any) -> web.Response:
-    return web.Response(status=status, body=_json.encode(body), content_type="application/json")
+def json_response(status: int, body: Any) -> Response:
+    return Response(status, _json.encode(body))
 
 
-def _field_errors(errors: list[FieldError]) -> web.Response:
+def _field_errors(errors: list[FieldError]) -> Response:
     return problem(
         422,
         "Invalid request",
@@ -107,12 +117,21 @@ def _field_errors(errors: list[FieldError]) -> web.Response:
     )
 
 
-def _client_ip(request: web.Request) -> str | None:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    return peer[0] if peer else None
+def _server_error(status: int, detail: str, headers: Mapping[str, str] | None) -> Response:
+    """Errors the HTTP server answers itself (404, 405, 413, ...), as problems too."""
+    if status == 500:
+        return problem(500, "Internal error", "the request could not be completed", kind="internal")
+    return problem(
+        status,
+        reason(status),
+        detail,
+        kind=f"http-{status}",
+        headers=dict(headers) if headers else None,
+    )
 
 
-Handler = Callable[[web.Request, Account], Awaitable[web.StreamResponse]]
+Handler = Callable[[Request, Account], Awaitable[Response]]
+ServerHandler = Callable[[Request], Awaitable[Response]]
 
 
 class HttpApi:
@@ -125,37 +144,24 @@ class HttpApi:
     ) -> None:
         self.services = services
         self.deny_private_callbacks = deny_private_callbacks
-        self.app = web.Application(client_max_size=max_body_bytes)
-        self.app.router.add_post("/v1/messages", self._authed(self.send))
-        self.app.router.add_get("/v1/messages/{id}", self._authed(self.get_message))
-        self.app.router.add_get("/v1/balance", self._authed(self.balance))
-        self.app.router.add_get("/metrics", self.metrics)
-        self.app.router.add_get("/healthz", self.healthz)
-        self.app.router.add_get("/readyz", self.readyz)
-        self.app.middlewares.append(self._problems)
+        # GET routes answer HEAD too (RFC 9110 §9.3.2).
+        self.routes: dict[str, dict[str, ServerHandler]] = {
+            "/v1/messages": {"POST": self._authed(self.send)},
+            "/v1/messages/{id}": {"GET": self._authed(self.get_message)},
+            "/v1/balance": {"GET": self._authed(self.balance)},
+            "/metrics": {"GET": self.metrics},
+            "/healthz": {"GET": self.healthz},
+            "/readyz": {"GET": self.readyz},
+        }
+        self.server = HttpServer(
+            self.routes, max_body_bytes=max_body_bytes, error_response=_server_error
+        )
 
     # ----------------------------------------------------------- plumbing
 
-    @web.middleware
-    async def _problems(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """aiohttp's own errors (404, 405, 413) as problem bodies too."""
-        try:
-            return await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return problem(
-                exc.status, exc.reason, exc.text or exc.reason, kind=f"http-{exc.status}"
-            )
-        except Exception:
-            log.exception("unhandled error", path=request.path)
-            return problem(
-                500, "Internal error", "the request could not be completed", kind="internal"
-            )
-
-    def _authed(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def wrapper(request: web.Request) -> web.StreamResponse:
-            auth = request.headers.get("Authorization", "")
+    def _authed(self, handler: Handler) -> ServerHandler:
+        async def wrapper(request: Request) -> Response:
+            auth = request.header("authorization") or ""
             scheme, _, key = auth.partition(" ")
             if scheme.lower() != "bearer" or not key.strip():
                 return problem(
@@ -170,7 +176,7 @@ class HttpApi:
                 )  # fmt: skip
             if account.locked:
                 return problem(403, "Forbidden", "the account is locked", kind="account-locked")
-            if not account.ip_allowed(_client_ip(request)):
+            if not account.ip_allowed(request.peer):
                 return problem(
                     403, "Forbidden", "source address not in the account's allow list",
                     kind="ip-not-allowed",
@@ -181,21 +187,27 @@ class HttpApi:
 
     # ----------------------------------------------------------- /v1/messages
 
-    async def send(self, request: web.Request, account: Account) -> web.StreamResponse:
+    async def send(self, request: Request, account: Account) -> Response:
         started = time.perf_counter()
-        raw = await request.read()
+        raw = request.body
+        req: SendRequest
         try:
-            doc = msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
-            return problem(400, "Malformed JSON", str(exc), kind="malformed-json")
-        if not isinstance(doc, dict):
-            return problem(
-                400, "Malformed JSON", "the body must be a JSON object", kind="malformed-json"
-            )
-        try:
-            req = msgspec.convert(doc, SendRequest)
-        except msgspec.ValidationError as exc:
-            return _field_errors([_field_error_of(exc)])
+            req = _decode_send(raw)
+        except msgspec.DecodeError:
+            # Slow path: tell malformed JSON or a body that is no object
+            # (400) from a well-formed body with bad fields (422).
+            try:
+                doc = msgspec.json.decode(raw)
+            except msgspec.DecodeError as exc:
+                return problem(400, "Malformed JSON", str(exc), kind="malformed-json")
+            if not isinstance(doc, dict):
+                return problem(
+                    400, "Malformed JSON", "the body must be a JSON object", kind="malformed-json"
+                )
+            try:
+                req = msgspec.convert(doc, SendRequest)
+            except msgspec.ValidationError as exc:
+                return _field_errors([_field_error_of(exc)])
         errors, recipients, (encoding, parts) = self._validate(req, account)
         if errors:
             return _field_errors(errors)
@@ -323,7 +335,7 @@ class HttpApi:
             errors.append(FieldError("kind", "invalid", "transactional or promotional"))
         return errors, recipients, (encoding, parts)
 
-    async def get_message(self, request: web.Request, account: Account) -> web.StreamResponse:
+    async def get_message(self, request: Request, account: Account) -> Response:
         try:
             message_id = uuid.UUID(request.match_info["id"])
         except ValueError:
@@ -357,20 +369,20 @@ class HttpApi:
             },
         )
 
-    async def balance(self, request: web.Request, account: Account) -> web.StreamResponse:
+    async def balance(self, request: Request, account: Account) -> Response:
         found = await store.balance(self.services.pool, account.id)
         credit, currency = found if found else (Decimal(0), account.currency)
         return json_response(200, {"credit": credit, "currency": currency})
 
     # ----------------------------------------------------------- ops
 
-    async def metrics(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def metrics(self, request: Request) -> Response:
+        return Response(200, generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
-    async def healthz(self, request: web.Request) -> web.StreamResponse:
+    async def healthz(self, request: Request) -> Response:
         return json_response(200, {"status": "ok"})
 
-    async def readyz(self, request: web.Request) -> web.StreamResponse:
+    async def readyz(self, request: Request) -> Response:
         ready, detail = self.services.is_ready()
         if ready:
             try:

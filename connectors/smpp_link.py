@@ -92,6 +92,8 @@ class SmppLink(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._writable = asyncio.Event()
         self._writable.set()
+        # PDUs written during one turn of the event loop, sent together.
+        self._out: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
         self._opened_at = clock()
         self._last_rx = self._opened_at
@@ -153,6 +155,7 @@ class SmppLink(asyncio.Protocol):
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._out.clear()
         if self._timer is not None:
             self._timer.cancel()
         outstanding, self._outstanding = self._outstanding, {}
@@ -215,6 +218,7 @@ class SmppLink(asyncio.Protocol):
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
+            self._flush()  # what was written before closing still leaves (e.g. unbind_resp)
             self._transport.close()
 
     async def unbind(self, timeout: float = 5.0) -> None:
@@ -227,9 +231,28 @@ class SmppLink(asyncio.Protocol):
     # ---------------------------------------------------------- internals
 
     def _write(self, data: bytes) -> None:
-        assert self._transport is not None
+        """Queue a PDU for the end of this turn of the event loop.
+
+        Under load a turn answers and sends many PDUs on one link (a window
+        of submit_sm_resp, a batch of submit_sm); one send() system call for
+        all of them instead of one each. No PDU waits longer than the
+        current turn, so TCP_NODELAY's promise holds.
+        """
         self._last_tx = self._clock()
-        self._transport.write(data)
+        out = self._out
+        out.append(data)
+        if len(out) == 1:
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def _schedule_tick(self) -> None:
         self._timer = self._loop.call_later(1.0, self._tick)

@@ -330,7 +330,7 @@ class PartnerSmsc:
                 link.send(pdu.response(command_status=CommandStatus.ESME_RSYSERR))
                 return
             link.send(pdu.response(message_id=str(message.id)))
-            metrics.INGRESS_LATENCY.labels("smpp").observe(time.perf_counter() - started)
+            metrics.ingress_latency("smpp").observe(time.perf_counter() - started)
 
         committed.add_done_callback(answer)
 

@@ -7,6 +7,7 @@ vocabulary (RFC 9457 problem / SMPP command_status).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -58,6 +59,9 @@ class Recipient:
     country: str | None  # ISO 3166 alpha-2
 
 
+_NANP = re.compile(r"\+1[2-9][0-9]{9}")
+
+
 def parse_recipient(to: str) -> Recipient | None:
     """An E.164 number from what a client sent, or None if it is not one.
 
@@ -67,6 +71,18 @@ def parse_recipient(to: str) -> Recipient | None:
     """
     if not isinstance(to, str) or not to.startswith("+"):
         return None
+    if _NANP.fullmatch(to):
+        # Most traffic: a NANP number already in E.164 form. Its national
+        # number (area code 2-9, then 9 digits) is exactly the 10 digits
+        # libphonenumber finds possible for +1, nothing is stripped as a
+        # national prefix, so the number is its own E.164 form; only the
+        # country needs libphonenumber, once per 7-digit prefix.
+        digits = to[1:]
+        try:
+            country = _COUNTRY_BY_PREFIX[digits[:7]]
+        except KeyError:
+            country = country_of(phonenumbers.parse(to, None), digits)
+        return Recipient(e164=to, digits=digits, country=country)
     try:
         number = phonenumbers.parse(to, None)
     except phonenumbers.NumberParseException:

@@ -308,7 +308,6 @@ class DeliveryEngine:
     async def _deliver_part(
         self, message: Message, part: int, answered: Callable[[], None]
     ) -> None:
-        log_ = log.bind(message_id=str(message.id), part=part)
         if message.valid_until is not None and utcnow() >= message.valid_until:
             await self._end(message, Status.EXPIRED, "validity_expired")
             return
@@ -347,24 +346,30 @@ class DeliveryEngine:
                 else:
                     carrier_id = await self.carriers.submit(carrier, message, part)
             except CarrierError as exc:
-                metrics.SUBMIT_ERRORS.labels(carrier, exc.code).inc()
+                metrics.submit_errors(carrier, exc.code).inc()
                 last = exc
                 if exc.temporary:
                     if not exc.throttled:
                         self.health.record_failure(carrier)
-                    metrics.CARRIER_HEALTH.labels(carrier).set(self.health.score(carrier))
-                    log_.info("carrier failed temporarily", carrier=carrier, error=exc.code)
+                    metrics.carrier_health(carrier).set(self.health.score(carrier))
+                    log.info(
+                        "carrier failed temporarily",
+                        message_id=str(message.id), part=part, carrier=carrier, error=exc.code,
+                    )  # fmt: skip
                     previous = carrier
                     continue
-                log_.info("carrier refused", carrier=carrier, error=exc.code)
+                log.info(
+                    "carrier refused",
+                    message_id=str(message.id), part=part, carrier=carrier, error=exc.code,
+                )  # fmt: skip
                 await self._end(message, Status.FAILED, exc.code, carrier=carrier)
                 return
             answered()
             latency = time.perf_counter() - started
             self.health.record_success(carrier, latency)
-            metrics.CARRIER_HEALTH.labels(carrier).set(self.health.score(carrier))
-            metrics.SUBMITTED.labels(carrier).inc()
-            metrics.SUBMIT_LATENCY.labels(carrier).observe(latency)
+            metrics.carrier_health(carrier).set(self.health.score(carrier))
+            metrics.submitted(carrier).inc()
+            metrics.submit_latency(carrier).observe(latency)
             self._attempts.pop(message.id, None)
             if message.concat_group is not None:
                 self._stick(message.concat_group, carrier)
@@ -373,16 +378,22 @@ class DeliveryEngine:
             covered = range(message.parts) if whole else (part,)
             message.parts_sent += len(covered)
             message.sent_whole = whole
-            ops = [
-                self.writer.submit(PartSent(message.id, p, carrier, carrier_id, now))
-                for p in covered
-            ]
+            writer = self.writer
             try:
-                await asyncio.gather(*ops)
+                if whole:
+                    await asyncio.gather(
+                        *(writer.submit(PartSent(message.id, p, carrier, carrier_id, now))
+                          for p in covered)
+                    )  # fmt: skip
+                else:
+                    await writer.submit(PartSent(message.id, part, carrier, carrier_id, now))
             except StoreError:
                 # The carrier has it but our record does not: the receipt
                 # will not match and the restart would send it again.
-                log_.error("could not record a sent part", carrier=carrier)
+                log.error(
+                    "could not record a sent part",
+                    message_id=str(message.id), part=part, carrier=carrier,
+                )  # fmt: skip
             return
         # Every candidate failed temporarily: try again later, head of the queue.
         self._retry_later(message, part, last)
@@ -448,7 +459,7 @@ class DeliveryEngine:
     def receipt(self, op: CarrierReceipt) -> asyncio.Future[None]:
         """Record a carrier's receipt; the future resolves once it is safe to
         answer the carrier (committed, or held for a later match)."""
-        metrics.DLR_RECEIVED.labels(op.carrier, str(op.status)).inc()
+        metrics.dlr_received(op.carrier, str(op.status)).inc()
         self.health.record_receipt(op.carrier, op.status == Status.DELIVERED)
         done: asyncio.Future[None] = self._loop.create_future()
         self._apply_receipt(_HeldReceipt(op, self._clock(), done))

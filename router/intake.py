@@ -42,7 +42,7 @@ class Intake:
         await self.writer.submit(InsertMessage(messages))
         for m in messages:
             self.engine.enqueue(m)
-            metrics.MESSAGES_RECEIVED.labels(m.ingress, m.account_id).inc()
+            metrics.received(m.ingress, m.account_id).inc()
 
     def accept_one(self, message: Message) -> asyncio.Future[None]:
         """The same for one message without a task: the future resolves after
@@ -57,7 +57,7 @@ class Intake:
                 done.set_exception(exc)
                 return
             self.engine.enqueue(message)
-            metrics.MESSAGES_RECEIVED.labels(message.ingress, message.account_id).inc()
+            metrics.received(message.ingress, message.account_id).inc()
             done.set_result(None)
 
         committed.add_done_callback(queued)

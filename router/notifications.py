@@ -265,7 +265,7 @@ class Dispatcher:
             return
         finally:
             self._slots.release()
-        metrics.CALLBACKS.labels("ok").inc()
+        metrics.callbacks("ok").inc()
         self._record(OutboxDone(n.id, utcnow()))
 
     def _record(self, op: OutboxDone | OutboxRetry) -> None:
@@ -282,13 +282,13 @@ class Dispatcher:
         now = utcnow()
         n.attempts += 1
         if now >= n.expires_at:
-            metrics.CALLBACKS.labels("expired").inc()
+            metrics.callbacks("expired").inc()
             log.warning("notification given up", message_id=str(n.message_id), kind=n.kind)
             self._record(
                 OutboxDone(n.id, now, f"gave up after {n.attempts} attempts: {error}"[:500])
             )
             return
-        metrics.CALLBACKS.labels("retry").inc()
+        metrics.callbacks("retry").inc()
         delay = backoff(n.attempts - 1, self._rng)
         n.next_attempt_at = now + timedelta(seconds=delay)
         log.info(

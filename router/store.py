@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -236,30 +236,32 @@ async def _insert_messages(conn: asyncpg.Connection, ops: list[InsertMessage]) -
     return [None] * len(ops)
 
 
+# A sent part is one row of carrier_submits, which its receipt will match;
+# the message row is left alone until the message ends. An UPDATE of it per
+# sent part cost more of the database than storing the message did, and
+# what it recorded (sent, when, where, how many parts) is read off these
+# rows instead (`get_message`, `pending_messages`).
+_PARTS_SENT = (
+    "INSERT INTO carrier_submits (carrier, carrier_message_id, message_id, part, submitted_at)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int2[], $5::timestamptz[])"
+    " ON CONFLICT (carrier, carrier_message_id, part) DO UPDATE"
+    " SET message_id = EXCLUDED.message_id,"
+    "     submitted_at = EXCLUDED.submitted_at, status = 'sent', done_at = NULL"
+)
+
+
 async def _parts_sent(conn: asyncpg.Connection, ops: list[PartSent]) -> list[Any]:
-    await conn.executemany(
-        "INSERT INTO carrier_submits (carrier, carrier_message_id, message_id, part, submitted_at)"
-        " VALUES ($1, $2, $3, $4, $5)"
-        " ON CONFLICT (carrier, carrier_message_id, part) DO UPDATE"
-        " SET message_id = EXCLUDED.message_id,"
-        "     submitted_at = EXCLUDED.submitted_at, status = 'sent', done_at = NULL",
-        [(o.carrier, o.carrier_message_id, o.message_id, o.part, o.at) for o in ops],
-    )
-    # Several parts of one message may be in one batch: count them per message.
-    counts: dict[uuid.UUID, tuple[int, str, datetime]] = {}
-    for o in ops:
-        n, _, first = counts.get(o.message_id, (0, o.carrier, o.at))
-        counts[o.message_id] = (n + 1, o.carrier, min(first, o.at))
+    # ON CONFLICT may not touch one row twice in a statement: a carrier id
+    # repeated within the batch (a resend after a lost link) keeps its last.
+    latest = {(o.carrier, o.carrier_message_id, o.part): o for o in ops}
+    submits = latest.values()
     await conn.execute(
-        "UPDATE messages m SET parts_sent = m.parts_sent + u.n, carrier = u.carrier,"
-        " sent_at = coalesce(m.sent_at, u.at),"
-        " status = CASE WHEN m.status IN ('accepted', 'queued') THEN 'sent' ELSE m.status END"
-        " FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[]) AS u(id, n, carrier, at)"
-        " WHERE m.id = u.id",
-        list(counts),
-        [c[0] for c in counts.values()],
-        [c[1] for c in counts.values()],
-        [c[2] for c in counts.values()],
+        _PARTS_SENT,
+        [o.carrier for o in submits],
+        [o.carrier_message_id for o in submits],
+        [o.message_id for o in submits],
+        [o.part for o in submits],
+        [o.at for o in submits],
     )
     return [None] * len(ops)
 
@@ -268,6 +270,7 @@ _FINISHED_COLUMNS = (
     "id, account_id, ingress, sender, recipient, status, error_code, carrier, parts,"
     " client_ref, callback_url, registered_delivery, body, created_at, done_at"
 )
+_FINISHED_OF_M = ", ".join("m." + c.strip() for c in _FINISHED_COLUMNS.split(","))
 
 
 def _finished(rows: Sequence[asyncpg.Record]) -> list[Finished]:
@@ -300,7 +303,7 @@ async def _messages_ended(conn: asyncpg.Connection, ops: list[MessageEnded]) -> 
         " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])"
         "   AS u(id, status, error_code, at, carrier)"
         " WHERE m.id = u.id AND m.status NOT IN ('delivered','undelivered','expired','rejected','failed')"
-        f" RETURNING {', '.join('m.' + c.strip() for c in _FINISHED_COLUMNS.split(','))}",
+        f" RETURNING {_FINISHED_OF_M}",
         [o.message_id for o in ops],
         [str(o.status) for o in ops],
         [o.error_code for o in ops],
@@ -324,6 +327,26 @@ def final_of_parts(statuses: Sequence[str]) -> Status:
     return Status.DELIVERED
 
 
+# Match receipts to submitted parts and, in the same statement, end the
+# single-part messages they complete (nearly all traffic): one round trip.
+# A receipt for a part of a longer message only marks its part here.
+_RECEIPTS = (
+    "WITH r AS ("
+    " UPDATE carrier_submits cs SET status = r.status, error_code = r.error_code, done_at = r.at"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::int[])"
+    "   AS r(carrier, cmid, status, error_code, at, i)"
+    " WHERE cs.carrier = r.carrier AND cs.carrier_message_id = r.cmid"
+    " RETURNING cs.message_id, r.i, r.status, r.error_code, r.at, cs.carrier, cs.submitted_at),"
+    " ended AS ("
+    " UPDATE messages m SET status = r.status, error_code = r.error_code, done_at = r.at,"
+    " carrier = r.carrier, sent_at = r.submitted_at, parts_sent = 1 FROM r"
+    " WHERE m.id = r.message_id AND m.parts = 1"
+    "   AND m.status NOT IN ('delivered','undelivered','expired','rejected','failed')"
+    f" RETURNING {_FINISHED_OF_M})"
+    " SELECT r.i, r.message_id, ended.* FROM r LEFT JOIN ended ON ended.id = r.message_id"
+)
+
+
 async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list[Any]:
     """Match receipts to submitted parts; end messages whose parts all ended.
 
@@ -332,12 +355,15 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
     when nothing matched (the receipt beat its submit_sm_resp, or belongs
     to no message of ours) so that the caller can hold it and try again.
     """
+    if len({(o.carrier, o.carrier_message_id) for o in ops}) < len(ops):
+        # One statement may not update a row twice: the same receipt twice
+        # in a batch (a carrier resending it) goes one at a time.
+        results: list[Any] = []
+        for o in ops:
+            results.extend(await _receipts(conn, [o]))
+        return results
     rows = await conn.fetch(
-        "UPDATE carrier_submits cs SET status = r.status, error_code = r.error_code, done_at = r.at"
-        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::int[])"
-        "   AS r(carrier, cmid, status, error_code, at, i)"
-        " WHERE cs.carrier = r.carrier AND cs.carrier_message_id = r.cmid"
-        " RETURNING cs.message_id, r.i",
+        _RECEIPTS,
         [o.carrier for o in ops],
         [o.carrier_message_id for o in ops],
         [str(o.status) for o in ops],
@@ -345,24 +371,40 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
         [o.at for o in ops],
         list(range(len(ops))),
     )
-    results: list[Any] = [False] * len(ops)
-    by_message: dict[uuid.UUID, list[int]] = {}
+    results = [False] * len(ops)
+    open_: dict[uuid.UUID, list[int]] = {}
+    ended: dict[uuid.UUID, Finished] = {}
     for r in rows:
-        results[r["i"]] = True
-        by_message.setdefault(r["message_id"], []).append(r["i"])
-    if not by_message:
-        return results
-    # A message ends when every one of its parts has a receipt.
+        if r["id"] is not None:
+            finished = ended.get(r["id"])
+            if finished is None:
+                finished = ended[r["id"]] = _finished((r,))[0]
+            results[r["i"]] = finished
+        else:
+            results[r["i"]] = True
+            open_.setdefault(r["message_id"], []).append(r["i"])
+    if open_:
+        for f in await _end_complete_messages(conn, list(open_)):
+            for i in open_[f.message_id]:
+                results[i] = f
+    return results
+
+
+async def _end_complete_messages(
+    conn: asyncpg.Connection, message_ids: list[uuid.UUID]
+) -> list[Finished]:
+    """End the messages of several parts whose every part has its receipt."""
     parts = await conn.fetch(
         "SELECT m.id, m.parts, array_agg(cs.status ORDER BY cs.part) AS statuses,"
         "       array_agg(cs.error_code ORDER BY cs.part) AS errors,"
         "       count(cs.done_at) AS done, max(cs.done_at) AS done_at,"
-        "       (array_agg(cs.carrier ORDER BY cs.part))[1] AS carrier"
+        "       (array_agg(cs.carrier ORDER BY cs.part))[1] AS carrier,"
+        "       min(cs.submitted_at) AS sent_at, count(DISTINCT cs.part) AS parts_sent"
         " FROM messages m JOIN carrier_submits cs ON cs.message_id = m.id"
         " WHERE m.id = ANY($1::uuid[])"
         "   AND m.status NOT IN ('delivered','undelivered','expired','rejected','failed')"
         " GROUP BY m.id, m.parts",
-        list(by_message),
+        message_ids,
     )
     ending = []
     for p in parts:
@@ -372,22 +414,22 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
         error = next(
             (e for s, e in zip(p["statuses"], p["errors"], strict=True) if s == status), None
         )
-        ending.append((p["id"], str(status), error, p["done_at"], p["carrier"]))
+        ending.append(
+            (p["id"], str(status), error, p["done_at"], p["carrier"], p["sent_at"], p["parts_sent"])
+        )
     if not ending:
-        return results
+        return []
     ended = await conn.fetch(
         "UPDATE messages m SET status = u.status, error_code = u.error_code, done_at = u.at,"
-        " carrier = u.carrier"
-        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])"
-        "   AS u(id, status, error_code, at, carrier)"
+        " carrier = u.carrier, sent_at = u.sent_at, parts_sent = u.parts_sent"
+        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],"
+        "   $6::timestamptz[], $7::int2[])"
+        "   AS u(id, status, error_code, at, carrier, sent_at, parts_sent)"
         " WHERE m.id = u.id"
-        f" RETURNING {', '.join('m.' + c.strip() for c in _FINISHED_COLUMNS.split(','))}",
+        f" RETURNING {_FINISHED_OF_M}",
         *[list(col) for col in zip(*ending, strict=True)],
     )
-    for f in _finished(ended):
-        for i in by_message[f.message_id]:
-            results[i] = f
-    return results
+    return _finished(ended)
 
 
 async def _events(conn: asyncpg.Connection, ops: list[MessageEvent]) -> list[Any]:
@@ -399,27 +441,46 @@ async def _events(conn: asyncpg.Connection, ops: list[MessageEvent]) -> list[Any
     return [None] * len(ops)
 
 
-async def _outbox_done(conn: asyncpg.Connection, ops: list[OutboxDone]) -> list[Any]:
+async def _update_outbox(
+    conn: asyncpg.Connection, assignments: str, rows: list[tuple[int, datetime, str | None]]
+) -> None:
+    """One UPDATE of many outbox rows from (id, at, error) each."""
+    ids, ats, errors = zip(*rows, strict=True)
     await conn.execute(
-        "UPDATE outbox o SET done_at = u.at, attempts = o.attempts + 1,"
-        " last_error = coalesce(u.error, o.last_error)"
+        f"UPDATE outbox o SET {assignments}"
         " FROM unnest($1::bigint[], $2::timestamptz[], $3::text[]) AS u(id, at, error)"
         " WHERE o.id = u.id",
-        [o.outbox_id for o in ops],
-        [o.at for o in ops],
-        [o.error for o in ops],
+        list(ids),
+        list(ats),
+        list(errors),
     )
+
+
+async def _outbox_done(conn: asyncpg.Connection, ops: list[OutboxDone]) -> list[Any]:
+    """A delivered notification leaves the outbox; one given up stays, done,
+    with its attempts and last error for the operator.
+
+    Deleting costs the database a mark on the row; an UPDATE of done_at
+    wrote a new copy of the row and its index entries, per notification.
+    """
+    delivered = [o.outbox_id for o in ops if o.error is None]
+    given_up = [o for o in ops if o.error is not None]
+    if delivered:
+        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", delivered)
+    if given_up:
+        await _update_outbox(
+            conn,
+            "done_at = u.at, attempts = o.attempts + 1, last_error = u.error",
+            [(o.outbox_id, o.at, o.error) for o in given_up],
+        )
     return [None] * len(ops)
 
 
 async def _outbox_retry(conn: asyncpg.Connection, ops: list[OutboxRetry]) -> list[Any]:
-    await conn.execute(
-        "UPDATE outbox o SET next_attempt_at = u.at, attempts = o.attempts + 1, last_error = u.err"
-        " FROM unnest($1::bigint[], $2::timestamptz[], $3::text[]) AS u(id, at, err)"
-        " WHERE o.id = u.id",
-        [o.outbox_id for o in ops],
-        [o.next_attempt_at for o in ops],
-        [o.error for o in ops],
+    await _update_outbox(
+        conn,
+        "next_attempt_at = u.at, attempts = o.attempts + 1, last_error = u.error",
+        [(o.outbox_id, o.next_attempt_at, o.error) for o in ops],
     )
     return [None] * len(ops)
 
@@ -566,17 +627,29 @@ class GroupCommit:
         except Exception as exc:
             log.error("group commit failed", error=repr(exc), operations=len(batch))
             await self._drop_connection()
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(StoreError(str(exc)))
+            self._failed(batch, StoreError(str(exc)))
             return
-        metrics.COMMIT_LATENCY.labels(self.name).observe(time.perf_counter() - started)
-        metrics.COMMIT_BATCH.labels(self.name).observe(len(batch))
+        metrics.commit_latency(self.name).observe(time.perf_counter() - started)
+        metrics.commit_batch(self.name).observe(len(batch))
+        self._settle(batch, results, created)
+
+    def _settle(
+        self,
+        batch: list[tuple[Operation, asyncio.Future[Any]]],
+        results: list[Any],
+        created: list[Notification],
+    ) -> None:
         for (_, fut), r in zip(batch, results, strict=True):
             if not fut.done():
                 fut.set_result(r)
         if created and self.on_notifications is not None:
             self.on_notifications(created)
+
+    @staticmethod
+    def _failed(batch: list[tuple[Operation, asyncio.Future[Any]]], error: StoreError) -> None:
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_exception(error)
 
 
 class StoreError(Exception):
@@ -586,25 +659,39 @@ class StoreError(Exception):
 async def _insert_outbox(
     conn: asyncpg.Connection, rows: list[tuple[Any, ...]]
 ) -> list[Notification]:
+    """Insert outbox rows (kind, account_id, message_id, target, payload,
+    expires_at); the Notifications, built from what was planned rather than
+    read back, since only the ids are new."""
+    now = datetime.now(UTC)
     cols = list(zip(*rows, strict=True))
-    out = await conn.fetch(
+    ids = await conn.fetch(
         "INSERT INTO outbox (kind, account_id, message_id, target, payload, next_attempt_at, expires_at)"
-        " SELECT kind, account_id, message_id, target, payload, now(), expires_at"
+        " SELECT kind, account_id, message_id, target, payload, $7, expires_at"
         " FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::bytea[], $6::timestamptz[])"
-        "   AS u(kind, account_id, message_id, target, payload, expires_at)"
-        " RETURNING id, kind, account_id, message_id, target, payload, attempts,"
-        "   next_attempt_at, expires_at",
+        "   WITH ORDINALITY AS u(kind, account_id, message_id, target, payload, expires_at, n)"
+        " ORDER BY n RETURNING id",
         *[list(c) for c in cols],
+        now,
     )
-    # ids follow the order of the input rows (one sequence, one statement).
-    return sorted((Notification(**dict(r)) for r in out), key=lambda n: n.id)
+    # One statement takes its ids from one sequence in the order it inserts,
+    # and the insert follows the ORDER BY: sorted ids pair with the rows.
+    return [
+        Notification(row_id, kind, account_id, message_id, target, payload, 0, now, expires_at)
+        for row_id, (kind, account_id, message_id, target, payload, expires_at) in zip(
+            sorted(r[0] for r in ids), rows, strict=True
+        )
+    ]
 
 
 # ---------------------------------------------------------------- reads
 
 
 async def get_message(pool: asyncpg.Pool, message_id: uuid.UUID, account_id: str) -> dict | None:
-    """The message as GET /v1/messages/{id} shows it, with its events."""
+    """The message as GET /v1/messages/{id} shows it, with its events.
+
+    Until a message ends, whether (and when, and where) it was sent is read
+    off its carrier_submits rows; the final status writes it into the row.
+    """
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
             "SELECT * FROM messages WHERE id = $1 AND account_id = $2", message_id, account_id
@@ -615,23 +702,45 @@ async def get_message(pool: asyncpg.Pool, message_id: uuid.UUID, account_id: str
             "SELECT at, status, detail FROM message_events WHERE message_id = $1 ORDER BY at",
             message_id,
         )
-    events = [{"at": row["created_at"], "status": "accepted", "detail": None}]
-    events.append({"at": row["created_at"], "status": "queued", "detail": None})
+        message = dict(row)
+        if message["sent_at"] is None:
+            sent = await conn.fetchrow(
+                "SELECT min(submitted_at) AS at, count(DISTINCT part) AS parts,"
+                " (array_agg(carrier ORDER BY submitted_at))[1] AS carrier"
+                " FROM carrier_submits WHERE message_id = $1",
+                message_id,
+            )
+            if sent is not None and sent["at"] is not None:
+                message["sent_at"] = sent["at"]
+                message["parts_sent"] = sent["parts"]
+                message["carrier"] = message["carrier"] or sent["carrier"]
+                if message["status"] in (Status.ACCEPTED, Status.QUEUED):
+                    message["status"] = str(Status.SENT)
+    events = [{"at": message["created_at"], "status": "accepted", "detail": None}]
+    events.append({"at": message["created_at"], "status": "queued", "detail": None})
     events.extend({"at": e["at"], "status": e["status"], "detail": e["detail"]} for e in extra)
-    if row["sent_at"] is not None:
-        events.append({"at": row["sent_at"], "status": "sent", "detail": row["carrier"]})
-    if row["done_at"] is not None and row["status"] in FINAL_STATUSES:
-        events.append({"at": row["done_at"], "status": row["status"], "detail": row["error_code"]})
+    if message["sent_at"] is not None:
+        events.append({"at": message["sent_at"], "status": "sent", "detail": message["carrier"]})
+    if message["done_at"] is not None and message["status"] in FINAL_STATUSES:
+        events.append(
+            {"at": message["done_at"], "status": message["status"], "detail": message["error_code"]}
+        )
     events.sort(key=lambda e: e["at"])
-    return {**dict(row), "events": events}
+    return {**message, "events": events}
 
 
 async def pending_messages(pool: asyncpg.Pool) -> list[asyncpg.Record]:
-    """Everything accepted but not yet fully handed to a carrier, oldest first."""
+    """Everything accepted but not yet fully handed to a carrier, oldest
+    first, with `parts_sent` counted from its carrier_submits rows."""
+    columns = ", ".join(f"m.{c}" for c, _ in _MESSAGE_COLUMNS)
     async with pool.acquire() as conn:
         return await conn.fetch(
-            "SELECT * FROM messages WHERE status IN ('accepted', 'queued', 'sent')"
-            " AND parts_sent < parts ORDER BY created_at, id"
+            f"SELECT {columns}, greatest(m.parts_sent, s.parts) AS parts_sent"
+            " FROM messages m, LATERAL (SELECT count(DISTINCT cs.part)::int2 AS parts"
+            "   FROM carrier_submits cs WHERE cs.message_id = m.id) s"
+            " WHERE m.status IN ('accepted', 'queued', 'sent')"
+            "   AND greatest(m.parts_sent, s.parts) < m.parts"
+            " ORDER BY m.created_at, m.id"
         )
 
 

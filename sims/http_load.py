@@ -1,9 +1,10 @@
 """An HTTP load client for SMS APIs: `smsrouter sim http`.
 
-`--concurrency` keep-alive connections (aiohttp) post messages until
-`--count` messages or `--duration` seconds, whichever comes first, one
-recipient per request or `--batch N`. The request shape is pluggable, so
-the same client measures smsrouter and its peers:
+`--concurrency` keep-alive connections post messages until `--count`
+messages or `--duration` seconds, whichever comes first, one recipient per
+request or `--batch N`; each connection carries one request at a time, and
+one the server closes is opened again for the next request. The request
+shape is pluggable, so the same client measures smsrouter and its peers:
 
 * ``smsrouter`` — ``POST /v1/messages``, JSON, ``Authorization: Bearer``
   (CONTRACT §3); 202 lists an id per accepted recipient;
@@ -28,23 +29,28 @@ final reports count as matched (Kannel with dlr-mask 31 also reports
 "delivered to SMSC" first; Jasmin level 1 reports are the submit's status).
 
 Prints one JSON line (see `HttpLoad.summary`).
+
+The transport is bare asyncio Protocols around `httptools`, and each
+request one bytes object whose constant head is built once per run: at
+thousands of messages a second the client shares a small machine with the
+system it measures, so every microsecond it spends per message is taken
+from the measurement. Only plain ``http://`` URLs are supported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import quote, urlencode
+from typing import Any, cast
+from urllib.parse import quote, quote_plus, urlencode, urlsplit
 
-import aiohttp
-import yarl
+import httptools
+import msgspec
 
 from connectors.smpp.text import gsm7_encode
 from sims.stats import Budget, Latencies, expand_numbers, per_second
@@ -89,12 +95,40 @@ class HttpOptions:
         )
 
 
-@dataclass(slots=True)
-class Request:
-    method: str
-    url: yarl.URL
-    headers: dict[str, str]
-    body: bytes | None
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the requests go, from `--url`: http only, host, port, base path."""
+
+    host: str
+    port: int
+    authority: str  # the Host header
+    path: str  # without a trailing slash
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"--url {url!r}: an http://host[:port][/path] URL is required")
+        return cls(
+            host=parts.hostname,
+            port=parts.port or 80,
+            authority=parts.netloc.rpartition("@")[2],
+            path=parts.path.rstrip("/"),
+        )
+
+
+def _quote(value: str, *, plus: bool = False) -> str:
+    """`value` percent-encoded for a query or form (`plus`: spaces as '+').
+
+    Phone numbers are nearly all the per-request values: they skip urllib's
+    general (and slow) path with the same result.
+    """
+    if value.isascii():
+        if value.isdigit():
+            return value
+        if value[:1] == "+" and value[1:].isdigit():
+            return "%2B" + value[1:]
+    return quote_plus(value, safe="") if plus else quote(value, safe="")
 
 
 @dataclass(slots=True)
@@ -104,8 +138,29 @@ class Outcome:
     accepted: int = 0
     # (report key, reports expected under it)
     keys: list[tuple[str, int]] = field(default_factory=list)
-    rejected: Counter[str] = field(default_factory=Counter)
+    # Reasons of refused recipients; None when there were none (most answers:
+    # no Counter to build for them).
+    rejected: Counter[str] | None = None
     error: str | None = None
+
+
+class _Accepted(msgspec.Struct):
+    id: str | int
+
+
+class _Rejected(msgspec.Struct):
+    code: Any = "?"
+
+
+class _Answer(msgspec.Struct):
+    """A 202 of smsrouter's /v1/messages, as far as the client reads it."""
+
+    messages: list[_Accepted]
+    rejected: list[_Rejected] | None = None
+
+
+_decode_answer = msgspec.json.Decoder(_Answer).decode
+_encode_json = msgspec.json.encode
 
 
 class SmsrouterApi:
@@ -113,36 +168,39 @@ class SmsrouterApi:
     FINAL = frozenset({"delivered", "undelivered", "expired", "rejected", "failed"})
 
     def __init__(self, options: HttpOptions, callback_url: str) -> None:
-        self.url = yarl.URL(options.url.rstrip("/") + "/v1/messages")
-        self.headers = {
-            "Authorization": f"Bearer {options.key}",
-            "Content-Type": "application/json",
-        }
+        target = Target.parse(options.url)
         self.text = options.text
         self.callback_url = callback_url
+        self.head = (
+            f"POST {target.path}/v1/messages HTTP/1.1\r\n"
+            f"Host: {target.authority}\r\n"
+            f"Authorization: Bearer {options.key}\r\n"
+            "Content-Type: application/json\r\n"
+            "Content-Length: "
+        ).encode()
+        # The body is {"from", "to", "text"[, "callback_url"]}: all after "to"
+        # is the same in every request.
+        rest: dict[str, str] = {"text": options.text}
+        if callback_url:
+            rest["callback_url"] = callback_url
+        self.body_tail = b"," + _encode_json(rest)[1:]
 
-    def request(self, n: int, sender: str, recipients: list[str]) -> tuple[Request, str | None]:
-        body: dict[str, Any] = {
-            "from": sender,
-            "to": recipients[0] if len(recipients) == 1 else recipients,
-            "text": self.text,
-        }
-        if self.callback_url:
-            body["callback_url"] = self.callback_url
-        return Request("POST", self.url, self.headers, json.dumps(body).encode()), None
+    def request(self, n: int, sender: str, recipients: list[str]) -> tuple[bytes, str | None]:
+        to = recipients[0] if len(recipients) == 1 else recipients
+        body = b'{"from":' + _encode_json(sender) + b',"to":' + _encode_json(to) + self.body_tail
+        return b"%s%d\r\n\r\n%s" % (self.head, len(body), body), None
 
     def parse(self, status: int, body: bytes, recipients: list[str], ref: str | None) -> Outcome:
         if status != 202:
             return Outcome(error=str(status))
         try:
-            answer = json.loads(body)
-            messages = answer["messages"]
-            rejected = answer.get("rejected") or []
-        except (ValueError, KeyError, TypeError):
+            answer = _decode_answer(body)
+        except msgspec.DecodeError:
             return Outcome(error="bad_body")
-        out = Outcome(accepted=len(messages), keys=[(str(m["id"]), 1) for m in messages])
-        for item in rejected:
-            out.rejected[str(item.get("code", "?"))] += 1
+        messages = answer.messages
+        out = Outcome(accepted=len(messages), keys=[(str(m.id), 1) for m in messages])
+        if answer.rejected:
+            out.rejected = Counter(str(item.code) for item in answer.rejected)
         return out
 
     @classmethod
@@ -159,28 +217,41 @@ class KannelApi:
     FINAL = frozenset({"1", "2", "16"})
 
     def __init__(self, options: HttpOptions, callback_url: str) -> None:
-        self.base = options.url.rstrip("/") + "/cgi-bin/sendsms?"
+        target = Target.parse(options.url)
         fixed: dict[str, str] = {"username": options.username, "password": options.password}
         fixed["charset"] = "UTF-8"
         if gsm7_encode(options.text) is None:
             fixed["coding"] = "2"  # UCS-2; smsbox converts from charset
-        self.fixed = fixed
         self.text = options.text
         self.callback_url = callback_url
         self.dlr_mask = options.dlr_mask
-
-    def request(self, n: int, sender: str, recipients: list[str]) -> tuple[Request, str | None]:
-        ref = f"k{n}"
-        params = {**self.fixed, "from": sender, "to": " ".join(recipients), "text": self.text}
-        if self.callback_url:
-            sep = "&" if "?" in self.callback_url else "?"
-            params["dlr-mask"] = str(self.dlr_mask)
-            # %d is Kannel's escape for the report type, filled in per report.
-            params["dlr-url"] = f"{self.callback_url}{sep}ref={ref}&status=%d"
         # Percent-encode everything ('%20', never '+'): text and dlr-url must
         # reach smsbox byte for byte, the dlr-url's own '%d' as '%25d'.
-        query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params.items())
-        return Request("GET", yarl.URL(self.base + query, encoded=True), {}, None), ref
+        # Parameters: the fixed ones, from, to, text, dlr-mask, dlr-url.
+        query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in fixed.items())
+        self.head = f"GET {target.path}/cgi-bin/sendsms?{query}&from="
+        self.after_to = f"&text={quote(options.text, safe='')}"
+        self.dlr_tail = ""
+        if callback_url:
+            sep = "&" if "?" in callback_url else "?"
+            # %d is Kannel's escape for the report type, filled in per report;
+            # the ref between these two parts tells the requests apart.
+            dlr_head = quote(f"{callback_url}{sep}ref=", safe="")
+            self.after_to += f"&dlr-mask={self.dlr_mask}&dlr-url={dlr_head}"
+            self.dlr_tail = quote("&status=%d", safe="")
+        self.end = f" HTTP/1.1\r\nHost: {target.authority}\r\n\r\n"
+        self._senders: dict[str, str] = {}
+
+    def request(self, n: int, sender: str, recipients: list[str]) -> tuple[bytes, str | None]:
+        ref = f"k{n}"
+        quoted = self._senders.get(sender)
+        if quoted is None:
+            quoted = self._senders[sender] = _quote(sender)
+        # Recipients separated by spaces: '%20' between the encoded numbers.
+        to = "%20".join([_quote(r) for r in recipients])
+        tag = f"{ref}{self.dlr_tail}" if self.callback_url else ""
+        line = f"{self.head}{quoted}&to={to}{self.after_to}{tag}{self.end}"
+        return line.encode(), ref
 
     def parse(self, status: int, body: bytes, recipients: list[str], ref: str | None) -> Outcome:
         if status != 202 or not body.startswith((b"0:", b"3:")):
@@ -202,8 +273,7 @@ class JasminApi:
     def __init__(self, options: HttpOptions, callback_url: str) -> None:
         if options.batch != 1:
             raise ValueError("Jasmin's /send takes one recipient per request (--batch 1)")
-        self.url = yarl.URL(options.url.rstrip("/") + "/send")
-        self.headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        target = Target.parse(options.url)
         fixed: dict[str, str | bytes] = {
             "username": options.username,
             "password": options.password,
@@ -223,11 +293,22 @@ class JasminApi:
                     "dlr-method": "POST",
                 }
             )
-        self.fixed = fixed
+        # Form fields: the fixed ones, then to and from.
+        self.form_head = urlencode(fixed) + "&to="
+        self.head = (
+            f"POST {target.path}/send HTTP/1.1\r\n"
+            f"Host: {target.authority}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            "Content-Length: "
+        ).encode()
+        self._senders: dict[str, str] = {}
 
-    def request(self, n: int, sender: str, recipients: list[str]) -> tuple[Request, str | None]:
-        form = {**self.fixed, "to": recipients[0], "from": sender}
-        return Request("POST", self.url, self.headers, urlencode(form).encode()), None
+    def request(self, n: int, sender: str, recipients: list[str]) -> tuple[bytes, str | None]:
+        quoted = self._senders.get(sender)
+        if quoted is None:
+            quoted = self._senders[sender] = _quote(sender, plus=True)
+        body = f"{self.form_head}{_quote(recipients[0], plus=True)}&from={quoted}".encode()
+        return b"%s%d\r\n\r\n%s" % (self.head, len(body), body), None
 
     def parse(self, status: int, body: bytes, recipients: list[str], ref: str | None) -> Outcome:
         if status != 200 or not body.startswith(b"Success"):
@@ -247,6 +328,177 @@ APIS: dict[str, type[SmsrouterApi | KannelApi | JasminApi]] = {
     "kannel": KannelApi,
     "jasmin": JasminApi,
 }
+
+
+class _Failed(Exception):
+    """A connection that could not be opened; `code` is its key in `errors`."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection of a `_Stream`, one request at a time.
+
+    The answer (or the failure) of the request in flight goes straight to
+    the stream from the parser's callbacks. After an answer that ends the
+    connection (`Connection: close`, or a body that runs to the close)
+    `open` is False and the stream opens a new one.
+    """
+
+    def __init__(self, stream: _Stream) -> None:
+        self.stream = stream
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.open = False
+        self.in_flight = False
+        self.sent_at = 0.0
+        self.body = b""
+        self.answering = False  # an answer's head is read, its end is not
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are no asyncio.Transport subclasses.
+        self.transport = cast(asyncio.Transport, transport)
+        self.open = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if not self.in_flight:
+            return
+        self.in_flight = False
+        if self.answering and not self.parser.should_keep_alive():
+            # An answer without Content-Length or chunks ends with the connection.
+            self.answering = False
+            self.stream.answered(self.parser.get_status_code(), self.body)
+        else:
+            self.stream.failed("disconnected")
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            raise  # a fault of this client's own, not of the answer
+        except httptools.HttpParserError:
+            self.fail("bad_response")
+
+    def on_headers_complete(self) -> None:
+        self.answering = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.answering = False
+        body, self.body = self.body, b""
+        in_flight, self.in_flight = self.in_flight, False
+        if not in_flight or not self.parser.should_keep_alive():
+            # An answer to no request leaves the stream out of step: start afresh.
+            self.close()
+        if in_flight:
+            # The stream may write its next request from here, on this
+            # connection if it stays open.
+            self.stream.answered(self.parser.get_status_code(), body)
+
+    def send(self, data: bytes, now: float) -> None:
+        assert self.transport is not None
+        self.in_flight = True
+        self.sent_at = now
+        self.transport.write(data)
+
+    def fail(self, code: str) -> None:
+        """Give up on the request in flight (if any) and drop the connection."""
+        self.open = False
+        if self.transport is not None:
+            self.transport.abort()
+        if self.in_flight:
+            self.in_flight = False
+            self.stream.failed(code)
+
+    def close(self) -> None:
+        self.open = False
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _Stream:
+    """One of the `--concurrency` request streams: requests one after the
+    other on a keep-alive connection, reopened when it closes.
+
+    Driven by callbacks rather than a task: the answer's parser callback
+    hands the answer over and writes the next request on the spot, with no
+    future, task switch or loop pass per request.
+    """
+
+    __slots__ = (
+        "answered_once",
+        "conn",
+        "first_answer",
+        "load",
+        "recipients",
+        "ref",
+        "started",
+    )
+
+    def __init__(self, load: HttpLoad) -> None:
+        self.load = load
+        self.conn: _Connection | None = None
+        self.recipients: list[str] = []
+        self.ref: str | None = None
+        self.started = 0.0
+        # Set at the first answer or failure (or at the end): the ramp waits on it.
+        self.first_answer = asyncio.Event()
+        self.answered_once = False
+
+    def next(self) -> None:
+        """Send the next request now, or wait for a token, or finish."""
+        r = self.load.budget.take()
+        if r is None:
+            self.load._park(self)
+        else:
+            self.send(r)
+
+    def send(self, r: int) -> None:
+        load = self.load
+        recipients = load._recipients(r)
+        senders = load.options.senders
+        data, self.ref = load.api.request(r, senders[r % len(senders)], recipients)
+        self.recipients = recipients
+        self.started = started = time.monotonic()
+        if not load.first_request_at:
+            load.first_request_at = started
+        load.requests += 1
+        load.sent += len(recipients)
+        conn = self.conn
+        if conn is not None and conn.open:
+            conn.send(data, started)
+        else:
+            load._spawn(self._reopen(data))
+
+    async def _reopen(self, data: bytes) -> None:
+        try:
+            self.conn = await self.load._connect(self)
+        except _Failed as failure:
+            self.failed(failure.code)
+            return
+        self.conn.send(data, self.started)
+
+    def answered(self, status: int, body: bytes) -> None:
+        self.load._answered(self, status, body)
+        if not self.answered_once:
+            self.answered_once = True
+            self.first_answer.set()
+        self.next()
+
+    def failed(self, code: str) -> None:
+        self.load.errors[code] += 1
+        self.first_answer.set()
+        self.next()
+
+    def finish(self) -> None:
+        self.first_answer.set()
+        if self.conn is not None:
+            self.conn.close()
 
 
 class _Reports:
@@ -269,7 +521,14 @@ class _Reports:
 
     def expect(self, key: str, count: int, sent_at: float) -> None:
         self.due += count
-        arrivals = self.early.pop(key, [])
+        arrivals = self.early.pop(key, None) if self.early else None
+        if arrivals is None:
+            if count > 0:  # the usual case: the answer came before any report
+                self.expected[key] = [sent_at, float(count)]
+                self.settled.clear()
+            else:
+                self.done.add(key)
+            return
         for at in arrivals[:count]:
             self._match(at - sent_at)
         self.duplicates += max(0, len(arrivals) - count)
@@ -313,7 +572,10 @@ class HttpLoad:
             raise ValueError("concurrency and batch must be at least 1")
         if options.api not in APIS:
             raise ValueError(f"unknown api {options.api!r}; one of {', '.join(APIS)}")
+        if options.timeout <= 0:
+            raise ValueError("timeout must be positive")
         self.options = options
+        self.target = Target.parse(options.url)
         self.requests_total = math.ceil(options.count / options.batch)
         self.budget = Budget(self.requests_total, options.duration, options.rate)
         self.receiver: WebhookReceiver | None = None
@@ -331,81 +593,131 @@ class HttpLoad:
         self.first_request_at = 0.0
         self.last_response_at = 0.0
         self.connections = 0
+        self.reconnects = 0
         self.ramp_s = 0.0
         self._interrupted = False
+        self._streams: list[_Stream] = []
+        self._running = 0  # streams not finished
+        self._all_finished: asyncio.Future[None] | None = None
+        # Streams waiting for a `--rate` token, in turn, and the timer that
+        # hands the tokens out.
+        self._parked: deque[_Stream] = deque()
+        self._pacer: asyncio.Handle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         """End the run early (SIGINT): stop sending, skip the receipt wait."""
         self._interrupted = True
         self.budget.stop()
         self.reports.settled.set()
+        if self._parked:
+            # Parked streams finish now rather than at their next token.
+            if self._pacer is not None:
+                self._pacer.cancel()
+            self._pacer = asyncio.get_running_loop().call_soon(self._pace)
 
     def _recipients(self, r: int) -> list[str]:
         dests = self.options.destinations
         batch = self.options.batch
+        if batch == 1:
+            return [dests[r % len(dests)]]
         first = r * batch
         last = min(first + batch, self.options.count)
         return [dests[i % len(dests)] for i in range(first, last)]
 
-    async def _send(self, http: aiohttp.ClientSession, r: int) -> None:
-        opts = self.options
-        recipients = self._recipients(r)
-        sender = opts.senders[r % len(opts.senders)]
-        request, ref = self.api.request(r, sender, recipients)
-        started = time.monotonic()
-        if not self.first_request_at:
-            self.first_request_at = started
-        self.requests += 1
-        self.sent += len(recipients)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, stream: _Stream) -> _Connection:
+        """A new connection for `stream`; raises `_Failed` when none opens."""
+        if stream.conn is not None:
+            stream.conn.close()
+            self.reconnects += 1
+        loop = asyncio.get_running_loop()
+        conn = _Connection(stream)
         try:
-            async with http.request(
-                request.method, request.url, headers=request.headers, data=request.body
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
-        except aiohttp.ClientConnectorError:
-            self.errors["connect_error"] += 1
-            return
-        except aiohttp.ServerDisconnectedError:
-            self.errors["disconnected"] += 1
-            return
-        except TimeoutError:
-            self.errors["timeout"] += 1
-            return
-        except aiohttp.ClientError as exc:
-            self.errors[type(exc).__name__] += 1
-            return
+            async with asyncio.timeout(self.options.timeout):
+                await loop.create_connection(lambda: conn, self.target.host, self.target.port)
+        except TimeoutError:  # before OSError: it is one
+            raise _Failed("timeout") from None
+        except OSError:
+            raise _Failed("connect_error") from None
+        return conn
+
+    def _answered(self, stream: _Stream, status: int, body: bytes) -> None:
         now = time.monotonic()
         self.last_response_at = now
-        self.latency.add(now - started)
+        self.latency.add(now - stream.started)
         self.statuses[str(status)] += 1
-        outcome = self.api.parse(status, body, recipients, ref)
+        outcome = self.api.parse(status, body, stream.recipients, stream.ref)
         if outcome.error is not None:
             self.errors[outcome.error] += 1
         self.accepted += outcome.accepted
-        self.rejected.update(outcome.rejected)
+        if outcome.rejected:
+            self.rejected.update(outcome.rejected)
         if self.receiver is not None:
             for key, count in outcome.keys:
-                self.reports.expect(key, count, started)
+                self.reports.expect(key, count, stream.started)
 
-    async def _worker(self, http: aiohttp.ClientSession, first_answer: asyncio.Event) -> None:
+    # Pacing (`--rate`): a stream that finds no token parks; one timer hands
+    # tokens to the parked streams in turn. Fifty streams polling the bucket
+    # each millisecond would cost more CPU than the requests they pace.
+
+    def _park(self, stream: _Stream) -> None:
+        wait = self.budget.wait()
+        if wait is None:
+            self._finish(stream)
+            return
+        self._parked.append(stream)
+        if self._pacer is None:
+            loop = asyncio.get_running_loop()
+            self._pacer = loop.call_later(max(wait, 0.001), self._pace)
+
+    def _pace(self) -> None:
+        self._pacer = None
+        parked = self._parked
         budget = self.budget
-        while True:
+        while parked:
             r = budget.take()
             if r is None:
-                wait = budget.wait()
-                if wait is None:
-                    break
-                await asyncio.sleep(max(wait, 0.001))
-                continue
-            await self._send(http, r)
-            first_answer.set()
-        first_answer.set()
+                break
+            parked.popleft().send(r)
+        if not parked:
+            return
+        wait = budget.wait()
+        if wait is None:
+            while parked:
+                self._finish(parked.popleft())
+        else:
+            self._pacer = asyncio.get_running_loop().call_later(max(wait, 0.001), self._pace)
+
+    def _finish(self, stream: _Stream) -> None:
+        stream.finish()
+        self._running -= 1
+        done = self._all_finished
+        if self._running == 0 and done is not None and not done.done():
+            done.set_result(None)
+
+    async def _expire(self) -> None:
+        """Fail requests unanswered for `timeout`: one sweep a tenth of the
+        timeout (at most a second) apart, cheaper than a timer per request."""
+        timeout = self.options.timeout
+        interval = min(1.0, max(0.005, timeout / 10.0))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for stream in self._streams:
+                conn = stream.conn
+                if conn is not None and conn.in_flight and now - conn.sent_at >= timeout:
+                    conn.fail("timeout")
 
     async def run(self) -> dict[str, Any]:
         opts = self.options
         cpu_at_start = time.process_time()
         started = time.monotonic()
+        loop = asyncio.get_running_loop()
         if opts.webhook_port is not None:
             self.receiver = WebhookReceiver(
                 secret=opts.webhook_secret, keep_bodies=False, listener=self.reports.report
@@ -413,36 +725,41 @@ class HttpLoad:
             await self.receiver.start(opts.webhook_host, opts.webhook_port)
             if not opts.callback_url:
                 self.api = APIS[opts.api](opts, self.receiver.url)
-        connector = aiohttp.TCPConnector(
-            limit=opts.concurrency, limit_per_host=opts.concurrency, keepalive_timeout=60
-        )
+        self._all_finished = loop.create_future()
+        expiry = loop.create_task(self._expire())
         try:
-            async with aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=aiohttp.ClientTimeout(total=opts.timeout),
-                auto_decompress=False,
-            ) as http:
-                self.budget.start()
-                workers: list[asyncio.Task[None]] = []
-                while len(workers) < opts.concurrency and not self.budget.exhausted:
-                    # Ramp: open RAMP_STEP connections, then wait for their
-                    # first answers (at most ramp_wait) before the next ones.
-                    step = min(RAMP_STEP, opts.concurrency - len(workers))
-                    answered = [asyncio.Event() for _ in range(step)]
-                    workers += [
-                        asyncio.create_task(self._worker(http, event)) for event in answered
-                    ]
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(opts.ramp_wait):
-                            for event in answered:
-                                await event.wait()
-                self.ramp_s = time.monotonic() - self.budget.started_at
-                self.connections = len(workers)
-                await asyncio.gather(*workers)
+            self.budget.start()
+            streams = self._streams
+            while len(streams) < opts.concurrency and not self.budget.exhausted:
+                # Ramp: open RAMP_STEP connections, then wait for their
+                # first answers (at most ramp_wait) before the next ones.
+                step = [
+                    _Stream(self) for _ in range(min(RAMP_STEP, opts.concurrency - len(streams)))
+                ]
+                streams += step
+                self._running += len(step)
+                for stream in step:
+                    stream.next()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(opts.ramp_wait):
+                        for stream in step:
+                            await stream.first_answer.wait()
+            self.ramp_s = time.monotonic() - self.budget.started_at
+            self.connections = len(streams)
+            if self._running:
+                await self._all_finished
+            expiry.cancel()
             if self.receiver is not None and not self._interrupted:
                 await self._until_reports()
         finally:
+            expiry.cancel()
+            if self._pacer is not None:
+                self._pacer.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            for stream in self._streams:
+                if stream.conn is not None:
+                    stream.conn.close()
             if self.receiver is not None:
                 await self.receiver.stop()
         return self.summary(started, cpu_at_start)
@@ -458,7 +775,11 @@ class HttpLoad:
 
         requests_per_s / messages_per_s: answered requests / accepted
         messages per second from the first request to the last answer.
-        latency_ms: request to its answer. With the in-process webhook:
+        latency_ms: request to its answer. reconnects: connections opened
+        (or tried) again after the server or a timeout ended one; errors:
+        by answer status, or ``disconnected`` (the connection ended before
+        the answer), ``timeout``, ``connect_error``, ``bad_response`` (no
+        HTTP), ``bad_body``. With the in-process webhook:
         receipts_received (every report), receipts_final, receipts_matched
         (final reports of accepted messages), receipts_per_s (final reports
         from the first request to the last final report) and
@@ -474,6 +795,7 @@ class HttpLoad:
             "target": opts.url,
             "concurrency": opts.concurrency,
             "connections": self.connections,
+            "reconnects": self.reconnects,
             "ramp_s": round(self.ramp_s, 3),
             "batch": opts.batch,
             "requests": self.requests,

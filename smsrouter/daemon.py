@@ -16,10 +16,10 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aiohttp import web
 
 from connectors.carriers import CarrierPool, mo_receiver
 from connectors.http_api import HttpApi
+from connectors.http_server import HttpServer
 from connectors.smpp_server import PartnerSmsc
 from connectors.webhooks import WebhookChannel
 from router import store
@@ -124,7 +124,7 @@ class Router:
         self.webhooks: WebhookChannel
         self.smsc: PartnerSmsc
         self.simulators: list[CarrierSimulator] = []
-        self._http: web.AppRunner | None = None
+        self._http: HttpServer | None = None
         self.http_port = 0
         self.smpp_port = 0
         self._stopped = asyncio.Event()
@@ -249,12 +249,10 @@ class Router:
             max_body_bytes=cfg.http.max_body_bytes,
             deny_private_callbacks=cfg.webhooks.deny_private_networks,
         )
-        self._http = web.AppRunner(api.app, access_log=None, handle_signals=False)
-        await self._http.setup()
         host, port = parse_listen(cfg.http.listen)
-        site = web.TCPSite(self._http, host, port, backlog=1024, reuse_address=True)
-        await site.start()
-        self.http_port = self._http.addresses[0][1]
+        await api.server.start(host, port, backlog=1024)
+        self._http = api.server
+        self.http_port = api.server.port
         log.info(
             "smsrouter ready",
             http=f"http://{host}:{self.http_port}",
@@ -296,14 +294,13 @@ class Router:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         if self._http is not None:
-            for site in list(self._http.sites):
-                await site.stop()
+            self._http.stop_listening()
         await self.engine.stop(drain)
         await self.dispatcher.stop(timeout=min(drain, 5.0))
         await self.carriers.stop()
         await self.smsc.stop()
         if self._http is not None:
-            await self._http.cleanup()
+            await self._http.stop(drain)
         await self.webhooks.stop()
         await self.ingest_writer.stop()
         await self.writer.stop()
@@ -357,7 +354,7 @@ async def _stop_partial(router: Router) -> None:
         except Exception:
             pass
     if router._http is not None:
-        await router._http.cleanup()
+        await router._http.stop(0)
     for sim in router.simulators:
         await sim.stop()
     pool = getattr(router, "pool", None)

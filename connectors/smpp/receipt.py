@@ -229,6 +229,17 @@ def _as_text(data: bytes) -> str:
     return data.decode("latin-1")
 
 
+# The Appendix B layout exactly as most SMSCs write it, field for field. A
+# text that matches reads the same through the general parser below (every
+# key present once, in order, values without spaces except the final text),
+# which is kept for everything else.
+_APPENDIX_B_RE = re.compile(
+    r"id:(\S+) sub:(\S+) dlvrd:(\S+) submit date:(\d+) done date:(\d+)"
+    r" stat:(\S+) err:(\S+) text:(.*)",
+    re.DOTALL,
+)
+
+
 def parse_receipt(text: str | bytes) -> Receipt | None:
     """The receipt in a deliver_sm's text, or None if the text is not a receipt.
 
@@ -243,6 +254,15 @@ def parse_receipt(text: str | bytes) -> Receipt | None:
     """
     if not isinstance(text, str):
         text = _as_text(bytes(text))
+    plain = _APPENDIX_B_RE.fullmatch(text)
+    if plain is not None:
+        id_, sub, dlvrd, submit_date, done_date, stat, err, words = plain.groups()
+        return Receipt(id_, sub, dlvrd, submit_date, done_date, stat, err, words.strip())
+    return parse_receipt_fields(text)
+
+
+def parse_receipt_fields(text: str) -> Receipt | None:
+    """`parse_receipt` for any layout: keys found wherever they stand."""
     matches = list(_KEY_RE.finditer(text))
     found: dict[str, str] = {}
     i = 0

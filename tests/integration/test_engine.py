@@ -23,6 +23,7 @@ from connectors.smpp import (
     SubmitSm,
 )
 from connectors.smpp_link import SmppLink
+from router import store
 from router.config import CarrierConfig
 from router.engine import DeliveryEngine
 from router.messages import Message, new_message_id
@@ -81,11 +82,11 @@ class Rig:
         self.engine.enqueue(message)
         return message
 
-    async def status_of(self, message: Message, until: set[str]) -> asyncpg.Record:
+    async def status_of(self, message: Message, until: set[str]) -> dict:
+        """The message's status as the API reads it, once it is one of `until`."""
         for _ in range(200):
-            row = await self.db.fetchrow(
-                "SELECT status, error_code, carrier FROM messages WHERE id = $1", message.id
-            )
+            row = await store.get_message(self.db, message.id, message.account_id)
+            assert row is not None
             if row["status"] in until:
                 return row
             await asyncio.sleep(0.05)

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import signal
 import socket
 import sys
@@ -24,6 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiohttp
 import pytest
+import uvloop
 from aiohttp import web
 
 from connectors.smpp import (
@@ -40,9 +42,9 @@ from connectors.smpp import (
 from connectors.smpp_link import SmppLink
 from sims.carrier import CarrierSimulator
 from sims.esme_load import _Receipts
-from sims.http_load import KannelApi, _Reports
+from sims.http_load import HttpLoad, HttpOptions, KannelApi, _Reports
 from sims.stats import Budget, expand_numbers
-from sims.webhook import SIGNATURE_HEADER, WebhookReceiver
+from sims.webhook import SIGNATURE_HEADER, WebhookReceiver, _Signer
 from tests.e2e.daemon import RouterProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -500,6 +502,219 @@ async def test_http_client_exits_1_when_nothing_answers() -> None:
 
 
 # ---------------------------------------------------------------------------
+# sim http: the transport, in process, against raw servers on both loops
+#
+# The CLI runs on uvloop, the tests above on plain asyncio: the transports
+# differ in details (uvloop's are no asyncio.Transport subclasses, for one),
+# so these scenarios run on each.
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
+def on_both_loops(scenario: Callable[[], Awaitable[None]]) -> Callable[[str], None]:
+    """A plain test (pytest-asyncio leaves it alone) that runs `scenario`
+    in a fresh loop of each kind, bounded by RUN_TIMEOUT."""
+
+    async def bounded() -> None:
+        async with asyncio.timeout(RUN_TIMEOUT):
+            await scenario()
+
+    def test(loop: str) -> None:
+        with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+            runner.run(bounded())
+
+    test.__name__ = test.__qualname__ = getattr(scenario, "__name__", "scenario")
+    test.__doc__ = scenario.__doc__
+    return pytest.mark.parametrize("loop", list(LOOPS))(test)
+
+
+def _accepted_answer(n: int, extra_headers: bytes = b"") -> bytes:
+    body = b'{"messages":[{"id":"m%d","status":"accepted"}],"rejected":[]}' % n
+    return (
+        b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n%s\r\n%s" % (len(body), extra_headers, body)
+    )
+
+
+class _ScriptedApi:
+    """A raw smsrouter /v1/messages on 127.0.0.1. Request n (from 1, in the
+    order they arrive) gets what `script(n)` says:
+
+    * ``ok`` — 202 with id ``m<n>``; ``split`` — the same in two writes;
+    * ``close`` — 202 with ``Connection: close``, then hang up;
+    * ``drop`` — hang up unanswered; ``hold`` — never answer;
+    * ``garbage`` — bytes that are no HTTP answer;
+    * ``eof`` — 202 without Content-Length: the body ends with the connection.
+    """
+
+    def __init__(self, script: Callable[[int], str]) -> None:
+        self.script = script
+        self.requests: list[tuple[bytes, bytes]] = []
+        self.connections = 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                body = await reader.readexactly(int(length.group(1)) if length else 0)
+                self.requests.append((head, body))
+                n = len(self.requests)
+                action = self.script(n)
+                if action == "ok":
+                    writer.write(_accepted_answer(n))
+                elif action == "split":
+                    answer = _accepted_answer(n)
+                    writer.write(answer[:30])
+                    await writer.drain()
+                    await asyncio.sleep(0.01)  # most likely a segment of its own
+                    writer.write(answer[30:])
+                elif action == "close":
+                    writer.write(_accepted_answer(n, b"Connection: close\r\n"))
+                    break
+                elif action == "drop":
+                    break
+                elif action == "garbage":
+                    writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+                elif action == "eof":
+                    body = b'{"messages":[{"id":"m%d"}]}' % n
+                    writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n\r\n")
+                    writer.write(body)
+                    break
+                else:
+                    assert action == "hold", action
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client hung up
+        finally:
+            writer.close()
+
+
+async def _scripted_run(
+    script: Callable[[int], str], **options: Any
+) -> tuple[dict[str, Any], _ScriptedApi]:
+    api = _ScriptedApi(script)
+    url = await api.start()
+    try:
+        load = HttpLoad(HttpOptions(url=url, key="k", **options))
+        result = await load.run()
+    finally:
+        await api.stop()
+    return result, api
+
+
+@on_both_loops
+async def test_http_client_reopens_connections_the_server_ends() -> None:
+    """Every 4th request is dropped unanswered (an error each, no resend);
+    three answers say `Connection: close` (no error): the streams reopen
+    their connection for the next request each time."""
+    drops, closes = {4, 8, 12, 16, 20}, {5, 10, 15}
+    result, api = await _scripted_run(
+        lambda n: "drop" if n in drops else "close" if n in closes else "ok",
+        count=20,
+        concurrency=2,
+    )
+    assert len(api.requests) == result["requests"] == 20
+    assert result["errors"] == {"disconnected": 5}
+    assert result["statuses"] == {"202": 15}
+    assert result["accepted"] == 15
+    assert result["connections"] == 2
+    # Eight connections ended under a request; the one of request 20 (the
+    # last) and at most one other stream's last need no successor.
+    assert 6 <= result["reconnects"] <= 7
+    assert api.connections == 2 + result["reconnects"]
+
+
+@on_both_loops
+async def test_http_client_counts_timeouts_and_bad_answers() -> None:
+    """One connection, one request at a time: an answer that never comes,
+    one that is no HTTP, one whose body runs to the close, one in pieces."""
+    script = {1: "hold", 2: "garbage", 3: "eof", 4: "split", 5: "ok"}
+    result, api = await _scripted_run(script.__getitem__, count=5, concurrency=1, timeout=0.5)
+    assert len(api.requests) == 5
+    assert result["errors"] == {"timeout": 1, "bad_response": 1}
+    assert result["statuses"] == {"202": 3}
+    assert result["accepted"] == 3
+    # hold, garbage and eof each cost the connection.
+    assert result["reconnects"] == 3 and api.connections == 4
+    assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["max"]
+
+
+@on_both_loops
+async def test_http_client_sends_what_the_smsrouter_api_takes() -> None:
+    """The request bytes: one head per request, Bearer key, exact length, JSON body."""
+    result, api = await _scripted_run(
+        lambda n: "ok",
+        count=6,
+        batch=3,
+        concurrency=1,
+        senders=["12345"],
+        destinations=[f"+1415555{i:04d}" for i in range(6)],
+        text='Grüße "quoted"',
+        callback_url="http://127.0.0.1:1/cb?x=1",
+    )
+    assert result["accepted"] == 2 and result["errors"] == {}
+    (head, body), _ = api.requests
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /v1/messages HTTP/1.1"
+    headers = dict(line.split(": ", 1) for line in lines[1:] if line)
+    assert headers["Host"].startswith("127.0.0.1:")
+    assert headers["Authorization"] == "Bearer k"
+    assert headers["Content-Type"] == "application/json"
+    assert int(headers["Content-Length"]) == len(body)
+    assert json.loads(body) == {
+        "from": "12345",
+        "to": ["+14155550000", "+14155550001", "+14155550002"],
+        "text": 'Grüße "quoted"',
+        "callback_url": "http://127.0.0.1:1/cb?x=1",
+    }
+
+
+@on_both_loops
+async def test_http_client_paces_to_the_rate_and_stops_while_waiting() -> None:
+    """A paced run sends everything; a stop while every stream waits for a
+    token (the next one 100 s away) ends the run at once."""
+    result, _ = await _scripted_run(lambda n: "ok", count=30, concurrency=4, rate=300)
+    assert result["accepted"] == 30 and result["errors"] == {}
+
+    first_request = asyncio.Event()
+
+    def script(n: int) -> str:
+        first_request.set()
+        return "ok"
+
+    api = _ScriptedApi(script)
+    url = await api.start()
+    try:
+        load = HttpLoad(HttpOptions(url=url, key="k", count=100, concurrency=3, rate=0.01))
+        run = asyncio.ensure_future(load.run())
+        await first_request.wait()  # the bucket's one token went out
+        load.stop()
+        result = await run
+    finally:
+        await api.stop()
+    assert result["interrupted"] is True
+    assert result["requests"] == 1 and result["statuses"] == {"202": 1}
+    assert len(api.requests) == 1
+
+
+# ---------------------------------------------------------------------------
 # sim webhook
 
 
@@ -596,6 +811,164 @@ async def test_sim_webhook_cli_prints_its_summary_on_sigterm() -> None:
     assert summary["by_method"] == {"GET": 1, "POST": 2}
     assert summary["by_status"] == {"8": 1, "delivered": 2}
     assert summary["signature_failures"] == 2
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
+    """(status line, headers, body) of one answer; the body by Content-Length."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in head[1:] if line)}
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return head[0], headers, body
+
+
+def _chunked(raw: bytes, pieces: int) -> bytes:
+    size = -(-len(raw) // pieces)
+    chunks = [raw[i : i + size] for i in range(0, len(raw), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+
+
+def _receiver_over_one_connection(keep_bodies: bool) -> Callable[[str], None]:
+    async def scenario() -> None:
+        secret = "s3cret"
+        heard: list[tuple[str, str]] = []
+        receiver = WebhookReceiver(
+            secret=secret,
+            keep_bodies=keep_bodies,
+            listener=lambda key, status, at: heard.append((key, status)),
+        )
+        await receiver.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port)
+        m1 = b'{"id":"m1","status":"delivered","extra":[1,{"deep":2}]}'
+        m2 = b'{"id": "m2", "status": "failed"}'
+        form = b"id=u1&message_status=DELIVRD&level=2&text=hello+w%C3%B6rld"
+        try:
+            # smsrouter: chunked and signed; then the same with a bad signature.
+            writer.write(
+                b"POST /cb HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\nX-Smsrouter-Signature: %s\r\n\r\n%s"
+                % (_sign(secret, m1).encode(), _chunked(m1, 3))
+            )
+            writer.write(
+                b"POST /cb HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                b"x-smsrouter-signature: %s\r\nContent-Length: %d\r\n\r\n%s"
+                % (_sign("other", m1).encode(), len(m1), m1)
+            )
+            # Kannel: a GET of the dlr-url; Jasmin: a form.
+            writer.write(b"GET /k/dlr?ref=k%201&status=16 HTTP/1.1\r\nHost: x\r\n\r\n")
+            writer.write(
+                b"POST /jasmin HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(form), form)
+            )
+            for _ in range(4):
+                assert await _read_answer(reader) == (
+                    "HTTP/1.1 200 OK",
+                    {"content-type": "text/plain; charset=utf-8", "content-length": "10"},
+                    b"ACK/Jasmin",
+                )
+            # A body sent only once the receiver said to go on.
+            writer.write(
+                b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"X-Smsrouter-Signature: %s\r\nContent-Length: %d\r\n\r\n"
+                % (_sign(secret, m2).encode(), len(m2))
+            )
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(m2)
+            assert (await _read_answer(reader))[2] == b"ACK/Jasmin"
+            # Two requests in one write: two answers, in order.
+            writer.write(
+                b"GET /a?ref=p1&status=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /b?status=2&ref=p2 HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            assert [(await _read_answer(reader))[2] for _ in range(2)] == [b"ACK/Jasmin"] * 2
+            await receiver.wait_for(7, timeout=5)
+        finally:
+            writer.close()
+            await receiver.stop()
+        assert heard == [
+            ("m1", "delivered"),
+            ("m1", "delivered"),
+            ("k 1", "16"),
+            ("u1", "DELIVRD"),
+            ("m2", "failed"),
+            ("p1", "1"),
+            ("p2", "2"),
+        ]
+        assert receiver.received == 7
+        assert receiver.by_method == {"POST": 4, "GET": 3}
+        assert receiver.by_status == {
+            "delivered": 2, "16": 1, "DELIVRD": 1, "failed": 1, "1": 1, "2": 1,
+        }  # fmt: skip
+        # Only the two signed with the secret pass.
+        assert receiver.signature_failures == 5
+        if not keep_bodies:
+            assert receiver.callbacks == []
+            return
+        callbacks = receiver.callbacks
+        signed = [c.signature_ok for c in callbacks]
+        assert signed == [True, False, False, False, True, False, False]
+        assert callbacks[0].raw == m1  # the chunks put back together
+        assert callbacks[0].body == {"id": "m1", "status": "delivered", "extra": [1, {"deep": 2}]}
+        assert callbacks[0].signature == _sign(secret, m1)
+        assert callbacks[2].method == "GET"
+        assert callbacks[2].params == {"ref": "k 1", "status": "16"}
+        assert callbacks[3].params == {
+            "id": "u1", "message_status": "DELIVRD", "level": "2", "text": "hello wörld",
+        }  # fmt: skip
+        assert callbacks[3].body == {}
+
+    scenario.__name__ = f"test_webhook_receiver_over_one_connection_keep_bodies_{keep_bodies}"
+    return on_both_loops(scenario)
+
+
+test_webhook_receiver_over_one_connection_counting = _receiver_over_one_connection(False)
+test_webhook_receiver_over_one_connection_keeping = _receiver_over_one_connection(True)
+
+
+@on_both_loops
+async def test_webhook_receiver_statuses_http10_and_garbage() -> None:
+    """No body after a 204; another status and reply set while running;
+    an HTTP/1.0 client hung up after its answer; garbage gets a 400."""
+    receiver = WebhookReceiver(status=204, keep_bodies=False)
+    await receiver.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port)
+        writer.write(b"GET /?ref=a&status=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 204 No Content\r\n\r\n"
+        receiver.status, receiver.reply = 500, "no"
+        writer.write(b"GET /?ref=b&status=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        status_line, _, body = await _read_answer(reader)
+        assert (status_line, body) == ("HTTP/1.1 500 Internal Server Error", b"no")
+        writer.close()
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port)
+        writer.write(b"GET /?ref=c&status=1 HTTP/1.0\r\n\r\n")
+        assert (await _read_answer(reader))[2] == b"no"
+        assert await reader.read() == b""  # closed after the answer
+        writer.close()
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port)
+        writer.write(b"\x16\x03\x01 this is no HTTP\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 400 ")
+        assert (await reader.read()).endswith(b"\r\n\r\n")  # and then closed
+        writer.close()
+    finally:
+        await receiver.stop()
+    assert receiver.received == 3
+    assert receiver.by_status == {"1": 3}
+
+
+def test_webhook_signatures_are_hmac_sha256_of_the_current_secret() -> None:
+    for secret in ["", "k", "hook-secret", "x" * 64, "y" * 65, "ünï" * 40]:
+        for raw in [b"", b"{}", bytes(range(256)) * 4]:
+            assert _Signer(secret).sign(raw).decode() == _sign(secret, raw)
+    receiver = WebhookReceiver(secret="a")
+    raw = b'{"id":"x"}'
+    assert receiver.verify(raw, _sign("a", raw))
+    receiver.secret = "b"  # tests change it on a running receiver
+    assert not receiver.verify(raw, _sign("a", raw))
+    assert receiver.verify(raw, _sign("b", raw))
+    assert not receiver.verify(raw, None) and not receiver.verify(raw, "sha256=zz")
 
 
 # ---------------------------------------------------------------------------

@@ -153,3 +153,68 @@ async def test_outbox_done_is_not_pending(db_pool: asyncpg.Pool) -> None:
 def test_final_status_of_parts() -> None:
     assert final_of_parts(["delivered", "delivered"]) == Status.DELIVERED
     assert final_of_parts(["delivered", "expired", "undelivered"]) == Status.EXPIRED
+
+
+async def test_one_flush_of_many_receipts_ends_each_message_once(db_pool: asyncpg.Pool) -> None:
+    """Sent parts and receipts for single- and multi-part messages, a resend
+    under the same carrier id and a carrier repeating a receipt, all in one
+    flush each: every op gets its own answer and the outbox one row per end."""
+    writer = await _writer(db_pool, plan_notifications=plan_notifications(72))
+    created: list[store.Notification] = []
+    writer.on_notifications = created.extend
+    singles = [_message(10 + i, callback_url="http://127.0.0.1:1/d") for i in range(5)]
+    double = _message(20, parts=2, callback_url="http://127.0.0.1:1/d")
+    await writer.run(InsertMessage([*singles, double]))
+    now = datetime.now(UTC)
+    sent = [writer.submit(PartSent(m.id, 0, "sim", f"s{i}", now)) for i, m in enumerate(singles)]
+    sent += [
+        writer.submit(PartSent(double.id, 0, "sim", "d0", now)),
+        writer.submit(PartSent(double.id, 1, "sim", "d1", now)),
+        # The same carrier id again in the same flush (resent after a lost link).
+        writer.submit(PartSent(singles[0].id, 0, "sim", "s0", now)),
+    ]
+    await asyncio.gather(*sent)
+    receipts = [
+        CarrierReceipt("sim", f"s{i}", Status.DELIVERED, None, now) for i in range(len(singles))
+    ]
+    receipts += [
+        CarrierReceipt("sim", "d0", Status.DELIVERED, None, now),
+        CarrierReceipt("sim", "d1", Status.DELIVERED, None, now),
+        CarrierReceipt("sim", "s1", Status.DELIVERED, None, now),  # repeated by the carrier
+        CarrierReceipt("sim", "nope", Status.DELIVERED, None, now),
+    ]
+    results = await asyncio.gather(*(writer.submit(r) for r in receipts))
+    await writer.stop()
+    assert [r.message_id for r in results[:5]] == [m.id for m in singles]
+    assert results[5] is True or results[5].message_id == double.id
+    assert results[6].message_id == double.id and results[6].status == Status.DELIVERED
+    assert results[7] is True or results[7].message_id == singles[1].id
+    assert results[8] is False
+    rows = await db_pool.fetch("SELECT status, parts_sent FROM messages")
+    assert {(r["status"], r["parts_sent"]) for r in rows} == {("delivered", 1), ("delivered", 2)}
+    assert sorted(n.message_id for n in created) == sorted(m.id for m in [*singles, double])
+    pending = await store.pending_notifications(db_pool)
+    assert [(p.id, p.message_id, p.payload) for p in pending] == [
+        (n.id, n.message_id, n.payload) for n in created
+    ]
+
+
+async def test_a_sent_message_reads_as_sent_until_it_ends(db_pool: asyncpg.Pool) -> None:
+    writer = await _writer(db_pool)
+    m = _message(30)
+    await writer.run(InsertMessage([m]))
+    queued = await store.get_message(db_pool, m.id, "acc")
+    assert queued is not None and queued["status"] == "queued" and queued["sent_at"] is None
+    at = datetime.now(UTC)
+    await writer.run(PartSent(m.id, 0, "sim", "x30", at))
+    sent = await store.get_message(db_pool, m.id, "acc")
+    assert sent is not None
+    assert (sent["status"], sent["sent_at"], sent["carrier"]) == ("sent", at, "sim")
+    assert [e["status"] for e in sent["events"]] == ["accepted", "queued", "sent"]
+    await writer.run(CarrierReceipt("sim", "x30", Status.DELIVERED, None, datetime.now(UTC)))
+    await writer.stop()
+    done = await store.get_message(db_pool, m.id, "acc")
+    assert done is not None
+    assert (done["status"], done["sent_at"], done["carrier"]) == ("delivered", at, "sim")
+    assert [e["status"] for e in done["events"]] == ["accepted", "queued", "sent", "delivered"]
+    assert await store.get_message(db_pool, m.id, "another account") is None

@@ -108,9 +108,15 @@ def _attempts(pool: asyncpg.Pool, outbox_id: int, n: int) -> Callable[[], Awaita
 
 
 def _done(pool: asyncpg.Pool, outbox_id: int) -> Callable[[], Awaitable[bool]]:
+    """The row is pending no more: a delivered row leaves the outbox (a
+    store that keeps it marks it done)."""
+
     async def check() -> bool:
         return (
-            await pool.fetchval("SELECT done_at IS NOT NULL FROM outbox WHERE id = $1", outbox_id)
+            await pool.fetchval(
+                "SELECT coalesce((SELECT done_at IS NOT NULL FROM outbox WHERE id = $1), true)",
+                outbox_id,
+            )
             is True
         )
 
@@ -209,12 +215,13 @@ async def test_callback_is_signed_with_the_account_secret_and_row_is_done(
 ) -> None:
     m = _message(receiver.url, n=1)
     n = await router.finish(m)
+    payload = await db_pool.fetchval("SELECT payload FROM outbox WHERE id = $1", n.id)
     (cb,) = await receiver.wait_for(1, WAIT)
     await eventually(_done(db_pool, n.id), "the row to be done")
-    row = await _row(db_pool, n.id)
-    assert row["attempts"] == 1 and row["last_error"] is None
+    assert len(receiver.callbacks) == 1  # one attempt
     # The exact bytes of the outbox row went out, signed with the secret.
-    assert cb.raw == row["payload"]
+    assert cb.raw == n.payload
+    assert payload in (None, n.payload)  # None: already delivered and gone
     assert SIGNATURE_HEADER == "X-Smsrouter-Signature"  # the name the receiver reads
     assert cb.signature == _expected_signature(SECRET, cb.raw)
     assert cb.signature_ok
@@ -334,6 +341,7 @@ async def test_receiver_failing_twice_gets_the_callback_in_the_end(
     await eventually(_attempts(db_pool, n.id, 1), "the first failure")
     row = await _row(db_pool, n.id)
     assert row["done_at"] is None and row["last_error"] == "HTTP 500"
+    payload = row["payload"]
 
     router.retry_due(backoff(0, twin))
     await receiver.wait_for(2, WAIT)
@@ -345,17 +353,15 @@ async def test_receiver_failing_twice_gets_the_callback_in_the_end(
     router.retry_due(backoff(1, twin))
     await receiver.wait_for(3, WAIT)
     await eventually(_done(db_pool, n.id), "the row to be done")
-    row = await _row(db_pool, n.id)
-    assert row["attempts"] == 3
     # Every try carried the same body and signature: receivers dedupe on id + status.
     assert len(receiver.callbacks) == 3
-    assert {cb.raw for cb in receiver.callbacks} == {row["payload"]}
+    assert {cb.raw for cb in receiver.callbacks} == {payload}
     assert all(cb.signature_ok for cb in receiver.callbacks)
 
 
 async def test_receiver_down_fails_the_attempt(channel: WebhookChannel) -> None:
     url = f"http://127.0.0.1:{_closed_port()}/dlr"
-    with pytest.raises(DeliveryFailed, match="ClientConnectorError"):
+    with pytest.raises(DeliveryFailed, match=r"^cannot connect to .*: Connection refused$"):
         await channel.deliver(_notification(url, b"{}"))
 
 
@@ -368,7 +374,7 @@ async def test_receiver_down_is_retried_later_and_delivered_when_it_is_back(
     await eventually(_attempts(db_pool, n.id, 1), "the failed attempt")
     row = await _row(db_pool, n.id)
     assert row["done_at"] is None
-    assert row["last_error"].startswith("ClientConnectorError")
+    assert row["last_error"].startswith(f"cannot connect to http://127.0.0.1:{port}")
     # Later, not now: at least the first retry's floor after the failure.
     assert row["next_attempt_at"] >= before + timedelta(seconds=0.5)
 
@@ -381,7 +387,8 @@ async def test_receiver_down_is_retried_later_and_delivered_when_it_is_back(
     finally:
         await back.stop()
     assert cb.signature_ok and cb.raw == row["payload"]
-    assert (await _row(db_pool, n.id))["attempts"] == 2
+    assert len(back.callbacks) == 1
+    assert await store.pending_notifications(db_pool) == []
 
 
 @pytest.fixture
@@ -410,7 +417,7 @@ async def test_receiver_that_never_answers_times_out(silent_receiver: str) -> No
     channel = WebhookChannel(ACCOUNTS.get, timeout=0.3)
     await channel.start()
     try:
-        with pytest.raises(DeliveryFailed, match="Timeout"):
+        with pytest.raises(DeliveryFailed, match=r"^timed out"):
             await asyncio.wait_for(channel.deliver(_notification(silent_receiver, b"{}")), WAIT)
     finally:
         await channel.stop()
@@ -463,5 +470,5 @@ async def test_rows_pending_at_restart_are_delivered_by_a_new_dispatcher(
     finally:
         await router.stop()
     assert receiver.callbacks[1].body["id"] == str(due_later.id)
-    assert (await _row(db_pool, second.id))["attempts"] == 4
+    assert len(receiver.callbacks) == 2
     assert await store.pending_notifications(db_pool) == []

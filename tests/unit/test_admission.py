@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import phonenumbers
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.smpp.text import Encoding
 from router.accounts import AccountDirectory
-from router.admission import Admission, parse_recipient, payloads, smpp_text
+from router.admission import Admission, country_of, parse_recipient, payloads, smpp_text
 from router.config import AccountConfig
 from router.routes import Candidate, PriceTable, RouteTable
 
@@ -31,6 +34,20 @@ def test_recipients_are_normalised_to_e164(to: str, e164: str, country: str) -> 
 @pytest.mark.parametrize("to", ["14155550123", "+1", "+1415555012345678", "hello", "", "+0123"])
 def test_not_a_number(to: str) -> None:
     assert parse_recipient(to) is None
+
+
+@settings(max_examples=300)
+@given(st.from_regex(r"\A\+1[0-9]{8,12}\Z"))
+def test_nanp_numbers_read_as_libphonenumber_reads_them(to: str) -> None:
+    """The NANP short cut agrees with libphonenumber's full parse."""
+    number = phonenumbers.parse(to, None)
+    if phonenumbers.is_possible_number(number):
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        expected = (e164, e164[1:], country_of(number, e164[1:]))
+    else:
+        expected = None
+    r = parse_recipient(to)
+    assert (None if r is None else (r.e164, r.digits, r.country)) == expected
 
 
 def _admission() -> tuple[Admission, AccountDirectory]:

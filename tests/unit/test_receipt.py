@@ -14,6 +14,7 @@ from connectors.smpp.receipt import (
     normalize_stat,
     parse_receipt,
     parse_receipt_date,
+    parse_receipt_fields,
     receipt_date,
     stat_from_state,
     state_from_status,
@@ -300,3 +301,26 @@ def test_states_without_a_word_are_unknown() -> None:
     assert stat_from_state(0) == "UNKNOWN"
     assert stat_from_state(9) == "UNKNOWN"
     assert status_from_state(-1) is ReceiptStatus.UNKNOWN
+
+
+_token = st.text(st.characters(codec="ascii", exclude_characters="\x00"), min_size=1, max_size=12)
+
+
+@given(
+    id_=_token,
+    sub=_token,
+    stat=_token,
+    err=_token,
+    dates=st.tuples(st.from_regex(r"\A[0-9]{10,12}\Z"), st.from_regex(r"\A[0-9]{10,12}\Z")),
+    words=st.text(max_size=40),
+)
+def test_the_appendix_b_short_cut_reads_as_the_general_parser(
+    id_: str, sub: str, stat: str, err: str, dates: tuple[str, str], words: str
+) -> None:
+    """Values with spaces, colons or key-like words included: where the
+    short cut answers, it answers what the general parser does."""
+    text = (
+        f"id:{id_} sub:{sub} dlvrd:{sub} submit date:{dates[0]} done date:{dates[1]}"
+        f" stat:{stat} err:{err} text:{words}"
+    )
+    assert parse_receipt(text) == parse_receipt_fields(text)
