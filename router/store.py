@@ -296,14 +296,19 @@ def _finished(rows: Sequence[asyncpg.Record]) -> list[Finished]:
     ]
 
 
+_MESSAGES_ENDED = (
+    "UPDATE messages m SET status = u.status, error_code = u.error_code, done_at = u.at,"
+    " carrier = coalesce(u.carrier, m.carrier)"
+    " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])"
+    "   AS u(id, status, error_code, at, carrier)"
+    " WHERE m.id = u.id AND m.status NOT IN ('delivered','undelivered','expired','rejected','failed')"
+    f" RETURNING {_FINISHED_OF_M}"
+)
+
+
 async def _messages_ended(conn: asyncpg.Connection, ops: list[MessageEnded]) -> list[Any]:
     rows = await conn.fetch(
-        "UPDATE messages m SET status = u.status, error_code = u.error_code, done_at = u.at,"
-        " carrier = coalesce(u.carrier, m.carrier)"
-        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])"
-        "   AS u(id, status, error_code, at, carrier)"
-        " WHERE m.id = u.id AND m.status NOT IN ('delivered','undelivered','expired','rejected','failed')"
-        f" RETURNING {_FINISHED_OF_M}",
+        _MESSAGES_ENDED,
         [o.message_id for o in ops],
         [str(o.status) for o in ops],
         [o.error_code for o in ops],
@@ -498,6 +503,15 @@ _HANDLERS: list[tuple[str, Callable[[asyncpg.Connection, list[Any]], Awaitable[l
 ]
 
 
+# Every writer statement touches a batch of rows by key. Planned while the
+# tables were young, a plan that scans a whole table (hash join, seq scan)
+# stays cached in the prepared statement and costs a full scan per flush
+# once the table has grown: updates slowed with every message stored.
+# Index lookups are the right plan at any size, so the writer's session
+# rules out the others. (Its connection returns to the pool with RESET ALL.)
+_WRITER_SETTINGS = "SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off"
+
+
 class GroupCommit:
     """One writer task: batches every waiting operation into one transaction."""
 
@@ -531,7 +545,9 @@ class GroupCommit:
         """The writer's own connection, held between flushes: handing it back
         to the pool after every flush costs a reset round trip each time."""
         if self._conn is None or self._conn.is_closed():
-            self._conn = await self._pool.acquire()
+            conn = await self._pool.acquire()
+            await conn.execute(_WRITER_SETTINGS)
+            self._conn = conn
         return self._conn
 
     async def _drop_connection(self) -> None:

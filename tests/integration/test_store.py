@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
+import pytest
 
 from router import store
 from router.messages import Message, Status, new_message_id
@@ -218,3 +220,20 @@ async def test_a_sent_message_reads_as_sent_until_it_ends(db_pool: asyncpg.Pool)
     assert (done["status"], done["sent_at"], done["carrier"]) == ("delivered", at, "sim")
     assert [e["status"] for e in done["events"]] == ["accepted", "queued", "sent", "delivered"]
     assert await store.get_message(db_pool, m.id, "another account") is None
+
+
+@pytest.mark.parametrize(
+    "statement", [store._RECEIPTS, store._MESSAGES_ENDED], ids=["receipts", "ended"]
+)
+async def test_writer_statements_look_rows_up_by_key_whatever_the_table_size(
+    db_pool: asyncpg.Pool, statement: str
+) -> None:
+    """The generic plan a prepared statement keeps, made on empty tables,
+    must not scan them: it would scan them at every flush once they grow."""
+    async with db_pool.acquire() as conn:
+        await conn.execute(store._WRITER_SETTINGS)
+        explain = f"EXPLAIN (GENERIC_PLAN) {statement}"
+        params = len(set(re.findall(r"\$\d+", statement)))
+        plan = "\n".join(r[0] for r in await conn.fetch(explain, *[None] * params))
+    assert "Seq Scan" not in plan and "Hash Join" not in plan, plan
+    assert "Index Scan using messages_pkey" in plan, plan
