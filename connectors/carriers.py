@@ -425,7 +425,7 @@ class CarrierBinds:
                 raise CarrierError("timeout", temporary=True) from None
             status = resp.command_status
             if status == CommandStatus.ESME_RTHROTTLED:
-                metrics.THROTTLED.labels("carrier").inc()
+                metrics.throttled("carrier").inc()
                 now = self._clock()
                 self._paused_until[link] = max(
                     self._paused_until.get(link, 0.0), now + self.cfg.throttle_pause
@@ -442,6 +442,9 @@ class CarrierBinds:
 
     async def _usable_link(self) -> SmppLink:
         """A bound link that is not paused, paced to `max_tps` per bind."""
+        senders = self._senders
+        if len(senders) == 1 and not self._paused_until and self.cfg.max_tps <= 0:
+            return senders[0]  # one bind, unpaced, not paused: nothing to choose
         while True:
             if not self._senders:
                 raise CarrierError("link_lost", temporary=True, detail="not bound")

@@ -231,7 +231,7 @@ class HttpApi:
             )  # fmt: skip
             messages.append((to, message))
         for r in rejected:
-            metrics.MESSAGES_REJECTED.labels("http", r.code).inc()
+            metrics.rejected("http", r.code).inc()
         if not messages:
             return problem(
                 422, "Message rejected", "; ".join(f"{r.to}: {r.detail}" for r in rejected),
@@ -251,7 +251,7 @@ class HttpApi:
                 503, "Service unavailable", "the message store is unavailable; nothing was accepted",
                 kind="store-unavailable", headers={"Retry-After": "1"},
             )  # fmt: skip
-        metrics.INGRESS_LATENCY.labels("http").observe(time.perf_counter() - started)
+        metrics.ingress_latency("http").observe(time.perf_counter() - started)
         for _, m in messages:
             log.debug("message accepted", message_id=str(m.id), account=account.id, ingress="http")
         return json_response(

@@ -248,7 +248,7 @@ class PartnerSmsc:
         account = bind.account
 
         def refuse(status: int, reason: str) -> None:
-            metrics.MESSAGES_REJECTED.labels("smpp", reason).inc()
+            metrics.rejected("smpp", reason).inc()
             link.send(pdu.response(command_status=status))
 
         if not self._accepting:

@@ -138,6 +138,7 @@ class DeliveryEngine:
         self._sticky: OrderedDict[tuple[str, str, int, int], str] = OrderedDict()
         self._order = itertools.count()
         self._stopping = False
+        self._health_exported: set[str] = set()
 
     # ------------------------------------------------------------- intake
 
@@ -332,6 +333,8 @@ class DeliveryEngine:
                     message, "retrying", f"{previous} {last.code if last else ''} → {carrier}"
                 )
             self.health.took(carrier)
+            if carrier not in self._health_exported:
+                self._export_health(carrier)
             started = time.perf_counter()
             # A payload carrier takes the whole message on its first part, if
             # no part went out yet (tokens were counted per part all the same).
@@ -351,7 +354,6 @@ class DeliveryEngine:
                 if exc.temporary:
                     if not exc.throttled:
                         self.health.record_failure(carrier)
-                    metrics.carrier_health(carrier).set(self.health.score(carrier))
                     log.info(
                         "carrier failed temporarily",
                         message_id=str(message.id), part=part, carrier=carrier, error=exc.code,
@@ -367,7 +369,6 @@ class DeliveryEngine:
             answered()
             latency = time.perf_counter() - started
             self.health.record_success(carrier, latency)
-            metrics.carrier_health(carrier).set(self.health.score(carrier))
             metrics.submitted(carrier).inc()
             metrics.submit_latency(carrier).observe(latency)
             self._attempts.pop(message.id, None)
@@ -397,6 +398,15 @@ class DeliveryEngine:
             return
         # Every candidate failed temporarily: try again later, head of the queue.
         self._retry_later(message, part, last)
+
+    def _export_health(self, carrier: str) -> None:
+        """carrier_health is read when scraped: working it out for every part
+        sent would cost each message what a scrape every few seconds needs."""
+        self._health_exported.add(carrier)
+        carriers, health = self.carriers, self.health
+        metrics.carrier_health(carrier).set_function(
+            lambda: health.score(carrier) if carriers.is_available(carrier) else 0.0
+        )
 
     def _stick(self, group: tuple[str, str, int, int], carrier: str) -> None:
         """Remember which carrier took a concatenated message's parts.

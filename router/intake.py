@@ -33,7 +33,7 @@ class Intake:
             wanted[key] += m.parts
             depth = scheduler.depth(key)
             if depth + wanted[key] > scheduler.max_queued_parts:
-                metrics.THROTTLED.labels("sender_queue_full").inc()
+                metrics.throttled("sender_queue_full").inc()
                 raise SenderQueueFull(key, depth, scheduler.max_queued_parts)
 
     async def accept(self, messages: Sequence[Message]) -> None:

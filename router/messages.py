@@ -28,11 +28,37 @@ FINAL_STATUSES = frozenset(
 )
 
 
+# Random bits for message ids, read from the kernel 1,000 ids at a time:
+# one getrandom() call per id cost more than the rest of making it.
+_RANDOM_BLOCK = 10 * 1000
+_random = b""
+_random_at = 0
+
+
+def _forget_random() -> None:
+    # A forked child must not hand out the ids its parent is about to.
+    global _random, _random_at
+    _random, _random_at = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_random)
+
+
+def _random_bits() -> int:
+    """80 random bits (os.urandom's quality)."""
+    global _random, _random_at
+    if _random_at >= len(_random):
+        _random, _random_at = os.urandom(_RANDOM_BLOCK), 0
+    at = _random_at
+    _random_at = at + 10
+    return int.from_bytes(_random[at : at + 10], "big")
+
+
 def new_message_id() -> uuid.UUID:
     """A UUIDv7 (RFC 9562 §5.7): time-ordered, so the primary key index of
     the messages table grows at its right edge instead of at random pages."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = _random_bits()
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # variant 10

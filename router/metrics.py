@@ -136,6 +136,8 @@ class Children(Generic[M]):
 
 
 received = Children(MESSAGES_RECEIVED)
+rejected = Children(MESSAGES_REJECTED)
+throttled = Children(THROTTLED)
 submitted = Children(SUBMITTED)
 submit_errors = Children(SUBMIT_ERRORS)
 submit_latency = Children(SUBMIT_LATENCY)

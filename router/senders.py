@@ -10,6 +10,7 @@ feed the scheduler's token buckets through ``SenderRates.queue_key`` and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -249,7 +250,7 @@ class SenderRates:
 def address_fields(source: str, destination: str) -> dict[str, int | str]:
     """The six address fields of a submit_sm / deliver_sm / data_sm for a
     source and destination as we write them (CONTRACT §4 "Addresses")."""
-    src = smpp_address(source)
+    src = _source_address(source)
     dst = smpp_address(destination)
     return {
         "source_addr_ton": src.ton,
@@ -259,3 +260,7 @@ def address_fields(source: str, destination: str) -> dict[str, int | str]:
         "dest_addr_npi": dst.npi,
         "destination_addr": dst.addr,
     }
+
+
+# Senders are few and each sends many messages: worked out once each.
+_source_address = functools.lru_cache(maxsize=65536)(smpp_address)
