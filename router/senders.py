@@ -115,6 +115,16 @@ def smpp_address(address: str) -> SmppAddress:
     digits, TON 3 (network specific) / NPI 0. Alphanumeric senders: TON 5 /
     NPI 0.
     """
+    digits = address[1:]
+    if address[:1] == "+" and digits.isdigit() and digits.isascii():
+        # Most addresses: '+' and digits, which classify_sender never takes
+        # for a short code or an alphanumeric ID.
+        result = SmppAddress(TON_INTERNATIONAL, NPI_ISDN, digits)
+        if len(digits) > _MAX_SMPP_ADDR:
+            raise ValueError(
+                f"address longer than {_MAX_SMPP_ADDR} octets (SMPP 3.4 §4.4.1): {address!r}"
+            )
+        return result
     kind = classify_sender(address)
     if kind is NumberType.ALPHANUMERIC:
         result = SmppAddress(TON_ALPHANUMERIC, NPI_UNKNOWN, address)

@@ -324,3 +324,9 @@ def test_the_appendix_b_short_cut_reads_as_the_general_parser(
         f" stat:{stat} err:{err} text:{words}"
     )
     assert parse_receipt(text) == parse_receipt_fields(text)
+
+
+@given(st.datetimes(timezones=st.timezones() | st.none()))
+def test_receipt_date_reads_as_strftime_in_utc(dt: datetime) -> None:
+    utc = dt.astimezone(UTC) if dt.tzinfo is not None else dt
+    assert receipt_date(dt) == utc.strftime("%y%m%d%H%M")

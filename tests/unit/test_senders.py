@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from router.senders import (
     NumberType,
@@ -212,3 +214,14 @@ def test_rate_of_a_key_made_under_an_older_config() -> None:
 def test_sender_with_separator_is_refused(rates: SenderRates) -> None:
     with pytest.raises(ValueError):
         rates.queue_key("A|CA", "US")
+
+
+@given(st.from_regex(r"\A\+[0-9]{1,24}\Z"))
+def test_plus_and_digits_travel_as_an_international_number(address: str) -> None:
+    """The short cut for '+digits' agrees with the classification it skips."""
+    assert classify_sender(address) not in (NumberType.SHORT_CODE, NumberType.ALPHANUMERIC)
+    if len(address) - 1 > 20:
+        with pytest.raises(ValueError):
+            smpp_address(address)
+    else:
+        assert smpp_address(address) == SmppAddress(1, 1, address[1:])
