@@ -513,7 +513,19 @@ _WRITER_SETTINGS = "SET enable_seqscan = off; SET enable_hashjoin = off; SET ena
 
 
 class GroupCommit:
-    """One writer task: batches every waiting operation into one transaction."""
+    """One writer task: batches every waiting operation into one transaction.
+
+    With `connections` > 1 (the ingest writer) up to that many flushes are
+    in flight at once, each on its own connection. A flush that waits for
+    its commit no longer holds back what arrived meanwhile: a window of
+    submit_sm acknowledged together would otherwise come back together and
+    wait together for the next commit, with the router idle during each
+    commit and the database idle between them. Flushes still settle in the
+    order they were taken, so messages enter their sender queues in the
+    order they came (never reordered, CONTRACT §2). Operations whose order
+    matters across flushes (a sent part, then its receipt) keep one
+    connection.
+    """
 
     def __init__(
         self,
@@ -522,14 +534,20 @@ class GroupCommit:
         max_batch: int = 2000,
         plan_notifications: NotificationPlanner | None = None,
         name: str = "status",
+        connections: int = 1,
     ) -> None:
         self.name = name
         self._pool = pool
-        self._conn: asyncpg.Connection | None = None
+        self._idle: list[asyncpg.Connection] = []
+        self._connections = connections
+        self._busy = 0
         self._max_batch = max_batch
         self._waiting: list[tuple[Operation, asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+        # Resolved once the latest flush has settled its futures.
+        self._settled: asyncio.Future[None] | None = None
         self._closing = False
         self.plan_notifications = plan_notifications
         # Called after each commit with the outbox rows it created.
@@ -542,20 +560,24 @@ class GroupCommit:
         self._task = self._loop.create_task(self._run(), name="group-commit")
 
     async def _connection(self) -> asyncpg.Connection:
-        """The writer's own connection, held between flushes: handing it back
-        to the pool after every flush costs a reset round trip each time."""
-        if self._conn is None or self._conn.is_closed():
-            conn = await self._pool.acquire()
-            await conn.execute(_WRITER_SETTINGS)
-            self._conn = conn
-        return self._conn
+        """One of the writer's own connections, held between flushes: handing
+        it back to the pool after every flush costs a reset round trip."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_closed():
+                return conn
+        conn = await self._pool.acquire()
+        await conn.execute(_WRITER_SETTINGS)
+        return conn
 
-    async def _drop_connection(self) -> None:
-        """After a failed flush the connection may be broken: take a fresh one."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await self._pool.release(conn, timeout=5)
+    async def _release(self, conn: asyncpg.Connection, *, broken: bool = False) -> None:
+        """Keep the connection for the next flush; after a failed one it may
+        be broken, so it goes back to the pool and a fresh one is taken."""
+        if not broken and not self._closing:
+            self._idle.append(conn)
+            return
+        with contextlib.suppress(Exception):
+            await self._pool.release(conn, timeout=5)
 
     async def stop(self) -> None:
         """Flush what is waiting, then stop."""
@@ -563,7 +585,9 @@ class GroupCommit:
         self._wake.set()
         if self._task is not None:
             await self._task
-        await self._drop_connection()
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._release(conn, broken=True)
 
     def submit(self, op: Operation) -> asyncio.Future[Any]:
         """Queue one operation; the future resolves once it is committed."""
@@ -577,15 +601,29 @@ class GroupCommit:
 
     async def _run(self) -> None:
         while True:
-            if not self._waiting:
-                if self._closing:
-                    return
+            if not self._waiting or self._busy >= self._connections:
+                if not self._waiting and self._closing:
+                    break
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             batch = self._waiting[: self._max_batch]
             del self._waiting[: self._max_batch]
-            await self._flush(batch)
+            if self._connections == 1:
+                await self._flush(batch, None)
+                continue
+            previous, self._settled = self._settled, self._loop.create_future()
+            self._busy += 1
+            flush = self._loop.create_task(self._flush(batch, previous, self._settled))
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushed)
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+
+    def _flushed(self, flush: asyncio.Task[None]) -> None:
+        self._flushes.discard(flush)
+        self._busy -= 1
+        self._wake.set()
 
     async def _apply(
         self,
@@ -625,13 +663,36 @@ class GroupCommit:
             results[i] = row
         return created
 
-    async def _flush(self, batch: list[tuple[Operation, asyncio.Future[Any]]]) -> None:
+    async def _flush(
+        self,
+        batch: list[tuple[Operation, asyncio.Future[Any]]],
+        previous: asyncio.Future[None] | None,
+        settled: asyncio.Future[None] | None = None,
+    ) -> None:
+        """Commit one batch, then settle its futures once the flush taken
+        before it has settled (`previous`), and mark `settled`."""
+        try:
+            outcome = await self._commit(batch)
+            if previous is not None:
+                await asyncio.shield(previous)
+            if isinstance(outcome, StoreError):
+                self._failed(batch, outcome)
+            else:
+                self._settle(batch, *outcome)
+        finally:
+            if settled is not None:
+                settled.set_result(None)
+
+    async def _commit(
+        self, batch: list[tuple[Operation, asyncio.Future[Any]]]
+    ) -> tuple[list[Any], list[Notification]] | StoreError:
         by_kind: dict[str, list[int]] = {}
         for i, (op, _) in enumerate(batch):
             by_kind.setdefault(op.kind, []).append(i)
         results: list[Any] = [None] * len(batch)
         created: list[Notification] = []
         started = time.perf_counter()
+        conn: asyncpg.Connection | None = None
         try:
             conn = await self._connection()
             if by_kind.keys() == {"insert"}:
@@ -642,12 +703,13 @@ class GroupCommit:
                     created = await self._apply(conn, batch, by_kind, results)
         except Exception as exc:
             log.error("group commit failed", error=repr(exc), operations=len(batch))
-            await self._drop_connection()
-            self._failed(batch, StoreError(str(exc)))
-            return
+            if conn is not None:
+                await self._release(conn, broken=True)
+            return StoreError(str(exc))
+        await self._release(conn)
         metrics.commit_latency(self.name).observe(time.perf_counter() - started)
         metrics.commit_batch(self.name).observe(len(batch))
-        self._settle(batch, results, created)
+        return results, created
 
     def _settle(
         self,

@@ -160,7 +160,14 @@ class Router:
         # insert committed, so the second never refers to uncommitted rows,
         # and a burst of intake does not delay recording what carriers took
         # (the window in which a crash makes a resend).
-        self.ingest_writer = GroupCommit(self.pool, max_batch=cfg.database.max_batch, name="ingest")
+        # Intake commits overlap on up to three connections, leaving the
+        # pool room for the status writer and for reads.
+        self.ingest_writer = GroupCommit(
+            self.pool,
+            max_batch=cfg.database.max_batch,
+            name="ingest",
+            connections=max(1, min(3, cfg.database.pool_size - 3)),
+        )
         self.writer = GroupCommit(
             self.pool,
             max_batch=cfg.database.max_batch,

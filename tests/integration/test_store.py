@@ -237,3 +237,55 @@ async def test_writer_statements_look_rows_up_by_key_whatever_the_table_size(
         plan = "\n".join(r[0] for r in await conn.fetch(explain, *[None] * params))
     assert "Seq Scan" not in plan and "Hash Join" not in plan, plan
     assert "Index Scan using messages_pkey" in plan, plan
+
+
+async def test_overlapping_commits_settle_in_the_order_they_were_taken(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """Intake commits on several connections at once, yet acknowledges (and
+    so queues) messages in the order they came: a later commit that lands
+    first waits for the earlier one."""
+    writer = await _writer(db_pool, name="ingest", connections=3)
+    first, second = _message(40), _message(41)
+    settled: list[str] = []
+    async with db_pool.acquire() as blocker:
+        # The first flush will wait on this uncommitted row with its key.
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute(
+            "INSERT INTO messages (id, account_id, ingress, sender, recipient, body, encoding,"
+            " data_coding, parts, price, status, created_at)"
+            " VALUES ($1, 'acc', 'http', 's', 'r', 'b', 'gsm7', 0, 1, 0, 'queued', now())",
+            first.id,
+        )
+        one = writer.submit(InsertMessage([first]))
+        one.add_done_callback(lambda _: settled.append("first"))
+        await _until_blocked(db_pool)
+        two = writer.submit(InsertMessage([second]))
+        two.add_done_callback(lambda _: settled.append("second"))
+        # The second commit lands; its acknowledgement waits for the first.
+        for _ in range(500):
+            if await db_pool.fetchval("SELECT count(*) FROM messages WHERE id = $1", second.id):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the second flush did not commit beside the blocked one")
+        await asyncio.sleep(0.05)
+        assert settled == []
+        await tx.rollback()
+    await asyncio.wait_for(asyncio.gather(one, two), 10)
+    await writer.stop()
+    assert settled == ["first", "second"]
+
+
+async def _until_blocked(pool: asyncpg.Pool) -> None:
+    """Until some session of this database waits for a lock."""
+    for _ in range(500):
+        waiting = await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no flush waited for the row lock")
