@@ -173,7 +173,6 @@ class DeliveryEngine:
             self.scheduler.push(key, message, remaining, first_part=first_part, force=True)
         message.parts_sent = first_part
         self._wake.set()
-        metrics.QUEUE_DEPTH.set(self.scheduler.queued_parts)
 
     def carrier_up(self, carrier: str) -> None:
         """A carrier bound: what waited for any carrier goes back to its queue."""
@@ -188,6 +187,10 @@ class DeliveryEngine:
     def start(self) -> None:
         # Kept: asyncio.get_running_loop() costs a getpid() call on 3.11.
         self._loop = asyncio.get_running_loop()
+        # Read when scraped rather than set at every enqueue and release.
+        scheduler = self.scheduler
+        metrics.QUEUE_DEPTH.set_function(lambda: scheduler.queued_parts)
+        metrics.SENDER_QUEUES_ACTIVE.set_function(lambda: scheduler.active_keys)
         self._task = self._loop.create_task(self._run(), name="delivery-engine")
 
     async def stop(self, drain_seconds: float) -> None:
@@ -232,8 +235,6 @@ class DeliveryEngine:
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
             if released:
-                metrics.QUEUE_DEPTH.set(scheduler.queued_parts)
-                metrics.SENDER_QUEUES_ACTIVE.set(scheduler.active_keys)
                 await asyncio.sleep(0)
                 continue
             self._wake.clear()

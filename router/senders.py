@@ -186,6 +186,10 @@ class RateDefaults:
 _KEY_SEP = "|"
 
 
+# Queue keys remembered per SenderRates (senders x destination countries).
+_KEYS_CACHED = 100_000
+
+
 class SenderRates:
     """Which queue a message waits in, and how fast that queue drains.
 
@@ -197,7 +201,7 @@ class SenderRates:
     the ``[rates]`` default for its type.
     """
 
-    __slots__ = ("_defaults", "_per_country", "_per_number")
+    __slots__ = ("_defaults", "_keys", "_per_country", "_per_number")
 
     def __init__(
         self,
@@ -206,6 +210,10 @@ class SenderRates:
         per_number: Mapping[str, tuple[NumberType, float | None]],
     ) -> None:
         self._defaults = defaults
+        # Queue keys already worked out: two look-ups per message otherwise
+        # classify its sender each time. Rates are rebuilt, not changed, on
+        # reload, so a key never goes stale.
+        self._keys: dict[tuple[str, str | None], str] = {}
         self._per_country: dict[str, dict[NumberType, float]] = {
             cc.upper(): {NumberType(kind): float(rate) for kind, rate in rates.items()}
             for cc, rates in per_country.items()
@@ -223,6 +231,17 @@ class SenderRates:
 
     def queue_key(self, sender: str, dest_country: str | None) -> str:
         """The scheduler key for a message from ``sender`` to ``dest_country`` (ISO 3166)."""
+        try:
+            return self._keys[sender, dest_country]
+        except KeyError:
+            pass
+        key = self._queue_key(sender, dest_country)
+        if len(self._keys) >= _KEYS_CACHED:
+            self._keys.clear()  # a stream of one-off senders: start over
+        self._keys[sender, dest_country] = key
+        return key
+
+    def _queue_key(self, sender: str, dest_country: str | None) -> str:
         if _KEY_SEP in sender:
             raise ValueError(f"sender must not contain {_KEY_SEP!r}: {sender!r}")
         sender = canonical_sender(sender)

@@ -225,3 +225,20 @@ def test_plus_and_digits_travel_as_an_international_number(address: str) -> None
             smpp_address(address)
     else:
         assert smpp_address(address) == SmppAddress(1, 1, address[1:])
+
+
+def test_queue_keys_stay_right_when_asked_again_past_the_cache_bound(
+    rates: SenderRates, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import router.senders
+
+    monkeypatch.setattr(router.senders, "_KEYS_CACHED", 3)
+    asked = [(TF_US, "CA"), (TF_US, "US"), ("MyBrand", "GB"), (LC, "CA"), ("12345", None)]
+    first = [rates.queue_key(s, c) for s, c in asked]
+    again = [rates.queue_key(s, c) for s, c in reversed(asked)]
+    assert first == [f"{TF_US}|CA", TF_US, "MyBrand|GB", LC, "12345"]
+    assert again == first[::-1]
+    with pytest.raises(ValueError):  # refusals are not remembered as keys
+        rates.queue_key("a|b", "US")
+    with pytest.raises(ValueError):
+        rates.queue_key("a|b", "US")
