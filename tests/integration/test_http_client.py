@@ -29,6 +29,7 @@ import uvloop
 from aiohttp import web
 
 from connectors.http_client import HttpClient, HttpClientError
+from tests.http_apps import serving as serving_app
 from tests.tools import require_tool
 
 WAIT = 5.0
@@ -238,18 +239,10 @@ async def test_aiohttp_server_sees_one_connection_and_the_exact_request() -> Non
 
     app = web.Application()
     app.router.add_post("/hooks/dlr", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with client(user_agent="smsrouter-test") as c:
-            url = f"http://127.0.0.1:{port}/hooks/dlr?a=b%20c"
-            headers = [("Content-Type", "application/json")]
-            statuses = [await c.post(url, b'{"id":"%d"}' % i, headers) for i in range(5)]
-    finally:
-        await runner.cleanup()
+    async with serving_app(app) as base, client(user_agent="smsrouter-test") as c:
+        url = f"{base}/hooks/dlr?a=b%20c"
+        headers = [("Content-Type", "application/json")]
+        statuses = [await c.post(url, b'{"id":"%d"}' % i, headers) for i in range(5)]
     assert statuses == [202] * 5
     assert [s[2] for s in seen] == [b'{"id":"%d"}' % i for i in range(5)]
     assert {(s[0], s[1], s[3]) for s in seen} == {

@@ -29,6 +29,7 @@ from router.messages import Message, Status, new_message_id, utcnow
 from router.notifications import WEBHOOK, DeliveryFailed, Dispatcher, backoff, plan_notifications
 from router.store import GroupCommit, InsertMessage, MessageEnded, Notification, OutboxRetry
 from sims.webhook import WebhookReceiver
+from tests.http_apps import serving
 
 SECRET = "whsec-3f9a1c"
 WAIT = 5.0  # bound on every wait; none is expected to come close
@@ -307,15 +308,8 @@ async def redirecting_receiver() -> AsyncIterator[tuple[str, list[str]]]:
     app = web.Application()
     app.router.add_post("/dlr", dlr)
     app.router.add_route("*", "/landing", landing)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield base, seen
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
