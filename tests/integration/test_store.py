@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -105,10 +106,14 @@ async def test_multipart_message_ends_when_every_part_has_a_receipt(db_pool: asy
     second = await writer.run(CarrierReceipt("sim", "p1", Status.UNDELIVERED, "dlr:001", now))
     await writer.stop()
     assert second.status == Status.UNDELIVERED
-    assert second.error_code == "dlr:001"
-    row = await db_pool.fetchrow("SELECT status, parts_sent FROM messages WHERE id=$1", m.id)
+    row = await db_pool.fetchrow(
+        "SELECT status, error_code, parts_sent FROM messages WHERE id=$1", m.id
+    )
     assert row["status"] == "undelivered" and row["parts_sent"] == 2
+    assert row["error_code"] == "dlr:001"
     assert [n.kind for n in created] == [SMPP_RECEIPT]
+    receipt = json.loads(created[0].payload)
+    assert (receipt["status"], receipt["error_code"]) == ("undelivered", "dlr:001")
 
 
 async def test_ended_message_is_not_ended_twice(db_pool: asyncpg.Pool) -> None:

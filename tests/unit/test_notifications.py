@@ -1,6 +1,8 @@
 """The durable outbox's planner, backoff and dispatcher.
 
-The planner and `backoff` are pure. The dispatcher runs against a real
+`backoff` is pure. The planner builds outbox rows in the database, so it
+runs against a real PostgreSQL from message rows as they stand once ended.
+The dispatcher runs against a real
 PostgreSQL (its writes go through a GroupCommit on the test's database)
 with test channels implementing the `Channel` protocol, a virtual
 monotonic clock and a seeded random generator, so that every retry time it
@@ -31,8 +33,9 @@ from router.notifications import (
     SmppReceipt,
     backoff,
     plan_notifications,
+    wants_receipt,
 )
-from router.store import Finished, GroupCommit, Notification
+from router.store import GroupCommit, Notification
 
 # Every wait in this file is bounded by this; none is expected to come close.
 WAIT = 5.0
@@ -99,42 +102,57 @@ def test_backoff_is_reproducible_with_a_seeded_rng() -> None:
 
 DONE_AT = datetime(2024, 5, 1, 12, 30, 15, 250000, tzinfo=UTC)
 CREATED_AT = datetime(2024, 5, 1, 12, 30, 0, tzinfo=UTC)
+MESSAGE_ID = uuid.UUID("0190f3a4-5b6c-7d8e-9f00-112233445566")
 
 
-def _finished(**kw: object) -> Finished:
+async def _ended(pool: asyncpg.Pool, **kw: object) -> uuid.UUID:
+    """A message row as it stands once it has ended (what the planner reads)."""
     fields: dict[str, object] = {
-        "message_id": uuid.UUID("0190f3a4-5b6c-7d8e-9f00-112233445566"),
+        "id": MESSAGE_ID,
         "account_id": "acme",
         "ingress": "http",
         "sender": "+14155550101",
         "recipient": "+14155550123",
-        "status": Status.UNDELIVERED,
+        "body": "Your code is 123456, valid for ten minutes",
+        "encoding": "gsm7",
+        "data_coding": 0,
+        "parts": 2,
+        "price": 0,
+        "status": "undelivered",
         "error_code": "dlr:001",
         "carrier": "sim-a",
-        "parts": 2,
         "client_ref": "order-77",
         "callback_url": "https://apps.example/dlr",
         "registered_delivery": 0,
-        "body": "Your code is 123456, valid for ten minutes",
         "created_at": CREATED_AT,
         "done_at": DONE_AT,
     }
     fields.update(kw)
-    return Finished(**fields)  # type: ignore[arg-type]
+    columns = ", ".join(fields)
+    values = ", ".join(f"${i}" for i in range(1, len(fields) + 1))
+    await pool.execute(f"INSERT INTO messages ({columns}) VALUES ({values})", *fields.values())
+    return fields["id"]  # type: ignore[return-value]
 
 
-def test_webhook_row_carries_exactly_the_contract_fields() -> None:
-    f = _finished()
-    rows = plan_notifications(72)([f])
-    assert len(rows) == 1
-    kind, account, message_id, target, payload, expires = rows[0]
-    assert (kind, account, message_id, target) == (
+async def _plan(
+    pool: asyncpg.Pool, ids: list[uuid.UUID], retry_hours: float = 72
+) -> list[Notification]:
+    async with pool.acquire() as conn, conn.transaction():
+        return await plan_notifications(retry_hours)(conn, ids)
+
+
+async def test_webhook_row_carries_exactly_the_contract_fields(db_pool: asyncpg.Pool) -> None:
+    message_id = await _ended(db_pool)
+    before = utcnow()
+    (n,) = await _plan(db_pool, [message_id])
+    assert (n.kind, n.account_id, n.message_id, n.target, n.attempts) == (
         WEBHOOK,
         "acme",
-        f.message_id,
+        message_id,
         "https://apps.example/dlr",
+        0,
     )
-    assert json.loads(payload) == {
+    assert json.loads(n.payload) == {
         "id": "0190f3a4-5b6c-7d8e-9f00-112233445566",
         "client_ref": "order-77",
         "from": "+14155550101",
@@ -145,29 +163,59 @@ def test_webhook_row_carries_exactly_the_contract_fields() -> None:
         "parts": 2,
         "done_at": "2024-05-01T12:30:15.250000Z",
     }
-    assert set(json.loads(payload)) == CONTRACT_WEBHOOK_FIELDS
-    assert expires == DONE_AT + timedelta(hours=72)
+    # Compact, in the contract's order, like every JSON body we write.
+    assert n.payload.startswith(b'{"id":"0190f3a4-5b6c-7d8e-9f00-112233445566","client_ref":')
+    assert n.expires_at == DONE_AT + timedelta(hours=72)
+    assert n.next_attempt_at >= before - timedelta(seconds=1)
+    stored = await db_pool.fetchrow("SELECT * FROM outbox WHERE id = $1", n.id)
+    assert bytes(stored["payload"]) == n.payload and stored["done_at"] is None
 
 
-def test_webhook_body_keeps_null_fields() -> None:
-    f = _finished(client_ref=None, error_code=None, carrier=None, status=Status.REJECTED)
-    (row,) = plan_notifications(72)([f])
-    body = json.loads(row[4])
+async def test_webhook_body_keeps_null_fields(db_pool: asyncpg.Pool) -> None:
+    message_id = await _ended(
+        db_pool, client_ref=None, error_code=None, carrier=None, status="rejected"
+    )
+    (n,) = await _plan(db_pool, [message_id])
+    body = json.loads(n.payload)
     assert set(body) == CONTRACT_WEBHOOK_FIELDS
     assert body["client_ref"] is None and body["error_code"] is None and body["carrier"] is None
     assert body["status"] == "rejected"
 
 
-def test_smpp_receipt_row_for_an_esme_that_asked_for_one() -> None:
-    f = _finished(ingress="smpp", registered_delivery=1, callback_url=None, status=Status.DELIVERED)
-    rows = plan_notifications(1.5)([f])
-    assert len(rows) == 1
-    kind, account, message_id, target, payload, expires = rows[0]
-    assert (kind, account, message_id, target) == (SMPP_RECEIPT, "acme", f.message_id, None)
-    assert expires == DONE_AT + timedelta(hours=1.5)
-    receipt = msgspec.json.decode(payload, type=SmppReceipt)
+@pytest.mark.parametrize(
+    "text",
+    [
+        'quote " backslash \\ slash /',
+        "new\nline\ttab\x01control\x1f",
+        "emoji 🎉 and ü and 中文 and percent %s %%",
+        '{"json": "inside"}',
+    ],
+)
+async def test_payload_strings_are_escaped_as_json(db_pool: asyncpg.Pool, text: str) -> None:
+    """Whatever an app put in client_ref or a message comes back intact."""
+    message_id = await _ended(
+        db_pool, client_ref=text, body=text, ingress="smpp", registered_delivery=1
+    )
+    webhook, receipt = await _plan(db_pool, [message_id])
+    assert json.loads(webhook.payload)["client_ref"] == text
+    assert msgspec.json.decode(receipt.payload, type=SmppReceipt).text == text[:20]
+
+
+async def test_smpp_receipt_row_for_an_esme_that_asked_for_one(db_pool: asyncpg.Pool) -> None:
+    message_id = await _ended(
+        db_pool, ingress="smpp", registered_delivery=1, callback_url=None, status="delivered"
+    )
+    (n,) = await _plan(db_pool, [message_id], retry_hours=1.5)
+    assert (n.kind, n.account_id, n.message_id, n.target) == (
+        SMPP_RECEIPT,
+        "acme",
+        message_id,
+        None,
+    )
+    assert n.expires_at == DONE_AT + timedelta(hours=1.5)
+    receipt = msgspec.json.decode(n.payload, type=SmppReceipt)
     assert receipt == SmppReceipt(
-        id=str(f.message_id),
+        id=str(message_id),
         sender="+14155550101",
         recipient="+14155550123",
         status="delivered",
@@ -178,10 +226,40 @@ def test_smpp_receipt_row_for_an_esme_that_asked_for_one() -> None:
     )
 
 
-def test_smpp_message_with_a_callback_url_and_a_receipt_gets_both() -> None:
-    f = _finished(ingress="smpp", registered_delivery=1)
-    rows = plan_notifications(72)([f])
-    assert [r[0] for r in rows] == [WEBHOOK, SMPP_RECEIPT]
+async def test_smpp_message_with_a_callback_url_and_a_receipt_gets_both(
+    db_pool: asyncpg.Pool,
+) -> None:
+    message_id = await _ended(db_pool, ingress="smpp", registered_delivery=1)
+    notifications = await _plan(db_pool, [message_id])
+    assert [n.kind for n in notifications] == [WEBHOOK, SMPP_RECEIPT]
+    assert notifications[0].id < notifications[1].id
+
+
+@pytest.mark.parametrize(
+    ("registered_delivery", "status", "receipts"),
+    [
+        (0, "delivered", 0),
+        (0, "undelivered", 0),
+        (1, "delivered", 1),
+        (1, "undelivered", 1),
+        (2, "delivered", 0),  # failure receipts only (SMPP 3.4 §5.2.17)
+        (2, "expired", 1),
+        (3, "undelivered", 0),  # bits 0-1 = 3 is reserved
+        (0x11, "delivered", 1),  # higher bits (SME acks) do not matter here
+    ],
+)
+async def test_smpp_receipt_follows_registered_delivery(
+    db_pool: asyncpg.Pool, registered_delivery: int, status: str, receipts: int
+) -> None:
+    message_id = await _ended(
+        db_pool,
+        ingress="smpp",
+        callback_url=None,
+        registered_delivery=registered_delivery,
+        status=status,
+    )
+    assert len(await _plan(db_pool, [message_id])) == receipts
+    assert wants_receipt(registered_delivery, Status(status)) == bool(receipts)
 
 
 @pytest.mark.parametrize(
@@ -193,20 +271,25 @@ def test_smpp_message_with_a_callback_url_and_a_receipt_gets_both() -> None:
         {"callback_url": None, "ingress": "smpp", "registered_delivery": 0},
     ],
 )
-def test_no_row_without_a_callback_or_a_requested_receipt(kw: dict[str, object]) -> None:
-    assert plan_notifications(72)([_finished(**kw)]) == []
+async def test_no_row_without_a_callback_or_a_requested_receipt(
+    db_pool: asyncpg.Pool, kw: dict[str, object]
+) -> None:
+    message_id = await _ended(db_pool, **kw)
+    assert await _plan(db_pool, [message_id]) == []
+    assert await db_pool.fetchval("SELECT count(*) FROM outbox") == 0
 
 
-def test_one_row_per_message_in_order() -> None:
-    a = _finished(message_id=uuid.uuid4(), done_at=DONE_AT)
-    b = _finished(message_id=uuid.uuid4(), callback_url=None)
-    c = _finished(message_id=uuid.uuid4(), done_at=DONE_AT + timedelta(minutes=5))
-    rows = plan_notifications(24)([a, b, c])
-    assert [r[2] for r in rows] == [a.message_id, c.message_id]
-    assert [r[5] for r in rows] == [
-        DONE_AT + timedelta(hours=24),
+async def test_one_row_per_message_in_the_order_given(db_pool: asyncpg.Pool) -> None:
+    a = await _ended(db_pool, id=uuid.uuid4(), done_at=DONE_AT)
+    b = await _ended(db_pool, id=uuid.uuid4(), callback_url=None)
+    c = await _ended(db_pool, id=uuid.uuid4(), done_at=DONE_AT + timedelta(minutes=5))
+    notifications = await _plan(db_pool, [c, b, a], retry_hours=24)
+    assert [n.message_id for n in notifications] == [c, a]
+    assert [n.expires_at for n in notifications] == [
         DONE_AT + timedelta(minutes=5, hours=24),
+        DONE_AT + timedelta(hours=24),
     ]
+    assert notifications[0].id < notifications[1].id
 
 
 # ---------------------------------------------------------------- dispatcher
