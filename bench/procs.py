@@ -52,6 +52,29 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rfind(b")") + 2 :].decode().split()
 
 
+def machine_cpu_times(stat: str) -> tuple[float, float]:
+    """(busy, all) CPU seconds of every core since boot, from /proc/stat.
+
+    Idle and iowait are the time no process wanted a core; everything else
+    (user, nice, system, irq, softirq, steal) is counted busy: whatever kept
+    a core from the processes under test.
+    """
+    for line in stat.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            # user nice system idle iowait irq softirq steal [guest guest_nice]:
+            # guest time is already inside user and nice.
+            ticks = [int(v) for v in fields[1:9]]
+            idle = ticks[3] + ticks[4]
+            return (sum(ticks) - idle) / CLOCK_TICKS, sum(ticks) / CLOCK_TICKS
+    raise ValueError("no aggregate cpu line in /proc/stat")
+
+
+def machine_cpu() -> tuple[float, float]:
+    """`machine_cpu_times` of this machine now."""
+    return machine_cpu_times(Path("/proc/stat").read_text())
+
+
 def _parents() -> dict[int, int]:
     """pid → parent pid of every process on the machine now."""
     out: dict[int, int] = {}

@@ -29,6 +29,7 @@ THROUGHPUT_COLUMNS: list[tuple[str, str]] = [
     ("latency_p50_ms", "p50 ms"),
     ("latency_p99_ms", "p99 ms"),
     ("cpu_ms_per_msg", "CPU ms/msg"),
+    ("machine_busy_pct", "machine busy %"),
 ]
 PACING_COLUMNS: list[tuple[str, str]] = [
     ("sender_type", "senders"),
@@ -447,6 +448,10 @@ def results_markdown(result: SuiteResult, argv: Sequence[str]) -> str:
         "  quiet), divided by the submit_sm the carrier accepted. smsrouter: the",
         "  daemon and its PostgreSQL; Kannel: bearerbox + smsbox; Jasmin: jasmind,",
         "  dlrlookupd, dlrd, RabbitMQ (with epmd) and Redis.",
+        "- machine busy %: share of all cores busy over that window (/proc/stat,",
+        "  everything but idle and iowait), whoever used them: the system, the",
+        "  load client, the carrier simulator. Near 100, the machine set the rate,",
+        "  not the system.",
         "- scenario 4: arrival times of each sender's submit_sm at the carrier. A",
         "  sender's steady rate counts after its first bucketful (buckets start",
         "  full, hold 1 s of rate) as the slope of message number over arrival",

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench.carrier import CarrierProcess
-from bench.procs import CpuMeter, Spawned, cpu_delta, cpu_seconds_of
+from bench.procs import CpuMeter, Spawned, cpu_delta, cpu_seconds_of, machine_cpu
 
 # Scenario 4: how much earlier than its bucket allows a message may reach the
 # carrier before it counts as a violation (see `pacing`).
@@ -136,6 +136,8 @@ class Measurement:
     cpu_by_part: dict[str, float] = field(default_factory=dict)
     carrier_cpu_s: float = 0.0
     window_s: float = 0.0
+    # Share of the machine's cores busy over the window, whoever used them.
+    machine_busy: float | None = None
     notes: list[str] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
@@ -169,6 +171,10 @@ class Measurement:
             "carrier_cpu_s": round(self.carrier_cpu_s, 3),
             "errors": c.get("errors") or {},
             "window_s": round(self.window_s, 2),
+            # Near 100: the machine, not the system, set the rate.
+            "machine_busy_pct": (
+                round(100 * self.machine_busy, 1) if self.machine_busy is not None else None
+            ),
         }
         if c.get("rejected"):
             out["rejected"] = c["rejected"]
@@ -285,11 +291,14 @@ async def measure(
     carrier_pid = [carrier.proc.pid] if carrier.proc.pid is not None else []
     carrier_before = cpu_seconds_of(carrier_pid)
     cpu_before = system.cpu.read()
+    machine_before = machine_cpu()
     progress.start()
     try:
         summary, _ = await run_client(
             tool, args, workdir / f"{scenario}-{system.name}-client.log", stop_when=give_up
         )
+        # The load's own span: the quiet wait below would dilute the share.
+        machine_after = machine_cpu()
         # Egress may trail the client's end (a peer that queues): wait for
         # the carrier to go quiet.
         await progress.until_idle(2.0, timeout=60.0)
@@ -316,7 +325,14 @@ async def measure(
         cpu_by_part=cpu_delta(cpu_before, cpu_after),
         carrier_cpu_s=carrier_cpu,
         window_s=window,
+        machine_busy=_share(machine_before, machine_after),
     )
+
+
+def _share(before: tuple[float, float], after: tuple[float, float]) -> float | None:
+    """Busy share of all cores between two `machine_cpu` readings."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else None
 
 
 # ---------------------------------------------------------------------------
