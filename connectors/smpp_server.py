@@ -84,7 +84,8 @@ def receipt_error(error_code: str | None) -> str:
 
 def build_receipt(r: SmppReceipt) -> DeliverSm:
     """A deliver_sm receipt for an ESME (SMPP 3.4 §4.6.1.1, Appendix B)."""
-    stat, state = _STAT.get(Status(r.status), ("UNKNOWN", MessageState.UNKNOWN))
+    # Status is a StrEnum: its members hash and compare as their words.
+    stat, state = _STAT.get(r.status, ("UNKNOWN", MessageState.UNKNOWN))
     text = format_receipt(
         Receipt(
             id=r.id,

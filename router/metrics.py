@@ -1,14 +1,19 @@
 """Prometheus metrics, named as the contract fixes them (CONTRACT §5).
 
 Module-level collectors in the default registry: one router per process.
+Counters and histograms are updated from the event loop's thread only
+(`router.loop_metrics`); gauges are prometheus_client's.
 """
 
 from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Gauge
 from prometheus_client.metrics import MetricWrapperBase
+
+from router.loop_metrics import LoopCounter as Counter
+from router.loop_metrics import LoopHistogram as Histogram
 
 _NS = "smsrouter"
 
@@ -109,7 +114,7 @@ MO_RECEIVED = Counter(
 MO_UNROUTED = Counter("mo_unrouted", "MO to a number that no account owns (dropped)", namespace=_NS)
 
 
-M = TypeVar("M", bound=MetricWrapperBase)
+M = TypeVar("M", bound=MetricWrapperBase | Counter | Histogram)
 
 
 class Children(Generic[M]):

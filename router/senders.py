@@ -279,8 +279,8 @@ class SenderRates:
 def address_fields(source: str, destination: str) -> dict[str, int | str]:
     """The six address fields of a submit_sm / deliver_sm / data_sm for a
     source and destination as we write them (CONTRACT §4 "Addresses")."""
-    src = _source_address(source)
-    dst = smpp_address(destination)
+    src = _address(source)
+    dst = _address(destination)
     return {
         "source_addr_ton": src.ton,
         "source_addr_npi": src.npi,
@@ -291,5 +291,7 @@ def address_fields(source: str, destination: str) -> dict[str, int | str]:
     }
 
 
-# Senders are few and each sends many messages: worked out once each.
-_source_address = functools.lru_cache(maxsize=65536)(smpp_address)
+# Senders are few and each sends many messages, and a receipt goes back to
+# the sender of its message: worked out once each. Recipients repeat less,
+# but a bounded cache costs them little.
+_address = functools.lru_cache(maxsize=65536)(smpp_address)

