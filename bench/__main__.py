@@ -58,6 +58,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     size.add_argument("--full", action="store_true", help="30 s per throughput run")
     p.add_argument("--systems", default="smsrouter,kannel,jasmin")
     p.add_argument("--seconds", type=float, help="sending time of each throughput run")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="cap the load of scenarios 1-3 (requests or submit_sm per second)",
+    )
     p.add_argument("--no-profile", action="store_true", help="all: skip the py-spy pass")
     p.add_argument("--profile-seconds", type=float, default=10.0)
     p.add_argument("--results", help="write the markdown results here")
@@ -96,6 +102,8 @@ async def _main(args: argparse.Namespace, argv: list[str]) -> int:
     sizes = Sizes.full() if args.full else Sizes.quick()
     if args.seconds:
         sizes = Sizes(**{**sizes.__dict__, "seconds": args.seconds})
+    if args.rate:
+        sizes = Sizes(**{**sizes.__dict__, "rate": args.rate})
     if args.target == "all":
         scenarios = list(SCENARIOS)
     elif args.target == "profile":

@@ -87,6 +87,10 @@ class Sizes:
     sc_paced_messages: int
     lc_senders: int  # scenario 4: long codes
     lc_messages: int
+    # Scenarios 1-3: messages (or requests) per second at most, 0 = as fast
+    # as the system takes them. A fixed rate compares CPU per message of two
+    # builds at the same load, where batches are the same size.
+    rate: float = 0.0
 
     @classmethod
     def quick(cls) -> Sizes:

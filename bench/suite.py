@@ -172,7 +172,11 @@ class Runner:
             # Receipts trail a batch's ingest: allow for 1,000/s of them.
             "--receipt-timeout",
             str(max(RECEIPT_TIMEOUT, count / 1000.0) if batch > 1 else RECEIPT_TIMEOUT),
+            *self._rate_cap(),
         ]
+
+    def _rate_cap(self) -> list[str]:
+        return ["--rate", str(self.sizes.rate)] if self.sizes.rate > 0 else []
 
     async def _warmup(self, system: System, carrier: CarrierProcess) -> None:
         count = 50 if system.name == "jasmin" else self.sizes.warmup_count
@@ -221,6 +225,7 @@ class Runner:
             destinations(count),
             "--receipt-timeout",
             str(RECEIPT_TIMEOUT),
+            *self._rate_cap(),
         ]
         m = await measure(
             "scenario2", system, carrier, "esme", args, self.options.workdir, min_runtime=5.0
