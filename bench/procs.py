@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 LOOPBACK = "127.0.0.1"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -52,12 +53,22 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rfind(b")") + 2 :].decode().split()
 
 
-def machine_cpu_times(stat: str) -> tuple[float, float]:
-    """(busy, all) CPU seconds of every core since boot, from /proc/stat.
+class MachineCpu(NamedTuple):
+    """CPU seconds of every core since boot, from /proc/stat."""
+
+    busy: float  # everything but idle and iowait, steal included
+    steal: float  # time the hypervisor gave our virtual cores to others
+    total: float
+
+
+def machine_cpu_times(stat: str) -> MachineCpu:
+    """The machine's CPU times from the text of /proc/stat.
 
     Idle and iowait are the time no process wanted a core; everything else
     (user, nice, system, irq, softirq, steal) is counted busy: whatever kept
-    a core from the processes under test.
+    a core from the processes under test. Steal is also given alone: on a
+    shared virtual machine it is what makes one day's run slower than
+    another's.
     """
     for line in stat.splitlines():
         fields = line.split()
@@ -66,11 +77,13 @@ def machine_cpu_times(stat: str) -> tuple[float, float]:
             # guest time is already inside user and nice.
             ticks = [int(v) for v in fields[1:9]]
             idle = ticks[3] + ticks[4]
-            return (sum(ticks) - idle) / CLOCK_TICKS, sum(ticks) / CLOCK_TICKS
+            return MachineCpu(
+                (sum(ticks) - idle) / CLOCK_TICKS, ticks[7] / CLOCK_TICKS, sum(ticks) / CLOCK_TICKS
+            )
     raise ValueError("no aggregate cpu line in /proc/stat")
 
 
-def machine_cpu() -> tuple[float, float]:
+def machine_cpu() -> MachineCpu:
     """`machine_cpu_times` of this machine now."""
     return machine_cpu_times(Path("/proc/stat").read_text())
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench.carrier import CarrierProcess
-from bench.procs import CpuMeter, Spawned, cpu_delta, cpu_seconds_of, machine_cpu
+from bench.procs import CpuMeter, MachineCpu, Spawned, cpu_delta, cpu_seconds_of, machine_cpu
 
 # Scenario 4: how much earlier than its bucket allows a message may reach the
 # carrier before it counts as a violation (see `pacing`).
@@ -140,8 +140,10 @@ class Measurement:
     cpu_by_part: dict[str, float] = field(default_factory=dict)
     carrier_cpu_s: float = 0.0
     window_s: float = 0.0
-    # Share of the machine's cores busy over the window, whoever used them.
+    # Shares of the machine's cores over the load: busy, whoever used them
+    # (steal included), and taken by the hypervisor for other machines.
     machine_busy: float | None = None
+    machine_steal: float | None = None
     notes: list[str] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
@@ -176,9 +178,8 @@ class Measurement:
             "errors": c.get("errors") or {},
             "window_s": round(self.window_s, 2),
             # Near 100: the machine, not the system, set the rate.
-            "machine_busy_pct": (
-                round(100 * self.machine_busy, 1) if self.machine_busy is not None else None
-            ),
+            "machine_busy_pct": _pct(self.machine_busy),
+            "machine_steal_pct": _pct(self.machine_steal),
         }
         if c.get("rejected"):
             out["rejected"] = c["rejected"]
@@ -329,14 +330,19 @@ async def measure(
         cpu_by_part=cpu_delta(cpu_before, cpu_after),
         carrier_cpu_s=carrier_cpu,
         window_s=window,
-        machine_busy=_share(machine_before, machine_after),
+        machine_busy=_share(machine_before, machine_after, "busy"),
+        machine_steal=_share(machine_before, machine_after, "steal"),
     )
 
 
-def _share(before: tuple[float, float], after: tuple[float, float]) -> float | None:
-    """Busy share of all cores between two `machine_cpu` readings."""
-    total = after[1] - before[1]
-    return (after[0] - before[0]) / total if total > 0 else None
+def _share(before: MachineCpu, after: MachineCpu, part: str) -> float | None:
+    """That part's share of all cores between two `machine_cpu` readings."""
+    total = after.total - before.total
+    return (getattr(after, part) - getattr(before, part)) / total if total > 0 else None
+
+
+def _pct(share: float | None) -> float | None:
+    return round(100 * share, 1) if share is not None else None
 
 
 # ---------------------------------------------------------------------------

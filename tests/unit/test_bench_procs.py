@@ -18,9 +18,10 @@ ctxt 987654
 
 
 def test_busy_is_everything_but_idle_and_iowait() -> None:
-    busy, total = machine_cpu_times(STAT)
+    busy, steal, total = machine_cpu_times(STAT)
     # user + nice + system + irq + softirq + steal; guest is inside user.
     assert busy == (1000 + 20 + 300 + 10 + 30 + 40) / CLOCK_TICKS
+    assert steal == 40 / CLOCK_TICKS
     assert total == (1000 + 20 + 300 + 5000 + 400 + 10 + 30 + 40) / CLOCK_TICKS
 
 
@@ -35,8 +36,8 @@ def test_no_aggregate_line_is_an_error() -> None:
 
 
 def test_this_machine_reads_and_moves_forward() -> None:
-    busy, total = machine_cpu()
-    assert 0 < busy <= total
+    busy, steal, total = machine_cpu()
+    assert 0 <= steal <= busy <= total and total > 0
     time.sleep(0.05)  # five clock ticks at least, idle ones included
-    busy_after, total_after = machine_cpu()
-    assert busy_after >= busy and total_after > total
+    after = machine_cpu()
+    assert after.busy >= busy and after.steal >= steal and after.total > total
