@@ -295,14 +295,14 @@ class PartnerSmsc:
             refuse(CommandStatus.ESME_RINVEXPIRY, "bad_validity")
             return
         text, encoding = smpp_text(pdu.data_coding, payload)
-        parts = (
-            1
-            if udh is not None or encoding == "binary"
-            else encode_text(
-                text,
-                encoding=encoding,  # type: ignore[arg-type]
-            ).part_count
-        )
+        # The parts as encoded for counting are what a carrier gets (unless
+        # it cuts for 16-bit references): kept, they are not encoded again.
+        cut: list[bytes] = []
+        if udh is not None or encoding == "binary":
+            parts = 1
+        else:
+            cut = encode_text(text, encoding=encoding).parts  # type: ignore[arg-type]
+            parts = len(cut)
         message = admission.new_message(
             account,
             ingress="smpp",
@@ -316,6 +316,7 @@ class PartnerSmsc:
             registered_delivery=pdu.registered_delivery,
             valid_until=valid_until,
         )
+        message.payloads = cut
         if concat is not None:
             message.concat_group = (sender, recipient.e164, concat.ref, concat.total)
         try:
