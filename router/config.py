@@ -60,6 +60,12 @@ class DatabaseConfig(_Section):
     pool_size: int = 10
     # Group commit: most rows one flush may carry (COPY/executemany batch).
     max_batch: int = 2000
+    # Seconds at least between two flushes of the status writer (sent
+    # parts, receipts, notification outcomes; never an acknowledgement to
+    # an ESME or app). Under load a flush takes longer than this anyway;
+    # with little traffic it turns one transaction per operation into one
+    # per interval.
+    status_flush_interval: float = 0.01
 
 
 class CarrierConfig(_Section):
@@ -482,4 +488,6 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
         errors.append(("queues.max_per_sender", "must be at least 1"))
     if config.database.pool_size < 2:
         errors.append(("database.pool_size", "must be at least 2"))
+    if not 0 <= config.database.status_flush_interval <= 1:
+        errors.append(("database.status_flush_interval", "must be 0..1 seconds"))
     return errors

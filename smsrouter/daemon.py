@@ -172,6 +172,7 @@ class Router:
             self.pool,
             max_batch=cfg.database.max_batch,
             plan_notifications=plan_notifications(cfg.webhooks.retry_hours),
+            min_interval=cfg.database.status_flush_interval,
         )
         self.ingest_writer.start()
         self.writer.start()

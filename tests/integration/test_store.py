@@ -13,7 +13,7 @@ import pytest
 
 from router import store
 from router.messages import Message, Status, new_message_id
-from router.notifications import SMPP_RECEIPT, WEBHOOK, plan_notifications
+from router.notifications import _PLAN_OUTBOX, SMPP_RECEIPT, WEBHOOK, plan_notifications
 from router.store import (
     CarrierReceipt,
     GroupCommit,
@@ -228,7 +228,9 @@ async def test_a_sent_message_reads_as_sent_until_it_ends(db_pool: asyncpg.Pool)
 
 
 @pytest.mark.parametrize(
-    "statement", [store._RECEIPTS, store._MESSAGES_ENDED], ids=["receipts", "ended"]
+    "statement",
+    [store._RECEIPTS, store._MESSAGES_ENDED, _PLAN_OUTBOX],
+    ids=["receipts", "ended", "outbox"],
 )
 async def test_writer_statements_look_rows_up_by_key_whatever_the_table_size(
     db_pool: asyncpg.Pool, statement: str
@@ -242,6 +244,50 @@ async def test_writer_statements_look_rows_up_by_key_whatever_the_table_size(
         plan = "\n".join(r[0] for r in await conn.fetch(explain, *[None] * params))
     assert "Seq Scan" not in plan and "Hash Join" not in plan, plan
     assert "Index Scan using messages_pkey" in plan, plan
+
+
+async def test_operations_trickling_in_share_one_transaction_with_a_flush_interval(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """The first operation is flushed at once; what arrives within the
+    interval after it waits and goes together (one transaction id)."""
+    writer = await _writer(db_pool, min_interval=0.5)
+    messages = [_message(60 + n) for n in range(6)]
+    await writer.run(InsertMessage(messages))
+    now = datetime.now(UTC)
+    sent = []
+    for n, m in enumerate(messages):
+        sent.append(writer.submit(PartSent(m.id, 0, "sim", f"t{n}", now)))
+        await asyncio.sleep(0.01)  # one at a time, as a carrier answers
+    await asyncio.gather(*sent)
+    await writer.stop()
+    xids = await db_pool.fetch(
+        "SELECT xmin::text AS xid FROM carrier_submits WHERE carrier_message_id LIKE 't%'"
+    )
+    assert len(xids) == 6
+    assert len({r["xid"] for r in xids}) == 1
+
+
+async def test_writer_plans_each_statement_once(db_pool: asyncpg.Pool) -> None:
+    """The writer's statements run their generic plan from the first
+    execution: none is planned again per flush."""
+    writer = await _writer(db_pool, plan_notifications=plan_notifications(72))
+    now = datetime.now(UTC)
+    for n in range(8):  # past the five custom plans PostgreSQL tries by default
+        m = _message(50 + n, ingress="smpp", registered_delivery=1, callback_url="http://x/")
+        await writer.run(InsertMessage([m]))
+        await writer.run(PartSent(m.id, 0, "sim", f"g{n}", now))
+        await writer.run(CarrierReceipt("sim", f"g{n}", Status.DELIVERED, None, now))
+    (conn,) = writer._idle
+    rows = await conn.fetch(
+        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+        # asyncpg's own type introspection runs once: not the writer's.
+        " WHERE statement ~ '^(WITH|INSERT|UPDATE|DELETE)' AND statement !~ 'typeinfo'"
+    )
+    await writer.stop()
+    planned = {r["statement"][:40]: (r["generic_plans"], r["custom_plans"]) for r in rows}
+    assert len(planned) >= 3, planned  # sent parts, receipts, outbox rows
+    assert all(custom == 0 and generic >= 8 for generic, custom in planned.values()), planned
 
 
 async def test_overlapping_commits_settle_in_the_order_they_were_taken(

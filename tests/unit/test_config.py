@@ -70,6 +70,19 @@ def test_bad_env_override_names_its_key() -> None:
     assert info.value.errors[0][0] == "queues.max_per_sender"
 
 
+@pytest.mark.parametrize("interval", [-0.01, 1.5])
+def test_status_flush_interval_out_of_range_names_its_key(interval: float) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"database": {"status_flush_interval": interval}}, environ={})
+    assert [path for path, _ in info.value.errors] == ["database.status_flush_interval"]
+
+
+def test_status_flush_interval_defaults_to_ten_milliseconds() -> None:
+    assert parse_config({}, environ={}).database.status_flush_interval == 0.01
+    zero = parse_config({"database": {"status_flush_interval": 0}}, environ={})
+    assert zero.database.status_flush_interval == 0
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("127.0.0.1:8080", ("127.0.0.1", 8080)), ("[::1]:2775", ("::1", 2775)), ("h:0", ("h", 0))],
