@@ -27,7 +27,7 @@ import msgspec
 import structlog
 
 from router import metrics
-from router.messages import Status, utcnow
+from router.messages import utcnow
 from router.store import GroupCommit, Notification, NotificationPlanner, OutboxDone, OutboxRetry
 
 log = structlog.get_logger("notifications")
@@ -90,8 +90,8 @@ def _utc(expr: str) -> str:
 
 
 def _json_object(fields: Sequence[tuple[str, str]]) -> str:
-    """SQL building compact JSON text with keys in this order (what an app
-    logs and diffs reads the same as any JSON we write)."""
+    """SQL that builds compact JSON text with its keys in this order, like
+    the JSON the router writes itself."""
     template = "{" + ",".join(f'"{key}":%s' for key, _ in fields) + "}"
     return f"format('{template}', {', '.join(value for _, value in fields)})"
 
@@ -168,13 +168,6 @@ def plan_notifications(retry_hours: float) -> NotificationPlanner:
 
 def _first(row: asyncpg.Record) -> Any:
     return row[0]
-
-
-def wants_receipt(registered_delivery: int, status: Status) -> bool:
-    """SMPP 3.4 §5.2.17 bits 0-1: 1 = a receipt whatever the outcome,
-    2 = a receipt only when the message was not delivered."""
-    mask = registered_delivery & 0x03
-    return mask == 1 or (mask == 2 and status != Status.DELIVERED)
 
 
 def backoff(attempts: int, rng: random.Random) -> float:

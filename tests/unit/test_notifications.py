@@ -23,7 +23,7 @@ import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
-from router.messages import Status, utcnow
+from router.messages import utcnow
 from router.notifications import (
     SMPP_RECEIPT,
     WEBHOOK,
@@ -33,7 +33,6 @@ from router.notifications import (
     SmppReceipt,
     backoff,
     plan_notifications,
-    wants_receipt,
 )
 from router.store import GroupCommit, Notification
 
@@ -259,7 +258,6 @@ async def test_smpp_receipt_follows_registered_delivery(
         status=status,
     )
     assert len(await _plan(db_pool, [message_id])) == receipts
-    assert wants_receipt(registered_delivery, Status(status)) == bool(receipts)
 
 
 @pytest.mark.parametrize(
