@@ -16,6 +16,7 @@ import bisect
 import math
 import time
 from collections.abc import Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -57,7 +58,10 @@ class HistogramChild:
         self.sum += amount
 
 
-class _LoopMetric(Collector):
+C = TypeVar("C", CounterChild, HistogramChild)
+
+
+class _LoopMetric(Collector, Generic[C]):
     def __init__(
         self,
         name: str,
@@ -69,22 +73,23 @@ class _LoopMetric(Collector):
         self.name = f"{namespace}_{name}" if namespace else name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], CounterChild | HistogramChild] = {}
+        self._children: dict[tuple[str, ...], C] = {}
         if not self.labelnames:
             # Without labels the one series exists from the start, at zero.
-            self._child(())
+            self.labels()
         if registry is not None:
             registry.register(self)
 
-    def _child(self, values: tuple[str, ...]) -> CounterChild | HistogramChild:
-        child = self._children.get(values)
+    def labels(self, *values: str) -> C:
+        key = tuple(str(v) for v in values)
+        child = self._children.get(key)
         if child is None:
-            if len(values) != len(self.labelnames):
-                raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values!r}")
-            child = self._children[values] = self._new_child()
+            if len(key) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}, got {key!r}")
+            child = self._children[key] = self._new_child()
         return child
 
-    def _new_child(self) -> CounterChild | HistogramChild:
+    def _new_child(self) -> C:
         raise NotImplementedError
 
     def describe(self) -> list[Metric]:
@@ -94,7 +99,7 @@ class _LoopMetric(Collector):
         raise NotImplementedError
 
 
-class LoopCounter(_LoopMetric):
+class LoopCounter(_LoopMetric[CounterChild]):
     """A counter with `labels(...).inc()` like prometheus_client's."""
 
     def __init__(
@@ -107,9 +112,6 @@ class LoopCounter(_LoopMetric):
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
         super().__init__(name, documentation, labelnames, namespace, registry)
-
-    def labels(self, *values: str) -> CounterChild:
-        return self._child(tuple(str(v) for v in values))  # type: ignore[return-value]
 
     def inc(self, amount: float = 1.0) -> None:
         """For a counter without labels."""
@@ -124,12 +126,11 @@ class LoopCounter(_LoopMetric):
     def collect(self) -> Iterator[Metric]:
         family = self._family()
         for values, child in list(self._children.items()):
-            assert isinstance(child, CounterChild)
             family.add_metric(values, child.value, created=child.created)
         yield family
 
 
-class LoopHistogram(_LoopMetric):
+class LoopHistogram(_LoopMetric[HistogramChild]):
     """A histogram with `labels(...).observe()` like prometheus_client's."""
 
     def __init__(
@@ -149,9 +150,6 @@ class LoopHistogram(_LoopMetric):
         self._les = [floatToGoString(b) for b in self.bounds]
         super().__init__(name, documentation, labelnames, namespace, registry)
 
-    def labels(self, *values: str) -> HistogramChild:
-        return self._child(tuple(str(v) for v in values))  # type: ignore[return-value]
-
     def observe(self, amount: float) -> None:
         """For a histogram without labels."""
         self.labels().observe(amount)
@@ -165,7 +163,6 @@ class LoopHistogram(_LoopMetric):
     def collect(self) -> Iterator[Metric]:
         family = self._family()
         for values, child in list(self._children.items()):
-            assert isinstance(child, HistogramChild)
             cumulative = 0
             buckets = []
             for le, count in zip(self._les, child.counts, strict=True):
