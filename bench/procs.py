@@ -117,21 +117,6 @@ def process_tree(roots: Iterable[int]) -> set[int]:
     return seen
 
 
-def children_running(pid: int, module: str) -> list[int]:
-    """The live children of `pid` started as ``python -m <module>``."""
-    found = []
-    for child, parent in _parents().items():
-        if parent != pid:
-            continue
-        try:
-            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if module.encode() in argv:
-            found.append(child)
-    return found
-
-
 def cpu_seconds_of(pids: Iterable[int]) -> float:
     """utime + stime + cutime + cstime of these processes, in seconds."""
     ticks = 0

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.procs import LOOPBACK, CpuMeter, Spawned, children_running, free_port
+from bench.procs import LOOPBACK, CpuMeter, Spawned, free_port
 
 API_KEY = "bench-key"
 SMPP_SYSTEM_ID = "bench"
@@ -192,10 +192,6 @@ class SmsrouterSystem:
         except BaseException:
             await self.stop()
             raise
-        # The writer process (router/writer_child.py), a part of its own
-        # rather than counted with PostgreSQL.
-        for pid in children_running(self.daemon.pid, "router.writer_child"):
-            self.cpu.add_process("writer", pid)
 
     async def _wait_ready(self, timeout: float) -> None:
         assert self.daemon is not None

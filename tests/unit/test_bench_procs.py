@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from bench.procs import CLOCK_TICKS, children_running, machine_cpu, machine_cpu_times
+from bench.procs import CLOCK_TICKS, machine_cpu, machine_cpu_times
 
 STAT = """\
 cpu  1000 20 300 5000 400 10 30 40 7 0
@@ -45,17 +41,3 @@ def test_this_machine_reads_and_moves_forward() -> None:
     time.sleep(0.05)  # five clock ticks at least, idle ones included
     after = machine_cpu()
     assert after.busy >= busy and after.steal >= steal and after.total > total
-
-
-def test_children_running_finds_a_child_by_its_module(tmp_path: Path) -> None:
-    (tmp_path / "sleeper.py").write_text("import time\ntime.sleep(60)\n")
-    child = subprocess.Popen([sys.executable, "-m", "sleeper"], cwd=tmp_path)
-    try:
-        assert children_running(os.getpid(), "sleeper") == [child.pid]
-        assert children_running(os.getpid(), "router.writer_child") == []
-        # Children only: the grandparent does not see it.
-        assert children_running(os.getppid(), "sleeper") == []
-    finally:
-        child.kill()
-        child.wait()
-    assert children_running(os.getpid(), "sleeper") == []
