@@ -66,11 +66,6 @@ class DatabaseConfig(_Section):
     # with little traffic it turns one transaction per operation into one
     # per interval.
     status_flush_interval: float = 0.01
-    # Run the group-commit writers in a process of their own, so that the
-    # database work of every message (asyncpg, batching, round trips)
-    # leaves the router's event loop for the machine's other cores.
-    # pool_size counts the connections of both processes.
-    writer_process: bool = True
 
 
 class CarrierConfig(_Section):

@@ -30,11 +30,11 @@ from router.scheduler import SenderQueueFull, SenderScheduler
 from router.senders import SenderRates
 from router.store import (
     CarrierReceipt,
+    GroupCommit,
     MessageEnded,
     MessageEvent,
     PartSent,
     StoreError,
-    Writer,
 )
 
 log = structlog.get_logger("engine")
@@ -107,7 +107,7 @@ class DeliveryEngine:
     def __init__(
         self,
         *,
-        writer: Writer,
+        writer: GroupCommit,
         carriers: CarrierGateway,
         routes: RouteTable,
         rates: SenderRates,

@@ -24,7 +24,7 @@ from router import metrics
 from router.accounts import AccountDirectory
 from router.messages import utcnow
 from router.notifications import MO
-from router.store import NewNotification, Writer
+from router.store import GroupCommit, NewNotification
 
 log = structlog.get_logger("inbound")
 
@@ -50,7 +50,7 @@ class Inbound:
     def __init__(
         self,
         *,
-        writer: Writer,
+        writer: GroupCommit,
         owner_of: Callable[[str], str | None],
         accounts: Callable[[], AccountDirectory],
         retry_hours: float,

@@ -15,11 +15,11 @@ from router import metrics
 from router.engine import DeliveryEngine
 from router.messages import Message
 from router.scheduler import SenderQueueFull
-from router.store import InsertMessage, Writer
+from router.store import GroupCommit, InsertMessage
 
 
 class Intake:
-    def __init__(self, writer: Writer, engine: DeliveryEngine) -> None:
+    def __init__(self, writer: GroupCommit, engine: DeliveryEngine) -> None:
         self.writer = writer
         self.engine = engine
 
@@ -40,7 +40,7 @@ class Intake:
     async def accept(self, messages: Sequence[Message]) -> None:
         """Commit the messages and queue them; raises StoreError if the commit failed."""
         self.check_room(messages)
-        await self.writer.submit(InsertMessage.of(messages))
+        await self.writer.submit(InsertMessage(messages))
         for m in messages:
             self.engine.enqueue(m)
             metrics.received(m.ingress, m.account_id).inc()
@@ -49,7 +49,7 @@ class Intake:
         """The same for one message without a task: the future resolves after
         the commit and the message is queued by then (SMPP's hot path)."""
         self.check_room((message,))
-        committed = self.writer.submit(InsertMessage.of((message,)))
+        committed = self.writer.submit(InsertMessage((message,)))
         done: asyncio.Future[None] = committed.get_loop().create_future()
 
         def queued(f: asyncio.Future[object]) -> None:

@@ -28,7 +28,7 @@ import structlog
 
 from router import metrics
 from router.messages import utcnow
-from router.store import Notification, NotificationPlanner, OutboxDone, OutboxRetry, Writer
+from router.store import GroupCommit, Notification, NotificationPlanner, OutboxDone, OutboxRetry
 
 log = structlog.get_logger("notifications")
 
@@ -190,7 +190,7 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        writer: Writer,
+        writer: GroupCommit,
         channels: dict[str, Channel],
         concurrency: int = 64,
         clock: Callable[[], float] = time.monotonic,

@@ -17,10 +17,11 @@ import contextlib
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import asyncpg
 import msgspec
@@ -35,67 +36,17 @@ log = structlog.get_logger("store")
 # ---------------------------------------------------------------- operations
 
 
-# The stored columns of one message, in _MESSAGE_COLUMNS order.
-MessageRow = tuple[
-    uuid.UUID,  # id
-    str,  # account_id
-    str,  # ingress
-    str,  # sender
-    str,  # recipient
-    str,  # body
-    str,  # encoding
-    int,  # data_coding
-    bytes | None,  # udh
-    int,  # parts
-    Decimal,  # price
-    str | None,  # client_ref
-    str | None,  # callback_url
-    int,  # registered_delivery
-    str,  # status
-    datetime,  # created_at
-    datetime | None,  # valid_until
-    datetime | None,  # send_at
-]
-
-
-def message_row(m: Message) -> MessageRow:
-    return (
-        m.id,
-        m.account_id,
-        m.ingress,
-        m.sender,
-        m.recipient,
-        m.body,
-        m.encoding,
-        m.data_coding,
-        m.udh,
-        m.parts,
-        m.price,
-        m.client_ref,
-        m.callback_url,
-        m.registered_delivery,
-        str(m.status),
-        m.created_at,
-        m.valid_until,
-        m.send_at,
-    )
-
-
-# Operations are msgspec Structs, tagged by kind, so that they cross to a
-# writer process as they are (router/writer_wire.py).
-class InsertMessage(msgspec.Struct, tag="insert", array_like=True):
+@dataclass(slots=True)
+class InsertMessage:
     """New messages; one operation is one transaction, so a batch request's
     recipients are stored all together or not at all."""
 
     kind: ClassVar[str] = "insert"
-    rows: list[MessageRow]
-
-    @classmethod
-    def of(cls, messages: Iterable[Message]) -> InsertMessage:
-        return cls([message_row(m) for m in messages])
+    messages: Sequence[Message]
 
 
-class PartSent(msgspec.Struct, tag="sent", array_like=True):
+@dataclass(slots=True)
+class PartSent:
     """A carrier accepted one part (submit_sm_resp with ESME_ROK)."""
 
     kind: ClassVar[str] = "sent"
@@ -106,7 +57,8 @@ class PartSent(msgspec.Struct, tag="sent", array_like=True):
     at: datetime
 
 
-class MessageEnded(msgspec.Struct, tag="ended", array_like=True):
+@dataclass(slots=True)
+class MessageEnded:
     """A message ends without a receipt: rejected, failed or expired here."""
 
     kind: ClassVar[str] = "ended"
@@ -117,7 +69,8 @@ class MessageEnded(msgspec.Struct, tag="ended", array_like=True):
     carrier: str | None = None
 
 
-class CarrierReceipt(msgspec.Struct, tag="receipt", array_like=True):
+@dataclass(slots=True)
+class CarrierReceipt:
     """A carrier's delivery receipt for one submitted part."""
 
     kind: ClassVar[str] = "receipt"
@@ -128,7 +81,8 @@ class CarrierReceipt(msgspec.Struct, tag="receipt", array_like=True):
     at: datetime
 
 
-class MessageEvent(msgspec.Struct, tag="event", array_like=True):
+@dataclass(slots=True)
+class MessageEvent:
     """A step of a message's history beyond the standard ones (a failover)."""
 
     kind: ClassVar[str] = "event"
@@ -138,7 +92,8 @@ class MessageEvent(msgspec.Struct, tag="event", array_like=True):
     detail: str
 
 
-class NewNotification(msgspec.Struct, tag="notify", array_like=True):
+@dataclass(slots=True)
+class NewNotification:
     """An outbox row that no message status produced (an inbound MO)."""
 
     kind: ClassVar[str] = "notify"
@@ -150,7 +105,8 @@ class NewNotification(msgspec.Struct, tag="notify", array_like=True):
     message_id: uuid.UUID | None = None
 
 
-class OutboxDone(msgspec.Struct, tag="outbox_done", array_like=True):
+@dataclass(slots=True)
+class OutboxDone:
     """A notification is finished: delivered, or given up with `error`."""
 
     kind: ClassVar[str] = "outbox_done"
@@ -159,7 +115,8 @@ class OutboxDone(msgspec.Struct, tag="outbox_done", array_like=True):
     error: str | None = None
 
 
-class OutboxRetry(msgspec.Struct, tag="outbox_retry", array_like=True):
+@dataclass(slots=True)
+class OutboxRetry:
     kind: ClassVar[str] = "outbox_retry"
     outbox_id: int
     next_attempt_at: datetime
@@ -172,13 +129,13 @@ Operation = (
     | MessageEnded
     | CarrierReceipt
     | MessageEvent
-    | NewNotification
     | OutboxDone
     | OutboxRetry
 )
 
 
-class Notification(msgspec.Struct, tag="notification", array_like=True):
+@dataclass(slots=True)
+class Notification:
     """A row of the outbox: something that must leave the router."""
 
     id: int
@@ -192,7 +149,8 @@ class Notification(msgspec.Struct, tag="notification", array_like=True):
     expires_at: datetime
 
 
-class Finished(msgspec.Struct, tag="finished", array_like=True):
+@dataclass(slots=True)
+class Finished:
     """A message that ended in this commit, and how."""
 
     message_id: uuid.UUID
@@ -243,7 +201,30 @@ async def _insert_messages(conn: asyncpg.Connection, ops: list[InsertMessage]) -
     await conn.copy_records_to_table(
         "messages",
         columns=_MESSAGE_COLUMNS,
-        records=[row for op in ops for row in op.rows],
+        records=[
+            (
+                m.id,
+                m.account_id,
+                m.ingress,
+                m.sender,
+                m.recipient,
+                m.body,
+                m.encoding,
+                m.data_coding,
+                m.udh,
+                m.parts,
+                m.price,
+                m.client_ref,
+                m.callback_url,
+                m.registered_delivery,
+                str(m.status),
+                m.created_at,
+                m.valid_until,
+                m.send_at,
+            )
+            for op in ops
+            for m in op.messages
+        ],
     )
     return [None] * len(ops)
 
@@ -557,12 +538,6 @@ class GroupCommit:
         self.plan_notifications = plan_notifications
         # Called after each commit with the outbox rows it created.
         self.on_notifications: Callable[[list[Notification]], None] | None = None
-        # Called after each commit with its seconds and operations.
-        self.on_commit: Callable[[float, int], None] = self._observe
-
-    def _observe(self, seconds: float, operations: int) -> None:
-        metrics.commit_latency(self.name).observe(seconds)
-        metrics.commit_batch(self.name).observe(operations)
 
     def start(self) -> None:
         # Kept: asyncio.get_running_loop() costs a getpid() call on 3.11,
@@ -721,7 +696,8 @@ class GroupCommit:
                 await self._release(conn, broken=True)
             return StoreError(str(exc))
         await self._release(conn)
-        self.on_commit(time.perf_counter() - started, len(batch))
+        metrics.commit_latency(self.name).observe(time.perf_counter() - started)
+        metrics.commit_batch(self.name).observe(len(batch))
         return results, created
 
     def _settle(
@@ -745,50 +721,6 @@ class GroupCommit:
 
 class StoreError(Exception):
     """The database refused or lost a write; the operation did not happen."""
-
-
-class Writer(Protocol):
-    """What the router's parts write through: a GroupCommit of this process
-    or one run by the writer process (router/writer_process.py)."""
-
-    name: str
-    on_notifications: Callable[[list[Notification]], None] | None
-
-    def submit(self, op: Operation) -> asyncio.Future[Any]: ...
-
-    async def run(self, op: Operation) -> Any: ...
-
-
-class InlineWriters:
-    """The ingest and status writers in the router's own process."""
-
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        max_batch: int,
-        ingest_connections: int,
-        status_flush_interval: float,
-        plan_notifications: NotificationPlanner,
-    ) -> None:
-        self.ingest = GroupCommit(
-            pool, max_batch=max_batch, name="ingest", connections=ingest_connections
-        )
-        self.status = GroupCommit(
-            pool,
-            max_batch=max_batch,
-            plan_notifications=plan_notifications,
-            min_interval=status_flush_interval,
-        )
-
-    async def start(self) -> None:
-        self.ingest.start()
-        self.status.start()
-
-    async def stop(self) -> None:
-        """Flush what is waiting, then stop."""
-        await self.ingest.stop()
-        await self.status.stop()
 
 
 async def _insert_outbox(

@@ -41,12 +41,9 @@ from router.notifications import (
 )
 from router.routes import Candidate, PriceTable, RouteTable
 from router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
-from router.store import InlineWriters, Writer
-from router.writer_process import WriterProcess
-from router.writer_wire import Hello
+from router.store import GroupCommit
 from sims.carrier import CarrierSimulator
 from smsrouter.embedded_pg import EmbeddedPostgres
-from smsrouter.logs import logging_settings
 
 log = structlog.get_logger("daemon")
 
@@ -118,9 +115,8 @@ class Router:
         self.admission = build_admission(config)
         self.embedded_pg: EmbeddedPostgres | None = None
         self.pool: asyncpg.Pool
-        self.writers: InlineWriters | WriterProcess
-        self.writer: Writer
-        self.ingest_writer: Writer
+        self.writer: GroupCommit
+        self.ingest_writer: GroupCommit
         self.engine: DeliveryEngine
         self.intake: Intake
         self.carriers: CarrierPool
@@ -149,15 +145,8 @@ class Router:
             self.embedded_pg = EmbeddedPostgres(Path(cfg.database.data_dir))
             dsn = await self.embedded_pg.start()
             log.info("embedded postgresql started", data_dir=cfg.database.data_dir)
-        # Intake commits overlap on up to three connections, leaving room
-        # for the status writer and for reads.
-        ingest_connections = max(1, min(3, cfg.database.pool_size - 3))
-        writer_connections = ingest_connections + 1 if cfg.database.writer_process else 0
         self.pool = await asyncpg.create_pool(
-            dsn,
-            min_size=2,
-            max_size=max(2, cfg.database.pool_size - writer_connections),
-            command_timeout=60,
+            dsn, min_size=2, max_size=cfg.database.pool_size, command_timeout=60
         )
         async with self.pool.acquire() as conn:
             applied = await apply_migrations(conn)
@@ -171,30 +160,22 @@ class Router:
         # insert committed, so the second never refers to uncommitted rows,
         # and a burst of intake does not delay recording what carriers took
         # (the window in which a crash makes a resend).
-        if cfg.database.writer_process:
-            level, fmt = logging_settings()
-            self.writers = WriterProcess(
-                Hello(
-                    dsn=dsn,
-                    max_batch=cfg.database.max_batch,
-                    ingest_connections=ingest_connections,
-                    status_flush_interval=cfg.database.status_flush_interval,
-                    retry_hours=cfg.webhooks.retry_hours,
-                    log_level=level,
-                    log_format=fmt,
-                )
-            )
-        else:
-            self.writers = InlineWriters(
-                self.pool,
-                max_batch=cfg.database.max_batch,
-                ingest_connections=ingest_connections,
-                status_flush_interval=cfg.database.status_flush_interval,
-                plan_notifications=plan_notifications(cfg.webhooks.retry_hours),
-            )
-        await self.writers.start()
-        self.ingest_writer = self.writers.ingest
-        self.writer = self.writers.status
+        # Intake commits overlap on up to three connections, leaving the
+        # pool room for the status writer and for reads.
+        self.ingest_writer = GroupCommit(
+            self.pool,
+            max_batch=cfg.database.max_batch,
+            name="ingest",
+            connections=max(1, min(3, cfg.database.pool_size - 3)),
+        )
+        self.writer = GroupCommit(
+            self.pool,
+            max_batch=cfg.database.max_batch,
+            plan_notifications=plan_notifications(cfg.webhooks.retry_hours),
+            min_interval=cfg.database.status_flush_interval,
+        )
+        self.ingest_writer.start()
+        self.writer.start()
 
         for sim in cfg.simulators:
             simulator = CarrierSimulator.from_config(sim)
@@ -329,7 +310,8 @@ class Router:
         if self._http is not None:
             await self._http.stop(drain)
         await self.webhooks.stop()
-        await self.writers.stop()
+        await self.ingest_writer.stop()
+        await self.writer.stop()
         for sim in self.simulators:
             await sim.stop()
         await self.pool.close()
@@ -366,7 +348,7 @@ async def run(config: Config, config_path: Path | None) -> int:
 
 async def _stop_partial(router: Router) -> None:
     """Stop what a failed start had started (the embedded PostgreSQL above all)."""
-    for attr in ("engine", "dispatcher", "carriers", "smsc", "writers"):
+    for attr in ("engine", "dispatcher", "carriers", "smsc", "ingest_writer", "writer"):
         part = getattr(router, attr, None)
         if part is None:
             continue

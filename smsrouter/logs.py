@@ -19,18 +19,7 @@ def _redact_secrets(_: object, __: str, event: dict) -> dict:
     return event
 
 
-_settings = ("info", "json")
-
-
-def logging_settings() -> tuple[str, str]:
-    """The (level, format) of the latest configure_logging, for a child
-    process to log the same way."""
-    return _settings
-
-
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    global _settings
-    _settings = (level, fmt)
     renderer: structlog.types.Processor
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer()

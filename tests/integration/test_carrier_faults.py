@@ -56,7 +56,7 @@ async def _router(
             data_coding=encoded.data_coding, parts=encoded.part_count, price=Decimal("0.01"),
             created_at=datetime.now(UTC),
         )  # fmt: skip
-        await writer.run(InsertMessage.of([message]))
+        await writer.run(InsertMessage([message]))
         engine.enqueue(message)
         return message
 

@@ -78,7 +78,7 @@ class Rig:
             recipient=to, body="hello", encoding="gsm7", data_coding=0, parts=1,
             price=Decimal("0.01"), created_at=datetime.now(UTC), **kw,  # type: ignore[arg-type]
         )  # fmt: skip
-        await self.writer.run(InsertMessage.of([message]))
+        await self.writer.run(InsertMessage([message]))
         self.engine.enqueue(message)
         return message
 

@@ -54,7 +54,7 @@ async def test_concurrent_inserts_share_commits(db_pool: asyncpg.Pool) -> None:
         "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
     )
     messages = [_message(i) for i in range(500)]
-    await asyncio.gather(*(writer.run(InsertMessage.of([m])) for m in messages))
+    await asyncio.gather(*(writer.run(InsertMessage([m])) for m in messages))
     await writer.stop()
     count = await db_pool.fetchval("SELECT count(*) FROM messages")
     assert count == 500
@@ -71,7 +71,7 @@ async def test_receipt_ends_message_and_plans_notifications(db_pool: asyncpg.Poo
     created: list[store.Notification] = []
     writer.on_notifications = created.extend
     m = _message(1, callback_url="http://127.0.0.1:1/dlr", client_ref="ref")
-    await writer.run(InsertMessage.of([m]))
+    await writer.run(InsertMessage([m]))
     now = datetime.now(UTC)
     await writer.run(PartSent(m.id, 0, "sim", "abc", now))
     early = await writer.run(CarrierReceipt("sim", "zzz", Status.DELIVERED, "", now))
@@ -95,7 +95,7 @@ async def test_multipart_message_ends_when_every_part_has_a_receipt(db_pool: asy
     created: list[store.Notification] = []
     writer.on_notifications = created.extend
     m = _message(2, parts=2, ingress="smpp", registered_delivery=1)
-    await writer.run(InsertMessage.of([m]))
+    await writer.run(InsertMessage([m]))
     now = datetime.now(UTC)
     await asyncio.gather(
         writer.run(PartSent(m.id, 0, "sim", "p0", now)),
@@ -119,7 +119,7 @@ async def test_multipart_message_ends_when_every_part_has_a_receipt(db_pool: asy
 async def test_ended_message_is_not_ended_twice(db_pool: asyncpg.Pool) -> None:
     writer = await _writer(db_pool)
     m = _message(3)
-    await writer.run(InsertMessage.of([m]))
+    await writer.run(InsertMessage([m]))
     now = datetime.now(UTC)
     first = await writer.run(MessageEnded(m.id, Status.FAILED, "smpp:0x0000000B", now, "sim"))
     again = await writer.run(MessageEnded(m.id, Status.EXPIRED, "validity_expired", now))
@@ -135,7 +135,7 @@ async def test_pending_messages_are_what_a_restart_resumes(db_pool: asyncpg.Pool
     writer = await _writer(db_pool)
     waiting, half_sent, done = _message(4), _message(5, parts=2), _message(6)
     for m in (waiting, half_sent, done):
-        await writer.run(InsertMessage.of([m]))
+        await writer.run(InsertMessage([m]))
     now = datetime.now(UTC)
     await writer.run(PartSent(half_sent.id, 0, "sim", "h0", now))
     await writer.run(PartSent(done.id, 0, "sim", "d0", now))
@@ -149,7 +149,7 @@ async def test_outbox_done_is_not_pending(db_pool: asyncpg.Pool) -> None:
     created: list[store.Notification] = []
     writer.on_notifications = created.extend
     m = _message(7, callback_url="http://127.0.0.1:1/x")
-    await writer.run(InsertMessage.of([m]))
+    await writer.run(InsertMessage([m]))
     await writer.run(MessageEnded(m.id, Status.REJECTED, "no_route", datetime.now(UTC)))
     assert len(created) == 1
     await writer.run(OutboxDone(created[0].id, datetime.now(UTC)))
@@ -171,7 +171,7 @@ async def test_one_flush_of_many_receipts_ends_each_message_once(db_pool: asyncp
     writer.on_notifications = created.extend
     singles = [_message(10 + i, callback_url="http://127.0.0.1:1/d") for i in range(5)]
     double = _message(20, parts=2, callback_url="http://127.0.0.1:1/d")
-    await writer.run(InsertMessage.of([*singles, double]))
+    await writer.run(InsertMessage([*singles, double]))
     now = datetime.now(UTC)
     sent = [writer.submit(PartSent(m.id, 0, "sim", f"s{i}", now)) for i, m in enumerate(singles)]
     sent += [
@@ -209,7 +209,7 @@ async def test_one_flush_of_many_receipts_ends_each_message_once(db_pool: asyncp
 async def test_a_sent_message_reads_as_sent_until_it_ends(db_pool: asyncpg.Pool) -> None:
     writer = await _writer(db_pool)
     m = _message(30)
-    await writer.run(InsertMessage.of([m]))
+    await writer.run(InsertMessage([m]))
     queued = await store.get_message(db_pool, m.id, "acc")
     assert queued is not None and queued["status"] == "queued" and queued["sent_at"] is None
     at = datetime.now(UTC)
@@ -253,7 +253,7 @@ async def test_operations_trickling_in_share_one_transaction_with_a_flush_interv
     interval after it waits and goes together (one transaction id)."""
     writer = await _writer(db_pool, min_interval=0.5)
     messages = [_message(60 + n) for n in range(6)]
-    await writer.run(InsertMessage.of(messages))
+    await writer.run(InsertMessage(messages))
     now = datetime.now(UTC)
     sent = []
     for n, m in enumerate(messages):
@@ -275,7 +275,7 @@ async def test_writer_plans_each_statement_once(db_pool: asyncpg.Pool) -> None:
     now = datetime.now(UTC)
     for n in range(8):  # past the five custom plans PostgreSQL tries by default
         m = _message(50 + n, ingress="smpp", registered_delivery=1, callback_url="http://x/")
-        await writer.run(InsertMessage.of([m]))
+        await writer.run(InsertMessage([m]))
         await writer.run(PartSent(m.id, 0, "sim", f"g{n}", now))
         await writer.run(CarrierReceipt("sim", f"g{n}", Status.DELIVERED, None, now))
     (conn,) = writer._idle
@@ -309,10 +309,10 @@ async def test_overlapping_commits_settle_in_the_order_they_were_taken(
             " VALUES ($1, 'acc', 'http', 's', 'r', 'b', 'gsm7', 0, 1, 0, 'queued', now())",
             first.id,
         )
-        one = writer.submit(InsertMessage.of([first]))
+        one = writer.submit(InsertMessage([first]))
         one.add_done_callback(lambda _: settled.append("first"))
         await _until_blocked(db_pool)
-        two = writer.submit(InsertMessage.of([second]))
+        two = writer.submit(InsertMessage([second]))
         two.add_done_callback(lambda _: settled.append("second"))
         # The second commit lands; its acknowledgement waits for the first.
         for _ in range(500):

@@ -175,7 +175,7 @@ class Router:
     async def finish(self, m: Message, status: Status = Status.UNDELIVERED) -> Notification:
         """Accept a message and end it: its webhook row is created and handed on."""
         before = len(self.created)
-        await self.writer.run(InsertMessage.of([m]))
+        await self.writer.run(InsertMessage([m]))
         await self.writer.run(MessageEnded(m.id, status, "dlr:001", utcnow(), "sim-a"))
         assert len(self.created) == before + 1
         return self.created[-1]
@@ -430,7 +430,7 @@ async def test_rows_pending_at_restart_are_delivered_by_a_new_dispatcher(
     due_now, due_later = _message(receiver.url, n=4), _message(receiver.url, n=5)
     later = utcnow() + timedelta(hours=1)
     for m in (due_now, due_later):
-        await writer.run(InsertMessage.of([m]))
+        await writer.run(InsertMessage([m]))
         await writer.run(MessageEnded(m.id, Status.DELIVERED, "", utcnow(), "sim-b"))
     first, second = created
     for _ in range(3):
