@@ -379,7 +379,7 @@ class CarrierBinds:
     def on_request(self, link: SmppLink, pdu: Pdu) -> None:
         if not isinstance(pdu, DeliverSm):
             if hasattr(pdu, "response"):
-                link.send(pdu.response(command_status=CommandStatus.ESME_RINVCMDID))  # type: ignore[attr-defined]
+                link.send(pdu.response(command_status=CommandStatus.ESME_RINVCMDID))
             return
         if pdu.esm_class & 0x3C == 0:
             # SMPP 3.4 §5.2.12: message type 0 is a mobile-originated message.

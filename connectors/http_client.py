@@ -428,9 +428,9 @@ class HttpClient:
         except BaseException:
             # Cancelled (or failed) with the request out: its answer, if it
             # ever comes, would be read by nobody, so the connection goes.
-            conn = call.conn
-            if conn is not None and conn.waiter is not None and conn.waiter is call.fut:
-                conn.abort()
+            held = call.conn
+            if held is not None and held.waiter is not None and held.waiter is call.fut:
+                held.abort()
             raise
         finally:
             timer.cancel()

@@ -50,7 +50,8 @@ log = structlog.get_logger("smpp.server")
 
 # Receipt stat words (SMPP 3.4 Appendix B) and message_state (§5.3.2.35)
 # for our final statuses.
-_STAT = {
+# Keyed by str: a Status is a StrEnum, and a receipt's status is its word.
+_STAT: dict[str, tuple[str, MessageState]] = {
     Status.DELIVERED: ("DELIVRD", MessageState.DELIVERED),
     Status.UNDELIVERED: ("UNDELIV", MessageState.UNDELIVERABLE),
     Status.EXPIRED: ("EXPIRED", MessageState.EXPIRED),
@@ -84,7 +85,6 @@ def receipt_error(error_code: str | None) -> str:
 
 def build_receipt(r: SmppReceipt) -> DeliverSm:
     """A deliver_sm receipt for an ESME (SMPP 3.4 §4.6.1.1, Appendix B)."""
-    # Status is a StrEnum: its members hash and compare as their words.
     stat, state = _STAT.get(r.status, ("UNKNOWN", MessageState.UNKNOWN))
     text = format_receipt(
         Receipt(
@@ -196,7 +196,7 @@ class PartnerSmsc:
         elif hasattr(pdu, "response"):
             # A request this SMSC does not serve yet (SMPP 3.4 §5.1.3):
             # ESME_RINVCMDID in its own response keeps the session usable.
-            link.send(pdu.response(command_status=CommandStatus.ESME_RINVCMDID))  # type: ignore[attr-defined]
+            link.send(pdu.response(command_status=CommandStatus.ESME_RINVCMDID))
 
     # -------------------------------------------------------- bind
 
@@ -343,7 +343,7 @@ class PartnerSmsc:
         assert isinstance(bind, EsmeBind)
         try:
             message_id = uuid.UUID(pdu.message_id)
-            row = await store.get_message(self._pool_of(), message_id, bind.account.id)  # type: ignore[arg-type]
+            row = await store.get_message(self._pool_of(), message_id, bind.account.id)
         except (ValueError, StoreError):
             row = None
         if row is None:

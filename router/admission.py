@@ -100,7 +100,10 @@ _COUNTRY_CACHE_SIZE = 65536
 
 def country_of(number: phonenumbers.PhoneNumber, digits: str) -> str | None:
     """ISO 3166 country of a parsed E.164 number (digits without '+')."""
-    regions = phonenumbers.region_codes_for_country_code(number.country_code)
+    code = number.country_code
+    if code is None:  # a parse always sets it; the type allows None
+        return None
+    regions = phonenumbers.region_codes_for_country_code(code)
     if len(regions) == 1:
         return None if regions[0] == "001" else regions[0]
     # Shared country codes (NANP's +1, +7, +44 ...) are told apart by the
@@ -116,7 +119,7 @@ def country_of(number: phonenumbers.PhoneNumber, digits: str) -> str | None:
     # the code's main country.
     region = phonenumbers.region_code_for_number(
         number
-    ) or phonenumbers.region_code_for_country_code(number.country_code)
+    ) or phonenumbers.region_code_for_country_code(code)
     country = None if region in ("ZZ", "001") else region
     if len(_COUNTRY_BY_PREFIX) < _COUNTRY_CACHE_SIZE:
         _COUNTRY_BY_PREFIX[prefix] = country

@@ -252,7 +252,9 @@ class DeliveryEngine:
     def _usable(self, carrier: str) -> bool:
         return self.carriers.is_available(carrier) and self.health.allows(carrier)
 
-    def _candidates(self, digits: str, group: object = None) -> list[Candidate]:
+    def _candidates(
+        self, digits: str, group: tuple[str, str, int, int] | None = None
+    ) -> list[Candidate]:
         """Usable candidates, cheapest first; equal costs spread by weight;
         the carrier that took earlier parts of the same concatenated
         message first of all (a handset reassembles only what one SMSC

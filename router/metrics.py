@@ -7,10 +7,9 @@ Counters and histograms are updated from the event loop's thread only
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import Gauge
-from prometheus_client.metrics import MetricWrapperBase
 
 from router.loop_metrics import LoopCounter as Counter
 from router.loop_metrics import LoopHistogram as Histogram
@@ -114,10 +113,17 @@ MO_RECEIVED = Counter(
 MO_UNROUTED = Counter("mo_unrouted", "MO to a number that no account owns (dropped)", namespace=_NS)
 
 
-M = TypeVar("M", bound=MetricWrapperBase | Counter | Histogram)
+C = TypeVar("C")
+C_co = TypeVar("C_co", covariant=True)
 
 
-class Children(Generic[M]):
+class Labelled(Protocol[C_co]):
+    """A metric with labels: its `labels()` gives the child of some values."""
+
+    def labels(self, *values: str) -> C_co: ...
+
+
+class Children(Generic[C]):
     """A labelled metric's children, each looked up once.
 
     prometheus_client's `labels()` checks its arguments and takes a lock on
@@ -128,11 +134,11 @@ class Children(Generic[M]):
 
     __slots__ = ("_children", "_metric")
 
-    def __init__(self, metric: M) -> None:
+    def __init__(self, metric: Labelled[C]) -> None:
         self._metric = metric
-        self._children: dict[tuple[str, ...], M] = {}
+        self._children: dict[tuple[str, ...], C] = {}
 
-    def __call__(self, *values: str) -> M:
+    def __call__(self, *values: str) -> C:
         try:
             return self._children[values]
         except KeyError:

@@ -14,6 +14,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypedDict
 
 __all__ = [
     "NumberType",
@@ -276,7 +277,16 @@ class SenderRates:
         return self._defaults.for_type(kind)
 
 
-def address_fields(source: str, destination: str) -> dict[str, int | str]:
+class AddressFields(TypedDict):
+    source_addr_ton: int
+    source_addr_npi: int
+    source_addr: str
+    dest_addr_ton: int
+    dest_addr_npi: int
+    destination_addr: str
+
+
+def address_fields(source: str, destination: str) -> AddressFields:
     """The six address fields of a submit_sm / deliver_sm / data_sm for a
     source and destination as we write them (CONTRACT §4 "Addresses")."""
     src = _address(source)

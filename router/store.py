@@ -129,6 +129,7 @@ Operation = (
     | MessageEnded
     | CarrierReceipt
     | MessageEvent
+    | NewNotification
     | OutboxDone
     | OutboxRetry
 )

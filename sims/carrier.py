@@ -829,7 +829,7 @@ class CarrierSimulator:
         elif isinstance(pdu, BindTransmitter | BindReceiver | BindTransceiver):
             self._bind(link, pdu)
         elif hasattr(pdu, "response"):
-            link.send(pdu.response())  # type: ignore[attr-defined]
+            link.send(pdu.response())
 
     def _bind(
         self, link: CarrierLink, pdu: BindTransmitter | BindReceiver | BindTransceiver
@@ -1112,7 +1112,7 @@ class CarrierSimulator:
             self.receipts_dropped += 1
             return
         due = now + RECEIPT_RETRY_DELAY
-        self._receipts.add(due, (due, *receipt[1:]))  # type: ignore[arg-type]
+        self._receipts.add(due, (due, *receipt[1:]))
 
     def _sweep(self, now: float) -> None:
         """Receipts unanswered for `response_timeout` go out again."""

@@ -319,9 +319,9 @@ def _report_of(query: bytes, raw: bytes, is_form: bool) -> tuple[str, str]:
         fields.update(_FIELDS.findall(raw))
     if not fields:
         return "", ""
-    key = fields.get(b"ref") or fields.get(b"id") or b""
-    status = fields.get(b"status") or fields.get(b"message_status") or b""
-    return _unquote(key), _unquote(status)
+    ref = fields.get(b"ref") or fields.get(b"id") or b""
+    word = fields.get(b"status") or fields.get(b"message_status") or b""
+    return _unquote(ref), _unquote(word)
 
 
 def _unquote(value: bytes) -> str:

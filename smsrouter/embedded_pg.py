@@ -411,16 +411,17 @@ class EmbeddedPostgres:
         try:
             with self._open_log() as (log_fd, offset):
                 result = await asyncio.to_thread(
-                    subprocess.run,
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_fd,
-                    stderr=log_fd,
-                    cwd="/",
-                    env=_server_env(),
-                    timeout=INITDB_TIMEOUT,
-                    check=False,
-                    **run_as.popen_kwargs(),
+                    lambda: subprocess.run(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log_fd,
+                        stderr=log_fd,
+                        cwd="/",
+                        env=_server_env(),
+                        timeout=INITDB_TIMEOUT,
+                        check=False,
+                        **run_as.popen_kwargs(),
+                    )
                 )
             if result.returncode != 0:
                 raise EmbeddedPostgresError(
@@ -485,16 +486,17 @@ class EmbeddedPostgres:
             # whole process group; PostgreSQL must keep serving while the
             # daemon drains, and is stopped by it afterwards.
             proc = await asyncio.to_thread(
-                subprocess.Popen,
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                cwd="/",
-                env=_server_env(),
-                start_new_session=True,
-                close_fds=True,
-                **run_as.popen_kwargs(),
+                lambda: subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    cwd="/",
+                    env=_server_env(),
+                    start_new_session=True,
+                    close_fds=True,
+                    **run_as.popen_kwargs(),
+                )
             )
         self._proc = proc
         deadline = time.monotonic() + self._start_timeout

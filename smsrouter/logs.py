@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
@@ -13,7 +15,9 @@ _SECRET_KEYS = frozenset(
 )
 
 
-def _redact_secrets(_: object, __: str, event: dict) -> dict:
+def _redact_secrets(
+    _: object, __: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key in _SECRET_KEYS & event.keys():
         event[key] = "[redacted]"
     return event

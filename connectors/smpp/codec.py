@@ -684,7 +684,7 @@ def read_header(data: bytes | bytearray | memoryview) -> tuple[int, int, int, in
     """(command_length, command_id, command_status, sequence_number) of §3.2."""
     if len(data) < HEADER_SIZE:
         raise PduError(_S.ESME_RINVCMDLEN, 0, 0, f"{len(data)} octets, a header is 16")
-    return _HEADER.unpack_from(data)  # type: ignore[return-value]
+    return _HEADER.unpack_from(data)
 
 
 def decode(data: bytes | bytearray | memoryview) -> Pdu:

@@ -398,11 +398,12 @@ class Session:
         seq = original_seq or self._allocate_sequence_number()
         if seq in self._outstanding:
             raise LocalProtocolError(f"sequence_number {seq} is already outstanding")
-        pdu.sequence_number = seq
+        # Pdu declares the field; each concrete PDU (a slots dataclass) holds it.
+        pdu.sequence_number = seq  # type: ignore[misc]
         try:
             data = encode(pdu)
         except LocalProtocolError:
-            pdu.sequence_number = original_seq
+            pdu.sequence_number = original_seq  # type: ignore[misc]
             raise
         if command_id in RESPONSE_CLASSES:
             self._outstanding[seq] = command_id

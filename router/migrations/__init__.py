@@ -17,7 +17,10 @@ _LOCK_ID = 0x5353_5254  # "SSRT"
 
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) for every migration shipped with the package, in order."""
-    files = sorted(f for f in resources.files(__package__).iterdir() if f.name.endswith(".sql"))
+    files = sorted(
+        (f for f in resources.files(__package__).iterdir() if f.name.endswith(".sql")),
+        key=lambda f: f.name,
+    )
     return [(f.name.removesuffix(".sql"), f.read_text(encoding="utf-8")) for f in files]
 
 

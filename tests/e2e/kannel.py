@@ -95,7 +95,7 @@ class Kannel:
 
     def config_text(self) -> str:
         logs = self.workdir
-        core = {
+        core: dict[str, str | int | bool] = {
             "admin-port": self.admin_port,
             "admin-interface": LOOPBACK,
             "admin-password": self.admin_password,
@@ -109,7 +109,7 @@ class Kannel:
             "log-level": 0,
             "access-log": str(logs / "access.log"),
         }
-        smsc = {
+        smsc: dict[str, str | int | bool] = {
             "smsc": "smpp",
             "smsc-id": self.smsc.smsc_id,
             "host": self.smsc.host,
@@ -120,7 +120,7 @@ class Kannel:
             "log-level": 0,
             **self.smsc.options,
         }
-        smsbox = {
+        smsbox: dict[str, str | int | bool] = {
             "bearerbox-host": LOOPBACK,
             "bearerbox-port": self.box_port,
             "sendsms-port": self.sendsms_port,
@@ -129,7 +129,7 @@ class Kannel:
             "log-level": 0,
             "access-log": str(logs / "smsbox-access.log"),
         }
-        user = {
+        user: dict[str, str | int | bool] = {
             "username": self.user.username,
             "password": self.user.password,
             "default-smsc": self.smsc.smsc_id,
