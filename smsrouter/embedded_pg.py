@@ -148,6 +148,18 @@ class _RunAs:
         # server would keep its membership of group root.
         return {"user": self.uid, "group": self.gid, "extra_groups": []}
 
+    def spawn_kwargs(self, log_fd: int) -> dict[str, Any]:
+        """How initdb and the server start: no input, output to the log,
+        from /, with the server's environment, as this user."""
+        return {
+            "stdin": subprocess.DEVNULL,
+            "stdout": log_fd,
+            "stderr": log_fd,
+            "cwd": "/",
+            "env": _server_env(),
+            **self.popen_kwargs(),
+        }
+
 
 class EmbeddedPostgres:
     """One PostgreSQL server in a data dir: created on first start, stopped on exit.
@@ -412,15 +424,7 @@ class EmbeddedPostgres:
             with self._open_log() as (log_fd, offset):
                 result = await asyncio.to_thread(
                     lambda: subprocess.run(
-                        argv,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log_fd,
-                        stderr=log_fd,
-                        cwd="/",
-                        env=_server_env(),
-                        timeout=INITDB_TIMEOUT,
-                        check=False,
-                        **run_as.popen_kwargs(),
+                        argv, timeout=INITDB_TIMEOUT, check=False, **run_as.spawn_kwargs(log_fd)
                     )
                 )
             if result.returncode != 0:
@@ -487,15 +491,7 @@ class EmbeddedPostgres:
             # daemon drains, and is stopped by it afterwards.
             proc = await asyncio.to_thread(
                 lambda: subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_fd,
-                    stderr=log_fd,
-                    cwd="/",
-                    env=_server_env(),
-                    start_new_session=True,
-                    close_fds=True,
-                    **run_as.popen_kwargs(),
+                    argv, start_new_session=True, close_fds=True, **run_as.spawn_kwargs(log_fd)
                 )
             )
         self._proc = proc
