@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from connectors.http_server import HttpServer, Request, Response, reason
+from connectors.send_request import SendRequest, decode_send
 from connectors.smpp.text import Encoding
 from connectors.webhooks import is_private_address
 from router import metrics, store
@@ -63,28 +64,6 @@ class RouterServices(Protocol):
     def is_ready(self) -> tuple[bool, dict[str, Any]]: ...
 
 
-class SendRequest(msgspec.Struct, rename={"from_": "from"}):
-    from_: str
-    to: str | list[str]
-    text: str
-    callback_url: str | None = None
-    client_ref: str | None = None
-    validity: int | None = None
-    kind: str | None = None
-    send_at: datetime | None = None
-
-
-class _KnownFieldsOnly(SendRequest, forbid_unknown_fields=True):
-    """The fast path of decoding a send: straight from JSON into the Struct.
-
-    Unknown fields are refused here only so that the slow path, the one that
-    decides between 400 and 422, sees them: a Struct decoder skips unknown
-    fields without checking their values (invalid UTF-8, numbers out of
-    range), which the two-step decode refuses. With every field known, both
-    ways accept exactly the same bodies."""
-
-
-_decode_send = msgspec.json.Decoder(_KnownFieldsOnly).decode
 _json = msgspec.json.Encoder(decimal_format="string")
 
 
@@ -192,7 +171,7 @@ class HttpApi:
         raw = request.body
         req: SendRequest
         try:
-            req = _decode_send(raw)
+            req = decode_send(raw)
         except msgspec.DecodeError:
             # Slow path: tell malformed JSON or a body that is no object
             # (400) from a well-formed body with bad fields (422).
@@ -206,8 +185,8 @@ class HttpApi:
                 )
             try:
                 req = msgspec.convert(doc, SendRequest)
-            except msgspec.ValidationError as exc:
-                return _field_errors([_field_error_of(exc)])
+            except msgspec.ValidationError as invalid:
+                return _field_errors([_field_error_of(invalid)])
         errors, recipients, (encoding, parts) = self._validate(req, account)
         if errors:
             return _field_errors(errors)
@@ -240,10 +219,10 @@ class HttpApi:
             )  # fmt: skip
         try:
             await self.services.intake.accept([m for _, m in messages])
-        except SenderQueueFull as exc:
+        except SenderQueueFull as full:
             return problem(
                 429, "Sender queue full",
-                f"the queue of sender {req.from_} holds {exc.queued_parts} parts; retry later",
+                f"the queue of sender {req.from_} holds {full.queued_parts} parts; retry later",
                 kind="sender-queue-full", headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)},
             )  # fmt: skip
         except StoreError:

@@ -417,14 +417,16 @@ class HttpClient:
                 # The server closed the kept-alive connection as the request
                 # went out (RFC 9112 §9.3.1, §9.6). POST is not idempotent,
                 # but receivers dedupe on id + status (CONTRACT §3), so one
-                # retry on a new connection is safe.
-                conn = await self._acquire(call, pool, fresh=True)
-                try:
-                    return await conn.send(call, request)
-                except _Stale:
-                    raise HttpClientError(
-                        f"connection to {pool.label} lost before a response"
-                    ) from None
+                # retry on a new connection is safe; it runs after the except
+                # clause, which never awaits.
+                pass
+            conn = await self._acquire(call, pool, fresh=True)
+            try:
+                return await conn.send(call, request)
+            except _Stale:
+                raise HttpClientError(
+                    f"connection to {pool.label} lost before a response"
+                ) from None
         except BaseException:
             # Cancelled (or failed) with the request out: its answer, if it
             # ever comes, would be read by nobody, so the connection goes.

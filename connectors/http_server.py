@@ -32,6 +32,8 @@ import httptools
 import msgspec
 import structlog
 
+from connectors.listeners import bound_port
+
 log = structlog.get_logger("http")
 
 # Largest header section (request line, fields, trailers excluded) accepted
@@ -319,9 +321,7 @@ class HttpServer:
     @property
     def port(self) -> int:
         """The bound port (the one picked by the system when asked for 0)."""
-        if self._server is None or not self._server.sockets:
-            return 0
-        return int(self._server.sockets[0].getsockname()[1])
+        return bound_port(self._server)
 
     def stop_listening(self) -> None:
         """Accept no new connections; the open ones are served on."""
@@ -382,6 +382,8 @@ class HttpConnection(asyncio.Protocol):
         self._loop = loop
         self._max_body = server.max_body_bytes
         self._parser = httptools.HttpRequestParser(self)
+        # What a parser callback refused the request with (see _reject).
+        self._rejected: _Reject | None = None
         self._transport: asyncio.Transport | None = None
         self._peer: str | None = None
         # The request being parsed.
@@ -472,14 +474,12 @@ class HttpConnection(asyncio.Protocol):
         trailing = self._parsing and self._chunk_open and not self._fed_body
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self._not_upgraded(data[exc.args[0] :])
+        except httptools.HttpParserUpgrade as upgrade:
+            self._not_upgraded(data[upgrade.args[0] :])
             return
         except httptools.HttpParserError as exc:
-            # httptools reports an exception raised in a callback as a
-            # callback error whose __context__ is that exception.
-            reject = exc.__context__
-            if isinstance(reject, _Reject):
+            reject, self._rejected = self._rejected, None
+            if reject is not None:
                 self._fail(reject.status, reject.detail, reject.headers)
             else:
                 self._fail(400, f"malformed request: {exc}")
@@ -546,24 +546,35 @@ class HttpConnection(asyncio.Protocol):
         self._body = []
         self._body_size = 0
 
+    def _reject(
+        self, status: int, detail: str, headers: Mapping[str, str] | None = None
+    ) -> _Reject:
+        """The exception a parser callback raises to stop parsing with this
+        answer, kept for data_received: httptools hands it back only as the
+        __context__ of its own callback error, and Python replaces that
+        context when another exception is in hand as it raises (compiled
+        coroutines can leave one in hand while suspended)."""
+        self._rejected = _Reject(status, detail, headers)
+        return self._rejected
+
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_size += len(url)
         if self._head_size > MAX_HEAD_BYTES:
-            raise _Reject(431, f"the header section is over {MAX_HEAD_BYTES} bytes")
+            raise self._reject(431, f"the header section is over {MAX_HEAD_BYTES} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a trailer field (RFC 9110 §6.5): not merged into the header section
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD_BYTES:
-            raise _Reject(431, f"the header section is over {MAX_HEAD_BYTES} bytes")
+            raise self._reject(431, f"the header section is over {MAX_HEAD_BYTES} bytes")
         key = name.lower()
         fields = self._fields
         if key in fields:
             if key == b"host":
                 # RFC 9112 §3.2: more than one Host field line is a 400.
-                raise _Reject(400, "more than one Host field")
+                raise self._reject(400, "more than one Host field")
             fields[key] += b", " + value
         else:
             fields[key] = value
@@ -585,7 +596,7 @@ class HttpConnection(asyncio.Protocol):
             try:
                 parsed = httptools.parse_url(url)
             except httptools.HttpParserInvalidURLError:
-                raise _Reject(400, "malformed request target") from None
+                raise self._reject(400, "malformed request target") from None
             raw_path, raw_query = parsed.path or b"/", parsed.query or b""
         path = raw_path.decode("latin-1")
         if "%" in path:
@@ -593,11 +604,11 @@ class HttpConnection(asyncio.Protocol):
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             # RFC 9110 §15.6.6: the major version is not supported.
-            raise _Reject(505, f"HTTP/{version} is not supported; use HTTP/1.1")
+            raise self._reject(505, f"HTTP/{version} is not supported; use HTTP/1.1")
         if b"host" not in fields and version == "1.1":
             # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request
             # without Host.
-            raise _Reject(400, "the request has no Host field")
+            raise self._reject(400, "the request has no Host field")
         request = Request(
             _METHODS.get(method) or method.decode("ascii"),
             path,
@@ -611,21 +622,21 @@ class HttpConnection(asyncio.Protocol):
         self._current = request
         length = fields.get(b"content-length")
         if length is not None and int(length) > self._max_body:
-            raise _Reject(413, f"Maximum request body size {self._max_body} exceeded.")
+            raise self._reject(413, f"Maximum request body size {self._max_body} exceeded.")
         if method == b"CONNECT":
             self._tunnel = True
             request.keep_alive = False
         elif b"upgrade" in fields and parser.should_upgrade():
             # llhttp will not read this request's content (see _not_upgraded).
             if b"transfer-encoding" in fields:
-                raise _Reject(400, "Upgrade with chunked content is not supported")
+                raise self._reject(400, "Upgrade with chunked content is not supported")
             self._held_length = int(length or 0)
         expect = fields.get(b"expect")
         if expect is not None and version == "1.1":
             # RFC 9110 §10.1.1: 100-continue is the only expectation defined;
             # a server MUST ignore it in an HTTP/1.0 request.
             if expect.lower() != b"100-continue":
-                raise _Reject(417, f"unsupported expectation: {expect.decode('latin-1')}")
+                raise self._reject(417, f"unsupported expectation: {expect.decode('latin-1')}")
             if (length is None or length == b"0") and b"transfer-encoding" not in fields:
                 pass  # no content to wait for
             elif self._active is None and not self._parked:
@@ -647,7 +658,7 @@ class HttpConnection(asyncio.Protocol):
         self._fed_body = True
         self._body_size += len(body)
         if self._body_size > self._max_body:
-            raise _Reject(413, f"Maximum request body size {self._max_body} exceeded.")
+            raise self._reject(413, f"Maximum request body size {self._max_body} exceeded.")
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -672,7 +683,7 @@ class HttpConnection(asyncio.Protocol):
         wbits = _CODINGS.get(coding)
         if wbits is None:
             # RFC 9110 §15.5.16 / §12.5.3: 415 names the codings accepted.
-            raise _Reject(
+            raise self._reject(
                 415,
                 f"unsupported content coding {coding.decode('latin-1')!r}",
                 {"Accept-Encoding": "gzip, deflate"},
@@ -682,20 +693,20 @@ class HttpConnection(asyncio.Protocol):
             decoded = decoder.decompress(body, self._max_body + 1)
         except zlib.error:
             if coding != b"deflate":
-                raise _Reject(400, "the body does not match its Content-Encoding") from None
+                raise self._reject(400, "the body does not match its Content-Encoding") from None
             # "deflate" sent as a raw stream without the zlib wrapper, as
             # some clients do (RFC 9110 §8.4.1.2 notes the confusion).
             decoder = zlib.decompressobj(-zlib.MAX_WBITS)
             try:
                 decoded = decoder.decompress(body, self._max_body + 1)
             except zlib.error:
-                raise _Reject(400, "the body does not match its Content-Encoding") from None
+                raise self._reject(400, "the body does not match its Content-Encoding") from None
         if len(decoded) > self._max_body:
             # The limit applies to what the handler gets: a small compressed
             # body may expand a thousandfold.
-            raise _Reject(413, f"Maximum request body size {self._max_body} exceeded.")
+            raise self._reject(413, f"Maximum request body size {self._max_body} exceeded.")
         if not decoder.eof:
-            raise _Reject(400, "the body ends before its compressed stream does")
+            raise self._reject(400, "the body ends before its compressed stream does")
         return decoded
 
     # ----------------------------------------------------------- answering

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import structlog
+from mypy_extensions import mypyc_attr
 
 from connectors.smpp import (
     BindState,
@@ -65,6 +66,9 @@ class _Outstanding:
         self.offered_at = offered_at
 
 
+# The carrier simulator's links subclass this one; in the compiled build
+# (setup.py) a compiled class needs leave for interpreted subclasses.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SmppLink(asyncio.Protocol):
     def __init__(
         self,

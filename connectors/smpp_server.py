@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import msgspec
 import structlog
 
+from connectors.listeners import bound_port
 from connectors.smpp import (
     BindReceiver,
     BindTransceiver,
@@ -38,10 +39,10 @@ from connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
 from router import metrics, store
 from router.accounts import Account, AccountDirectory
 from router.admission import Admission, parse_recipient, smpp_text
-from router.inbound import InboundMessage
 from router.intake import Intake
 from router.messages import Status, utcnow
-from router.notifications import MO, DeliveryFailed, NotAvailable, SmppReceipt
+from router.notifications import MO, DeliveryFailed, NotAvailable
+from router.payloads import InboundMessage, SmppReceipt
 from router.scheduler import SenderQueueFull
 from router.senders import address_fields, parse_smpp_address
 from router.store import Notification, StoreError
@@ -154,8 +155,7 @@ class PartnerSmsc:
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        return bound_port(self._server)
 
     def stop_accepting(self) -> None:
         """Drain step one: no new binds, no new submit_sm."""
@@ -301,7 +301,7 @@ class PartnerSmsc:
         if udh is not None or encoding == "binary":
             parts = 1
         else:
-            cut = encode_text(text, encoding=encoding).parts  # type: ignore[arg-type]
+            cut = encode_text(text, encoding=encoding).parts
             parts = len(cut)
         message = admission.new_message(
             account,

@@ -346,28 +346,31 @@ class DeliveryEngine:
                 and message.parts_sent == 0
                 and self.carriers.sends_whole(carrier, message)
             )
+            failure: CarrierError | None = None
             try:
                 if whole:
                     carrier_id = await self.carriers.submit_whole(carrier, message)
                 else:
                     carrier_id = await self.carriers.submit(carrier, message, part)
             except CarrierError as exc:
-                metrics.submit_errors(carrier, exc.code).inc()
-                last = exc
-                if exc.temporary:
-                    if not exc.throttled:
+                failure = exc  # handled below: no await in an except clause
+            if failure is not None:
+                metrics.submit_errors(carrier, failure.code).inc()
+                last = failure
+                if failure.temporary:
+                    if not failure.throttled:
                         self.health.record_failure(carrier)
                     log.info(
                         "carrier failed temporarily",
-                        message_id=str(message.id), part=part, carrier=carrier, error=exc.code,
+                        message_id=str(message.id), part=part, carrier=carrier, error=failure.code,
                     )  # fmt: skip
                     previous = carrier
                     continue
                 log.info(
                     "carrier refused",
-                    message_id=str(message.id), part=part, carrier=carrier, error=exc.code,
+                    message_id=str(message.id), part=part, carrier=carrier, error=failure.code,
                 )  # fmt: skip
-                await self._end(message, Status.FAILED, exc.code, carrier=carrier)
+                await self._end(message, Status.FAILED, failure.code, carrier=carrier)
                 return
             answered()
             latency = time.perf_counter() - started

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import msgspec
 import structlog
@@ -24,23 +24,10 @@ from router import metrics
 from router.accounts import AccountDirectory
 from router.messages import utcnow
 from router.notifications import MO
+from router.payloads import InboundMessage
 from router.store import GroupCommit, NewNotification
 
 log = structlog.get_logger("inbound")
-
-
-class InboundMessage(msgspec.Struct, frozen=True):
-    """An MO as the account receives it (webhook body and receipt source)."""
-
-    type: str  # "mo"
-    carrier: str
-    # "from" in the webhook body: msgspec renames the field on the wire.
-    sender: str = msgspec.field(name="from")
-    to: str = ""
-    text: str = ""
-    parts: int = 1
-    complete: bool = True
-    received_at: datetime | None = None
 
 
 _encoder = msgspec.json.Encoder()

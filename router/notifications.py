@@ -19,11 +19,10 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
 
 import asyncpg
-import msgspec
 import structlog
 
 from router import metrics
@@ -67,19 +66,6 @@ class ByTarget:
         await channel.deliver(notification)
 
 
-class SmppReceipt(msgspec.Struct, frozen=True):
-    """What an ESME's deliver_sm receipt is built from (outbox payload)."""
-
-    id: str
-    sender: str
-    recipient: str
-    status: str
-    error_code: str | None
-    submit_date: datetime
-    done_date: datetime
-    text: str
-
-
 # A JSON string (or null) of a column, and a UTC time as RFC 3339 with a Z.
 def _json(expr: str) -> str:
     return f"coalesce(to_json({expr})::text, 'null')"
@@ -110,7 +96,7 @@ _WEBHOOK_BODY = _json_object(
         ("done_at", _utc("m.done_at")),
     )
 )
-# An ESME's receipt: what `SmppReceipt` decodes. `text` is the first 20
+# An ESME's receipt: what `router.payloads.SmppReceipt` decodes. `text` is the first 20
 # characters of the message (SMPP 3.4 Appendix B).
 _SMPP_RECEIPT = _json_object(
     (
@@ -290,9 +276,9 @@ class Dispatcher:
         except DeliveryFailed as exc:
             self._failed(n, str(exc))
             return
-        except Exception as exc:  # a bug in a channel must not lose the row
+        except Exception as bug:  # a bug in a channel must not lose the row
             log.exception("notification channel error", message_id=str(n.message_id))
-            self._failed(n, repr(exc))
+            self._failed(n, repr(bug))
             return
         finally:
             self._slots.release()

@@ -207,8 +207,9 @@ class SenderRates:
     def __init__(
         self,
         defaults: RateDefaults,
-        per_country: Mapping[str, Mapping[NumberType, float]],
-        per_number: Mapping[str, tuple[NumberType, float | None]],
+        # Plain values (as the config loader hands them over) or members.
+        per_country: Mapping[str, Mapping[str, float]],
+        per_number: Mapping[str, tuple[str, float | None]],
     ) -> None:
         self._defaults = defaults
         # Queue keys already worked out: two look-ups per message otherwise

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -41,7 +41,6 @@ class InsertMessage:
     """New messages; one operation is one transaction, so a batch request's
     recipients are stored all together or not at all."""
 
-    kind: ClassVar[str] = "insert"
     messages: Sequence[Message]
 
 
@@ -49,7 +48,6 @@ class InsertMessage:
 class PartSent:
     """A carrier accepted one part (submit_sm_resp with ESME_ROK)."""
 
-    kind: ClassVar[str] = "sent"
     message_id: uuid.UUID
     part: int
     carrier: str
@@ -61,7 +59,6 @@ class PartSent:
 class MessageEnded:
     """A message ends without a receipt: rejected, failed or expired here."""
 
-    kind: ClassVar[str] = "ended"
     message_id: uuid.UUID
     status: Status
     error_code: str
@@ -73,7 +70,6 @@ class MessageEnded:
 class CarrierReceipt:
     """A carrier's delivery receipt for one submitted part."""
 
-    kind: ClassVar[str] = "receipt"
     carrier: str
     carrier_message_id: str
     status: Status
@@ -85,7 +81,6 @@ class CarrierReceipt:
 class MessageEvent:
     """A step of a message's history beyond the standard ones (a failover)."""
 
-    kind: ClassVar[str] = "event"
     message_id: uuid.UUID
     at: datetime
     status: str
@@ -96,7 +91,6 @@ class MessageEvent:
 class NewNotification:
     """An outbox row that no message status produced (an inbound MO)."""
 
-    kind: ClassVar[str] = "notify"
     notification_kind: str
     account_id: str
     target: str | None
@@ -109,7 +103,6 @@ class NewNotification:
 class OutboxDone:
     """A notification is finished: delivered, or given up with `error`."""
 
-    kind: ClassVar[str] = "outbox_done"
     outbox_id: int
     at: datetime
     error: str | None = None
@@ -117,7 +110,6 @@ class OutboxDone:
 
 @dataclass(slots=True)
 class OutboxRetry:
-    kind: ClassVar[str] = "outbox_retry"
     outbox_id: int
     next_attempt_at: datetime
     error: str
@@ -464,14 +456,14 @@ async def _outbox_retry(conn: asyncpg.Connection, ops: list[OutboxRetry]) -> lis
 
 # Order matters inside one transaction: a part must be recorded as sent
 # before a receipt for it in the same flush can match.
-_HANDLERS: list[tuple[str, Callable[[asyncpg.Connection, list[Any]], Awaitable[list[Any]]]]] = [
-    ("insert", _insert_messages),
-    ("sent", _parts_sent),
-    ("ended", _messages_ended),
-    ("receipt", _receipts),
-    ("event", _events),
-    ("outbox_done", _outbox_done),
-    ("outbox_retry", _outbox_retry),
+_HANDLERS: list[tuple[type, Callable[[asyncpg.Connection, list[Any]], Awaitable[list[Any]]]]] = [
+    (InsertMessage, _insert_messages),
+    (PartSent, _parts_sent),
+    (MessageEnded, _messages_ended),
+    (CarrierReceipt, _receipts),
+    (MessageEvent, _events),
+    (OutboxDone, _outbox_done),
+    (OutboxRetry, _outbox_retry),
 ]
 
 
@@ -620,14 +612,14 @@ class GroupCommit:
         self,
         conn: asyncpg.Connection,
         batch: list[tuple[Operation, asyncio.Future[Any]]],
-        by_kind: dict[str, list[int]],
+        by_class: dict[type, list[int]],
         results: list[Any],
     ) -> list[Notification]:
         """Every operation of the batch, in handler order, in one transaction;
         fills `results` and returns the outbox rows created."""
         ended: dict[uuid.UUID, None] = {}  # in order, once each
-        for kind, handler in _HANDLERS:
-            idx = by_kind.get(kind)
+        for cls, handler in _HANDLERS:
+            idx = by_class.get(cls)
             if not idx:
                 continue
             out = await handler(conn, [batch[i][0] for i in idx])
@@ -638,7 +630,7 @@ class GroupCommit:
         created: list[Notification] = []
         if ended and self.plan_notifications is not None:
             created = await self.plan_notifications(conn, list(ended))
-        new = by_kind.get("notify", ())
+        new = by_class.get(NewNotification, ())
         if not new:
             return created
         rows: list[tuple[Any, ...]] = []
@@ -676,26 +668,31 @@ class GroupCommit:
     async def _commit(
         self, batch: list[tuple[Operation, asyncio.Future[Any]]]
     ) -> tuple[list[Any], list[Notification]] | StoreError:
-        by_kind: dict[str, list[int]] = {}
+        # Grouped by operation class: each class has one handler.
+        by_class: dict[type, list[int]] = {}
         for i, (op, _) in enumerate(batch):
-            by_kind.setdefault(op.kind, []).append(i)
+            by_class.setdefault(type(op), []).append(i)
         results: list[Any] = [None] * len(batch)
         created: list[Notification] = []
         started = time.perf_counter()
         conn: asyncpg.Connection | None = None
+        failure: Exception | None = None
         try:
             conn = await self._connection()
-            if by_kind.keys() == {"insert"}:
+            if by_class.keys() == {InsertMessage}:
                 # One statement is its own transaction: no BEGIN/COMMIT trips.
                 await _insert_messages(conn, [op for op, _ in batch])  # type: ignore[misc]
             else:
                 async with conn.transaction():
-                    created = await self._apply(conn, batch, by_kind, results)
+                    created = await self._apply(conn, batch, by_class, results)
         except Exception as exc:
-            log.error("group commit failed", error=repr(exc), operations=len(batch))
+            failure = exc  # handled below: no await in an except clause
+        if failure is not None:
+            log.error("group commit failed", error=repr(failure), operations=len(batch))
             if conn is not None:
                 await self._release(conn, broken=True)
-            return StoreError(str(exc))
+            return StoreError(str(failure))
+        assert conn is not None
         await self._release(conn)
         metrics.commit_latency(self.name).observe(time.perf_counter() - started)
         metrics.commit_batch(self.name).observe(len(batch))

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, overloa
 
 import structlog
 
+from connectors.listeners import bound_port
 from connectors.smpp import (
     BindReceiver,
     BindState,
@@ -747,8 +748,7 @@ class CarrierSimulator:
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        return bound_port(self._server)
 
     async def stop(self) -> None:
         if self._ticker is not None:

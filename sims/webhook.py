@@ -45,6 +45,7 @@ from urllib.parse import parse_qsl, unquote_plus
 import httptools
 import msgspec
 
+from connectors.listeners import bound_port
 from sims.stats import per_second
 
 SIGNATURE_HEADER = "X-Smsrouter-Signature"
@@ -228,7 +229,7 @@ class WebhookReceiver:
         self._server = await loop.create_server(
             lambda: _Connection(self), host, port, backlog=1024, reuse_address=True
         )
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        self.port = bound_port(self._server)
 
     @property
     def url(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.machinery
 import signal
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,13 @@ def message_of(row: asyncpg.Record) -> Message:
         parts_sent=row["parts_sent"],
         country=recipient.country if recipient else None,
     )
+
+
+def build_kind() -> str:
+    """ "compiled" when the router's modules are C extensions (the
+    SMSROUTER_COMPILE=1 build, setup.py), else "interpreted"."""
+    suffix = Path(store.__file__ or "").name.partition(".")[2]
+    return "compiled" if f".{suffix}" in importlib.machinery.EXTENSION_SUFFIXES else "interpreted"
 
 
 class Router:
@@ -265,6 +273,7 @@ class Router:
             "smsrouter ready",
             http=f"http://{host}:{self.http_port}",
             smpp=f"{parse_listen(cfg.smpp.listen)[0]}:{self.smpp_port}",
+            build=build_kind(),
         )
 
     async def _sweep(self) -> None:

@@ -152,8 +152,9 @@ def status_from_state(state: int) -> ReceiptStatus:
     return _STATUS_BY_STATE.get(state, ReceiptStatus.UNKNOWN)
 
 
-def state_from_status(status: ReceiptStatus) -> int:
-    """The message_state value to send in the TLV next to a receipt of `status`."""
+def state_from_status(status: str) -> int:
+    """The message_state value to send in the TLV next to a receipt of `status`
+    (the member, or its plain value as stored)."""
     return _STATE_BY_STATUS[ReceiptStatus(status)]
 
 

@@ -501,7 +501,7 @@ def _split(encoding: Encoding, data: bytes, sixteen_bit: bool) -> list[bytes]:
 
 
 def encode_text(
-    text: str, *, encoding: Encoding | None = None, sixteen_bit: bool = False
+    text: str, *, encoding: str | None = None, sixteen_bit: bool = False
 ) -> EncodedText:
     """Encode `text` and cut it into parts.
 
@@ -515,27 +515,26 @@ def encode_text(
     Raises ValueError if a forced encoding cannot represent the text, if the text holds
     a lone surrogate (not encodable as UTF-16), or if it needs more than 255 parts.
     """
-    if encoding is not None:
-        encoding = Encoding(encoding)  # also accepts the plain value, e.g. from config
-    data: bytes | None
-    if encoding is None or encoding is Encoding.GSM7:
+    # The plain value (from config, or an HTTP body) is as good as the member.
+    forced = None if encoding is None else Encoding(encoding)
+    chosen = Encoding.UCS2
+    data: bytes | None = None
+    if forced is None or forced is Encoding.GSM7:
         data = gsm7_encode(text)
         if data is not None:
-            encoding = Encoding.GSM7
-        elif encoding is Encoding.GSM7:
+            chosen = Encoding.GSM7
+        elif forced is Encoding.GSM7:
             raise ValueError("text has characters outside the GSM 7 bit default alphabet")
-        else:
-            encoding = Encoding.UCS2
-    if encoding is Encoding.UCS2:
+    elif forced is Encoding.LATIN1:
+        chosen, data = forced, text.encode("latin-1")
+    if chosen is Encoding.UCS2:
         # UnicodeEncodeError, a ValueError, for a lone surrogate.
         data = text.encode("utf-16-be")
-    elif encoding is Encoding.LATIN1:
-        data = text.encode("latin-1")
     assert data is not None
-    parts = _split(encoding, data, sixteen_bit)
+    parts = _split(chosen, data, sixteen_bit)
     if len(parts) > MAX_PARTS:
         raise ValueError(f"text needs {len(parts)} parts, more than {MAX_PARTS}")
-    return EncodedText(encoding, DATA_CODING[encoding], parts, sixteen_bit)
+    return EncodedText(chosen, DATA_CODING[chosen], parts, sixteen_bit)
 
 
 # A character outside the BMP: a surrogate pair in UTF-16.

@@ -3,6 +3,7 @@ and a router subprocess started on a config and bound to its carrier."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from sims.carrier import CarrierSimulator
 from sims.webhook import WebhookReceiver
+from tests.e2e import compiled
 from tests.e2e.daemon import RouterProcess
 
 # The carrier credentials every e2e config uses for its [[carriers]] entry.
@@ -59,15 +61,43 @@ carriers = [ {{ name = "sim", cost = "0.004" }} ]
 StartRouter = Callable[[str], Coroutine[Any, Any, RouterProcess]]
 
 
+@pytest.fixture(scope="session")
+def compiled_site() -> Path:
+    """Where the compiled build of this checkout is unpacked (built once)."""
+    return compiled.compiled_site()
+
+
+@pytest.fixture
+def router_site() -> Path | None:
+    """Where start_router's router imports its packages from: None for this
+    checkout as installed. A module that overrides this fixture with
+    `each_build` runs its tests on the compiled build too."""
+    return None
+
+
+@pytest.fixture(params=["interpreted", "compiled"])
+def each_build(request: pytest.FixtureRequest) -> Path | None:
+    if request.param == "interpreted":
+        return None
+    site: Path = request.getfixturevalue("compiled_site")
+    return site
+
+
 @pytest.fixture
 async def start_router(
-    tmp_path: Path, database_url: str, carrier: CarrierSimulator
+    tmp_path: Path, database_url: str, carrier: CarrierSimulator, router_site: Path | None
 ) -> AsyncIterator[StartRouter]:
     """start_router(config): the router on a fresh database with BASE_CONFIG
     plus the test's own sections (prices, accounts, numbers ...), bound to
     its carrier; killed (by PID) when the test ends, its output printed so
-    that pytest shows it for a failed test."""
+    that pytest shows it for a failed test. With a `router_site`, the router
+    runs from there, away from the checkout, and must say it is compiled."""
     started: list[RouterProcess] = []
+    env = {"SMSROUTER_DATABASE_URL": database_url}
+    if router_site is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(router_site), os.environ.get("PYTHONPATH", "")) if p
+        )
 
     async def start(config_text: str) -> RouterProcess:
         config = tmp_path / f"router-{len(started)}.toml"
@@ -75,9 +105,11 @@ async def start_router(
             carrier_port=carrier.port, system_id=CARRIER_SYSTEM_ID, password=CARRIER_PASSWORD
         )
         config.write_text(base + config_text)
-        process = RouterProcess(config, env={"SMSROUTER_DATABASE_URL": database_url})
+        process = RouterProcess(config, env=env, cwd=None if router_site is None else tmp_path)
         started.append(process)
         await process.start()
+        if router_site is not None:
+            assert process.ready.get("build") == "compiled", process.ready
         await process.wait_for_event("carrier bound")
         return process
 

@@ -15,9 +15,13 @@ from typing import Any
 class RouterProcess:
     """`python -m smsrouter run --config <file>`; stopped by PID, never by name."""
 
-    def __init__(self, config_path: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config_path: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.config_path = config_path
         self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.ready: dict[str, Any] = {}  # the "smsrouter ready" line
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[dict[str, Any]] = []
         self.raw_lines: list[str] = []
@@ -32,6 +36,7 @@ class RouterProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=self.env,
+            cwd=self.cwd,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read())
         try:
@@ -54,6 +59,7 @@ class RouterProcess:
                 continue
             self.lines.append(event)
             if event.get("event") == "smsrouter ready":
+                self.ready = event
                 self.http_port = int(event["http"].rsplit(":", 1)[1])
                 self.smpp_port = int(event["smpp"].rsplit(":", 1)[1])
                 self._ready.set()

@@ -4,8 +4,10 @@ Retry-After, SMPP ESME_RMSGQFUL. Nothing queued is dropped."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aiohttp
+import pytest
 import smpplib.client
 import smpplib.exceptions
 
@@ -29,6 +31,12 @@ number = "{sender}"
 account = "q"
 type = "long_code"
 """
+
+
+@pytest.fixture
+def router_site(each_build: Path | None) -> Path | None:
+    """Every test here runs on the interpreted and the compiled build."""
+    return each_build
 
 
 def _smpp_submit_status(port: int) -> int:

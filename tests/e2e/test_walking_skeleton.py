@@ -12,6 +12,7 @@ import asyncio
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -46,6 +47,12 @@ type = "short_code"
 [shutdown]
 drain_seconds = 3
 """
+
+
+@pytest.fixture
+def router_site(each_build: Path | None) -> Path | None:
+    """Every test here runs on the interpreted and the compiled build."""
+    return each_build
 
 
 @pytest.fixture

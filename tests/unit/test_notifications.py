@@ -30,10 +30,10 @@ from router.notifications import (
     DeliveryFailed,
     Dispatcher,
     NotAvailable,
-    SmppReceipt,
     backoff,
     plan_notifications,
 )
+from router.payloads import SmppReceipt
 from router.store import GroupCommit, Notification
 
 # Every wait in this file is bounded by this; none is expected to come close.

@@ -294,7 +294,7 @@ def test_state_word_status_agree(state: int, word: str, status: ReceiptStatus) -
 def test_every_status_has_a_word_and_a_state() -> None:
     assert set(STAT_WORD) == set(ReceiptStatus)
     assert sorted(state_from_status(s) for s in ReceiptStatus) == list(range(1, 9))
-    assert state_from_status("delivered") == 2  # type: ignore[arg-type]
+    assert state_from_status("delivered") == 2
 
 
 def test_states_without_a_word_are_unknown() -> None:

@@ -195,8 +195,8 @@ def test_plain_strings_from_toml_work_as_types() -> None:
     # The config loader hands over {"toll_free": 1.0}, not NumberType keys.
     rates = SenderRates(
         RateDefaults(toll_free=30.0),
-        {"ca": {"toll_free": 2.0}},  # type: ignore[dict-item]
-        {"+15555550100": ("short_code", 7.0)},  # type: ignore[dict-item]
+        {"ca": {"toll_free": 2.0}},
+        {"+15555550100": ("short_code", 7.0)},
     )
     assert rates.queue_key(TF_US, "CA") == f"{TF_US}|CA"
     assert rates.rate_of(f"{TF_US}|CA") == 2.0

@@ -119,7 +119,7 @@ from connectors.smpp import (
 )
 from connectors.smpp_server import build_receipt
 from router.messages import Status
-from router.notifications import SmppReceipt
+from router.payloads import SmppReceipt
 
 # Each property runs this many examples per PDU class and direction; with
 # about 25 classes that keeps the whole file well under 15 s.

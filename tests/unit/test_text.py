@@ -275,7 +275,7 @@ def test_forced_encodings() -> None:
     assert [len(p) for p in encode_text("x" * 141, encoding=Encoding.LATIN1).parts] == [134, 7]
     ucs2 = encode_text("hello", encoding=Encoding.UCS2)
     assert (ucs2.encoding, ucs2.parts) == (Encoding.UCS2, ["hello".encode("utf-16-be")])
-    assert encode_text("hello", encoding="gsm7").parts == [b"hello"]  # type: ignore[arg-type]
+    assert encode_text("hello", encoding="gsm7").parts == [b"hello"]
     with pytest.raises(ValueError):
         encode_text("жук", encoding=Encoding.GSM7)
     with pytest.raises(ValueError):

@@ -1,0 +1,65 @@
+"""Compiled modules for the opt-in build (`SMSROUTER_COMPILE=1 pip install .`,
+see build_backend/smsrouter_build.py); everything else is in pyproject.toml.
+
+Every module of `router/` and `connectors/` is compiled by mypyc except
+those named below. The interpreted build runs the same sources, and the
+suite runs on both (tests/e2e/test_compiled_build.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from setuptools import setup
+
+PACKAGES = ("router", "connectors")
+
+# Kept interpreted, with the reason.
+INTERPRETED = {
+    # msgspec learns a Struct's fields from class annotations, which a
+    # compiled class does not keep.
+    "router/config.py",
+    "router/payloads.py",
+    "connectors/send_request.py",
+    # Compiled, its enums' members become constants to the modules that
+    # read them, and a PDU class's `command_id: ClassVar[...] = CommandId.X`
+    # then turns into a dataclass field (mypyc of mypy 2.4).
+    "connectors/smpp/constants.py",
+    # Package markers and re-exports: nothing runs there.
+    "router/__init__.py",
+    "connectors/__init__.py",
+    "connectors/smpp/__init__.py",
+}
+
+
+def compiled_modules(root: Path) -> list[str]:
+    """Paths (relative to `root`, sorted) of the modules mypyc compiles."""
+    found = (p.relative_to(root).as_posix() for pkg in PACKAGES for p in (root / pkg).rglob("*.py"))
+    return sorted(p for p in found if p not in INTERPRETED)
+
+
+def _ext_modules() -> list:
+    if os.environ.get("SMSROUTER_COMPILE", "") in ("", "0"):
+        return []
+    from mypyc.build import mypycify
+
+    root = Path(__file__).resolve().parent
+    os.chdir(root)  # mypycify takes paths relative to the project
+    # One extension per module, so that build_ext compiles them in parallel.
+    # Compiled separately, mypyc reads mypy's incremental cache, and one left
+    # by an earlier run of mypy can yield C that does not build: start empty.
+    os.environ["MYPY_CACHE_DIR"] = tempfile.mkdtemp(prefix="smsrouter-mypyc-")
+    # The wheel is packed from build/lib.*: an extension left there by an
+    # earlier build, of a module since kept interpreted or removed, would be
+    # shipped and imported before the .py. Object files (build/temp.*) stay,
+    # so that an unchanged module is not compiled again.
+    for stale in root.glob("build/lib.*"):
+        shutil.rmtree(stale)
+    return mypycify(compiled_modules(root), opt_level="3", separate=True)
+
+
+if __name__ == "__main__":  # as setuptools runs it; the suite imports it
+    setup(ext_modules=_ext_modules(), options={"build_ext": {"parallel": os.cpu_count() or 1}})

@@ -1,0 +1,83 @@
+"""The compiled build of this checkout, made once and kept for the suite.
+
+`SMSROUTER_COMPILE=1 pip wheel .` builds it as a user would; the wheel is
+unpacked with `pip install --target` into a directory that goes first on
+the router subprocess's PYTHONPATH, so that it imports the extensions and
+not this checkout. The build takes minutes: it is kept under
+~/.cache/smsrouter/compiled (or $SMSROUTER_BUILD_CACHE), keyed by a hash of
+everything it is made from, and only the latest one is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# What the wheel is made of: its packages and its build files.
+PACKAGES = ("router", "connectors", "smsrouter", "sims")
+BUILD_FILES = ("setup.py", "pyproject.toml", "build_backend/smsrouter_build.py")
+BUILD_TIMEOUT = 1800.0
+COMPLETE = "COMPLETE"
+
+
+def source_key() -> str:
+    """Hash of the build's inputs and of the interpreter it is built for."""
+    digest = hashlib.sha256(f"{sys.version}|{platform.machine()}".encode())
+    files = [ROOT / f for f in BUILD_FILES]
+    files += sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*") if p.is_file())
+    for path in files:
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    configured = os.environ.get("SMSROUTER_BUILD_CACHE")
+    if configured:
+        return Path(configured)
+    return Path.home() / ".cache" / "smsrouter" / "compiled"
+
+
+def _pip(*args: str, env: dict[str, str] | None = None) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--quiet", "--disable-pip-version-check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+        check=False,
+    )
+    if run.returncode != 0:
+        raise AssertionError(f"pip {args[0]} failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}")
+
+
+def compiled_site() -> Path:
+    """The directory holding the compiled build's packages, built if need be."""
+    root = cache_root()
+    site = root / source_key()
+    if (site / COMPLETE).exists():
+        return site
+    root.mkdir(parents=True, exist_ok=True)
+    for older in root.iterdir():
+        shutil.rmtree(older, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="smsrouter-wheel-") as wheels:
+        _pip(
+            "wheel", str(ROOT), "--no-deps", "--wheel-dir", wheels,
+            env={**os.environ, "SMSROUTER_COMPILE": "1"},
+        )  # fmt: skip
+        (wheel,) = Path(wheels).glob("smsrouter-*.whl")
+        partial = site.with_name(site.name + ".partial")
+        _pip("install", "--no-deps", "--target", str(partial), str(wheel))
+    partial.rename(site)
+    (site / COMPLETE).touch()
+    return site

@@ -1,0 +1,135 @@
+"""What the compiled build (setup.py, build_backend/) compiles, and the rules
+the compiled modules keep so that they run as their sources do.
+
+The build itself, and the router running from it, are proved end to end in
+tests/e2e/test_compiled_build.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "build_backend"))
+
+import smsrouter_build  # noqa: E402
+
+import setup  # noqa: E402  (the project's setup.py: the root is on sys.path)
+
+
+def _compiled() -> list[str]:
+    return setup.compiled_modules(ROOT)
+
+
+def _trees() -> list[tuple[str, ast.Module]]:
+    return [(path, ast.parse((ROOT / path).read_text(), path)) for path in _compiled()]
+
+
+def test_every_module_of_the_packages_is_compiled_or_named_as_kept() -> None:
+    compiled = set(_compiled())
+    everything = {
+        p.relative_to(ROOT).as_posix() for pkg in setup.PACKAGES for p in (ROOT / pkg).rglob("*.py")
+    }
+    # Each module kept interpreted exists, too: a renamed one would be
+    # compiled silently under its new name.
+    assert compiled | setup.INTERPRETED == everything
+    assert not compiled & setup.INTERPRETED
+    assert {"router/store.py", "connectors/smpp/codec.py", "router/engine.py"} <= compiled
+    assert _compiled() == sorted(compiled)
+
+
+def test_msgspec_structs_live_only_in_interpreted_modules() -> None:
+    # msgspec reads a Struct's fields from its class annotations, which a
+    # compiled class does not keep.
+    for path, tree in _trees():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                bases = {ast.unparse(b) for b in node.bases}
+                assert not bases & {"msgspec.Struct", "Struct"}, f"{path}: {node.name}"
+
+
+def awaits_in_except_clauses(path: str, tree: ast.Module) -> list[str]:
+    awaits = (ast.Await, ast.AsyncFor, ast.AsyncWith)
+    found = []
+    for handler in (n for n in ast.walk(tree) if isinstance(n, ast.ExceptHandler)):
+        for stmt in handler.body:
+            found += [f"{path}:{n.lineno}" for n in ast.walk(stmt) if isinstance(n, awaits)]
+    return found
+
+
+def except_names_of_two_types(path: str, tree: ast.Module) -> list[str]:
+    clashes = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        types: dict[str, set[str]] = {}
+        for h in ast.walk(fn):
+            if isinstance(h, ast.ExceptHandler) and h.name is not None:
+                caught = ast.unparse(h.type) if h.type is not None else "BaseException"
+                types.setdefault(h.name, set()).add(caught)
+        clashes += [f"{path}:{fn.name} {n}" for n, t in types.items() if len(t) > 1]
+    return clashes
+
+
+def test_compiled_code_never_awaits_in_an_except_clause() -> None:
+    # A compiled coroutine suspended in an except clause leaves its exception
+    # as the one being handled for everything else the loop runs meanwhile:
+    # every exception raised then gets it as __context__.
+    assert [hit for path, tree in _trees() for hit in awaits_in_except_clauses(path, tree)] == []
+
+
+def test_an_except_name_is_bound_to_one_type_per_function() -> None:
+    # A compiled function gives a local one type: `except A as exc` then
+    # `except B as exc` checks a B against A, and raises TypeError.
+    assert [hit for path, tree in _trees() for hit in except_names_of_two_types(path, tree)] == []
+
+
+def test_the_guards_see_what_they_look_for() -> None:
+    bad = ast.parse(
+        "async def f():\n"
+        "    try:\n        pass\n"
+        "    except KeyError as exc:\n        await g()\n"
+        "    except ValueError as exc:\n        pass\n"
+        "async def fine():\n"
+        "    try:\n        await g()\n"
+        "    except KeyError as missing:\n        pass\n"
+    )
+    assert awaits_in_except_clauses("m.py", bad) == ["m.py:5"]
+    assert except_names_of_two_types("m.py", bad) == ["m.py:f exc"]
+
+
+@pytest.mark.parametrize(
+    ("value", "requested"), [(None, False), ("", False), ("0", False), ("1", True), ("yes", True)]
+)
+def test_compile_is_requested_by_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, requested: bool
+) -> None:
+    if value is None:
+        monkeypatch.delenv("SMSROUTER_COMPILE", raising=False)
+    else:
+        monkeypatch.setenv("SMSROUTER_COMPILE", value)
+    assert smsrouter_build.compile_requested() is requested
+
+
+@pytest.mark.filterwarnings("ignore:Support for `\\[tool.setuptools\\]`")
+def test_the_compiled_wheel_needs_mypyc_and_the_plain_one_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(ROOT)  # setuptools runs setup.py from the current directory
+    monkeypatch.setenv("SMSROUTER_COMPILE", "1")
+    needs = smsrouter_build.get_requires_for_build_wheel()
+    assert smsrouter_build.MYPYC in needs
+    # Asked while compiling, setuptools saw the flag off; it is back on.
+    assert smsrouter_build.compile_requested()
+    monkeypatch.setenv("SMSROUTER_COMPILE", "0")
+    assert smsrouter_build.MYPYC not in smsrouter_build.get_requires_for_build_wheel()
+
+
+def test_an_editable_install_refuses_to_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMSROUTER_COMPILE", "1")
+    with pytest.raises(SystemExit, match="editable"):
+        smsrouter_build.build_editable(str(ROOT / "build"))
