@@ -11,7 +11,10 @@ load clients; the bench prints one JSON line per scenario and system as it
 goes, then a table per scenario, the ratios smsrouter/peer and issue 4's
 targets. ``all`` also writes bench/RESULTS.md (``--results PATH`` elsewhere,
 or for a partial run). The default sizes keep ``all`` to a few minutes;
-``--full`` runs each throughput scenario for 30 s. Root is needed the first
+``--full`` runs each throughput scenario for 30 s. smsrouter runs its
+compiled build (bench/compiled.py builds it once with mypyc and keeps it
+under ~/.cache/smsrouter/compiled); ``--build interpreted`` runs this
+checkout's sources instead. Root is needed the first
 time (apt-get for kannel, rabbitmq-server, redis-server; a venv for Jasmin
 under /var/cache/smsrouter-bench). Every process started is stopped by PID
 at the end, on error and on Ctrl-C.
@@ -64,6 +67,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=0.0,
         help="cap the load of scenarios 1-3 (requests or submit_sm per second)",
     )
+    p.add_argument(
+        "--build",
+        choices=["compiled", "interpreted"],
+        default="compiled",
+        help="smsrouter's build: compiled with mypyc (built once, cached) or this checkout",
+    )
     p.add_argument("--no-profile", action="store_true", help="all: skip the py-spy pass")
     p.add_argument("--profile-seconds", type=float, default=10.0)
     p.add_argument("--results", help="write the markdown results here")
@@ -73,15 +82,24 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run_component(name: str) -> dict[str, Any] | None:
+def run_component(name: str, site: Path | None = None) -> dict[str, Any] | None:
     """One of the other benchmarks in its own process; its JSON line."""
     argv = [sys.executable, "-m", *COMPONENTS[name]]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    env, cwd = dict(os.environ), ROOT
+    if site is not None:
+        # The build's packages before the checkout's, run away from it (`-m`
+        # puts the working directory first); bench/ itself from the checkout.
+        env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)])
+        cwd = site
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=600, check=False, env=env, cwd=cwd
+    )
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
         print(f"{' '.join(argv[1:])} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
         return None
     record: dict[str, Any] = {"bench": name, **json.loads(lines[-1])}
+    record["build"] = "interpreted" if site is None else "compiled"
     return record
 
 
@@ -124,6 +142,7 @@ async def _main(args: argparse.Namespace, argv: list[str]) -> int:
         workdir=workdir,
         profile=profile,
         profile_seconds=args.profile_seconds,
+        build=args.build,
         emit=lambda record: print(dump(record), flush=True),
     )
     try:
@@ -153,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     if args.target in COMPONENTS:
-        record = run_component(args.target)
+        from bench import compiled
+
+        site = compiled.compiled_site() if args.build == "compiled" else None
+        record = run_component(args.target, site)
         if record is None:
             return 1
         print(json.dumps(record, separators=(",", ":")))

@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -128,15 +129,19 @@ class SmsrouterSystem:
 
     name = "smsrouter"
 
-    def __init__(self, workdir: Path, senders: SenderPlan) -> None:
+    def __init__(self, workdir: Path, senders: SenderPlan, site: Path | None = None) -> None:
+        """`site`: the compiled build's packages (bench.compiled), or None
+        to run this checkout's sources."""
         self.workdir = workdir
         self.senders = senders
+        self.site = site
         self.http_port = free_port()
         self.smpp_port = free_port()
         self.cpu = CpuMeter()
         self.daemon: Spawned | None = None
         self._pg_root: Path | None = None
         self.settings: dict[str, Any] = {
+            "build": "compiled (mypyc, SMSROUTER_COMPILE=1)" if site else "interpreted",
             "log level": LOG_LEVEL,
             "carrier binds": "1 transceiver",
             "carrier window": CARRIER_WINDOW,
@@ -175,12 +180,19 @@ class SmsrouterSystem:
             )
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("SMSROUTER_")}
+        cwd = Path.cwd()
+        if self.site is not None:
+            # First on the path, and run away from the checkout (`-m` puts
+            # the working directory first).
+            env["PYTHONPATH"] = str(self.site)
+            cwd = self.workdir
+            _require_compiled(env, cwd)
         self.daemon = Spawned(
             "smsrouter",
             [sys.executable, "-m", "smsrouter", "run", "--config", str(config)],
             self.workdir / "smsrouter.log",
             env=env,
-            cwd=Path.cwd(),
+            cwd=cwd,
         )
         await self.daemon.start()
         # The daemon itself, and its children: the embedded PostgreSQL
@@ -250,6 +262,21 @@ class SmsrouterSystem:
             "--password",
             SMPP_PASSWORD,
         ]
+
+
+def _require_compiled(env: dict[str, str], cwd: Path) -> None:
+    """The daemon started so would run the compiled build: check, not trust."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "from smsrouter.daemon import build_kind; print(build_kind())"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if probe.stdout.strip() != "compiled":
+        raise RuntimeError(f"the compiled build does not load: {probe.stdout}{probe.stderr}")
 
 
 def _embedded_pg_version() -> str:

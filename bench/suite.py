@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import install
+from bench import compiled, install
 from bench.carrier import PASSWORD, SYSTEM_ID, CarrierProcess
 from bench.profile import profile_router
 from bench.router import THROUGHPUT_SENDER, SmsrouterSystem, scenario4_senders
@@ -59,6 +59,8 @@ class SuiteOptions:
     workdir: Path
     profile: bool = False
     profile_seconds: float = 10.0
+    # smsrouter's build: "compiled" (bench.compiled builds it) or "interpreted".
+    build: str = "compiled"
     emit: Callable[[dict[str, Any]], None] = lambda record: None
 
 
@@ -73,9 +75,10 @@ class SuiteResult:
     elapsed_s: float = 0.0
 
 
-def make_system(name: str, workdir: Path, sizes: Sizes) -> System:
+def make_system(name: str, workdir: Path, sizes: Sizes, site: Path | None = None) -> System:
     if name == "smsrouter":
-        return SmsrouterSystem(workdir, scenario4_senders(sizes.sc_senders, sizes.lc_senders))
+        senders = scenario4_senders(sizes.sc_senders, sizes.lc_senders)
+        return SmsrouterSystem(workdir, senders, site)
     if name == "kannel":
         from bench.kannel import KannelSystem
 
@@ -117,6 +120,7 @@ class Runner:
         self.options = options
         self.sizes = options.sizes
         self.result = SuiteResult()
+        self._site: Path | None = None  # the compiled build, once built
         z = self.sizes
         self.result.load = {
             "scenario1": (
@@ -365,7 +369,7 @@ class Runner:
         opts = self.options
         wd = opts.workdir / name
         wd.mkdir(parents=True, exist_ok=True)
-        system = make_system(name, wd, self.sizes)
+        system = make_system(name, wd, self.sizes, self._site)
         self.result.settings[name] = system.settings
         scenarios: list[tuple[str, Callable[[System, CarrierProcess], Awaitable[None]]]] = []
         for scenario in opts.scenarios:
@@ -398,6 +402,9 @@ class Runner:
     async def run(self) -> SuiteResult:
         started = time.monotonic()
         self.result.installed = await asyncio.to_thread(install.ensure, self.options.systems)
+        if "smsrouter" in self.options.systems and self.options.build == "compiled":
+            self._site = await asyncio.to_thread(compiled.compiled_site)
+            self.result.installed.append(f"smsrouter compiled build: {self._site}")
         for name in self.options.systems:
             try:
                 await self.run_system(name)

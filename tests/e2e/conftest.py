@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from bench import compiled
 from sims.carrier import CarrierSimulator
 from sims.webhook import WebhookReceiver
-from tests.e2e import compiled
 from tests.e2e.daemon import RouterProcess
 
 # The carrier credentials every e2e config uses for its [[carriers]] entry.

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import setup
-from tests.e2e.compiled import ROOT
+from bench.compiled import ROOT
 from tests.e2e.conftest import StartRouter
 
 EXTENSION = importlib.machinery.EXTENSION_SUFFIXES[0]

@@ -1,4 +1,5 @@
-"""The compiled build of this checkout, made once and kept for the suite.
+"""The compiled build of this checkout, made once and kept: the bench
+measures it and the suite runs end-to-end tests on it.
 
 `SMSROUTER_COMPILE=1 pip wheel .` builds it as a user would; the wheel is
 unpacked with `pip install --target` into a directory that goes first on
@@ -19,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 # What the wheel is made of: its packages and its build files.
 PACKAGES = ("router", "connectors", "smsrouter", "sims")
