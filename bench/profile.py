@@ -61,6 +61,35 @@ def _area(path: str) -> str:
     return parts[-1] if parts else "?"
 
 
+# A function of a compiled module (the mypyc build) as py-spy --native
+# names it: CPyDef_ or CPyPy_ (the Python-callable wrapper), then the
+# module's path and the name, joined by "___", in a file __native*.c.
+_NATIVE_FUNC = re.compile(r"^CPy(?:Def|Py)_(?P<path>(?:router|connectors)___.+)$")
+# The environment class of a compiled coroutine: <method>_<Class>_gen.
+_COROUTINE = re.compile(r"^(?P<method>.+?)_(?P<cls>[A-Z]\w*)_gen$")
+
+
+def compiled_frame(func: str, file: str) -> tuple[str, str] | None:
+    """(function, source file) of a frame in a compiled module, as an
+    interpreted frame of it would read, e.g. ("HttpApi.send",
+    "connectors/http_api.py"); None for any other frame."""
+    name = Path(file).name
+    match = _NATIVE_FUNC.match(func)
+    if match is None or not (name.startswith("__native") and name.endswith(".c")):
+        return None
+    parts = match.group("path").split("___")
+    # The module ends at its file's own name (__native_<module>.c), else
+    # after the package's first level.
+    short = name.removeprefix("__native_").removesuffix(".c")
+    end = parts.index(short, 1) + 1 if short in parts[1:] else 2
+    module, rest = parts[:end], [p for p in parts[end:] if not p.startswith("__mypyc")]
+    if len(rest) == 1 and (coroutine := _COROUTINE.match(rest[0])) is not None:
+        rest = [coroutine.group("cls"), coroutine.group("method")]
+    elif len(rest) == 1 and rest[0].endswith("_gen"):
+        rest = [rest[0].removesuffix("_gen")]
+    return ".".join(rest) or "<module>", "/".join(module) + ".py"
+
+
 # Stacks in which the process waits rather than works: the event loop in
 # epoll, an idle thread-pool worker on its queue. py-spy's --native mode
 # samples them as busy.
@@ -74,7 +103,9 @@ def summarize(raw: str, top: int = 25) -> dict[str, Any]:
     * self: the frame on top of the stack (a C function of CPython, libc or
       an extension when sampled with --native);
     * python_self: the innermost Python frame, that is the Python function
-      whose own code or native callees (syscalls, GC, C extensions) ran;
+      whose own code or native callees (syscalls, GC, C extensions) ran; a
+      function of a compiled module counts as the Python function it is
+      compiled from (`compiled_frame`);
     * inclusive: the router's own functions (router/, connectors/) anywhere
       in the stack, once per stack;
     * self_by_package: `self` grouped by package or library;
@@ -106,8 +137,11 @@ def summarize(raw: str, top: int = 25) -> dict[str, Any]:
             match = _FRAME.match(frame)
             if match is None:
                 continue  # process / thread header frames
-            file = match.group("file").rsplit(":", 1)[0]
-            names.append(f"{match.group('func')} ({_short(file)})")
+            func, file = match.group("func"), match.group("file").rsplit(":", 1)[0]
+            compiled = compiled_frame(func, file)
+            if compiled is not None:
+                func, file = compiled
+            names.append(f"{func} ({_short(file)})")
             files.append(file)
         if not names:
             continue
