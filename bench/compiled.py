@@ -6,7 +6,7 @@ unpacked with `pip install --target` into a directory that goes first on
 the router subprocess's PYTHONPATH, so that it imports the extensions and
 not this checkout. The build takes minutes: it is kept under
 ~/.cache/smsrouter/compiled (or $SMSROUTER_BUILD_CACHE), keyed by a hash of
-everything it is made from, and only the latest one is kept.
+everything it is made from; the three used last are kept.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +28,9 @@ PACKAGES = ("router", "connectors", "smsrouter", "sims")
 BUILD_FILES = ("setup.py", "pyproject.toml", "build_backend/smsrouter_build.py")
 BUILD_TIMEOUT = 1800.0
 COMPLETE = "COMPLETE"
+PARTIAL = ".partial"
+KEEP = 3
+STALE_PARTIAL_S = 3600.0
 
 
 def source_key() -> str:
@@ -59,7 +63,7 @@ def _pip(*args: str, env: dict[str, str] | None = None) -> None:
         check=False,
     )
     if run.returncode != 0:
-        raise AssertionError(f"pip {args[0]} failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}")
+        raise RuntimeError(f"pip {args[0]} failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}")
 
 
 def compiled_site() -> Path:
@@ -67,18 +71,40 @@ def compiled_site() -> Path:
     root = cache_root()
     site = root / source_key()
     if (site / COMPLETE).exists():
+        (site / COMPLETE).touch()  # in use: pruned last
         return site
     root.mkdir(parents=True, exist_ok=True)
-    for older in root.iterdir():
-        shutil.rmtree(older, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="smsrouter-wheel-") as wheels:
         _pip(
             "wheel", str(ROOT), "--no-deps", "--wheel-dir", wheels,
             env={**os.environ, "SMSROUTER_COMPILE": "1"},
         )  # fmt: skip
         (wheel,) = Path(wheels).glob("smsrouter-*.whl")
-        partial = site.with_name(site.name + ".partial")
+        # Unpacked aside, then renamed into place: a build is whole or absent,
+        # even if another process builds the same sources meanwhile.
+        partial = Path(tempfile.mkdtemp(prefix=f"{site.name}.", suffix=PARTIAL, dir=root))
         _pip("install", "--no-deps", "--target", str(partial), str(wheel))
-    partial.rename(site)
-    (site / COMPLETE).touch()
+    (partial / COMPLETE).touch()
+    try:
+        partial.rename(site)
+    except OSError:  # the other process was first
+        shutil.rmtree(partial, ignore_errors=True)
+    _prune(root)
     return site
+
+
+def _prune(root: Path) -> None:
+    """Keep the KEEP builds used last (another checkout may be running one),
+    and no unpacking left by a build that was killed."""
+    now = time.time()
+    builds = []
+    for path in root.iterdir():
+        if path.name.endswith(PARTIAL):
+            if now - path.stat().st_mtime > STALE_PARTIAL_S:
+                shutil.rmtree(path, ignore_errors=True)
+        elif (path / COMPLETE).exists():
+            builds.append(((path / COMPLETE).stat().st_mtime, path))
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    for _, old in sorted(builds, reverse=True)[KEEP:]:
+        shutil.rmtree(old, ignore_errors=True)

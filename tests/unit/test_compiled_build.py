@@ -1,5 +1,6 @@
-"""What the compiled build (setup.py, build_backend/) compiles, and the rules
-the compiled modules keep so that they run as their sources do.
+"""What the compiled build (setup.py, build_backend/) compiles, how the
+build is cached (bench/compiled.py), and the rules the compiled modules
+keep so that they run as their sources do.
 
 The build itself, and the router running from it, are proved end to end in
 tests/e2e/test_compiled_build.py.
@@ -8,7 +9,9 @@ tests/e2e/test_compiled_build.py.
 from __future__ import annotations
 
 import ast
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ sys.path.insert(0, str(ROOT / "build_backend"))
 import smsrouter_build  # noqa: E402
 
 import setup  # noqa: E402  (the project's setup.py: the root is on sys.path)
+from bench import compiled  # noqa: E402
 
 
 def _compiled() -> list[str]:
@@ -133,3 +137,34 @@ def test_an_editable_install_refuses_to_compile(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("SMSROUTER_COMPILE", "1")
     with pytest.raises(SystemExit, match="editable"):
         smsrouter_build.build_editable(str(ROOT / "build"))
+
+
+def _build_dir(root: Path, name: str, age_s: float, *, complete: bool = True) -> Path:
+    path = root / name
+    path.mkdir()
+    if complete:
+        (path / compiled.COMPLETE).touch()
+    stamp = time.time() - age_s
+    os.utime(path / compiled.COMPLETE if complete else path, (stamp, stamp))
+    return path
+
+
+def test_the_build_cache_keeps_the_builds_used_last(tmp_path: Path) -> None:
+    builds = [_build_dir(tmp_path, f"b{i}", age_s=100.0 * i) for i in range(5)]
+    fresh_partial = _build_dir(tmp_path, "b9.x.partial", 10.0, complete=False)
+    stale_partial = _build_dir(tmp_path, "b8.y.partial", 2 * 3600.0, complete=False)
+    unfinished = _build_dir(tmp_path, "b7", 10.0, complete=False)
+    compiled._prune(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b0", "b1", "b2", "b9.x.partial"]
+    assert not any(p.exists() for p in (*builds[3:], stale_partial, unfinished))
+    assert fresh_partial.exists()
+
+
+def test_a_complete_build_of_these_sources_is_used_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMSROUTER_BUILD_CACHE", str(tmp_path))
+    site = _build_dir(tmp_path, compiled.source_key(), age_s=1000.0)
+    before = (site / compiled.COMPLETE).stat().st_mtime
+    assert compiled.compiled_site() == site  # no pip: this would take minutes
+    assert (site / compiled.COMPLETE).stat().st_mtime > before  # marked as used
