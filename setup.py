@@ -34,6 +34,26 @@ INTERPRETED = {
     "connectors/smpp/__init__.py",
 }
 
+# Dataclasses made for every message, whose __init__ is written out in the
+# class: mypyc compiles a dataclass's own methods but not the __init__ the
+# dataclasses module generates at import, which stays interpreted Python,
+# 5-10 times slower (bench/PROFILING.md, round 12). A unit test checks that
+# each written-out __init__ takes the class's fields, in order, with their
+# defaults.
+COMPILED_INITS = (
+    "connectors/smpp/pdu.py:MessageIdResp",
+    "connectors/smpp/pdu.py:ShortMessagePdu",
+    "connectors/smpp/receipt.py:Receipt",
+    "router/engine.py:_HeldReceipt",
+    "router/messages.py:Message",
+    "router/store.py:CarrierReceipt",
+    "router/store.py:Finished",
+    "router/store.py:InsertMessage",
+    "router/store.py:Notification",
+    "router/store.py:OutboxDone",
+    "router/store.py:PartSent",
+)
+
 
 def compiled_modules(root: Path) -> list[str]:
     """Paths (relative to `root`, sorted) of the modules mypyc compiles."""

@@ -3,6 +3,7 @@
     python -m bench [all] [--full] [--systems smsrouter,kannel,jasmin]
     python -m bench scenario1 --systems smsrouter,kannel
     python -m bench profile            # scenario 1 on smsrouter under py-spy
+    python -m bench profile --profile-scenario scenario2   # the SMPP load
     python -m bench install            # only install what the peers need
     python -m bench codec|scheduler|sim   # the component benchmarks
 
@@ -75,6 +76,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--no-profile", action="store_true", help="all: skip the py-spy pass")
     p.add_argument("--profile-seconds", type=float, default=10.0)
+    p.add_argument(
+        "--profile-scenario",
+        choices=["scenario1", "scenario2"],
+        default="scenario1",
+        help="the load the py-spy pass repeats (HTTP or SMPP ingress)",
+    )
     p.add_argument("--results", help="write the markdown results here")
     p.add_argument("--no-results", action="store_true", help="all: do not write RESULTS.md")
     p.add_argument("--workdir", help="configs and logs (default: a temp dir, removed after)")
@@ -125,7 +132,7 @@ async def _main(args: argparse.Namespace, argv: list[str]) -> int:
     if args.target == "all":
         scenarios = list(SCENARIOS)
     elif args.target == "profile":
-        scenarios, systems = ["scenario1"], ["smsrouter"]
+        scenarios, systems = [args.profile_scenario], ["smsrouter"]
     else:
         scenarios = [args.target]
     profile = args.target == "profile" or (args.target == "all" and not args.no_profile)
@@ -142,6 +149,7 @@ async def _main(args: argparse.Namespace, argv: list[str]) -> int:
         workdir=workdir,
         profile=profile,
         profile_seconds=args.profile_seconds,
+        profile_scenario=args.profile_scenario,
         build=args.build,
         emit=lambda record: print(dump(record), flush=True),
     )

@@ -1,8 +1,9 @@
-"""Where the router's time goes under scenario 1: py-spy, summed by function.
+"""Where the router's time goes under a scenario: py-spy, summed by function.
 
 A separate pass after the measured one (the profiler stops the process for
 each sample and slows it; the measured figures are taken without it): the
-same scenario-1 load runs while ``py-spy record -p PID -f raw --native``
+same load (scenario 1's by default, scenario 2's with
+``--profile-scenario scenario2``) runs while ``py-spy record -p PID -f raw --native``
 samples the daemon for a few seconds. The raw output (one line per
 distinct stack: frames separated by ';', then the sample count) is summed
 here by function (see `summarize`). Samples in which the process only
@@ -199,15 +200,22 @@ def _short(path: str) -> str:
 
 
 async def profile_router(
-    system: SmsrouterSystem, client_args: list[str], workdir: Path, *, seconds: float
+    system: SmsrouterSystem,
+    tool: str,
+    client_args: list[str],
+    workdir: Path,
+    *,
+    scenario: str,
+    seconds: float,
 ) -> dict[str, Any]:
-    """Run the scenario-1 load again with py-spy on the daemon; the summary."""
+    """Run a scenario's load (`smsrouter sim TOOL ARGS`) again with py-spy on
+    the daemon; the summary."""
     pid = system.pid
     if pid is None:
         raise RuntimeError("the router is not running")
     binary = await asyncio.to_thread(py_spy)
-    raw_path = workdir / "profile-scenario1.txt"
-    load = asyncio.create_task(run_client("http", client_args, workdir / "profile-client.log"))
+    raw_path = workdir / f"profile-{scenario}.txt"
+    load = asyncio.create_task(run_client(tool, client_args, workdir / "profile-client.log"))
     try:
         await asyncio.sleep(2.0)  # past the ramp-up
         spy = Spawned(
@@ -249,9 +257,13 @@ async def profile_router(
     out = summarize(raw)
     out.update(
         {
+            "scenario": scenario,
             "seconds": seconds,
             "raw_file": str(raw_path),
-            "load_accepted_per_s": summary_client.get("messages_per_s"),
+            # Accepted per second (HTTP) or answered submit_sm per second (SMPP).
+            "load_accepted_per_s": summary_client.get(
+                "messages_per_s", summary_client.get("submits_per_s")
+            ),
             "command": f"py-spy record -p PID -f raw -d {int(seconds)} -r 100 --native",
         }
     )

@@ -275,13 +275,19 @@ def print_summary(result: SuiteResult, out: Any = sys.stdout) -> None:
             )
     if result.profile:
         p = result.profile
-        print(f"\nrouter profile under scenario 1 ({p['samples']} busy samples):", file=out)
+        scenario = _scenario_words(p)
+        print(f"\nrouter profile under {scenario} ({p['samples']} busy samples):", file=out)
         print("  on top of the stack (C included):", file=out)
         for row in p["self"][:12]:
             print(f"  {row['pct']:5.1f}%  {row['function']}", file=out)
         print("  innermost Python function (its native callees included):", file=out)
         for row in p["python_self"][:12]:
             print(f"  {row['pct']:5.1f}%  {row['function']}", file=out)
+
+
+def _scenario_words(profile: dict[str, Any]) -> str:
+    """'scenario 2' for a profile taken under scenario 2's load."""
+    return str(profile.get("scenario", "scenario1")).replace("scenario", "scenario ")
 
 
 def component_lines(records: Iterable[dict[str, Any]]) -> list[str]:
@@ -380,9 +386,9 @@ def results_markdown(result: SuiteResult, argv: Sequence[str]) -> str:
         p = result.profile
         lines += [
             "",
-            "## Where the router spends its time (scenario 1, py-spy)",
+            f"## Where the router spends its time ({_scenario_words(p)}, py-spy)",
             "",
-            f"`{p['command']}` on the daemon during a second scenario-1 pass "
+            f"`{p['command']}` on the daemon during a second {_scenario_words(p)} pass "
             f"({p['load_accepted_per_s']} accepted/s while sampled: the profiler stops the"
             f" process at each sample); {p['samples']} busy samples, {p['idle_samples']} idle"
             " ones left out. PostgreSQL runs in its own processes and is not in this"

@@ -59,6 +59,8 @@ class SuiteOptions:
     workdir: Path
     profile: bool = False
     profile_seconds: float = 10.0
+    # The load the profile pass repeats: "scenario1" (HTTP) or "scenario2" (SMPP).
+    profile_scenario: str = "scenario1"
     # smsrouter's build: "compiled" (bench.compiled builds it) or "interpreted".
     build: str = "compiled"
     emit: Callable[[dict[str, Any]], None] = lambda record: None
@@ -207,13 +209,11 @@ class Runner:
             min_runtime=5.0,
         )
         self._finish(m, system)
-        if self.options.profile and isinstance(system, SmsrouterSystem):
-            self.result.profile = await self._profile(system)
+        await self._profile_after("scenario1", system)
 
-    async def scenario2(self, system: System, carrier: CarrierProcess) -> None:
-        count, seconds = self._count(system)
+    def _smpp_load(self, system: System, count: int, seconds: float) -> list[str]:
         smpp_args: list[str] = system.smpp_args()  # type: ignore[attr-defined]
-        args = [
+        return [
             *smpp_args,
             "--binds",
             "1",
@@ -231,10 +231,15 @@ class Runner:
             str(RECEIPT_TIMEOUT),
             *self._rate_cap(),
         ]
+
+    async def scenario2(self, system: System, carrier: CarrierProcess) -> None:
+        count, seconds = self._count(system)
+        args = self._smpp_load(system, count, seconds)
         m = await measure(
             "scenario2", system, carrier, "esme", args, self.options.workdir, min_runtime=5.0
         )
         self._finish(m, system)
+        await self._profile_after("scenario2", system)
 
     async def scenario3(self, system: System, carrier: CarrierProcess) -> None:
         count, seconds = self._count(system)
@@ -263,13 +268,20 @@ class Runner:
             m.notes.append("nothing accepted; see the client log in the work dir")
         self._record(m.record())
 
-    async def _profile(self, system: SmsrouterSystem) -> dict[str, Any]:
-        args = self._http_load(system, self.sizes.count_cap, self.options.profile_seconds + 4.0, 1)
-        return await profile_router(
-            system,
-            args,
-            self.options.workdir,
-            seconds=self.options.profile_seconds,
+    async def _profile_after(self, scenario: str, system: System) -> None:
+        """The py-spy pass, once the scenario it repeats has been measured."""
+        o = self.options
+        if not o.profile or o.profile_scenario != scenario:
+            return
+        if not isinstance(system, SmsrouterSystem):
+            return
+        count, seconds = self.sizes.count_cap, o.profile_seconds + 4.0
+        if scenario == "scenario2":
+            tool, args = "esme", self._smpp_load(system, count, seconds)
+        else:
+            tool, args = "http", self._http_load(system, count, seconds, 1)
+        self.result.profile = await profile_router(
+            system, tool, args, o.workdir, scenario=scenario, seconds=o.profile_seconds
         )
 
     async def scenario4(self, system: System, carrier: CarrierProcess) -> None:

@@ -33,6 +33,7 @@ from connectors.smpp import (
     Unbind,
     is_response,
 )
+from router.slots import Slots
 
 log = structlog.get_logger("smpp")
 
@@ -90,7 +91,7 @@ class SmppLink(asyncio.Protocol):
         self.inactivity_timeout = inactivity_timeout
         self.bind_timeout = bind_timeout
         self._clock = clock
-        self._slots = asyncio.Semaphore(window)
+        self._slots = Slots(window)
         self._outstanding: dict[int, _Outstanding] = {}
         self._timeouts_in_a_row = 0
         self._transport: asyncio.Transport | None = None

@@ -40,7 +40,7 @@ from router import metrics, store
 from router.accounts import Account, AccountDirectory
 from router.admission import Admission, parse_recipient, smpp_text
 from router.intake import Intake
-from router.messages import Status, utcnow
+from router.messages import STATUS_OF, Status, utcnow
 from router.notifications import MO, DeliveryFailed, NotAvailable
 from router.payloads import InboundMessage, SmppReceipt
 from router.scheduler import SenderQueueFull
@@ -353,7 +353,7 @@ class PartnerSmsc:
             "accepted": MessageState.ENROUTE,
             "queued": MessageState.ENROUTE,
             "sent": MessageState.ENROUTE,
-        }.get(row["status"]) or _STAT[Status(row["status"])][1]
+        }.get(row["status"]) or _STAT[STATUS_OF[row["status"]]][1]
         link.send(
             pdu.response(
                 message_id=pdu.message_id,

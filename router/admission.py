@@ -227,6 +227,4 @@ def payloads(message: Message, *, sixteen_bit: bool = False) -> list[bytes]:
         return [message.body.encode("latin-1")]
     # An ESME's submit_sm keeps its alphabet (and its own UDH travels with
     # it); an HTTP text is encoded in the alphabet chosen at acceptance.
-    return encode_text(
-        message.body, encoding=Encoding(message.encoding), sixteen_bit=sixteen_bit
-    ).parts
+    return encode_text(message.body, encoding=message.encoding, sixteen_bit=sixteen_bit).parts

@@ -102,6 +102,17 @@ class _HeldReceipt:
     first_seen: float
     future: asyncio.Future[None]
 
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
+    def __init__(
+        self,
+        op: CarrierReceipt,
+        first_seen: float,
+        future: asyncio.Future[None],
+    ) -> None:
+        self.op = op
+        self.first_seen = first_seen
+        self.future = future
+
 
 class DeliveryEngine:
     def __init__(

@@ -27,6 +27,7 @@ import structlog
 
 from router import metrics
 from router.messages import utcnow
+from router.slots import Slots
 from router.store import GroupCommit, Notification, NotificationPlanner, OutboxDone, OutboxRetry
 
 log = structlog.get_logger("notifications")
@@ -191,7 +192,7 @@ class Dispatcher:
         self._order = itertools.count()
         # Receipts for ESMEs that are not bound, per account, in order.
         self._waiting: dict[str, list[Notification]] = {}
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = Slots(concurrency)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()

@@ -28,7 +28,7 @@ import msgspec
 import structlog
 
 from router import metrics
-from router.messages import FINAL_STATUSES, Message, Status
+from router.messages import FINAL_STATUSES, STATUS_OF, Message, Status
 
 log = structlog.get_logger("store")
 
@@ -43,6 +43,13 @@ class InsertMessage:
 
     messages: Sequence[Message]
 
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
+    def __init__(
+        self,
+        messages: Sequence[Message],
+    ) -> None:
+        self.messages = messages
+
 
 @dataclass(slots=True)
 class PartSent:
@@ -53,6 +60,21 @@ class PartSent:
     carrier: str
     carrier_message_id: str
     at: datetime
+
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
+    def __init__(
+        self,
+        message_id: uuid.UUID,
+        part: int,
+        carrier: str,
+        carrier_message_id: str,
+        at: datetime,
+    ) -> None:
+        self.message_id = message_id
+        self.part = part
+        self.carrier = carrier
+        self.carrier_message_id = carrier_message_id
+        self.at = at
 
 
 @dataclass(slots=True)
@@ -75,6 +97,21 @@ class CarrierReceipt:
     status: Status
     error_code: str | None
     at: datetime
+
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
+    def __init__(
+        self,
+        carrier: str,
+        carrier_message_id: str,
+        status: Status,
+        error_code: str | None,
+        at: datetime,
+    ) -> None:
+        self.carrier = carrier
+        self.carrier_message_id = carrier_message_id
+        self.status = status
+        self.error_code = error_code
+        self.at = at
 
 
 @dataclass(slots=True)
@@ -106,6 +143,17 @@ class OutboxDone:
     outbox_id: int
     at: datetime
     error: str | None = None
+
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
+    def __init__(
+        self,
+        outbox_id: int,
+        at: datetime,
+        error: str | None = None,
+    ) -> None:
+        self.outbox_id = outbox_id
+        self.at = at
+        self.error = error
 
 
 @dataclass(slots=True)
@@ -141,6 +189,29 @@ class Notification:
     next_attempt_at: datetime
     expires_at: datetime
 
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
+    def __init__(
+        self,
+        id: int,
+        kind: str,
+        account_id: str,
+        message_id: uuid.UUID | None,
+        target: str | None,
+        payload: bytes,
+        attempts: int,
+        next_attempt_at: datetime,
+        expires_at: datetime,
+    ) -> None:
+        self.id = id
+        self.kind = kind
+        self.account_id = account_id
+        self.message_id = message_id
+        self.target = target
+        self.payload = payload
+        self.attempts = attempts
+        self.next_attempt_at = next_attempt_at
+        self.expires_at = expires_at
+
 
 @dataclass(slots=True)
 class Finished:
@@ -148,6 +219,15 @@ class Finished:
 
     message_id: uuid.UUID
     status: Status
+
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
+    def __init__(
+        self,
+        message_id: uuid.UUID,
+        status: Status,
+    ) -> None:
+        self.message_id = message_id
+        self.status = status
 
 
 # Given the connection of a commit and the ids of the messages it ended,
@@ -257,7 +337,7 @@ _FINISHED_OF_M = "m.id, m.status"
 
 
 def _finished(rows: Sequence[asyncpg.Record]) -> list[Finished]:
-    return [Finished(r["id"], Status(r["status"])) for r in rows]
+    return [Finished(r["id"], STATUS_OF[r["status"]]) for r in rows]
 
 
 _MESSAGES_ENDED = (
@@ -292,7 +372,7 @@ def final_of_parts(statuses: Sequence[str]) -> Status:
     """
     for s in statuses:
         if s != Status.DELIVERED:
-            return Status(s)
+            return STATUS_OF[s]
     return Status.DELIVERED
 
 
@@ -302,8 +382,9 @@ def final_of_parts(statuses: Sequence[str]) -> Status:
 _RECEIPTS = (
     "WITH r AS ("
     " UPDATE carrier_submits cs SET status = r.status, error_code = r.error_code, done_at = r.at"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::int[])"
-    "   AS r(carrier, cmid, status, error_code, at, i)"
+    # i: the receipt's place in the batch, from 1 (no array of it to send).
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])"
+    "   WITH ORDINALITY AS r(carrier, cmid, status, error_code, at, i)"
     " WHERE cs.carrier = r.carrier AND cs.carrier_message_id = r.cmid"
     " RETURNING cs.message_id, r.i, r.status, r.error_code, r.at, cs.carrier, cs.submitted_at),"
     " ended AS ("
@@ -338,7 +419,6 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
         [str(o.status) for o in ops],
         [o.error_code for o in ops],
         [o.at for o in ops],
-        list(range(len(ops))),
     )
     results = [False] * len(ops)
     open_: dict[uuid.UUID, list[int]] = {}
@@ -348,10 +428,10 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
             finished = ended.get(r["id"])
             if finished is None:
                 finished = ended[r["id"]] = _finished((r,))[0]
-            results[r["i"]] = finished
+            results[r["i"] - 1] = finished
         else:
-            results[r["i"]] = True
-            open_.setdefault(r["message_id"], []).append(r["i"])
+            results[r["i"] - 1] = True
+            open_.setdefault(r["message_id"], []).append(r["i"] - 1)
     if open_:
         for f in await _end_complete_messages(conn, list(open_)):
             for i in open_[f.message_id]:

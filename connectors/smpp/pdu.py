@@ -260,22 +260,46 @@ class Unbind(Pdu):
 # §4.6 deliver_sm, §4.7 data_sm
 
 
-@dataclass(slots=True)
-class SubmitSmResp(Pdu):
-    """§4.4.2.  Some SMSCs leave the body out on error; that decodes as message_id ""."""
+# The PDUs of every message (submit_sm, deliver_sm and their responses)
+# write their __init__ out so that mypyc compiles it (setup.py:
+# COMPILED_INITS), once per layout; the commands that share a layout
+# subclass it.
 
-    command_id: ClassVar[CommandId] = CommandId.SUBMIT_SM_RESP
+
+@dataclass(slots=True)
+class MessageIdResp(Pdu):
+    """The layout of submit_sm_resp, deliver_sm_resp and data_sm_resp
+    (§4.4.2, §4.6.2, §4.7.2): message_id, then optional parameters."""
+
     command_status: int = 0
     sequence_number: int = 0
     message_id: str = ""
     tlvs: dict[int, bytes] = field(default_factory=dict)
 
+    def __init__(
+        self,
+        command_status: int = 0,
+        sequence_number: int = 0,
+        message_id: str = "",
+        tlvs: dict[int, bytes] | None = None,
+    ) -> None:
+        self.command_status = command_status
+        self.sequence_number = sequence_number
+        self.message_id = message_id
+        self.tlvs = {} if tlvs is None else tlvs
+
+
+class SubmitSmResp(MessageIdResp):
+    """§4.4.2.  Some SMSCs leave the body out on error; that decodes as message_id ""."""
+
+    __slots__ = ()
+    command_id: ClassVar[CommandId] = CommandId.SUBMIT_SM_RESP
+
 
 @dataclass(slots=True)
-class SubmitSm(Pdu):
-    """§4.4.1."""
+class ShortMessagePdu(Pdu):
+    """The layout of submit_sm and deliver_sm (§4.4.1, §4.6.1)."""
 
-    command_id: ClassVar[CommandId] = CommandId.SUBMIT_SM
     command_status: int = 0
     sequence_number: int = 0
     service_type: str = ""
@@ -296,6 +320,57 @@ class SubmitSm(Pdu):
     sm_default_msg_id: int = 0
     short_message: bytes = b""
     tlvs: dict[int, bytes] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        command_status: int = 0,
+        sequence_number: int = 0,
+        service_type: str = "",
+        source_addr_ton: int = 0,
+        source_addr_npi: int = 0,
+        source_addr: str = "",
+        dest_addr_ton: int = 0,
+        dest_addr_npi: int = 0,
+        destination_addr: str = "",
+        esm_class: int = 0,
+        protocol_id: int = 0,
+        priority_flag: int = 0,
+        schedule_delivery_time: str = "",
+        validity_period: str = "",
+        registered_delivery: int = 0,
+        replace_if_present_flag: int = 0,
+        data_coding: int = 0,
+        sm_default_msg_id: int = 0,
+        short_message: bytes = b"",
+        tlvs: dict[int, bytes] | None = None,
+    ) -> None:
+        self.command_status = command_status
+        self.sequence_number = sequence_number
+        self.service_type = service_type
+        self.source_addr_ton = source_addr_ton
+        self.source_addr_npi = source_addr_npi
+        self.source_addr = source_addr
+        self.dest_addr_ton = dest_addr_ton
+        self.dest_addr_npi = dest_addr_npi
+        self.destination_addr = destination_addr
+        self.esm_class = esm_class
+        self.protocol_id = protocol_id
+        self.priority_flag = priority_flag
+        self.schedule_delivery_time = schedule_delivery_time
+        self.validity_period = validity_period
+        self.registered_delivery = registered_delivery
+        self.replace_if_present_flag = replace_if_present_flag
+        self.data_coding = data_coding
+        self.sm_default_msg_id = sm_default_msg_id
+        self.short_message = short_message
+        self.tlvs = {} if tlvs is None else tlvs
+
+
+class SubmitSm(ShortMessagePdu):
+    """§4.4.1."""
+
+    __slots__ = ()
+    command_id: ClassVar[CommandId] = CommandId.SUBMIT_SM
 
     def response(self, command_status: int = 0, **fields: Any) -> SubmitSmResp:
         return SubmitSmResp(command_status, self.sequence_number, **fields)
@@ -367,56 +442,28 @@ class SubmitMulti(Pdu):
         return SubmitMultiResp(command_status, self.sequence_number, **fields)
 
 
-@dataclass(slots=True)
-class DeliverSmResp(Pdu):
+class DeliverSmResp(MessageIdResp):
     """§4.6.2; message_id is unused and NULL."""
 
+    __slots__ = ()
     command_id: ClassVar[CommandId] = CommandId.DELIVER_SM_RESP
-    command_status: int = 0
-    sequence_number: int = 0
-    message_id: str = ""
-    tlvs: dict[int, bytes] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class DeliverSm(Pdu):
+class DeliverSm(ShortMessagePdu):
     """§4.6.1: same layout as submit_sm; carries MOs and delivery receipts."""
 
+    __slots__ = ()
     command_id: ClassVar[CommandId] = CommandId.DELIVER_SM
-    command_status: int = 0
-    sequence_number: int = 0
-    service_type: str = ""
-    source_addr_ton: int = 0
-    source_addr_npi: int = 0
-    source_addr: str = ""
-    dest_addr_ton: int = 0
-    dest_addr_npi: int = 0
-    destination_addr: str = ""
-    esm_class: int = 0
-    protocol_id: int = 0
-    priority_flag: int = 0
-    schedule_delivery_time: str = ""
-    validity_period: str = ""
-    registered_delivery: int = 0
-    replace_if_present_flag: int = 0
-    data_coding: int = 0
-    sm_default_msg_id: int = 0
-    short_message: bytes = b""
-    tlvs: dict[int, bytes] = field(default_factory=dict)
 
     def response(self, command_status: int = 0, **fields: Any) -> DeliverSmResp:
         return DeliverSmResp(command_status, self.sequence_number, **fields)
 
 
-@dataclass(slots=True)
-class DataSmResp(Pdu):
+class DataSmResp(MessageIdResp):
     """§4.7.2."""
 
+    __slots__ = ()
     command_id: ClassVar[CommandId] = CommandId.DATA_SM_RESP
-    command_status: int = 0
-    sequence_number: int = 0
-    message_id: str = ""
-    tlvs: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

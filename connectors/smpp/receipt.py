@@ -61,6 +61,27 @@ class Receipt:
     err: str = "000"
     text: str = ""
 
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
+    def __init__(
+        self,
+        id: str,
+        sub: str = "001",
+        dlvrd: str = "001",
+        submit_date: str = "",
+        done_date: str = "",
+        stat: str = "DELIVRD",
+        err: str = "000",
+        text: str = "",
+    ) -> None:
+        self.id = id
+        self.sub = sub
+        self.dlvrd = dlvrd
+        self.submit_date = submit_date
+        self.done_date = done_date
+        self.stat = stat
+        self.err = err
+        self.text = text
+
 
 class ReceiptStatus(StrEnum):
     DELIVERED = "delivered"

@@ -32,6 +32,7 @@ __all__ = [
     "concat_udh",
     "decode_short_message",
     "encode_text",
+    "encoding_of",
     "gsm7_decode",
     "gsm7_encode",
     "pack_septets",
@@ -45,6 +46,19 @@ class Encoding(StrEnum):
     GSM7 = "gsm7"
     UCS2 = "ucs2"
     LATIN1 = "latin1"
+
+
+# Encoding(value) goes through EnumType.__call__ (~1 us); every message's
+# text is encoded, so its alphabet is looked up here instead.
+_ENCODING_OF: dict[str, Encoding] = {e.value: e for e in Encoding}
+
+
+def encoding_of(value: str) -> Encoding:
+    """The Encoding named `value`; ValueError, as Encoding(value), if none is."""
+    encoding = _ENCODING_OF.get(value)
+    if encoding is None:
+        raise ValueError(f"{value!r} is not a valid Encoding")
+    return encoding
 
 
 # SMPP 3.4 §5.2.19: 0 = SMSC default alphabet (GSM 03.38 for this router, see the
@@ -516,7 +530,7 @@ def encode_text(
     a lone surrogate (not encodable as UTF-16), or if it needs more than 255 parts.
     """
     # The plain value (from config, or an HTTP body) is as good as the member.
-    forced = None if encoding is None else Encoding(encoding)
+    forced = None if encoding is None else encoding_of(encoding)
     chosen = Encoding.UCS2
     data: bytes | None = None
     if forced is None or forced is Encoding.GSM7:

@@ -9,6 +9,9 @@ tests/e2e/test_compiled_build.py.
 from __future__ import annotations
 
 import ast
+import dataclasses
+import importlib
+import inspect
 import os
 import sys
 import time
@@ -54,6 +57,62 @@ def test_msgspec_structs_live_only_in_interpreted_modules() -> None:
             if isinstance(node, ast.ClassDef):
                 bases = {ast.unparse(b) for b in node.bases}
                 assert not bases & {"msgspec.Struct", "Struct"}, f"{path}: {node.name}"
+
+
+def _written_out_inits() -> list[type]:
+    classes = []
+    for entry in setup.COMPILED_INITS:
+        path, name = entry.split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        classes.append(getattr(module, name))
+    return classes
+
+
+@pytest.mark.parametrize("cls", _written_out_inits(), ids=lambda c: c.__name__)
+def test_a_written_out_init_takes_the_fields_in_order_with_their_defaults(cls: type) -> None:
+    # The dataclass decorator leaves an __init__ of the class's own alone: a
+    # field added without it would never be set.
+    assert dataclasses.is_dataclass(cls) and "__init__" in vars(cls)
+    fields = dataclasses.fields(cls)
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    assert [p.name for p in params] == [f.name for f in fields]
+    for f, p in zip(fields, params, strict=True):
+        if f.default is not dataclasses.MISSING:
+            assert p.default == f.default, f.name
+        elif f.default_factory is not dataclasses.MISSING:
+            assert p.default is None, f.name
+        else:
+            assert p.default is inspect.Parameter.empty, f.name
+    # Each argument lands in its own field ...
+    given = {f.name: object() for f in fields}
+    made = cls(**given)
+    assert {f.name: getattr(made, f.name) for f in fields} == given
+    # ... and the defaults are the fields' own, a fresh one from a factory.
+    required = {
+        f.name: given[f.name] for f, p in zip(fields, params, strict=True) if p.default is p.empty
+    }
+    one, two = cls(**required), cls(**required)
+    for f in fields:
+        if f.default is not dataclasses.MISSING:
+            assert getattr(one, f.name) == f.default, f.name
+        elif f.default_factory is not dataclasses.MISSING:
+            assert getattr(one, f.name) == f.default_factory(), f.name
+            assert getattr(one, f.name) is not getattr(two, f.name), f.name
+
+
+def test_the_written_out_inits_cover_the_pdus_of_every_message() -> None:
+    from connectors.smpp import pdu
+
+    for cls in (pdu.SubmitSm, pdu.DeliverSm, pdu.SubmitSmResp, pdu.DeliverSmResp):
+        assert "__init__" not in vars(cls) and cls.__init__ in {
+            c.__init__ for c in _written_out_inits()
+        }
+        # A layout's subclass stays a dataclass of the same fields, and its
+        # command_id stays a class constant.
+        assert [f.name for f in dataclasses.fields(cls)][-1] == "tlvs"
+        assert "command_id" not in {f.name for f in dataclasses.fields(cls)}
+    assert pdu.SubmitSm(sequence_number=2) != pdu.DeliverSm(sequence_number=2)
+    assert repr(pdu.DeliverSmResp(0, 7)).startswith("DeliverSmResp(command_status=0")
 
 
 def awaits_in_except_clauses(path: str, tree: ast.Module) -> list[str]:

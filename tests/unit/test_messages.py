@@ -6,6 +6,8 @@ import os
 import time
 import uuid
 
+import pytest
+
 from router import messages
 from router.messages import new_message_id
 
@@ -42,3 +44,21 @@ def test_a_forked_child_does_not_repeat_its_parents_next_ids() -> None:
     assert not child & parent
     # Time bits may match (same millisecond): the random bits must not.
     assert not {i.int & (1 << 74) - 1 for i in child} & {i.int & (1 << 74) - 1 for i in parent}
+
+
+def test_an_id_is_a_uuid_as_the_standard_library_reads_it() -> None:
+    made = new_message_id()
+    same = uuid.UUID(str(made))
+    assert isinstance(made, uuid.UUID)
+    assert made == same and same == made and hash(made) == hash(same)
+    assert str(made) == str(same) and made.bytes == same.bytes and made.hex == same.hex
+    assert {same: "found"}[made] == "found"
+
+
+def test_a_status_is_found_by_its_value_and_only_by_it() -> None:
+    for status in messages.Status:
+        assert messages.STATUS_OF[status.value] is status
+        assert messages.STATUS_OF[status] is status
+    assert len(messages.STATUS_OF) == len(messages.Status)
+    with pytest.raises(KeyError):
+        messages.STATUS_OF["DELIVERED"]

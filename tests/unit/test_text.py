@@ -16,6 +16,7 @@ from connectors.smpp.text import (
     concat_udh,
     decode_short_message,
     encode_text,
+    encoding_of,
     gsm7_decode,
     gsm7_encode,
     pack_septets,
@@ -280,6 +281,16 @@ def test_forced_encodings() -> None:
         encode_text("жук", encoding=Encoding.GSM7)
     with pytest.raises(ValueError):
         encode_text("жук", encoding=Encoding.LATIN1)
+    with pytest.raises(ValueError, match="'utf8' is not a valid Encoding"):
+        encode_text("hello", encoding="utf8")
+
+
+def test_an_encoding_is_found_by_its_value_and_only_by_it() -> None:
+    for encoding in Encoding:
+        assert encoding_of(encoding.value) is encoding
+        assert encoding_of(encoding) is encoding
+    with pytest.raises(ValueError, match="'GSM7' is not a valid Encoding"):
+        encoding_of("GSM7")
 
 
 def test_lone_surrogate_is_refused() -> None:
