@@ -17,8 +17,15 @@ from router.config import AccountConfig
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+# Copied rather than made anew per digest: a new OpenSSL hash looks its
+# algorithm up first, which cost more than hashing an API key (one per request).
+_SHA256 = hashlib.sha256()
+
+
 def _digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
+    h = _SHA256.copy()
+    h.update(secret.encode())
+    return h.digest()
 
 
 @dataclass(slots=True)
