@@ -1,6 +1,6 @@
 """smsrouter against Kannel and Jasmin, on this machine, in one run.
 
-    python -m bench [all] [--full] [--systems smsrouter,kannel,jasmin]
+    python -m bench [all] [--full] [--rounds 3] [--systems smsrouter,kannel,jasmin]
     python -m bench scenario1 --systems smsrouter,kannel
     python -m bench profile            # scenario 1 on smsrouter under py-spy
     python -m bench profile --profile-scenario scenario2   # the SMPP load
@@ -73,6 +73,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         choices=["compiled", "interpreted"],
         default="compiled",
         help="smsrouter's build: compiled with mypyc (built once, cached) or this checkout",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the throughput scenarios this many times, the systems taking turns;"
+        " tables, ratios and targets use each system's median run",
     )
     p.add_argument("--no-profile", action="store_true", help="all: skip the py-spy pass")
     p.add_argument("--profile-seconds", type=float, default=10.0)
@@ -150,6 +157,7 @@ async def _main(args: argparse.Namespace, argv: list[str]) -> int:
         profile=profile,
         profile_seconds=args.profile_seconds,
         profile_scenario=args.profile_scenario,
+        rounds=max(1, args.rounds),
         build=args.build,
         emit=lambda record: print(dump(record), flush=True),
     )

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.scenarios import TITLES
+from bench.scenarios import THROUGHPUT_SCENARIOS, TITLES
 from bench.suite import SuiteResult
 
 PEERS = ("kannel", "jasmin")
@@ -93,16 +93,43 @@ def scenario_tables(records: Iterable[dict[str, Any]]) -> dict[str, list[list[st
     out: dict[str, list[list[str]]] = {}
     for scenario in sorted(by_scenario):
         rows = [r for r in by_scenario[scenario] if "skipped" not in r and "error" not in r]
+        if scenario in THROUGHPUT_SCENARIOS:
+            # One row per system: its median run when it ran several rounds.
+            systems = dict.fromkeys(r["system"] for r in rows)
+            rows = [m for m in (_find(rows, scenario, s) for s in systems) if m is not None]
         columns = PACING_COLUMNS if scenario == "scenario4" else THROUGHPUT_COLUMNS
         out[scenario] = _table(rows, columns)
     return out
 
 
+def _runs(records: Iterable[dict[str, Any]], scenario: str, system: str) -> list[dict[str, Any]]:
+    """The measured runs of `system` under `scenario`, in round order."""
+    return [
+        r for r in records if r.get("bench") == scenario and r.get("system") == system and RATE in r
+    ]
+
+
 def _find(records: Iterable[dict[str, Any]], scenario: str, system: str) -> dict[str, Any] | None:
-    for r in records:
-        if r.get("bench") == scenario and r.get("system") == system and RATE in r:
-            return r
-    return None
+    """The run of `system` under `scenario`; of several rounds, the median one
+    by rate (of an even count, the lower middle one)."""
+    runs = sorted(_runs(records, scenario, system), key=lambda r: r[RATE] or 0.0)
+    return runs[(len(runs) - 1) // 2] if runs else None
+
+
+def round_notes(records: Sequence[dict[str, Any]], scenario: str) -> list[str]:
+    """Each system's rate in every round, when it ran more than one."""
+    systems = dict.fromkeys(
+        r["system"] for r in records if r.get("bench") == scenario and RATE in r
+    )
+    notes = []
+    for system in systems:
+        runs = _runs(records, scenario, system)
+        if len(runs) > 1:
+            rates = ", ".join(_cell(r[RATE]) for r in runs)
+            notes.append(
+                f"{system}: median of {len(runs)} rounds; msg/s at the carrier by round: {rates}"
+            )
+    return notes
 
 
 def _ratio(a: Any, b: Any) -> float | None:
@@ -112,9 +139,12 @@ def _ratio(a: Any, b: Any) -> float | None:
 
 
 def ratios(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """smsrouter / peer, per scenario both ran (CPU: peer / smsrouter, i.e. times less)."""
-    out = []
-    for scenario in ("scenario1", "scenario2", "scenario3"):
+    """smsrouter / peer, per scenario both ran (CPU: peer / smsrouter, i.e. times less).
+
+    Of several rounds, from each system's median run, and msg/s round by round.
+    """
+    out: list[dict[str, Any]] = []
+    for scenario in THROUGHPUT_SCENARIOS:
         ours = _find(records, scenario, "smsrouter")
         if ours is None:
             continue
@@ -140,7 +170,20 @@ def ratios(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                     ),
                 }
             )
+            by_round = _ratios_by_round(records, scenario, peer)
+            if len(by_round) > 1:
+                out[-1]["msg_per_s_by_round"] = by_round
     return out
+
+
+def _ratios_by_round(records: Sequence[dict[str, Any]], scenario: str, peer: str) -> list[Any]:
+    """smsrouter/peer in msg/s, round by round (the systems took turns)."""
+    theirs = {r.get("round"): r for r in _runs(records, scenario, peer)}
+    return [
+        _ratio(r[RATE], theirs[r.get("round")][RATE])
+        for r in _runs(records, scenario, "smsrouter")
+        if r.get("round") in theirs
+    ]
 
 
 def targets(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -180,7 +223,7 @@ def targets(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             r2[RATE] >= need,
             f"Kannel scenario 1: {k1[RATE]} msg/s",
         )
-    for scenario in ("scenario1", "scenario2", "scenario3"):
+    for scenario in THROUGHPUT_SCENARIOS:
         ours = _find(records, scenario, "smsrouter")
         theirs = _find(records, scenario, "jasmin")
         if ours and theirs:
@@ -256,6 +299,8 @@ def print_summary(result: SuiteResult, out: Any = sys.stdout) -> None:
         for r in result.records:
             if r.get("bench") == scenario and ("skipped" in r or "error" in r):
                 print(f"  {r['system']}: {r.get('skipped') or 'ERROR ' + r['error']}", file=out)
+        for note in round_notes(result.records, scenario):
+            print(f"  {note}", file=out)
     for line in component_lines(result.records):
         print(f"\n{line}", file=out)
     ratio_rows = ratios(result.records)
@@ -349,18 +394,22 @@ def results_markdown(result: SuiteResult, argv: Sequence[str]) -> str:
         lines += ["", f"## {scenario}: {TITLES.get(scenario, '')}", ""]
         if len(cells) > 1:
             lines.append(markdown_table(cells))
+        notes: dict[str, None] = {}  # each once, though every round may repeat it
         for r in result.records:
             if r.get("bench") != scenario:
                 continue
             if "skipped" in r or "error" in r:
-                lines.append(f"\n- {r['system']}: {r.get('skipped') or 'error: ' + r['error']}")
+                notes[f"{r['system']}: {r.get('skipped') or 'error: ' + r['error']}"] = None
             for note in r.get("notes", []):
-                lines.append(f"\n- {r['system']}: {note}")
+                notes[f"{r['system']}: {note}"] = None
             if r.get("client_stopped") and not r.get("notes"):
-                lines.append(
-                    f"\n- {r['system']}: the load client was stopped after "
+                notes[
+                    f"{r['system']}: the load client was stopped after "
                     "the carrier saw no progress for 10 s (receipts never came)."
-                )
+                ] = None
+        for note in round_notes(result.records, scenario):
+            notes[note] = None
+        lines += [f"\n- {note}" for note in notes]
     for line in component_lines(result.records):
         lines += ["", f"The {line}."]
     ratio_rows = ratios(result.records)
@@ -382,6 +431,12 @@ def results_markdown(result: SuiteResult, argv: Sequence[str]) -> str:
                 f"{_cell(r['cpu_per_msg_peer_over_ours'])} | "
                 f"{_cell(r['p99_latency_peer_over_ours'])} |"
             )
+        lines += [
+            f"\n- {r['scenario']}, {r['peer']}: msg/s by round "
+            + ", ".join(_cell(x) for x in r["msg_per_s_by_round"])
+            for r in ratio_rows
+            if "msg_per_s_by_round" in r
+        ]
     if result.profile:
         p = result.profile
         lines += [
@@ -460,6 +515,10 @@ def results_markdown(result: SuiteResult, argv: Sequence[str]) -> str:
         "  not the system. machine steal % (JSON only): the part of it the",
         "  hypervisor gave to other virtual machines; it is why one day's figures",
         "  differ from another's.",
+        "- rounds (`--rounds N`): each system runs the throughput scenarios N",
+        "  times, the systems taking turns, each from a fresh start; a table row,",
+        "  a ratio and a target take each system's median run by msg/s, so that a",
+        "  spell of steal during one run does not decide a comparison.",
         "- scenario 4: arrival times of each sender's submit_sm at the carrier. A",
         "  sender's steady rate counts after its first bucketful (buckets start",
         "  full, hold 1 s of rate) as the slope of message number over arrival",

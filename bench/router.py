@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from typing import Any
 import aiohttp
 
 from bench.procs import LOOPBACK, CpuMeter, Spawned, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
 
 API_KEY = "bench-key"
 SMPP_SYSTEM_ID = "bench"
@@ -122,6 +125,21 @@ def config_text(
     for number in senders.long_codes:
         lines += ["[[numbers]]", f'number = "{number}"', 'account = "bench"', 'type = "long_code"']
     return "\n".join(lines) + "\n"
+
+
+def measured_version(site: Path | None) -> str:
+    """The version of what is measured: the build's own metadata, or the
+    checkout's pyproject.toml. (The installed distribution may be another
+    checkout's, and a source tree keeps the egg-info of its last build.)"""
+    if site is not None:
+        from importlib.metadata import distributions
+
+        for dist in distributions(path=[str(site)]):
+            if dist.metadata["Name"] == "smsrouter":
+                return dist.version
+        return "?"
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return str(tomllib.load(f)["project"]["version"])
 
 
 class SmsrouterSystem:
@@ -232,9 +250,7 @@ class SmsrouterSystem:
             self._pg_root = None
 
     def versions(self) -> dict[str, str]:
-        from importlib.metadata import version
-
-        out = {"smsrouter": version("smsrouter")}
+        out = {"smsrouter": measured_version(self.site)}
         with contextlib.suppress(Exception):
             out["postgresql"] = _embedded_pg_version()
         return out
