@@ -190,10 +190,13 @@ def targets(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Issue 4's targets, each met or not on this run's figures."""
     out: list[dict[str, Any]] = []
 
-    def add(name: str, ours: Any, needed: Any, met: bool | None, detail: str) -> None:
-        out.append(
-            {"target": name, "smsrouter": ours, "needed": needed, "met": met, "detail": detail}
-        )
+    def add(
+        name: str, ours: Any, needed: Any, met: bool | None, detail: str, scenario: str = ""
+    ) -> None:
+        row = {"target": name, "smsrouter": ours, "needed": needed, "met": met, "detail": detail}
+        if scenario:  # a rate target: what it leaves per message is worked out below
+            row["scenario"] = scenario
+        out.append(row)
 
     r1 = _find(records, "scenario1", "smsrouter")
     r2 = _find(records, "scenario2", "smsrouter")
@@ -206,6 +209,7 @@ def targets(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             need,
             r1[RATE] >= need,
             f"Kannel {k1[RATE]} msg/s",
+            "scenario1",
         )
         add(
             "scenario 1 CPU/msg < Kannel",
@@ -222,6 +226,7 @@ def targets(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             need,
             r2[RATE] >= need,
             f"Kannel scenario 1: {k1[RATE]} msg/s",
+            "scenario2",
         )
     for scenario in THROUGHPUT_SCENARIOS:
         ours = _find(records, scenario, "smsrouter")
@@ -234,7 +239,58 @@ def targets(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 need,
                 ours[RATE] >= need,
                 f"Jasmin {theirs[RATE]} msg/s",
+                scenario,
             )
+    return out
+
+
+def cpu_budgets(records: Sequence[dict[str, Any]], cores: int) -> list[dict[str, Any]]:
+    """What each rate target leaves per message on this machine's cores.
+
+    At N msg/s, C cores give C x 1000 / N ms of CPU to each message, for
+    everything that runs: the load tools (load client, webhook receiver,
+    carrier simulator; as measured in smsrouter's run, per message) and
+    smsrouter itself (router and PostgreSQL). What is left after the tools
+    is set against what smsrouter spends now, and against what PostgreSQL
+    alone spends on its durable writes. One router process has one core:
+    it tops out at 1000 / (its ms per message) msg/s.
+    """
+    out: list[dict[str, Any]] = []
+    for t in targets(records):
+        run = _find(records, t.get("scenario", ""), "smsrouter")
+        submits = (run or {}).get("carrier_submits")
+        if run is None or not submits or not t["needed"]:
+            continue
+        per_msg = 1000.0 / submits
+        parts = run.get("cpu_by_part") or {}
+        tools = ((run.get("client_cpu_s") or 0.0) + (run.get("carrier_cpu_s") or 0.0)) * per_msg
+        router = parts.get("router", 0.0) * per_msg
+        postgres = parts.get("postgres", 0.0) * per_msg
+        ours = router + postgres
+        left = cores * 1000.0 / t["needed"] - tools
+        one_process = 1000.0 / router if router else None
+        if left <= postgres:
+            verdict = f"no: less than PostgreSQL alone spends now ({postgres:.3f} ms)"
+        else:
+            steps = []
+            if left < ours:
+                steps.append(f"{(ours - left) / ours:.0%} less CPU per message")
+            if one_process is not None and t["needed"] > one_process:
+                steps.append("the router on more than one core")
+            verdict = "only with " + " and ".join(steps) if steps else "yes"
+        out.append(
+            {
+                "target": t["target"],
+                "needed": t["needed"],
+                "machine_ms": round(cores * 1000.0 / t["needed"], 3),
+                "tools_ms": round(tools, 3),
+                "left_ms": round(left, 3),
+                "smsrouter_ms": round(ours, 3),
+                "postgres_ms": round(postgres, 3),
+                "one_process_per_s": None if one_process is None else round(one_process, 1),
+                "verdict": verdict,
+            }
+        )
     return out
 
 
@@ -287,6 +343,26 @@ def software(versions: dict[str, str]) -> dict[str, str]:
     return out
 
 
+BUDGET_COLUMNS: list[tuple[str, str]] = [
+    ("target", "target"),
+    ("needed", "needed msg/s"),
+    ("machine_ms", "machine ms/msg"),
+    ("tools_ms", "load tools"),
+    ("left_ms", "left for smsrouter"),
+    ("smsrouter_ms", "smsrouter now"),
+    ("postgres_ms", "of it PostgreSQL"),
+    ("one_process_per_s", "one router process tops at msg/s"),
+    ("verdict", "reachable here"),
+]
+BUDGET_INTRO = (
+    "What each rate target leaves per message on this machine's {cores} cores: at "
+    "the needed rate, the cores give each message `cores x 1000 / rate` ms of CPU; "
+    "the load tools (load client, webhook receiver, carrier simulator) take what "
+    "they took per message in smsrouter's run; the rest is left for the router and "
+    "PostgreSQL, against what they spend now. One router process has one core."
+)
+
+
 # ---------------------------------------------------------------------------
 # Output
 
@@ -318,6 +394,11 @@ def print_summary(result: SuiteResult, out: Any = sys.stdout) -> None:
                 f" ({t['detail']})",
                 file=out,
             )
+    cores = os.cpu_count() or 1
+    budget_rows = cpu_budgets(result.records, cores)
+    if budget_rows:
+        print("\n" + BUDGET_INTRO.format(cores=cores).replace("`", ""), file=out)
+        print(text_table(_table(budget_rows, BUDGET_COLUMNS)), file=out)
     if result.profile:
         p = result.profile
         scenario = _scenario_words(p)
@@ -390,6 +471,11 @@ def results_markdown(result: SuiteResult, argv: Sequence[str]) -> str:
             )
     else:
         lines.append("Not all systems ran: no target could be checked.")
+    cores = int(m["nproc"]) if m["nproc"].isdigit() else os.cpu_count() or 1
+    budget_rows = cpu_budgets(result.records, cores)
+    if budget_rows:
+        lines += ["", BUDGET_INTRO.format(cores=cores), ""]
+        lines.append(markdown_table(_table(budget_rows, BUDGET_COLUMNS)))
     for scenario, cells in scenario_tables(result.records).items():
         lines += ["", f"## {scenario}: {TITLES.get(scenario, '')}", ""]
         if len(cells) > 1:

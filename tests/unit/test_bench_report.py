@@ -107,3 +107,56 @@ def test_the_version_reported_is_the_one_measured(tmp_path: Path) -> None:
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: smsrouter\nVersion: 9.8.7\n")
     assert measured_version(tmp_path) == "9.8.7"
     assert measured_version(tmp_path / "empty") == "?"
+
+
+def _with_cpu(record: dict[str, Any], router: float, postgres: float, tools: float) -> None:
+    """CPU seconds of a run of 1,000 carrier submits: per message, ms = s."""
+    record.update(
+        carrier_submits=1000,
+        cpu_by_part={"router": router, "postgres": postgres},
+        client_cpu_s=tools * 0.75,
+        carrier_cpu_s=tools * 0.25,
+    )
+
+
+def test_each_rate_target_shows_what_it_leaves_per_message_on_the_cores() -> None:
+    ours = _run("smsrouter", "scenario1", 2000.0, 1)
+    kannel = _run("kannel", "scenario1", 1000.0, 1)
+    smpp = _run("smsrouter", "scenario2", 3000.0, 1)
+    _with_cpu(ours, router=0.3, postgres=0.1, tools=0.2)
+    _with_cpu(smpp, router=0.25, postgres=0.4, tools=0.05)
+    rows = {r["target"]: r for r in report.cpu_budgets([ours, kannel, smpp], cores=2)}
+    # 2x Kannel = 2,000 msg/s: 1 ms per message from two cores, 0.2 to the
+    # tools, 0.8 left against 0.4 spent; one router process tops at 3,333/s.
+    twice = rows["scenario 1 msg/s >= 2x Kannel"]
+    assert (twice["machine_ms"], twice["tools_ms"], twice["left_ms"]) == (1.0, 0.2, 0.8)
+    assert (twice["smsrouter_ms"], twice["postgres_ms"]) == (0.4, 0.1)
+    assert twice["one_process_per_s"] == 3333.3
+    assert twice["verdict"] == "yes"
+    # 5x Kannel = 5,000 msg/s: 0.4 ms, 0.35 left, under what PostgreSQL spends.
+    five = rows["scenario 2 msg/s >= 5x Kannel scenario 1"]
+    assert five["left_ms"] == 0.35
+    assert five["verdict"] == "no: less than PostgreSQL alone spends now (0.400 ms)"
+
+    # At 4x Kannel: 0.5 ms, 0.3 left against 0.4 spent, and past one core.
+    ours[report.RATE] = kannel[report.RATE] = 1000.0
+    _with_cpu(ours, router=0.3, postgres=0.1, tools=0.2)
+    kannel[report.RATE] = 2000.0
+    (twice,) = [r for r in report.cpu_budgets([ours, kannel], cores=2) if "2x" in r["target"]]
+    assert twice["needed"] == 4000.0 and twice["left_ms"] == 0.3
+    assert (
+        twice["verdict"]
+        == "only with 25% less CPU per message and the router on more than one core"
+    )
+
+
+def test_the_results_page_has_the_cpu_budget_table() -> None:
+    ours, kannel = _run("smsrouter", "scenario1", 2000.0, 1), _run("kannel", "scenario1", 1000.0, 1)
+    _with_cpu(ours, router=0.3, postgres=0.1, tools=0.2)
+    page = report.results_markdown(SuiteResult(records=[ours, kannel]), ["all"])
+    assert "What each rate target leaves per message on this machine's" in page
+    _target_row, budget_row = (
+        line for line in page.splitlines() if line.startswith("| scenario 1 msg/s >= 2x")
+    )
+    assert budget_row.count("|") == len(report.BUDGET_COLUMNS) + 1
+    assert budget_row.endswith("| 0.400 | 0.100 | 3,333.3 | yes |")
