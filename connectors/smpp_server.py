@@ -319,14 +319,9 @@ class PartnerSmsc:
         message.payloads = cut
         if concat is not None:
             message.concat_group = (sender, recipient.e164, concat.ref, concat.total)
-        try:
-            committed = self._intake.accept_one(message)
-        except SenderQueueFull:
-            refuse(CommandStatus.ESME_RMSGQFUL, "sender_queue_full")
-            return
 
-        def answer(f: asyncio.Future[None]) -> None:
-            if f.exception() is not None:
+        def answer(error: StoreError | None) -> None:
+            if error is not None:
                 # The commit failed: a genuine internal fault, the ESME retries.
                 log.error("submit_sm not stored", message_id=str(message.id))
                 link.send(pdu.response(command_status=CommandStatus.ESME_RSYSERR))
@@ -334,7 +329,10 @@ class PartnerSmsc:
             link.send(pdu.response(message_id=str(message.id)))
             metrics.ingress_latency("smpp").observe(time.perf_counter() - started)
 
-        committed.add_done_callback(answer)
+        try:
+            self._intake.accept_one(message, answer)
+        except SenderQueueFull:
+            refuse(CommandStatus.ESME_RMSGQFUL, "sender_queue_full")
 
     # -------------------------------------------------------- query_sm
 

@@ -493,14 +493,12 @@ class DeliveryEngine:
         return done
 
     def _apply_receipt(self, held: _HeldReceipt) -> None:
-        fut = self.writer.submit(held.op)
-
-        def committed(f: asyncio.Future[object]) -> None:
-            if f.exception() is not None:
+        def committed(matched: object, error: StoreError | None) -> None:
+            if error is not None:
                 if not held.future.done():
-                    held.future.set_exception(f.exception())  # type: ignore[arg-type]
+                    held.future.set_exception(error)
                 return
-            if f.result() is False:
+            if matched is False:
                 if self._clock() - held.first_seen < RECEIPT_GRACE_SECONDS:
                     self._held.append(held)
                 else:
@@ -515,7 +513,7 @@ class DeliveryEngine:
             if not held.future.done():
                 held.future.set_result(None)
 
-        fut.add_done_callback(committed)
+        self.writer.submit_then(held.op, committed)
 
     def _retry_held_receipts(self) -> None:
         if not self._held:

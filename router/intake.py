@@ -8,14 +8,13 @@ never leaves queued work that the database does not know about.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from router import metrics
 from router.engine import DeliveryEngine
 from router.messages import Message
 from router.scheduler import SenderQueueFull
-from router.store import GroupCommit, InsertMessage
+from router.store import GroupCommit, InsertMessage, StoreError
 
 
 class Intake:
@@ -45,21 +44,17 @@ class Intake:
             self.engine.enqueue(m)
             metrics.received(m.ingress, m.account_id).inc()
 
-    def accept_one(self, message: Message) -> asyncio.Future[None]:
-        """The same for one message without a task: the future resolves after
-        the commit and the message is queued by then (SMPP's hot path)."""
+    def accept_one(self, message: Message, answer: Callable[[StoreError | None], None]) -> None:
+        """The same for one message without a task or a future: `answer(None)`
+        is called inside the writer once the message is committed and queued,
+        `answer(error)` if the commit failed (SMPP's hot path: the
+        submit_sm_resp goes out in the turn its commit settles)."""
         self.check_room((message,))
-        committed = self.writer.submit(InsertMessage((message,)))
-        done: asyncio.Future[None] = committed.get_loop().create_future()
 
-        def queued(f: asyncio.Future[object]) -> None:
-            exc = f.exception()
-            if exc is not None:
-                done.set_exception(exc)
-                return
-            self.engine.enqueue(message)
-            metrics.received(message.ingress, message.account_id).inc()
-            done.set_result(None)
+        def committed(_: object, error: StoreError | None) -> None:
+            if error is None:
+                self.engine.enqueue(message)
+                metrics.received(message.ingress, message.account_id).inc()
+            answer(error)
 
-        committed.add_done_callback(queued)
-        return done
+        self.writer.submit_then(InsertMessage((message,)), committed)

@@ -28,7 +28,14 @@ import structlog
 from router import metrics
 from router.messages import utcnow
 from router.slots import Slots
-from router.store import GroupCommit, Notification, NotificationPlanner, OutboxDone, OutboxRetry
+from router.store import (
+    GroupCommit,
+    Notification,
+    NotificationPlanner,
+    OutboxDone,
+    OutboxRetry,
+    StoreError,
+)
 
 log = structlog.get_logger("notifications")
 
@@ -290,11 +297,11 @@ class Dispatcher:
         """Write an attempt's outcome; if the write fails the row stays
         pending in the table and is attempted again after a restart."""
 
-        def written(f: asyncio.Future[object]) -> None:
-            if f.exception() is not None:
+        def written(_: object, error: StoreError | None) -> None:
+            if error is not None:
                 log.error("could not record a notification attempt", outbox_id=op.outbox_id)
 
-        self.writer.submit(op).add_done_callback(written)
+        self.writer.submit_then(op, written)
 
     def _failed(self, n: Notification, error: str) -> None:
         now = utcnow()

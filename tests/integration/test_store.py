@@ -21,6 +21,7 @@ from router.store import (
     MessageEnded,
     OutboxDone,
     PartSent,
+    StoreError,
     final_of_parts,
 )
 
@@ -327,6 +328,39 @@ async def test_overlapping_commits_settle_in_the_order_they_were_taken(
     await asyncio.wait_for(asyncio.gather(one, two), 10)
     await writer.stop()
     assert settled == ["first", "second"]
+
+
+async def test_a_callback_hears_its_outcome_and_one_that_raises_spoils_nothing(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """submit_then: each callback of a batch is told (result, None) once its
+    commit lands, or (None, StoreError) if it failed, in the order they came;
+    a callback that raises is logged and the rest of its batch is still told."""
+    told: list[tuple[str, object]] = []
+
+    def tell(name: str) -> store.Settled:
+        return lambda result, error: told.append((name, error))
+
+    def broken(result: object, error: StoreError | None) -> None:
+        told.append(("broken", error))
+        raise RuntimeError("a caller's bug")
+
+    first, second = _message(60), _message(61)
+    writer = await _writer(db_pool)
+    writer.submit_then(InsertMessage([first]), broken)
+    writer.submit_then(InsertMessage([second]), tell("second"))
+    await writer.stop()  # flushes and settles what is waiting
+    assert told == [("broken", None), ("second", None)]
+    ids = [first.id, second.id]
+    assert await db_pool.fetchval("SELECT count(*) FROM messages WHERE id = ANY($1)", ids) == 2
+
+    told.clear()
+    writer = await _writer(db_pool)
+    writer.submit_then(InsertMessage([_message(62)]), tell("fresh"))
+    writer.submit_then(InsertMessage([first]), tell("again"))  # its key is taken: the batch fails
+    await writer.stop()
+    assert [name for name, _ in told] == ["fresh", "again"]
+    assert all(isinstance(error, StoreError) for _, error in told)
 
 
 async def _until_blocked(pool: asyncpg.Pool) -> None:
