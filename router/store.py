@@ -564,10 +564,14 @@ _WRITER_SETTINGS = (
 
 
 class GroupCommit:
-    """One writer task: batches every waiting operation into one transaction.
+    """Batches every waiting operation into one transaction.
 
     With `connections` > 1 (the ingest writer) up to that many flushes are
-    in flight at once, each on its own connection. A flush that waits for
+    in flight at once, each on its own connection, each run by a worker task
+    of its own. A worker that finishes a flush takes what has arrived
+    meanwhile at once; an idle one is woken by the first operation that
+    finds no worker awake, and runs its flush in the task it woke in (a
+    task per flush would cost the acknowledgement one more loop turn). A flush that waits for
     its commit no longer holds back what arrived meanwhile: a window of
     submit_sm acknowledged together would otherwise come back together and
     wait together for the next commit, with the router idle during each
@@ -597,14 +601,13 @@ class GroupCommit:
         self._pool = pool
         self._idle: list[asyncpg.Connection] = []
         self._connections = connections
-        self._busy = 0
         self._max_batch = max_batch
         self._min_interval = min_interval
         self._flushed_at = -math.inf  # loop time the latest flush started
         self._waiting: list[tuple[Operation, Waiter]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._workers: list[asyncio.Task[None]] = []
+        self._idle_workers: list[asyncio.Future[None]] = []
+        self._waking = False  # an idle worker was woken and has not run yet
         # Resolved once the latest flush has settled its futures.
         self._settled: asyncio.Future[None] | None = None
         self._closing = False
@@ -616,7 +619,10 @@ class GroupCommit:
         # Kept: asyncio.get_running_loop() costs a getpid() call on 3.11,
         # and submit() runs several times per message.
         self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._run(), name="group-commit")
+        self._workers = [
+            self._loop.create_task(self._work(), name=f"group-commit-{self.name}-{n}")
+            for n in range(self._connections)
+        ]
 
     async def _connection(self) -> asyncpg.Connection:
         """One of the writer's own connections, held between flushes: handing
@@ -641,18 +647,25 @@ class GroupCommit:
     async def stop(self) -> None:
         """Flush what is waiting, then stop."""
         self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-        idle, self._idle = self._idle, []
-        for conn in idle:
+        idle, self._idle_workers = self._idle_workers, []
+        for waiter in idle:
+            waiter.set_result(None)
+        if self._workers:
+            await asyncio.gather(*self._workers)
+        idle_conns, self._idle = self._idle, []
+        for conn in idle_conns:
             await self._release(conn, broken=True)
+
+    def _wake(self) -> None:
+        if not self._waking and self._idle_workers:
+            self._waking = True
+            self._idle_workers.pop().set_result(None)
 
     def submit(self, op: Operation) -> asyncio.Future[Any]:
         """Queue one operation; the future resolves once it is committed."""
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._waiting.append((op, fut))
-        self._wake.set()
+        self._wake()
         return fut
 
     def submit_then(self, op: Operation, settled: Settled) -> None:
@@ -662,40 +675,31 @@ class GroupCommit:
         milliseconds, which a closed-loop client (an ESME at its window)
         pays in throughput."""
         self._waiting.append((op, settled))
-        self._wake.set()
+        self._wake()
 
     async def run(self, op: Operation) -> Any:
         return await self.submit(op)
 
-    async def _run(self) -> None:
+    async def _work(self) -> None:
         while True:
-            if not self._waiting or self._busy >= self._connections:
-                if not self._waiting and self._closing:
+            if not self._waiting:
+                if self._closing:
                     break
-                self._wake.clear()
-                await self._wake.wait()
+                woken = self._loop.create_future()
+                self._idle_workers.append(woken)
+                await woken
+                self._waking = False
                 continue
             wait = self._flushed_at + self._min_interval - self._loop.time()
             if wait > 0 and not self._closing and len(self._waiting) < self._max_batch:
                 await asyncio.sleep(wait)
+                if not self._waiting:  # another worker took it meanwhile
+                    continue
             self._flushed_at = self._loop.time()
             batch = self._waiting[: self._max_batch]
             del self._waiting[: self._max_batch]
-            if self._connections == 1:
-                await self._flush(batch, None)
-                continue
             previous, self._settled = self._settled, self._loop.create_future()
-            self._busy += 1
-            flush = self._loop.create_task(self._flush(batch, previous, self._settled))
-            self._flushes.add(flush)
-            flush.add_done_callback(self._flushed)
-        if self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
-
-    def _flushed(self, flush: asyncio.Task[None]) -> None:
-        self._flushes.discard(flush)
-        self._busy -= 1
-        self._wake.set()
+            await self._flush(batch, previous, self._settled)
 
     async def _apply(
         self,
