@@ -223,7 +223,7 @@ class SmppLink(asyncio.Protocol):
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._flush()  # what was written before closing still leaves (e.g. unbind_resp)
+            self.flush()  # what was written before closing still leaves (e.g. unbind_resp)
             self._transport.close()
 
     async def unbind(self, timeout: float = 5.0) -> None:
@@ -247,9 +247,12 @@ class SmppLink(asyncio.Protocol):
         out = self._out
         out.append(data)
         if len(out) == 1:
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write what this turn has queued now, not at the end of the turn:
+        for a caller that knows its burst of sends is over (the answers to
+        one group commit)."""
         out = self._out
         if not out:
             return

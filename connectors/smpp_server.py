@@ -142,6 +142,10 @@ class PartnerSmsc:
         self._binds: dict[str, list[SmppLink]] = {}
         self._next_receiver: dict[str, int] = {}
         self._accepting = True
+        # Links given submit_sm_resp by the group commit settling now: their
+        # answers leave when it has told every waiter, not a loop turn later.
+        self._answered: set[SmppLink] = set()
+        intake.writer.after_settle.append(self._send_answers)
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -325,14 +329,21 @@ class PartnerSmsc:
                 # The commit failed: a genuine internal fault, the ESME retries.
                 log.error("submit_sm not stored", message_id=str(message.id))
                 link.send(pdu.response(command_status=CommandStatus.ESME_RSYSERR))
-                return
-            link.send(pdu.response(message_id=str(message.id)))
-            metrics.ingress_latency("smpp").observe(time.perf_counter() - started)
+            else:
+                link.send(pdu.response(message_id=str(message.id)))
+                metrics.ingress_latency("smpp").observe(time.perf_counter() - started)
+            self._answered.add(link)
 
         try:
             self._intake.accept_one(message, answer)
         except SenderQueueFull:
             refuse(CommandStatus.ESME_RMSGQFUL, "sender_queue_full")
+
+    def _send_answers(self) -> None:
+        if self._answered:
+            for link in self._answered:
+                link.flush()
+            self._answered.clear()
 
     # -------------------------------------------------------- query_sm
 

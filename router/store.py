@@ -614,6 +614,8 @@ class GroupCommit:
         self.plan_notifications = plan_notifications
         # Called after each commit with the outbox rows it created.
         self.on_notifications: Callable[[list[Notification]], None] | None = None
+        # Called once a flush has told all its waiters, whatever its outcome.
+        self.after_settle: list[Callable[[], None]] = []
 
     def start(self) -> None:
         # Kept: asyncio.get_running_loop() costs a getpid() call on 3.11,
@@ -754,6 +756,11 @@ class GroupCommit:
                 self._failed(batch, outcome)
             else:
                 self._settle(batch, *outcome)
+            for hook in self.after_settle:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("after-settle hook failed")
         finally:
             if settled is not None:
                 settled.set_result(None)

@@ -335,7 +335,8 @@ async def test_a_callback_hears_its_outcome_and_one_that_raises_spoils_nothing(
 ) -> None:
     """submit_then: each callback of a batch is told (result, None) once its
     commit lands, or (None, StoreError) if it failed, in the order they came;
-    a callback that raises is logged and the rest of its batch is still told."""
+    a callback that raises is logged and the rest of its batch is still told;
+    the after-settle hooks run once all of them were told."""
     told: list[tuple[str, object]] = []
 
     def tell(name: str) -> store.Settled:
@@ -345,22 +346,27 @@ async def test_a_callback_hears_its_outcome_and_one_that_raises_spoils_nothing(
         told.append(("broken", error))
         raise RuntimeError("a caller's bug")
 
+    def hook() -> None:
+        told.append(("after settle", None))
+
     first, second = _message(60), _message(61)
     writer = await _writer(db_pool)
+    writer.after_settle.append(hook)
     writer.submit_then(InsertMessage([first]), broken)
     writer.submit_then(InsertMessage([second]), tell("second"))
     await writer.stop()  # flushes and settles what is waiting
-    assert told == [("broken", None), ("second", None)]
+    assert told == [("broken", None), ("second", None), ("after settle", None)]
     ids = [first.id, second.id]
     assert await db_pool.fetchval("SELECT count(*) FROM messages WHERE id = ANY($1)", ids) == 2
 
     told.clear()
     writer = await _writer(db_pool)
+    writer.after_settle.append(hook)
     writer.submit_then(InsertMessage([_message(62)]), tell("fresh"))
     writer.submit_then(InsertMessage([first]), tell("again"))  # its key is taken: the batch fails
     await writer.stop()
-    assert [name for name, _ in told] == ["fresh", "again"]
-    assert all(isinstance(error, StoreError) for _, error in told)
+    assert [name for name, _ in told] == ["fresh", "again", "after settle"]
+    assert all(isinstance(error, StoreError) for _, error in told[:2])
 
 
 async def _until_blocked(pool: asyncpg.Pool) -> None:
