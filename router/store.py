@@ -568,11 +568,7 @@ class GroupCommit:
     """Batches every waiting operation into one transaction.
 
     With `connections` > 1 (the ingest writer) up to that many flushes are
-    in flight at once, each on its own connection, each run by a worker task
-    of its own. A worker that finishes a flush takes what has arrived
-    meanwhile at once; an idle one is woken by the first operation that
-    finds no worker awake, and runs its flush in the task it woke in (a
-    task per flush would cost the acknowledgement one more loop turn). A flush that waits for
+    in flight at once, each on its own connection. A flush that waits for
     its commit no longer holds back what arrived meanwhile: a window of
     submit_sm acknowledged together would otherwise come back together and
     wait together for the next commit, with the router idle during each
@@ -581,6 +577,12 @@ class GroupCommit:
     order they came (never reordered, CONTRACT §2). Operations whose order
     matters across flushes (a sent part, then its receipt) keep one
     connection.
+
+    Each connection has a worker task. A worker that finishes a flush takes
+    what arrived meanwhile at once; an idle one is woken by the first
+    operation that finds no worker awake and runs the flush in the task it
+    woke in (a task started per flush would cost the acknowledgement one
+    more turn of the loop).
 
     With `min_interval`, a flush starts no sooner than that many seconds
     after the previous one started, so that what trickles in meanwhile
