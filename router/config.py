@@ -40,6 +40,17 @@ class HttpConfig(_Section):
     # Largest request body accepted: a 500-recipient batch with a long text
     # stays far below 1 MiB.
     max_body_bytes: int = 1 << 20
+    # Seconds a request waits for its commit before it is answered 503: a
+    # hung database must not hang every client (CONTRACT §11). Such a 503
+    # means "unknown": retry with the same Idempotency-Key.
+    request_timeout: float = 10.0
+    # Seconds a connection may take to send a request's whole header
+    # section (slowloris; Apache's mod_reqtimeout and nginx's
+    # client_header_timeout default to 20 and 60 s).
+    header_timeout: float = 10.0
+    # Open connections from one source address; over it a connection is
+    # answered 503 and closed (CONTRACT §11).
+    max_connections_per_ip: int = 256
 
 
 class SmppConfig(_Section):
@@ -52,6 +63,13 @@ class SmppConfig(_Section):
     enquire_link_interval: float = 30.0
     inactivity_timeout: float = 120.0
     response_timeout: float = 30.0
+    # Open connections from one source address (CONTRACT §11).
+    max_connections_per_ip: int = 256
+    # submit_sm read from one bind and not yet answered; past it the
+    # router stops reading that socket until it has answered some
+    # (SMPP 3.4 §2.7: the ESME's window is the ESME's to keep; ours bounds
+    # what one partner can make us hold).
+    max_outstanding: int = 200
 
 
 class DatabaseConfig(_Section):
@@ -66,6 +84,10 @@ class DatabaseConfig(_Section):
     # with little traffic it turns one transaction per operation into one
     # per interval.
     status_flush_interval: float = 0.01
+    # Seconds without a working database connection after which /healthz
+    # answers 503, so that an orchestrator restarts the daemon (/readyz
+    # answers 503 at once). CONTRACT §11.
+    liveness_seconds: float = 60.0
 
 
 class CarrierConfig(_Section):
@@ -490,4 +512,15 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
         errors.append(("database.pool_size", "must be at least 2"))
     if not 0 <= config.database.status_flush_interval <= 1:
         errors.append(("database.status_flush_interval", "must be 0..1 seconds"))
+    positive = (
+        ("database", "liveness_seconds"),
+        ("http", "request_timeout"),
+        ("http", "header_timeout"),
+        ("http", "max_connections_per_ip"),
+        ("smpp", "max_connections_per_ip"),
+        ("smpp", "max_outstanding"),
+    )
+    for section, key in positive:
+        if getattr(getattr(config, section), key) <= 0:
+            errors.append((f"{section}.{key}", "must be positive"))
     return errors
