@@ -8,6 +8,7 @@ never leaves queued work that the database does not know about.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 from router import metrics
@@ -37,12 +38,28 @@ class Intake:
                 raise SenderQueueFull(key, depth, scheduler.max_queued_parts)
 
     async def accept(self, messages: Sequence[Message]) -> None:
-        """Commit the messages and queue them; raises StoreError if the commit failed."""
+        """Commit the messages and queue them; raises StoreError if the commit failed.
+
+        The messages are queued inside the writer once committed, not after
+        this coroutine resumes: a caller that stops waiting (a request past
+        its deadline, CONTRACT §11) must not leave a committed message
+        outside its sender queue.
+        """
         self.check_room(messages)
-        await self.writer.submit(InsertMessage(messages))
-        for m in messages:
-            self.engine.enqueue(m)
-            metrics.received(m.ingress, m.account_id).inc()
+        done: asyncio.Future[StoreError | None] = asyncio.get_running_loop().create_future()
+
+        def committed(_: object, error: StoreError | None) -> None:
+            if error is None:
+                for m in messages:
+                    self.engine.enqueue(m)
+                    metrics.received(m.ingress, m.account_id).inc()
+            if not done.done():
+                done.set_result(error)
+
+        self.writer.submit_then(InsertMessage(messages), committed)
+        error = await done
+        if error is not None:
+            raise error
 
     def accept_one(self, message: Message, answer: Callable[[StoreError | None], None]) -> None:
         """The same for one message without a task or a future: `answer(None)`

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
+from tests.own_pg import OwnPostgres
 from tests.pg import PgServer
 
 # -- PostgreSQL ------------------------------------------------------------------
@@ -51,3 +52,16 @@ async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
             await asyncio.wait_for(pool.close(), timeout=10)
         except TimeoutError:
             pool.terminate()
+
+
+@pytest.fixture
+async def own_pg(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[OwnPostgres]:
+    """A PostgreSQL server of this test's own (migrated), which the test may
+    kill or freeze: .dsn, .pids(), .freeze()/.thaw(), .kill_postmaster(),
+    .restart(). Stopped by PID afterwards."""
+    server = OwnPostgres(tmp_path_factory.mktemp("own-pg"))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

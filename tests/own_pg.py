@@ -1,0 +1,86 @@
+"""A PostgreSQL server of one test's own, for tests that kill or freeze it.
+
+The session's server (tests/pg.py) is shared by every test, so a fault test
+must not touch it: this one is started for the test in its temporary
+directory, migrated, handed out with the PIDs of its processes, and stopped
+(by PID) when the test ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import asyncpg
+
+from router.migrations import apply_migrations
+from smsrouter.embedded_pg import EmbeddedPostgres, _children_of
+
+
+class OwnPostgres:
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # As root the server runs as an unprivileged user that must enter
+        # this directory (pytest's tmp_path is 0700).
+        for parent in (data_dir, *data_dir.parents):
+            if parent == Path("/"):
+                break
+            with contextlib.suppress(OSError):
+                parent.chmod(parent.stat().st_mode | 0o011)
+        self.server = EmbeddedPostgres(data_dir, database="smsrouter")
+        self.dsn = ""
+
+    async def start(self) -> str:
+        self.dsn = await self.server.start()
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
+        return self.dsn
+
+    @property
+    def postmaster(self) -> int:
+        pid = self.server.pid
+        assert pid is not None, "the server is not running"
+        return pid
+
+    def pids(self) -> list[int]:
+        """The postmaster and every process it started (backends call
+        setsid(), so their process group is no handle on them)."""
+        postmaster = self.server.pid
+        return [] if postmaster is None else [postmaster, *_children_of(postmaster)]
+
+    def freeze(self) -> list[int]:
+        """SIGSTOP every process of the server; returns the PIDs stopped."""
+        pids = self.pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        return pids
+
+    @staticmethod
+    def thaw(pids: list[int]) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    def kill_postmaster(self) -> None:
+        """SIGKILL of the postmaster alone, as an OOM killer would do; its
+        backends notice and exit by themselves."""
+        os.kill(self.postmaster, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self.server.pid is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    async def restart(self) -> str:
+        """Start it again on the same data dir (after kill_postmaster)."""
+        await self.server.stop()
+        return await self.start()
+
+    async def stop(self) -> None:
+        self.thaw(self.pids())  # a frozen server cannot shut down
+        await self.server.stop()
