@@ -26,6 +26,7 @@ from connectors.webhooks import WebhookChannel
 from router import store
 from router.accounts import AccountDirectory
 from router.admission import Admission, parse_recipient
+from router.auth_throttle import AuthThrottle
 from router.config import Config, load_config, parse_listen
 from router.engine import DeliveryEngine
 from router.inbound import Inbound
@@ -137,6 +138,10 @@ class Router:
         self.smpp_port = 0
         self._stopped = asyncio.Event()
         self._housekeeping: asyncio.Task[None] | None = None
+        # Failed authentications per source address, counted across both
+        # ingresses: a guess at an API key and one at an SMPP password come
+        # from the same attacker (CONTRACT §11).
+        self.auth_throttle = AuthThrottle()
 
     # ------------------------------------------------------------- readiness
 
