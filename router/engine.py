@@ -24,6 +24,7 @@ import structlog
 
 from router import metrics
 from router.health import CarrierHealth
+from router.log_limits import LimitedLog
 from router.messages import FINAL_STATUSES, Message, Status, utcnow
 from router.routes import Candidate, RouteTable
 from router.scheduler import SenderQueueFull, SenderScheduler
@@ -38,6 +39,9 @@ from router.store import (
 )
 
 log = structlog.get_logger("engine")
+# Lines that a fault repeats for every part (a stalled carrier, no healthy
+# route): once per interval and key, with a count (CONTRACT §11).
+limited_log = LimitedLog(log)
 
 # Receipts may beat the submit_sm_resp they belong to (the carrier's SMSC
 # writes the receipt before the response leaves), or beat our commit of it.
@@ -150,6 +154,9 @@ class DeliveryEngine:
         self._order = itertools.count()
         self._stopping = False
         self._health_exported: set[str] = set()
+        # Nothing leaves for a carrier while what is sent cannot be recorded
+        # (CONTRACT §11): the writer says when its commits fail and land.
+        writer.on_health.append(self._writer_health)
 
     # ------------------------------------------------------------- intake
 
@@ -192,6 +199,13 @@ class DeliveryEngine:
             self._requeue(message, part)
         if parked:
             self._wake.set()
+
+    def _writer_health(self, healthy: bool) -> None:
+        if healthy:
+            log.info("releasing to carriers again")
+        else:
+            log.error("holding messages: the database does not record what is sent")
+        self._wake.set()
 
     # ------------------------------------------------------------- the loop
 
@@ -237,6 +251,11 @@ class DeliveryEngine:
             # a burst with others, and the carrier would see the sender go
             # faster than its bucket allows.
             room = min(1000, self.carriers.capacity() - self._busy)
+            if not self.writer.healthy:
+                # A part sent now could not be recorded: its receipt would
+                # match nothing and a restart would send it again. What was
+                # sent already waits in the writer until the database is back.
+                room = 0
             released = scheduler.pop_ready(limit=room) if room > 0 else []
             for message, part in released:
                 if message.status in FINAL_STATUSES:
@@ -371,8 +390,9 @@ class DeliveryEngine:
                 if failure.temporary:
                     if not failure.throttled:
                         self.health.record_failure(carrier)
-                    log.info(
+                    limited_log.info(
                         "carrier failed temporarily",
+                        key=(carrier, failure.code),
                         message_id=str(message.id), part=part, carrier=carrier, error=failure.code,
                     )  # fmt: skip
                     previous = carrier
@@ -406,8 +426,9 @@ class DeliveryEngine:
                 else:
                     await writer.submit(PartSent(message.id, part, carrier, carrier_id, now))
             except StoreError:
-                # The carrier has it but our record does not: the receipt
-                # will not match and the restart would send it again.
+                # The writer holds a sent part until the database takes it;
+                # this is a shutdown that could not wait for the database:
+                # the receipt will not match and the next start sends it again.
                 log.error(
                     "could not record a sent part",
                     message_id=str(message.id), part=part, carrier=carrier,
@@ -440,12 +461,14 @@ class DeliveryEngine:
         attempt = self._attempts.get(message.id, 0)
         self._attempts[message.id] = attempt + 1
         delay = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
-        log.info(
+        error = last.code if last else "no healthy carrier"
+        limited_log.info(
             "retrying later",
+            key=error,
             message_id=str(message.id),
             part=part,
             delay=delay,
-            error=last.code if last else "no healthy carrier",
+            error=error,
         )
         asyncio.get_running_loop().call_later(delay, self._requeue, message, part)
 

@@ -9,7 +9,10 @@ never leaves queued work that the database does not know about.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
 
 from router import metrics
 from router.engine import DeliveryEngine
@@ -17,11 +20,65 @@ from router.messages import Message
 from router.scheduler import SenderQueueFull
 from router.store import GroupCommit, InsertMessage, StoreError
 
+log = structlog.get_logger("intake")
+
+# Messages whose commit is in doubt, remembered until the database answers
+# whether it holds them. Each is a message the caller was told was not
+# accepted; past the bound the oldest are forgotten (and logged), and the
+# next start finds them as it finds any stored message.
+MAX_IN_DOUBT = 100_000
+
 
 class Intake:
     def __init__(self, writer: GroupCommit, engine: DeliveryEngine) -> None:
         self.writer = writer
         self.engine = engine
+        self._in_doubt: list[Message] = []
+
+    def _queue(self, messages: Sequence[Message]) -> None:
+        for m in messages:
+            self.engine.enqueue(m)
+            metrics.received(m.ingress, m.account_id).inc()
+
+    def _failed(self, messages: Sequence[Message], error: StoreError) -> None:
+        """A commit that lost its connection may have landed all the same:
+        such messages are checked once the database is back (`resolve_doubts`),
+        so that a stored message never waits outside its queue."""
+        if not error.in_doubt:
+            return
+        self._in_doubt.extend(messages)
+        if len(self._in_doubt) > MAX_IN_DOUBT:
+            dropped = len(self._in_doubt) - MAX_IN_DOUBT
+            del self._in_doubt[:dropped]
+            log.error("forgot messages whose commit was in doubt", count=dropped)
+
+    @property
+    def in_doubt(self) -> int:
+        return len(self._in_doubt)
+
+    async def resolve_doubts(
+        self, stored: Callable[[list[uuid.UUID]], Awaitable[set[uuid.UUID]]]
+    ) -> int:
+        """Queue the messages in doubt that the database holds after all
+        (`stored` answers which); returns how many. The rest were never
+        stored: their callers were told so."""
+        doubts, self._in_doubt = self._in_doubt, []
+        if not doubts:
+            return 0
+        try:
+            held = await stored([m.id for m in doubts])
+        except BaseException:
+            self._in_doubt[:0] = doubts  # ask again next time
+            raise
+        found = [m for m in doubts if m.id in held]
+        if found:
+            log.warning(
+                "messages stored although their commit reported a lost connection",
+                count=len(found),
+                message_ids=[str(m.id) for m in found[:20]],
+            )
+            self._queue(found)
+        return len(found)
 
     def check_room(self, messages: Sequence[Message]) -> None:
         """Raise SenderQueueFull if a sender queue cannot take these messages."""
@@ -50,9 +107,9 @@ class Intake:
 
         def committed(_: object, error: StoreError | None) -> None:
             if error is None:
-                for m in messages:
-                    self.engine.enqueue(m)
-                    metrics.received(m.ingress, m.account_id).inc()
+                self._queue(messages)
+            else:
+                self._failed(messages, error)
             if not done.done():
                 done.set_result(error)
 
@@ -70,8 +127,9 @@ class Intake:
 
         def committed(_: object, error: StoreError | None) -> None:
             if error is None:
-                self.engine.enqueue(message)
-                metrics.received(message.ingress, message.account_id).inc()
+                self._queue((message,))
+            else:
+                self._failed((message,), error)
             answer(error)
 
         self.writer.submit_then(InsertMessage((message,)), committed)

@@ -29,6 +29,7 @@ import msgspec
 import structlog
 
 from router import metrics
+from router.log_limits import LimitedLog
 from router.messages import FINAL_STATUSES, STATUS_OF, Message, Status
 
 log = structlog.get_logger("store")
@@ -599,6 +600,7 @@ class GroupCommit:
         name: str = "status",
         connections: int = 1,
         min_interval: float = 0.0,
+        retry: bool = False,
     ) -> None:
         self.name = name
         self._pool = pool
@@ -619,6 +621,20 @@ class GroupCommit:
         self.on_notifications: Callable[[list[Notification]], None] | None = None
         # Called once a flush has told all its waiters, whatever its outcome.
         self.after_settle: list[Callable[[], None]] = []
+        # With `retry`, a flush the database refused is not failed back to
+        # its callers: it goes back to the head of the queue and is tried
+        # again until it commits (CONTRACT §11: what the router sent, and the
+        # receipts and final statuses that follow, are held until the
+        # database takes them). Only a bug in the batch (a constraint or
+        # data error, which no retry mends) still fails.
+        self._retry = retry
+        self._retry_delay = RETRY_FIRST_SECONDS
+        self._give_up_at = math.inf  # loop time past which stop() fails what is left
+        # False from a failed commit until the next one that lands; told to
+        # `on_health` (the engine stops releasing parts meanwhile).
+        self.healthy = True
+        self.on_health: list[Callable[[bool], None]] = []
+        self._failure_log = LimitedLog(log)
 
     def start(self) -> None:
         # Kept: asyncio.get_running_loop() costs a getpid() call on 3.11,
@@ -634,7 +650,13 @@ class GroupCommit:
         it back to the pool after every flush costs a reset round trip."""
         while self._idle:
             conn = self._idle.pop()
-            if not conn.is_closed():
+            try:
+                closed = conn.is_closed()
+            except asyncpg.InterfaceError:
+                # The pool took it back when the server ended its session
+                # (pg_terminate_backend, a restart): it is not ours to use.
+                continue
+            if not closed:
                 return conn
         conn = await self._pool.acquire()
         await conn.execute(_WRITER_SETTINGS)
@@ -649,9 +671,11 @@ class GroupCommit:
         with contextlib.suppress(Exception):
             await self._pool.release(conn, timeout=5)
 
-    async def stop(self) -> None:
-        """Flush what is waiting, then stop."""
+    async def stop(self, give_up_after: float = 10.0) -> None:
+        """Flush what is waiting, then stop. A retrying writer keeps trying
+        for `give_up_after` seconds, then fails what is left (logged)."""
         self._closing = True
+        self._give_up_at = self._loop.time() + give_up_after
         idle, self._idle_workers = self._idle_workers, []
         for waiter in idle:
             waiter.set_result(None)
@@ -660,6 +684,24 @@ class GroupCommit:
         idle_conns, self._idle = self._idle, []
         for conn in idle_conns:
             await self._release(conn, broken=True)
+
+    @property
+    def waiting(self) -> int:
+        """Operations queued and not yet taken by a flush."""
+        return len(self._waiting)
+
+    def _set_health(self, healthy: bool) -> None:
+        if healthy == self.healthy:
+            return
+        self.healthy = healthy
+        if healthy:
+            self._retry_delay = RETRY_FIRST_SECONDS
+            log.info("database writes resumed", writer=self.name)
+        for listener in self.on_health:
+            try:
+                listener(healthy)
+            except Exception:
+                log.exception("writer health listener failed")
 
     def _wake(self) -> None:
         if not self._waking and self._idle_workers:
@@ -704,7 +746,15 @@ class GroupCommit:
             batch = self._waiting[: self._max_batch]
             del self._waiting[: self._max_batch]
             previous, self._settled = self._settled, self._loop.create_future()
-            await self._flush(batch, previous, self._settled)
+            if not await self._flush(batch, previous, self._settled):
+                # Back to the head of the queue, in order, and a pause that
+                # doubles while the database stays away.
+                self._waiting[:0] = batch
+                delay, self._retry_delay = (
+                    self._retry_delay,
+                    min(RETRY_MAX_SECONDS, self._retry_delay * 2),
+                )
+                await asyncio.sleep(delay)
 
     async def _apply(
         self,
@@ -748,16 +798,26 @@ class GroupCommit:
         batch: list[tuple[Operation, Waiter]],
         previous: asyncio.Future[None] | None,
         settled: asyncio.Future[None] | None = None,
-    ) -> None:
+    ) -> bool:
         """Commit one batch, then settle its futures once the flush taken
-        before it has settled (`previous`), and mark `settled`."""
+        before it has settled (`previous`), and mark `settled`. False when
+        the batch is to be retried: nothing was settled."""
         try:
             outcome = await self._commit(batch)
             if previous is not None:
                 await asyncio.shield(previous)
             if isinstance(outcome, StoreError):
+                self._set_health(False)
+                if self._retry and outcome.retryable and self._loop.time() < self._give_up_at:
+                    return False
+                if self._retry:
+                    log.error(
+                        "gave up writing operations",
+                        writer=self.name, operations=len(batch), error=str(outcome),
+                    )  # fmt: skip
                 self._failed(batch, outcome)
             else:
+                self._set_health(True)
                 self._settle(batch, *outcome)
             for hook in self.after_settle:
                 try:
@@ -767,6 +827,7 @@ class GroupCommit:
         finally:
             if settled is not None:
                 settled.set_result(None)
+        return True
 
     async def _commit(
         self, batch: list[tuple[Operation, Waiter]]
@@ -791,10 +852,20 @@ class GroupCommit:
         except Exception as exc:
             failure = exc  # handled below: no await in an except clause
         if failure is not None:
-            log.error("group commit failed", error=repr(failure), operations=len(batch))
+            # Once per interval: a database that is away fails every flush.
+            self._failure_log.error(
+                "group commit failed",
+                key=self.name, writer=self.name, error=repr(failure), operations=len(batch),
+            )  # fmt: skip
             if conn is not None:
                 await self._release(conn, broken=True)
-            return StoreError(str(failure))
+            return StoreError(
+                str(failure),
+                retryable=_retryable(failure),
+                # No answer from the server: the connection went while the
+                # batch was in flight, perhaps after its commit landed.
+                in_doubt=not isinstance(failure, asyncpg.PostgresError),
+            )
         assert conn is not None
         await self._release(conn)
         metrics.commit_latency(self.name).observe(time.perf_counter() - started)
@@ -834,7 +905,36 @@ def _tell(settled: Settled, result: Any, error: StoreError | None) -> None:
 
 
 class StoreError(Exception):
-    """The database refused or lost a write; the operation did not happen."""
+    """The database refused or lost a write; the operation did not happen
+    (or, for a lost connection, its outcome is unknown: `retryable`)."""
+
+    def __init__(self, detail: str, *, retryable: bool = True, in_doubt: bool = False) -> None:
+        super().__init__(detail)
+        # False for errors that the same batch would meet again (a bug in
+        # it): constraint violations, bad data, bad SQL.
+        self.retryable = retryable
+        # The connection was lost with the batch in flight: it may have
+        # committed all the same (its COMMIT landed, the answer did not).
+        self.in_doubt = in_doubt
+
+
+# Errors no retry of the same statements mends (SQLSTATE classes 22 data
+# exception, 23 integrity constraint violation, 42 syntax error or access
+# rule violation). Everything else (a lost or refused connection, a
+# read-only or full database, a server shutting down) passes.
+_BUG_CLASSES = ("22", "23", "42")
+
+# Retries of a refused flush: first after this, doubling up to the max.
+RETRY_FIRST_SECONDS = 0.05
+RETRY_MAX_SECONDS = 2.0
+
+
+def _retryable(error: BaseException) -> bool:
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate[:2] in _BUG_CLASSES:
+        # 42501 (insufficient privilege) is an operator's grant away.
+        return sqlstate == "42501"
+    return True
 
 
 # Told an operation's outcome inside the writer: (its result, None) once
@@ -930,6 +1030,13 @@ async def pending_messages(pool: asyncpg.Pool) -> list[asyncpg.Record]:
             "   AND greatest(m.parts_sent, s.parts) < m.parts"
             " ORDER BY m.created_at, m.id"
         )
+
+
+async def stored_message_ids(pool: asyncpg.Pool, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these messages the database holds (after a commit in doubt)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT id FROM messages WHERE id = ANY($1::uuid[])", list(ids))
+    return {r["id"] for r in rows}
 
 
 async def pending_notifications(pool: asyncpg.Pool) -> list[Notification]:

@@ -9,6 +9,8 @@ from typing import Any
 
 import structlog
 
+from router.log_limits import RepeatLimiter
+
 # Keys whose values must never reach a log line, whatever a caller binds.
 _SECRET_KEYS = frozenset(
     {"password", "api_key", "webhook_secret", "secret", "dsn", "authorization"}
@@ -49,3 +51,31 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     # Libraries that use the standard logging module (aiohttp, asyncpg)
     # go to stderr at warning level so they never interleave with our JSON.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RepeatedLibraryLines) for f in handler.filters):
+            handler.addFilter(RepeatedLibraryLines())
+
+
+class RepeatedLibraryLines(logging.Filter):
+    """A library's repeated line once per interval, with its error on one
+    line: while the database is away, asyncpg's pool writes a warning and a
+    20-line traceback every time it fails to restore its connection floor
+    (CONTRACT §11: logs stay readable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._limiter = RepeatLimiter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        held = self._limiter.admit((record.name, record.msg))
+        if held is None:
+            return False
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {record.exc_info[1]!r}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        if held:
+            record.msg = f"{record.getMessage()} (repeated {held} times)"
+            record.args = None
+        return True

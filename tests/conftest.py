@@ -55,13 +55,14 @@ async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-async def own_pg(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[OwnPostgres]:
+async def own_pg() -> AsyncIterator[OwnPostgres]:
     """A PostgreSQL server of this test's own (migrated), which the test may
     kill or freeze: .dsn, .pids(), .freeze()/.thaw(), .kill_postmaster(),
-    .restart(). Stopped by PID afterwards."""
-    server = OwnPostgres(tmp_path_factory.mktemp("own-pg"))
-    await server.start()
+    .restart(). Stopped by PID and its files removed afterwards."""
+    server = OwnPostgres.in_temporary_dir()
     try:
+        await server.start()
         yield server
     finally:
         await server.stop()
+        server.remove_files()

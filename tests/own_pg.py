@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,16 +24,23 @@ from smsrouter.embedded_pg import EmbeddedPostgres, _children_of
 
 class OwnPostgres:
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # As root the server runs as an unprivileged user that must enter
-        # this directory (pytest's tmp_path is 0700).
-        for parent in (data_dir, *data_dir.parents):
-            if parent == Path("/"):
-                break
-            with contextlib.suppress(OSError):
-                parent.chmod(parent.stat().st_mode | 0o011)
+        self.data_dir = data_dir
         self.server = EmbeddedPostgres(data_dir, database="smsrouter")
         self.dsn = ""
+
+    @classmethod
+    def in_temporary_dir(cls) -> OwnPostgres:
+        """Under the system's temporary directory, not pytest's: pytest takes
+        the search bit off its own tree, and as root the server runs as an
+        unprivileged user that must enter the data dir (tests/pg.py too)."""
+        data_dir = Path(tempfile.mkdtemp(prefix="smsrouter-own-pg-"))
+        data_dir.chmod(0o711)
+        return cls(data_dir)
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.server.relocated:
+            shutil.rmtree(self.server.pgdata, ignore_errors=True)
 
     async def start(self) -> str:
         self.dsn = await self.server.start()

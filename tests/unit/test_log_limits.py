@@ -67,3 +67,32 @@ def test_limited_log_writes_the_count_and_keys_by_event_and_key() -> None:
         ("info", "retrying later", {"delay": 1.0}),
         ("warning", "retrying later", {"delay": 2.0, "repeated": 999}),
     ]
+
+
+def test_library_lines_rate_limited_and_tracebacks_folded() -> None:
+    import io
+    import logging
+
+    from smsrouter.logs import RepeatedLibraryLines
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RepeatedLibraryLines())
+    logger = logging.getLogger("test.library")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for _ in range(50):
+            try:
+                raise ConnectionRefusedError(111, "Connection refused")
+            except ConnectionRefusedError:
+                logger.warning(
+                    "Failed to restore the pool connection floor; retrying", exc_info=True
+                )
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "Failed to restore the pool connection floor; retrying:"
+        " ConnectionRefusedError(111, 'Connection refused')"
+    ]

@@ -1,0 +1,145 @@
+"""The group-commit writers when the database fails under them (CONTRACT §11):
+a connection killed by the server loses nothing and doubles nothing; a
+retrying writer holds what it could not write until the database is back."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import asyncpg
+
+from router.messages import Message, new_message_id
+from router.store import GroupCommit, InsertMessage, PartSent, StoreError
+from tests.own_pg import OwnPostgres
+
+WAIT = 60.0
+
+
+def _message(n: int) -> Message:
+    return Message(
+        id=new_message_id(),
+        account_id="acc",
+        ingress="http",
+        sender="+14155550101",
+        recipient=f"+1415555{n:04d}",
+        body=f"text {n}",
+        encoding="gsm7",
+        data_coding=0,
+        parts=1,
+        price=Decimal("0.0062"),
+        created_at=datetime.now(UTC),
+    )
+
+
+async def _terminate_writers(pool: asyncpg.Pool, dsn: str) -> int:
+    """pg_terminate_backend of every other session of this database, as an
+    operator (or a failover) would."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def _until_unhealthy(writer: GroupCommit) -> None:
+    outage = asyncio.Event()
+    writer.on_health.append(lambda healthy: outage.set() if not healthy else None)
+    if writer.healthy:
+        await outage.wait()
+
+
+async def test_terminated_backends_lose_and_double_nothing(database_url: str) -> None:
+    """Three pg_terminate_backend rounds during a stream of sent parts: every
+    part is recorded exactly once, and the writer ends healthy."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
+    ingest = GroupCommit(pool, name="ingest")
+    writer = GroupCommit(pool, retry=True)
+    ingest.start()
+    writer.start()
+    health: list[bool] = []
+    writer.on_health.append(health.append)
+    try:
+        messages = [_message(i) for i in range(600)]
+        await ingest.run(InsertMessage(messages))
+        recorded: list[asyncio.Future[object]] = []
+        async with asyncio.timeout(WAIT):
+            for i, m in enumerate(messages):
+                recorded.append(writer.submit(PartSent(m.id, 0, "sim", f"c{i}", datetime.now(UTC))))
+                if i % 150 == 149:
+                    killed = await _terminate_writers(pool, database_url)
+                    assert killed >= 1
+                await asyncio.sleep(0.002)
+            outcomes = await asyncio.gather(*recorded, return_exceptions=True)
+        assert not [o for o in outcomes if isinstance(o, BaseException)]
+        rows = await pool.fetch("SELECT message_id, count(*) AS n FROM carrier_submits GROUP BY 1")
+        assert len(rows) == len(messages)
+        assert {r["n"] for r in rows} == {1}
+        assert writer.healthy
+        assert health == [] or health[-1] is True
+    finally:
+        await ingest.stop()
+        await writer.stop()
+        await pool.close()
+
+
+async def test_retrying_writer_holds_operations_through_an_outage(own_pg: OwnPostgres) -> None:
+    """The server killed and restarted: a retrying writer reports the outage,
+    keeps the operations, and commits them once the server is back; an
+    intake writer fails its callers at once."""
+    pool = await asyncpg.create_pool(own_pg.dsn, min_size=1, max_size=4)
+    ingest = GroupCommit(pool, name="ingest")
+    writer = GroupCommit(pool, retry=True)
+    ingest.start()
+    writer.start()
+    health: list[bool] = []
+    writer.on_health.append(health.append)
+    try:
+        messages = [_message(i) for i in range(50)]
+        await ingest.run(InsertMessage(messages))
+        own_pg.kill_postmaster()
+        held = [
+            writer.submit(PartSent(m.id, 0, "sim", f"c{i}", datetime.now(UTC)))
+            for i, m in enumerate(messages)
+        ]
+        refused = ingest.submit(InsertMessage([_message(99)]))
+        async with asyncio.timeout(WAIT):
+            try:
+                await refused
+                raise AssertionError("an insert was acknowledged with the database down")
+            except StoreError:
+                pass
+            await _until_unhealthy(writer)
+        await asyncio.sleep(1.0)
+        assert not any(f.done() for f in held), "held operations must wait, not fail"
+        await own_pg.restart()
+        async with asyncio.timeout(WAIT):
+            await asyncio.gather(*held)
+        assert health == [False, True]
+        assert await pool.fetchval("SELECT count(*) FROM carrier_submits") == len(messages)
+    finally:
+        await ingest.stop()
+        await writer.stop(give_up_after=1.0)
+        await pool.close()
+
+
+async def test_stop_gives_up_after_its_deadline(own_pg: OwnPostgres) -> None:
+    """A database that never returns cannot hold shutdown for ever."""
+    pool = await asyncpg.create_pool(own_pg.dsn, min_size=1, max_size=2)
+    writer = GroupCommit(pool, retry=True)
+    writer.start()
+    try:
+        own_pg.kill_postmaster()
+        op = writer.submit(PartSent(new_message_id(), 0, "sim", "c", datetime.now(UTC)))
+        async with asyncio.timeout(WAIT):
+            await _until_unhealthy(writer)
+            await writer.stop(give_up_after=0.5)
+        assert isinstance(op.exception(), StoreError)
+    finally:
+        pool.terminate()
