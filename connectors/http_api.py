@@ -9,6 +9,8 @@ bad field, the way Twilio and Plivo report them. The routes are served by
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,7 +24,14 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from connectors.http_server import HttpServer, Request, Response, reason
+from connectors.http_server import (
+    HEADER_TIMEOUT,
+    MAX_CONNECTIONS_PER_IP,
+    HttpServer,
+    Request,
+    Response,
+    reason,
+)
 from connectors.send_request import SendRequest, decode_send
 from connectors.smpp.text import Encoding
 from connectors.webhooks import is_private_address
@@ -37,7 +46,9 @@ from router.admission import (
     parse_recipient,
     text_parts,
 )
+from router.auth_throttle import AuthThrottle
 from router.intake import Intake
+from router.liveness import DatabaseLiveness
 from router.messages import Message, utcnow
 from router.scheduler import SenderQueueFull
 from router.store import StoreError
@@ -51,6 +62,20 @@ MAX_BATCH = 500
 RETRY_AFTER_QUEUE_FULL = 4
 # How far ahead a send may be scheduled (Twilio's limit: 35 days).
 MAX_SCHEDULE_SECONDS = 35 * 86400
+# Seconds a request waits for the database (its commit, or a read) before
+# it is answered 503 (CONTRACT §11 "A hung database"); [http] request_timeout.
+REQUEST_TIMEOUT = 10.0
+# Retry-After of a 503 for a database that is down or did not answer in time.
+RETRY_AFTER_STORE = 1
+# What a read meets when the database is away or refusing: 503, not 500
+# (CONTRACT §11: while PostgreSQL is unreachable, ingress answers 503).
+_STORE_DOWN: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+)
 
 
 class RouterServices(Protocol):
@@ -60,6 +85,7 @@ class RouterServices(Protocol):
     admission: Admission
     intake: Intake
     pool: asyncpg.Pool
+    db_liveness: DatabaseLiveness
 
     def is_ready(self) -> tuple[bool, dict[str, Any]]: ...
 
@@ -75,7 +101,12 @@ def problem(
     status: int, title: str, detail: str, *, kind: str, headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response:  # fmt: skip
-    body = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail}
+    """An RFC 9457 problem. Its `code` (CONTRACT §3) is the kind in snake
+    case unless `code=` names another."""
+    body = {
+        "type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail,
+        "code": kind.replace("-", "_"),
+    }  # fmt: skip
     body.update(extra)
     return Response(
         status, _json.encode(body), content_type="application/problem+json", headers=headers
@@ -96,17 +127,55 @@ def _field_errors(errors: list[FieldError]) -> Response:
     )
 
 
+# The `code` (CONTRACT §3) of each error the HTTP server answers itself. Its
+# only 503 refuses a connection: over the per-address cap, or at the
+# file-descriptor limit (CONTRACT §11).
+_SERVER_CODES = {
+    400: "malformed_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "body_too_large",
+    415: "unsupported_content_encoding",
+    417: "expectation_failed",
+    431: "header_too_large",
+    503: "too_many_connections",
+    505: "http_version_not_supported",
+}
+
+
 def _server_error(status: int, detail: str, headers: Mapping[str, str] | None) -> Response:
     """Errors the HTTP server answers itself (404, 405, 413, ...), as problems too."""
     if status == 500:
-        return problem(500, "Internal error", "the request could not be completed", kind="internal")
+        return problem(
+            500, "Internal error", "the request could not be completed", kind="internal",
+            code="internal",
+        )  # fmt: skip
     return problem(
         status,
         reason(status),
         detail,
         kind=f"http-{status}",
         headers=dict(headers) if headers else None,
+        code=_SERVER_CODES.get(status, f"http_{status}"),
     )
+
+
+def _store_unavailable() -> Response:
+    return problem(
+        503, "Service unavailable", "the message store is unavailable; retry later",
+        kind="store-unavailable", code="store_unavailable",
+        headers={"Retry-After": str(RETRY_AFTER_STORE)},
+    )  # fmt: skip
+
+
+def _store_timeout(timeout: float) -> Response:
+    return problem(
+        503, "Service unavailable",
+        f"the message store did not answer within {timeout:g} s; retry later",
+        kind="store-timeout", code="store_timeout",
+        headers={"Retry-After": str(RETRY_AFTER_STORE)},
+    )  # fmt: skip
 
 
 Handler = Callable[[Request, Account], Awaitable[Response]]
@@ -120,9 +189,17 @@ class HttpApi:
         *,
         max_body_bytes: int = 1 << 20,
         deny_private_callbacks: bool = False,
+        request_timeout: float = REQUEST_TIMEOUT,
+        header_timeout: float = HEADER_TIMEOUT,
+        max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP,
+        auth_throttle: AuthThrottle | None = None,
     ) -> None:
         self.services = services
         self.deny_private_callbacks = deny_private_callbacks
+        self.request_timeout = request_timeout
+        # Failed authentications per source address (CONTRACT §11); the
+        # daemon shares one with the SMPP ingress.
+        self.auth_throttle = auth_throttle if auth_throttle is not None else AuthThrottle()
         # GET routes answer HEAD too (RFC 9110 §9.3.2).
         self.routes: dict[str, dict[str, ServerHandler]] = {
             "/v1/messages": {"POST": self._authed(self.send)},
@@ -133,25 +210,49 @@ class HttpApi:
             "/readyz": {"GET": self.readyz},
         }
         self.server = HttpServer(
-            self.routes, max_body_bytes=max_body_bytes, error_response=_server_error
+            self.routes,
+            max_body_bytes=max_body_bytes,
+            error_response=_server_error,
+            header_timeout=header_timeout,
+            max_connections_per_ip=max_connections_per_ip,
         )
 
     # ----------------------------------------------------------- plumbing
 
     def _authed(self, handler: Handler) -> ServerHandler:
         async def wrapper(request: Request) -> Response:
-            auth = request.header("authorization") or ""
-            scheme, _, key = auth.partition(" ")
+            address = request.peer or ""
+            throttle = self.auth_throttle
+            wait = throttle.retry_after(address)
+            if wait > 0:
+                # In a cool-down every authentication is refused, a right key
+                # too: a right guess must not be confirmed (CONTRACT §11).
+                retry = max(1, math.ceil(wait))
+                return problem(
+                    429, "Too many failed authentications",
+                    f"too many failed authentications from {address}; retry in {retry} s",
+                    kind="auth-throttled", code="auth_throttled",
+                    headers={"Retry-After": str(retry)},
+                )  # fmt: skip
+            auth = request.header("authorization")
+            scheme, _, key = (auth or "").partition(" ")
             if scheme.lower() != "bearer" or not key.strip():
+                if auth:
+                    # A credential of another form is a failed guess too; a
+                    # request with none is not counted.
+                    self._auth_failed(address)
                 return problem(
                     401, "Unauthorized", "send Authorization: Bearer <api key>",
                     kind="unauthorized", headers={"WWW-Authenticate": "Bearer"},
+                    code="unauthorized",
                 )  # fmt: skip
             account = self.services.accounts.by_api_key(key.strip())
             if account is None:
+                self._auth_failed(address)
                 return problem(
                     401, "Unauthorized", "unknown API key", kind="unauthorized",
                     headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                    code="unauthorized",
                 )  # fmt: skip
             if account.locked:
                 return problem(403, "Forbidden", "the account is locked", kind="account-locked")
@@ -163,6 +264,15 @@ class HttpApi:
             return await handler(request, account)
 
         return wrapper
+
+    def _auth_failed(self, address: str) -> None:
+        throttle = self.auth_throttle
+        if throttle.failed(address):
+            # Once per cool-down; the address, never the key.
+            log.warning(
+                "authentication throttled", address=address, ingress="http",
+                cooldown_seconds=round(throttle.retry_after(address)),
+            )  # fmt: skip
 
     # ----------------------------------------------------------- /v1/messages
 
@@ -218,17 +328,32 @@ class HttpApi:
                 errors=[{"field": "to", "code": r.code, "detail": r.detail} for r in rejected],
             )  # fmt: skip
         try:
-            await self.services.intake.accept([m for _, m in messages])
+            # The commit waits at most request_timeout (CONTRACT §11 "A hung
+            # database"). Intake.accept is cancellation-safe: a message whose
+            # commit lands after the deadline is queued all the same.
+            async with asyncio.timeout(self.request_timeout):
+                await self.services.intake.accept([m for _, m in messages])
+        except TimeoutError:
+            return problem(
+                503, "Commit timed out",
+                f"the message store did not confirm the commit within {self.request_timeout:g} s;"
+                " the outcome is unknown: the messages may have been accepted and sent. Retry"
+                " with the same Idempotency-Key",
+                kind="commit-timeout", code="commit_timeout",
+                headers={"Retry-After": str(RETRY_AFTER_STORE)},
+            )  # fmt: skip
         except SenderQueueFull as full:
             return problem(
                 429, "Sender queue full",
                 f"the queue of sender {req.from_} holds {full.queued_parts} parts; retry later",
                 kind="sender-queue-full", headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)},
+                code="sender_queue_full",
             )  # fmt: skip
         except StoreError:
             return problem(
                 503, "Service unavailable", "the message store is unavailable; nothing was accepted",
-                kind="store-unavailable", headers={"Retry-After": "1"},
+                kind="store-unavailable", code="store_unavailable",
+                headers={"Retry-After": str(RETRY_AFTER_STORE)},
             )  # fmt: skip
         metrics.ingress_latency("http").observe(time.perf_counter() - started)
         for _, m in messages:
@@ -321,7 +446,13 @@ class HttpApi:
             message_id = None
         row = None
         if message_id is not None:
-            row = await store.get_message(self.services.pool, message_id, account.id)
+            try:
+                async with asyncio.timeout(self.request_timeout):
+                    row = await store.get_message(self.services.pool, message_id, account.id)
+            except TimeoutError:
+                return _store_timeout(self.request_timeout)
+            except _STORE_DOWN:
+                return _store_unavailable()
         if row is None:
             return problem(404, "Not found", "no such message", kind="not-found")
         return json_response(
@@ -349,7 +480,13 @@ class HttpApi:
         )
 
     async def balance(self, request: Request, account: Account) -> Response:
-        found = await store.balance(self.services.pool, account.id)
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                found = await store.balance(self.services.pool, account.id)
+        except TimeoutError:
+            return _store_timeout(self.request_timeout)
+        except _STORE_DOWN:
+            return _store_unavailable()
         credit, currency = found if found else (Decimal(0), account.currency)
         return json_response(200, {"credit": credit, "currency": currency})
 
@@ -359,16 +496,26 @@ class HttpApi:
         return Response(200, generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
     async def healthz(self, request: Request) -> Response:
-        return json_response(200, {"status": "ok"})
+        # Alive unless the database has been unreachable for liveness_seconds:
+        # then only a restart of the daemon may help, and an orchestrator
+        # restarts on this 503 (CONTRACT §11). No query here: the daemon's
+        # probe did it. The error itself is logged, not shown to anyone who
+        # can reach this unauthenticated endpoint.
+        liveness = self.services.db_liveness
+        if liveness.alive():
+            return json_response(200, {"status": "ok"})
+        down = liveness.unreachable_for()
+        return problem(
+            503, "Database unreachable",
+            f"the database has been unreachable for {down:.0f} s "
+            f"(liveness_seconds = {liveness.liveness_seconds:g})",
+            kind="database-unreachable", unreachable_seconds=round(down, 1),
+        )  # fmt: skip
 
     async def readyz(self, request: Request) -> Response:
+        # 503 at once when the latest database probe failed or no carrier is
+        # bound; the body says which. As cheap as /healthz.
         ready, detail = self.services.is_ready()
-        if ready:
-            try:
-                async with self.services.pool.acquire(timeout=2) as conn:
-                    await conn.fetchval("SELECT 1")
-            except Exception as exc:
-                ready, detail = False, {**detail, "database": f"unreachable: {type(exc).__name__}"}
         return json_response(200 if ready else 503, {"ready": ready, **detail})
 
 

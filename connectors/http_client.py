@@ -28,7 +28,9 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httptools
 
-__all__ = ["HttpClient", "HttpClientError", "is_private_address"]
+from router.netaddr import is_private_address, url_refusal
+
+__all__ = ["HttpClient", "HttpClientError", "TargetRefused", "is_private_address"]
 
 # Parsed URLs kept; callbacks go to a few URLs per account, so this only
 # bounds memory against a stream of distinct ones.
@@ -41,15 +43,6 @@ MAX_POOLS = 1024
 # can never break the request line.
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
-
-
-def is_private_address(host: str) -> bool:
-    """Loopback, private, link-local or otherwise non-public (RFC 6890)."""
-    try:
-        addr = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return host.lower() == "localhost" or host.lower().endswith(".localhost")
-    return not addr.is_global
 
 
 def _is_ip_literal(host: str) -> bool:
@@ -70,6 +63,12 @@ def _why(exc: OSError) -> str:
 class HttpClientError(Exception):
     """A request that got no usable answer: bad URL, refused or failed
     connection, timeout, malformed response, private address refused."""
+
+
+class TargetRefused(HttpClientError):
+    """A URL that no attempt can reach: malformed, or (with
+    deny_private_networks) naming or resolving to a private address.
+    Retrying cannot help, so callers give it up at once (CONTRACT §11)."""
 
 
 class _Stale(Exception):
@@ -459,11 +458,21 @@ class HttpClient:
             host = parts.hostname
             port = parts.port
         except ValueError as exc:
-            raise HttpClientError(f"bad URL {url!r}: {exc}") from None
+            raise TargetRefused(f"bad URL {url!r}: {exc}") from None
         if scheme not in ("http", "https"):
-            raise HttpClientError(f"bad URL {url!r}: scheme must be http or https")
+            raise TargetRefused(f"bad URL {url!r}: scheme must be http or https")
         if not host:
-            raise HttpClientError(f"bad URL {url!r}: no host")
+            raise TargetRefused(f"bad URL {url!r}: no host")
+        if self.deny_private_networks:
+            # Before any name is looked up: `127.1` and `0x7f.1` are
+            # 127.0.0.1 to getaddrinfo. Both the host connected to
+            # (urlsplit's) and the one the API checked (yarl's) are judged,
+            # so no difference between the two parsers lets one through.
+            if is_private_address(host):
+                raise TargetRefused(f"{host} is a private network address")
+            refusal = url_refusal(url)
+            if refusal is not None:
+                raise TargetRefused(f"bad URL {url!r}: {refusal}")
         tls = scheme == "https"
         default_port = 443 if tls else 80
         if port is None:
@@ -473,9 +482,7 @@ class HttpClient:
             try:
                 host = host.encode("idna").decode("ascii")
             except UnicodeError:
-                raise HttpClientError(f"bad URL {url!r}: host is not a valid name") from None
-        if self.deny_private_networks and literal and is_private_address(host):
-            raise HttpClientError(f"{host} is a private network address")
+                raise TargetRefused(f"bad URL {url!r}: host is not a valid name") from None
         authority = f"[{host}]" if ":" in host else host
         if port != default_port:
             authority = f"{authority}:{port}"
@@ -597,7 +604,7 @@ class HttpClient:
             infos = await self.loop.getaddrinfo(host, pool.port, type=socket.SOCK_STREAM)
             public = [info for info in infos if not is_private_address(str(info[4][0]))]
             if not public:
-                raise HttpClientError(f"{host} resolves only to private network addresses")
+                raise TargetRefused(f"{host} resolves only to private network addresses")
             family, _, _, _, sockaddr = public[0]
             host = str(sockaddr[0])
         tls: ssl.SSLContext | None = None

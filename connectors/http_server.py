@@ -4,11 +4,12 @@ httptools wraps llhttp, the parser of Node.js that uvicorn uses; this module
 is the asyncio side: one `asyncio.Protocol` per connection, persistent
 connections, strictly ordered answers to pipelined requests, request bodies
 by Content-Length or chunked, `Expect: 100-continue`, limits on the header
-section and the body, an idle timer, and a graceful stop.
+section and the body, an idle timer, a deadline for each header section, a
+cap on connections per source address, and a graceful stop.
 
 Handlers are `async def handler(request: Request) -> Response`, looked up in
 a table of paths, each with the methods it allows. Every error the server
-itself answers (400, 404, 405, 408, 413, 415, 417, 431, 500, 505) goes
+itself answers (400, 404, 405, 408, 413, 415, 417, 431, 500, 503, 505) goes
 through one `error_response(status, detail, headers)` hook so that the
 application can give them the same problem body (RFC 9457) as its own errors.
 
@@ -32,7 +33,8 @@ import httptools
 import msgspec
 import structlog
 
-from connectors.listeners import bound_port
+from connectors.acceptor import Acceptor, listening_sockets
+from router.log_limits import LimitedLog
 
 log = structlog.get_logger("http")
 
@@ -58,6 +60,24 @@ LINGER_TIMEOUT = 5.0
 MAX_PARKED = 16
 # How long stop() lets running handlers finish by default.
 STOP_TIMEOUT = 10.0
+# Seconds a connection may take to send a request's whole header section,
+# counted from the connection's opening and, on a kept-alive connection,
+# from the first byte of the next request (or the end of the answer before
+# it, if that came later); then it is answered 408 and closed (CONTRACT §11,
+# slowloris). nginx divides the same way: keepalive_timeout for the wait
+# between requests, client_header_timeout (60 s) for reading a header.
+HEADER_TIMEOUT = 10.0
+# Open connections from one source address; one over it is answered 503
+# and closed (CONTRACT §11).
+MAX_CONNECTIONS_PER_IP = 256
+# How long a connection refused for its address's cap reads (and discards)
+# what its client had already sent before it closes: enough for the 503 to
+# be read, short enough that a flood of refused connections holds few
+# descriptors.
+REFUSED_LINGER = 1.0
+# Retry-After of the 503 answered to a connection refused for the cap or at
+# the file-descriptor limit.
+RETRY_AFTER_REFUSED = 1
 
 Handler = Callable[["Request"], Awaitable["Response"]]
 #: (status, detail, extra headers) -> the response for an error the server
@@ -292,6 +312,8 @@ class HttpServer:
         max_body_bytes: int = 1 << 20,
         error_response: ErrorResponder = problem_response,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+        header_timeout: float = HEADER_TIMEOUT,
+        max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP,
     ) -> None:
         self._exact: dict[str, _Route] = {}
         self._patterns: list[_Route] = []
@@ -304,9 +326,15 @@ class HttpServer:
         self.max_body_bytes = max_body_bytes
         self.error_response = error_response
         self.keepalive_timeout = keepalive_timeout
+        self.header_timeout = header_timeout
+        self.max_connections_per_ip = max_connections_per_ip
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.Server | None = None
+        self._acceptors: list[Acceptor] = []
+        self._port = 0
         self._connections: set[HttpConnection] = set()
+        # Open connections per source address (those refused not counted).
+        self._per_address: dict[str, int] = {}
+        self._limited = LimitedLog(log)
         self._stopping = False
         self._all_gone: asyncio.Future[None] | None = None
 
@@ -314,19 +342,71 @@ class HttpServer:
 
     async def start(self, host: str, port: int, *, backlog: int = 1024) -> None:
         self._loop = loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: HttpConnection(self, loop), host, port, backlog=backlog, reuse_address=True
-        )
+        # Our own accept loop rather than loop.create_server: see
+        # connectors/acceptor.py (the file-descriptor limit, CONTRACT §11).
+        sockets = await listening_sockets(host, port, backlog=backlog)
+        self._acceptors = [
+            Acceptor(
+                sock,
+                lambda: HttpConnection(self, loop),
+                loop=loop,
+                name="http",
+                refusal=self._refusal_at_fd_limit,
+            )
+            for sock in sockets
+        ]
+        self._port = self._acceptors[0].port
+        for acceptor in self._acceptors:
+            acceptor.start()
 
     @property
     def port(self) -> int:
-        """The bound port (the one picked by the system when asked for 0)."""
-        return bound_port(self._server)
+        """The bound port (the one picked by the system when asked for 0),
+        0 once stopped."""
+        return self._port
+
+    @property
+    def refused_at_fd_limit(self) -> int:
+        """Connections refused at the file-descriptor limit since the start."""
+        return sum(a.refused_total for a in self._acceptors)
+
+    def connections_from(self, address: str) -> int:
+        """Open connections counted for this source address."""
+        return self._per_address.get(address, 0)
 
     def stop_listening(self) -> None:
         """Accept no new connections; the open ones are served on."""
-        if self._server is not None:
-            self._server.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
+
+    def _refusal_at_fd_limit(self) -> bytes:
+        response = self.error_response(
+            503,
+            "the server is at its connection limit; retry later",
+            {"Retry-After": str(RETRY_AFTER_REFUSED)},
+        )
+        return _serialize(response, keep_alive=False, http10=False, head=False)
+
+    # ----------------------------------------------------------- per-address cap
+
+    def _admit(self, address: str) -> bool:
+        """Count a new connection from `address`; False if over the cap."""
+        count = self._per_address.get(address, 0)
+        if count >= self.max_connections_per_ip:
+            self._limited.warning(
+                "connection over the per-address cap refused", key=address, address=address,
+                cap=self.max_connections_per_ip,
+            )  # fmt: skip
+            return False
+        self._per_address[address] = count + 1
+        return True
+
+    def _release(self, address: str) -> None:
+        count = self._per_address.get(address, 0) - 1
+        if count > 0:
+            self._per_address[address] = count
+        else:
+            self._per_address.pop(address, None)
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop listening, close idle connections, let running handlers
@@ -346,7 +426,10 @@ class HttpServer:
         tasks = [t for conn in list(self._connections) if (t := conn.abort()) is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        self._server = None
+        for acceptor in self._acceptors:
+            await acceptor.wait_closed()
+        self._acceptors = []
+        self._port = 0
 
     def _forget(self, conn: HttpConnection) -> None:
         self._connections.discard(conn)
@@ -381,11 +464,13 @@ class HttpConnection(asyncio.Protocol):
         self._server = server
         self._loop = loop
         self._max_body = server.max_body_bytes
+        self._header_timeout = server.header_timeout
         self._parser = httptools.HttpRequestParser(self)
         # What a parser callback refused the request with (see _reject).
         self._rejected: _Reject | None = None
         self._transport: asyncio.Transport | None = None
         self._peer: str | None = None
+        self._counted = False  # counted in the server's per-address table
         # The request being parsed.
         self._parsing = False
         self._in_head = False
@@ -418,6 +503,9 @@ class HttpConnection(asyncio.Protocol):
         self._closing = False  # close after the last answer (server stopping, client EOF)
         self._closed = False
         self._last_io = 0.0
+        # When the header section being awaited must be complete; None
+        # while none is awaited (see HEADER_TIMEOUT).
+        self._head_deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     # ----------------------------------------------------------- transport events
@@ -427,17 +515,41 @@ class HttpConnection(asyncio.Protocol):
         self._transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self._peer = peer[0] if isinstance(peer, tuple) else None
-        self._server._connections.add(self)
-        self._last_io = self._loop.time()
+        server = self._server
+        server._connections.add(self)
+        if self._peer is not None:
+            if not server._admit(self._peer):
+                self._refuse()
+                return
+            self._counted = True
+        self._last_io = now = self._loop.time()
+        self._head_deadline = now + self._header_timeout
         self._timer = self._loop.call_at(
-            self._last_io + self._server.keepalive_timeout, self._on_timer
+            now + min(self._header_timeout, server.keepalive_timeout), self._on_timer
         )
-        if self._server._stopping:
+        if server._stopping:
             self.shut_down()
+
+    def _refuse(self) -> None:
+        """Over its address's cap: 503, then closed (CONTRACT §11)."""
+        assert self._transport is not None
+        cap = self._server.max_connections_per_ip
+        response = self._server.error_response(
+            503,
+            f"over {cap} open connections from this address; close some or retry later",
+            {"Retry-After": str(RETRY_AFTER_REFUSED)},
+        )
+        self._transport.write(_serialize(response, keep_alive=False, http10=False, head=False))
+        self._broken = True
+        self._finish(REFUSED_LINGER)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._parked.clear()
+        if self._counted:
+            self._counted = False
+            assert self._peer is not None
+            self._server._release(self._peer)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -534,6 +646,10 @@ class HttpConnection(asyncio.Protocol):
     # ----------------------------------------------------------- parser callbacks
 
     def on_message_begin(self) -> None:
+        if self._head_deadline is None:
+            # A request after the first: its header section is timed from
+            # its first byte (data_received has just set _last_io).
+            self._head_deadline = self._last_io + self._header_timeout
         self._held_length = 0
         self._chunk_open = False
         self._trailer_raw = 0
@@ -581,6 +697,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._head_deadline = None
         parser = self._parser
         fields = self._fields
         url = self._url
@@ -773,6 +890,11 @@ class HttpConnection(asyncio.Protocol):
         if last:
             self._finish()
             return
+        if self._in_head:
+            # Part of the next header section came while this request was
+            # handled (reading may have been paused meanwhile): its deadline
+            # runs from this answer.
+            self._head_deadline = self._last_io + self._header_timeout
         if self._parked:
             following = self._parked.popleft()
             self._parked_bytes -= len(following.body)
@@ -794,7 +916,7 @@ class HttpConnection(asyncio.Protocol):
         request.response = self._server.error_response(status, detail, headers)
         self._enqueue(request)
 
-    def _finish(self) -> None:
+    def _finish(self, linger: float = LINGER_TIMEOUT) -> None:
         """Close after the last answer; linger if unread input may remain."""
         transport = self._transport
         if transport is None or self._closed:
@@ -805,7 +927,7 @@ class HttpConnection(asyncio.Protocol):
             transport.write_eof()
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = self._loop.call_later(LINGER_TIMEOUT, transport.close)
+            self._timer = self._loop.call_later(linger, transport.close)
         else:
             transport.close()
 
@@ -836,24 +958,44 @@ class HttpConnection(asyncio.Protocol):
     # ----------------------------------------------------------- timers and stop
 
     def _on_timer(self) -> None:
+        """One timer per connection for both of its deadlines: the header
+        deadline and the idle (keep-alive) one.
+
+        The timer is never set further ahead than header_timeout, so a
+        header deadline set after it (a request begun; it lies
+        header_timeout ahead) is never passed unseen, and a request does
+        not have to move the timer: it fires at most once per
+        header_timeout on a busy connection."""
         self._timer = None
         if self._closed or self._transport is None:
             return
         loop = self._loop
-        timeout = self._server.keepalive_timeout
-        if self._active is not None or self._parked:
-            # A handler is running: handlers are not timed here.
-            self._timer = loop.call_at(loop.time() + timeout, self._on_timer)
-            return
-        deadline = self._last_io + timeout
-        if loop.time() < deadline:
-            self._timer = loop.call_at(deadline, self._on_timer)
-            return
-        if (self._parsing or self._held is not None) and not self._broken:
-            # Half a request and then silence (RFC 9110 §15.5.9).
-            self._fail(408, "the request was not completed in time")
-        else:
-            self._transport.close()
+        now = loop.time()
+        due = now + self._header_timeout
+        if self._active is None and not self._parked:
+            # Waiting for the client (handlers are not timed here).
+            head = self._head_deadline
+            if head is not None and not self._broken:
+                if now >= head:
+                    # CONTRACT §11 (slowloris). Half a header section is
+                    # answered 408 (RFC 9110 §15.5.9); a connection that sent
+                    # nothing is closed without a word, as an idle one is.
+                    if self._parsing:
+                        self._fail(408, "the header section was not completed in time")
+                    else:
+                        self._transport.close()
+                    return
+                due = min(due, head)
+            idle_end = self._last_io + self._server.keepalive_timeout
+            if now >= idle_end:
+                if (self._parsing or self._held is not None) and not self._broken:
+                    # Half a request and then silence (RFC 9110 §15.5.9).
+                    self._fail(408, "the request was not completed in time")
+                else:
+                    self._transport.close()
+                return
+            due = min(due, idle_end)
+        self._timer = loop.call_at(due, self._on_timer)
 
     def shut_down(self) -> None:
         """The server is stopping: close now if idle, else after the

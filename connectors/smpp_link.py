@@ -9,6 +9,13 @@ Windowing follows cloudhopper's: a bounded map of sequence number → future.
 `request()` waits for a free slot instead of growing the map (backpressure),
 each entry has a deadline swept once a second, and when the link drops every
 outstanding future fails with `LinkClosed` — nothing waits forever.
+
+The other direction is bounded too, for the side that serves a peer's
+requests (our SMSC, CONTRACT §11 "Abusive clients"): the handler may hold
+the peer's requests (`hold_requests()`) and, with `read_backpressure`, a
+peer that does not read what we write is not read from either. Either way
+the socket stops being read (`pause_reading`) and TCP pushes back on the
+peer; what one read already brought waits, decoded, until it may go up.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -25,6 +33,7 @@ from mypy_extensions import mypyc_attr
 
 from connectors.smpp import (
     BindState,
+    CommandStatus,
     EnquireLink,
     Pdu,
     Role,
@@ -33,9 +42,12 @@ from connectors.smpp import (
     Unbind,
     is_response,
 )
+from router.log_limits import LimitedLog
 from router.slots import Slots
 
 log = structlog.get_logger("smpp")
+# Lines a peer can cause once per PDU (a handler error, a malformed PDU).
+_limited = LimitedLog(log)
 
 
 # Responses that may time out in a row before the link counts as dead.
@@ -82,6 +94,9 @@ class SmppLink(asyncio.Protocol):
         inactivity_timeout: float | None = None,
         bind_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        read_backpressure: bool = False,
+        on_connected: Callable[[SmppLink], None] | None = None,
+        send_buffer: int | None = None,
     ) -> None:
         self.session = Session(role)
         self.handler = handler
@@ -109,6 +124,23 @@ class SmppLink(asyncio.Protocol):
         self.peer: str = "?"
         # Set by the owner once the bind is accepted (account id, carrier name).
         self.owner: object = None
+        # Requests read while they were held (see hold_requests), in order.
+        self._held: deque[Pdu] = deque()
+        self._holding = False  # the handler holds the peer's requests
+        self._write_blocked = False  # the transport's buffer is over its high-water mark
+        # Stop reading the peer while its answers pile up unread. Off for
+        # the carrier side: there the peer's PDUs (responses, receipts)
+        # are what frees our own window.
+        self._read_backpressure = read_backpressure
+        self._requests_stopped = False  # either of the two above, or requests still held
+        self._reading_paused = False
+        self._release_scheduled = False
+        self._enquiring = False  # one enquire_link of ours at a time
+        # Told once the peer's address is known (a server's admission of
+        # the connection; it may close the link at once).
+        self._on_connected = on_connected
+        # SO_SNDBUF for the socket; None leaves the kernel's autotuning.
+        self._send_buffer = send_buffer
 
     # ---------------------------------------------------------- asyncio API
 
@@ -120,9 +152,16 @@ class SmppLink(asyncio.Protocol):
             # One PDU per write must leave now: Nagle plus delayed ACKs would
             # hold a submit_sm_resp up to 40 ms (FACTS.md: Jasmin's slowness).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._send_buffer is not None:
+                # A fixed kernel buffer: one the kernel autotunes can hold
+                # megabytes for a peer that does not read, unseen by the
+                # transport's high-water mark (and so by pause_writing).
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self._schedule_tick()
+        if self._on_connected is not None:
+            self._on_connected(self)
 
     def data_received(self, data: bytes) -> None:
         self._last_rx = self._clock()
@@ -145,22 +184,38 @@ class SmppLink(asyncio.Protocol):
                 # The session answered unbind_resp itself and the link closes
                 # below once that answer is written (SMPP 3.4 §4.2).
                 continue
+            elif self._requests_stopped:
+                self._held.append(pdu)
             elif session.state is not BindState.CLOSED:
                 try:
                     self.handler.on_request(self, pdu)
                 except Exception:
-                    # A bug in handling one PDU must not take the link (or
-                    # the daemon) down; the peer's request times out instead.
-                    log.exception(
-                        "error handling a request", peer=self.peer, pdu=type(pdu).__name__
-                    )
+                    self._handler_failed(pdu)
         for problem in session.protocol_errors():
-            log.info("peer protocol error", peer=self.peer, error=str(problem))
+            _limited.info("peer protocol error", key=self.peer, peer=self.peer, error=str(problem))
         if session.closed:
             self.close()
 
+    def _handler_failed(self, pdu: Pdu) -> None:
+        # A fault in handling one PDU (a bug, or the system out of file
+        # descriptors) must not take the link (or the daemon) down; the
+        # peer gets ESME_RSYSERR, SMPP 3.4's answer for a system error
+        # (§5.1.3), rather than waiting for its request to time out.
+        _limited.error(
+            "error handling a request",
+            key=type(pdu).__name__,
+            peer=self.peer,
+            pdu=type(pdu).__name__,
+            exc_info=True,
+        )
+        respond = getattr(pdu, "response", None)
+        if respond is not None:
+            with contextlib.suppress(Exception):
+                self.send(respond(command_status=CommandStatus.ESME_RSYSERR))
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._out.clear()
+        self._held.clear()
         if self._timer is not None:
             self._timer.cancel()
         outstanding, self._outstanding = self._outstanding, {}
@@ -175,9 +230,15 @@ class SmppLink(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writable.clear()
+        self._write_blocked = True
+        if self._read_backpressure:
+            self._update_flow()
 
     def resume_writing(self) -> None:
         self._writable.set()
+        self._write_blocked = False
+        if self._read_backpressure:
+            self._update_flow()
 
     # ---------------------------------------------------------- our API
 
@@ -189,6 +250,51 @@ class SmppLink(asyncio.Protocol):
     def outstanding(self) -> int:
         return len(self._outstanding)
 
+    @property
+    def can_request_now(self) -> bool:
+        """A request would go out at once: a free window slot, a transport
+        under its high-water mark, and no request left unanswered past its
+        deadline since the peer last answered one."""
+        return (
+            self._slots.free > 0
+            and self._writable.is_set()
+            and self._timeouts_in_a_row == 0
+            and self.is_open
+        )
+
+    @property
+    def answering(self) -> bool:
+        """False once a request to the peer expired unanswered and nothing
+        was answered since: the peer looks stuck."""
+        return self._timeouts_in_a_row == 0
+
+    @property
+    def oldest_request_at(self) -> float | None:
+        """When the oldest request still waiting for its answer was sent
+        (the link's clock); None when none waits."""
+        for entry in self._outstanding.values():  # in the order sent
+            return entry.offered_at
+        return None
+
+    @property
+    def reading_paused(self) -> bool:
+        """The socket is not being read (requests held or answers unread)."""
+        return self._reading_paused
+
+    def hold_requests(self) -> None:
+        """Hand the handler no more of the peer's requests and stop reading
+        the socket, until release_requests(). Responses still go through."""
+        if not self._holding:
+            self._holding = True
+            self._update_flow()
+
+    def release_requests(self) -> None:
+        """Undo hold_requests(): the requests held meanwhile go up (in a later
+        callback, never inside the caller's own) and reading resumes."""
+        if self._holding:
+            self._holding = False
+            self._update_flow()
+
     def send(self, pdu: Pdu) -> None:
         """Send a response (or a request whose answer nobody awaits).
 
@@ -198,16 +304,38 @@ class SmppLink(asyncio.Protocol):
         if self.is_open and self.session.state is not BindState.CLOSED:
             self._write(self.session.send(pdu))
 
-    async def request(self, pdu: Pdu, *, timeout: float | None = None) -> Pdu:
+    async def request(
+        self, pdu: Pdu, *, timeout: float | None = None, wait: float | None = None
+    ) -> Pdu:
         """Send a request and return the peer's response (or generic_nack).
 
-        Waits for a window slot first. Raises LinkClosed if the connection
-        ends before the answer and ResponseTimeout after `timeout` seconds.
+        Waits for a window slot first (and for the transport to take more),
+        at most `wait` seconds when given, else as long as it takes. Raises
+        LinkClosed if the connection ends before the answer, and
+        ResponseTimeout when the wait or `timeout` seconds for the answer
+        run out.
         """
-        await self._slots.acquire()
+        if wait is not None and not (self._slots.free > 0 and self._writable.is_set()):
+            # The slow path only: a free slot costs no timer.
+            try:
+                async with asyncio.timeout(wait):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise ResponseTimeout(f"{self.peer}: no window slot within {wait:g} s") from None
+        else:
+            await self._slots.acquire()
         try:
             if not self._writable.is_set():
-                await self._writable.wait()
+                if wait is None:
+                    await self._writable.wait()
+                else:
+                    try:
+                        async with asyncio.timeout(wait):
+                            await self._writable.wait()
+                    except TimeoutError:
+                        raise ResponseTimeout(
+                            f"{self.peer}: peer not reading for {wait:g} s"
+                        ) from None
             if not self.is_open:
                 raise LinkClosed(self.peer)
             data = self.session.send(pdu)
@@ -262,6 +390,48 @@ class SmppLink(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             transport.write(data)
 
+    def _update_flow(self) -> None:
+        """Read the socket or not, and hand held requests up, as the two
+        reasons to stop (held by the handler, answers unread) say."""
+        stopped = self._stopped()
+        # Held requests go up before any read after them: order is kept.
+        self._requests_stopped = stopped or bool(self._held)
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if stopped or self._held:
+            if not self._reading_paused:
+                self._reading_paused = True
+                transport.pause_reading()
+            if not stopped and not self._release_scheduled:
+                # Not inside the caller: release_requests() is called from
+                # the answer to a request (inside a commit's settling), and
+                # the held requests start commits of their own.
+                self._release_scheduled = True
+                self._loop.call_soon(self._hand_up_held)
+        elif self._reading_paused:
+            self._reading_paused = False
+            # The peer's silence counts from now: we were not listening.
+            self._last_rx = self._clock()
+            transport.resume_reading()
+
+    def _stopped(self) -> bool:
+        return self._holding or (self._read_backpressure and self._write_blocked)
+
+    def _hand_up_held(self) -> None:
+        self._release_scheduled = False
+        held = self._held
+        while held and not self._stopped():
+            pdu = held.popleft()
+            if self.session.state is BindState.CLOSED or not self.is_open:
+                held.clear()
+                return
+            try:
+                self.handler.on_request(self, pdu)
+            except Exception:
+                self._handler_failed(pdu)
+        self._update_flow()
+
     def _schedule_tick(self) -> None:
         self._timer = self._loop.call_later(1.0, self._tick)
 
@@ -288,10 +458,19 @@ class SmppLink(asyncio.Protocol):
             and not self.session.bound
             and now - self._opened_at > self.bind_timeout
         ):
-            log.info("closing link that did not bind in time", peer=self.peer)
+            # One line per connection, which a flood of them would repeat.
+            _limited.info(
+                "closing link that did not bind in time",
+                key=self.peer.rsplit(":", 1)[0],
+                peer=self.peer,
+            )
             self.close()
             return
-        if self.inactivity_timeout is not None and now - self._last_rx > self.inactivity_timeout:
+        if (
+            self.inactivity_timeout is not None
+            and not self._reading_paused  # our silence, not the peer's
+            and now - self._last_rx > self.inactivity_timeout
+        ):
             log.info("closing inactive link", peer=self.peer)
             self.close()
             return
@@ -300,6 +479,7 @@ class SmppLink(asyncio.Protocol):
             and self.enquire_link_interval > 0
             and now - max(self._last_rx, self._last_tx) >= self.enquire_link_interval
             and len(self._outstanding) < self.window
+            and not self._enquiring
         ):
             # SMPP 3.4 §4.11: enquire_link proves the peer is alive; its
             # answer arrives as any response and refreshes _last_rx.
@@ -308,10 +488,17 @@ class SmppLink(asyncio.Protocol):
             self._schedule_tick()
 
     async def _enquire(self) -> None:
+        self._enquiring = True
         try:
-            await self.request(EnquireLink(), timeout=self.response_timeout)
+            # `wait` too: a peer that reads nothing leaves the transport
+            # paused, and one tick after another would add a waiter.
+            await self.request(
+                EnquireLink(), timeout=self.response_timeout, wait=self.response_timeout
+            )
         except ResponseTimeout:
             log.warning("enquire_link unanswered, closing", peer=self.peer)
             self.close()
         except (LinkClosed, SmppError):
             pass
+        finally:
+            self._enquiring = False

@@ -8,15 +8,17 @@ on its commit future, not from a task per PDU.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
 import structlog
 
-from connectors.listeners import bound_port
+from connectors.acceptor import Acceptor, listening_sockets
 from connectors.smpp import (
     BindReceiver,
     BindTransceiver,
@@ -39,8 +41,10 @@ from connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
 from router import metrics, store
 from router.accounts import Account, AccountDirectory
 from router.admission import Admission, parse_recipient, smpp_text
+from router.auth_throttle import AuthThrottle
 from router.intake import Intake
-from router.messages import STATUS_OF, Status, utcnow
+from router.log_limits import LimitedLog
+from router.messages import STATUS_OF, Message, Status, utcnow
 from router.notifications import MO, DeliveryFailed, NotAvailable
 from router.payloads import InboundMessage, SmppReceipt
 from router.scheduler import SenderQueueFull
@@ -48,6 +52,8 @@ from router.senders import address_fields, parse_smpp_address
 from router.store import Notification, StoreError
 
 log = structlog.get_logger("smpp.server")
+# Lines a client can repeat once per PDU or per connection.
+_limited = LimitedLog(log)
 
 # Receipt stat words (SMPP 3.4 Appendix B) and message_state (§5.3.2.35)
 # for our final statuses.
@@ -68,11 +74,40 @@ _STATUS_OF_REFUSAL = {
 }
 
 
+# SO_SNDBUF of a partner's connection (the kernel doubles it for its own
+# bookkeeping). 128 KiB a round trip carries over 20,000 answers a second
+# at 100 ms; what a partner that never reads can make us take is bounded
+# by it, the transport's high-water mark and max_outstanding.
+PARTNER_SEND_BUFFER = 64 * 1024
+
+
 @dataclass(slots=True)
 class EsmeBind:
     account: Account
     can_receive: bool
     can_transmit: bool
+    # Requests read from this bind and not yet answered (submit_sm, query_sm).
+    outstanding: int = 0
+
+
+class _Submit:
+    """A submit_sm waiting for its commit. Called with the commit's outcome
+    (Intake.accept_one's `answer`); answered once, by the commit or by the
+    commit deadline, whichever comes first."""
+
+    __slots__ = ("link", "message", "pdu", "smsc", "started")
+
+    def __init__(
+        self, smsc: PartnerSmsc, link: SmppLink, pdu: SubmitSm, message: Message, started: float
+    ) -> None:
+        self.smsc = smsc
+        self.link = link
+        self.pdu: SubmitSm | None = pdu  # None once answered
+        self.message: Message | None = message
+        self.started = started  # time.perf_counter() when it was read
+
+    def __call__(self, error: StoreError | None) -> None:
+        self.smsc._committed(self, error)
 
 
 def receipt_error(error_code: str | None) -> str:
@@ -124,6 +159,11 @@ class PartnerSmsc:
         inactivity_timeout: float,
         response_timeout: float,
         on_receiver_bound: Callable[[str], None] = lambda account_id: None,
+        max_connections_per_ip: int = 256,
+        max_outstanding: int = 200,
+        auth_throttle: AuthThrottle | None = None,
+        commit_deadline: float = 10.0,
+        delivery_timeout: float | None = None,
     ) -> None:
         self._accounts = accounts
         self._admission = admission
@@ -137,7 +177,8 @@ class PartnerSmsc:
             "response_timeout": response_timeout,
         }
         self.on_receiver_bound = on_receiver_bound
-        self._server: asyncio.Server | None = None
+        self._acceptors: list[Acceptor] = []
+        self._port = 0
         self._links: set[SmppLink] = set()
         self._binds: dict[str, list[SmppLink]] = {}
         self._next_receiver: dict[str, int] = {}
@@ -146,41 +187,116 @@ class PartnerSmsc:
         # answers leave when it has told every waiter, not a loop turn later.
         self._answered: set[SmppLink] = set()
         intake.writer.after_settle.append(self._send_answers)
+        # CONTRACT §11 "Abusive clients": open connections per source
+        # address, requests read and not yet answered per bind, failed
+        # binds per source address (shared with the HTTP API's keys).
+        self._max_per_ip = max_connections_per_ip
+        self._connections_of: dict[str, int] = {}
+        self._ip_of: dict[SmppLink, str] = {}
+        self._max_outstanding = max(1, max_outstanding)
+        self._auth_throttle = auth_throttle or AuthThrottle()
+        # CONTRACT §11 "A hung database": a submit_sm whose commit has not
+        # settled within this many seconds is answered ESME_RSYSERR. The
+        # submits wait in the order read, so one timer (at the oldest one's
+        # deadline) serves them all.
+        self._commit_deadline = commit_deadline
+        self._waiting_commit: deque[_Submit] = deque()
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        # One deliver_sm (receipt, MO part) waits at most this long for a
+        # window slot on the bind, and as long again for its answer: a
+        # receiving bind that stops reading fails its deliveries instead of
+        # holding the dispatcher (CONTRACT §11 "Accounts are isolated").
+        self._delivery_timeout = response_timeout if delivery_timeout is None else delivery_timeout
+        # Kept: asyncio.get_running_loop() costs a getpid() call on 3.11.
+        self._loop = asyncio.get_running_loop()
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: SmppLink(Role.SMSC, self, **self._link_options),  # type: ignore[arg-type]
-            host,
-            port,
-            reuse_address=True,
-            backlog=1024,
-        )
+        # Our own accept loop rather than loop.create_server: at the
+        # file-descriptor limit it refuses and logs (connectors/acceptor.py,
+        # CONTRACT §11).
+        sockets = await listening_sockets(host, port, backlog=1024)
+        self._acceptors = [
+            Acceptor(
+                sock,
+                lambda: SmppLink(
+                    Role.SMSC,
+                    self,
+                    # A partner that does not read its answers is not read
+                    # from, after at most this much of them in the kernel
+                    # (some thousand submit_sm_resp; receipts go a window at
+                    # a time).
+                    read_backpressure=True,
+                    send_buffer=PARTNER_SEND_BUFFER,
+                    on_connected=self._connected,
+                    **self._link_options,  # type: ignore[arg-type]
+                ),
+                loop=loop,
+                name="smpp",
+            )
+            for sock in sockets
+        ]
+        self._port = self._acceptors[0].port
+        for acceptor in self._acceptors:
+            acceptor.start()
 
     @property
     def port(self) -> int:
-        return bound_port(self._server)
+        return self._port
 
     def stop_accepting(self) -> None:
         """Drain step one: no new binds, no new submit_sm."""
         self._accepting = False
-        if self._server is not None:
-            self._server.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
 
     async def stop(self) -> None:
         self.stop_accepting()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         links = list(self._links)
         await asyncio.gather(*(link.unbind(timeout=2.0) for link in links), return_exceptions=True)
         for link in links:
             link.close()
+        for acceptor in self._acceptors:
+            await acceptor.wait_closed()
 
     def binds_of(self, account_id: str) -> int:
         return len(self._binds.get(account_id, ()))
 
+    def connections_from(self, ip: str) -> int:
+        return self._connections_of.get(ip, 0)
+
     # -------------------------------------------------------- LinkHandler
+
+    def _connected(self, link: SmppLink) -> None:
+        ip = link.peer.rsplit(":", 1)[0]
+        count = self._connections_of.get(ip, 0)
+        if count >= self._max_per_ip:
+            # Accepted and closed at once (CONTRACT §11): one address cannot
+            # take every descriptor the partners share.
+            _limited.warning(
+                "connection refused: too many from one address",
+                key=ip,
+                peer=link.peer,
+                limit=self._max_per_ip,
+            )
+            link.close()
+            return
+        self._connections_of[ip] = count + 1
+        self._ip_of[link] = ip
+        self._links.add(link)
 
     def on_closed(self, link: SmppLink) -> None:
         self._links.discard(link)
+        ip = self._ip_of.pop(link, None)
+        if ip is not None:
+            left = self._connections_of[ip] - 1
+            if left:
+                self._connections_of[ip] = left
+            else:
+                del self._connections_of[ip]
         bind = link.owner
         if isinstance(bind, EsmeBind):
             links = self._binds.get(bind.account.id, [])
@@ -190,13 +306,13 @@ class PartnerSmsc:
             log.info("esme unbound", account=bind.account.id, peer=link.peer)
 
     def on_request(self, link: SmppLink, pdu: Pdu) -> None:
-        self._links.add(link)
         if isinstance(pdu, SubmitSm):
             self._submit_sm(link, pdu)
         elif isinstance(pdu, BindTransmitter | BindReceiver | BindTransceiver):
             self._bind(link, pdu)
         elif isinstance(pdu, QuerySm):
-            asyncio.get_running_loop().create_task(self._query_sm(link, pdu))
+            self._took(link)
+            self._loop.create_task(self._query_sm(link, pdu))
         elif hasattr(pdu, "response"):
             # A request this SMSC does not serve yet (SMPP 3.4 §5.1.3):
             # ESME_RINVCMDID in its own response keeps the session usable.
@@ -205,31 +321,52 @@ class PartnerSmsc:
     # -------------------------------------------------------- bind
 
     def _bind(self, link: SmppLink, pdu: BindTransmitter | BindReceiver | BindTransceiver) -> None:
-        directory = self._accounts()
-        account = directory.by_system_id(pdu.system_id)
         peer_ip = link.peer.rsplit(":", 1)[0]
+        throttle = self._auth_throttle
         status, reason = CommandStatus.ESME_ROK, ""
+        account: Account | None = None
+        close = False
         if not self._accepting:
             status, reason = CommandStatus.ESME_RBINDFAIL, "draining"
-        elif account is None:
-            status, reason = CommandStatus.ESME_RINVSYSID, "unknown system_id"
-        elif not account.smpp_password_ok(pdu.password):
-            status, reason = CommandStatus.ESME_RINVPASWD, "wrong password"
-        elif account.locked:
-            status, reason = CommandStatus.ESME_RBINDFAIL, "account locked"
-        elif not account.ip_allowed(peer_ip):
-            status, reason = CommandStatus.ESME_RBINDFAIL, "address not allowed"
-        elif len(self._binds.get(account.id, ())) >= account.max_binds:
-            status, reason = CommandStatus.ESME_RBINDFAIL, "too many binds"
+        elif throttle.retry_after(peer_ip) > 0:
+            # A cool-down refuses right and wrong passwords alike: a right
+            # guess must not be confirmed (CONTRACT §11).
+            status, reason, close = CommandStatus.ESME_RBINDFAIL, "authentication cool-down", True
+        else:
+            account = self._accounts().by_system_id(pdu.system_id)
+            if account is None:
+                status, reason = CommandStatus.ESME_RINVSYSID, "unknown system_id"
+            elif not account.smpp_password_ok(pdu.password):
+                status, reason = CommandStatus.ESME_RINVPASWD, "wrong password"
+            elif account.locked:
+                status, reason = CommandStatus.ESME_RBINDFAIL, "account locked"
+            elif not account.ip_allowed(peer_ip):
+                status, reason = CommandStatus.ESME_RBINDFAIL, "address not allowed"
+            elif len(self._binds.get(account.id, ())) >= account.max_binds:
+                status, reason = CommandStatus.ESME_RBINDFAIL, "too many binds"
+            failed = status in (CommandStatus.ESME_RINVSYSID, CommandStatus.ESME_RINVPASWD)
+            if failed and throttle.failed(peer_ip):
+                # Once per cool-down, never with the password tried.
+                log.warning(
+                    "authentication cool-down started",
+                    peer=peer_ip,
+                    system_id=pdu.system_id,
+                    ingress="smpp",
+                    retry_after=round(throttle.retry_after(peer_ip)),
+                )
+                close = True
         if status != CommandStatus.ESME_ROK:
-            log.info(
+            _limited.info(
                 "bind refused",
+                key=(peer_ip, reason),
                 system_id=pdu.system_id,
                 peer=link.peer,
                 status=f"0x{status:08X}",
                 reason=reason,
             )
             link.send(pdu.response(command_status=status, system_id="smsrouter"))
+            if close:
+                link.close()  # what was sent still leaves first
             return
         assert account is not None
         link.owner = EsmeBind(
@@ -324,20 +461,87 @@ class PartnerSmsc:
         if concat is not None:
             message.concat_group = (sender, recipient.e164, concat.ref, concat.total)
 
-        def answer(error: StoreError | None) -> None:
-            if error is not None:
-                # The commit failed: a genuine internal fault, the ESME retries.
-                log.error("submit_sm not stored", message_id=str(message.id))
-                link.send(pdu.response(command_status=CommandStatus.ESME_RSYSERR))
-            else:
-                link.send(pdu.response(message_id=str(message.id)))
-                metrics.ingress_latency("smpp").observe(time.perf_counter() - started)
-            self._answered.add(link)
-
+        entry = _Submit(self, link, pdu, message, started)
         try:
-            self._intake.accept_one(message, answer)
+            self._intake.accept_one(message, entry)
         except SenderQueueFull:
             refuse(CommandStatus.ESME_RMSGQFUL, "sender_queue_full")
+            return
+        self._waiting_commit.append(entry)
+        if self._deadline_timer is None:
+            self._deadline_timer = self._loop.call_later(self._commit_deadline, self._expire)
+        self._took(link)
+
+    def _took(self, link: SmppLink) -> None:
+        """A request of this bind is read and waits for its answer."""
+        bind = link.owner
+        assert isinstance(bind, EsmeBind)
+        bind.outstanding += 1
+        if bind.outstanding >= self._max_outstanding:
+            # CONTRACT §11: at most max_outstanding read and not yet
+            # answered; the rest waits in the partner's socket (TCP pushes
+            # back) until answers bring the count down.
+            link.hold_requests()
+
+    def _committed(self, entry: _Submit, error: StoreError | None) -> None:
+        """The commit of a submit_sm settled (inside the writer)."""
+        pdu = entry.pdu
+        if pdu is None:
+            return  # answered ESME_RSYSERR at its deadline already
+        link = entry.link
+        message = entry.message
+        assert message is not None
+        entry.pdu = entry.message = None
+        if error is not None:
+            # The commit failed: a genuine internal fault, the ESME retries.
+            _limited.error("submit_sm not stored", message_id=str(message.id), error=str(error))
+            link.send(pdu.response(command_status=CommandStatus.ESME_RSYSERR))
+        else:
+            link.send(pdu.response(message_id=str(message.id)))
+            metrics.ingress_latency("smpp").observe(time.perf_counter() - entry.started)
+        self._answered.add(link)
+        self._request_done(link)
+        # Commits settle nearly in the order taken: the head goes at once.
+        waiting = self._waiting_commit
+        while waiting and waiting[0].pdu is None:
+            waiting.popleft()
+
+    def _expire(self) -> None:
+        """The oldest submit_sm waiting for its commit reached its deadline:
+        answer it (and every other past it) ESME_RSYSERR, the contract's
+        answer while the database cannot commit (CONTRACT §11)."""
+        self._deadline_timer = None
+        now = time.perf_counter()
+        waiting = self._waiting_commit
+        expired = 0
+        while waiting:
+            entry = waiting[0]
+            pdu = entry.pdu
+            if pdu is not None:
+                left = entry.started + self._commit_deadline - now
+                if left > 0:
+                    self._deadline_timer = self._loop.call_later(left, self._expire)
+                    break
+                entry.pdu = entry.message = None
+                entry.link.send(pdu.response(command_status=CommandStatus.ESME_RSYSERR))
+                self._request_done(entry.link)
+                expired += 1
+            waiting.popleft()
+        if expired:
+            metrics.rejected("smpp", "commit_timeout").inc(expired)
+            _limited.warning(
+                "submit_sm commit past its deadline, answered ESME_RSYSERR",
+                count=expired,
+                deadline=self._commit_deadline,
+            )
+
+    def _request_done(self, link: SmppLink) -> None:
+        """A request of this bind was answered (see max_outstanding)."""
+        bind = link.owner
+        if isinstance(bind, EsmeBind):
+            bind.outstanding -= 1
+            if bind.outstanding == self._max_outstanding - 1:
+                link.release_requests()
 
     def _send_answers(self) -> None:
         if self._answered:
@@ -348,6 +552,12 @@ class PartnerSmsc:
     # -------------------------------------------------------- query_sm
 
     async def _query_sm(self, link: SmppLink, pdu: QuerySm) -> None:
+        try:
+            await self._answer_query_sm(link, pdu)
+        finally:
+            self._request_done(link)
+
+    async def _answer_query_sm(self, link: SmppLink, pdu: QuerySm) -> None:
         bind = link.owner
         assert isinstance(bind, EsmeBind)
         try:
@@ -375,7 +585,13 @@ class PartnerSmsc:
     # -------------------------------------------------------- receipts out
 
     async def deliver(self, n: Notification) -> None:
-        """Channel for receipts and MO: send on a receiving bind of the account."""
+        """Channel for receipts and MO: send on a receiving bind of the account.
+
+        Raises NotAvailable when the account has no receiving bind, and
+        DeliveryFailed when the bind did not take and answer it within the
+        delivery timeout, so that the dispatcher backs off this row and
+        this account instead of waiting on a bind that stopped reading.
+        """
         links = [
             link
             for link in self._binds.get(n.account_id, ())
@@ -383,21 +599,45 @@ class PartnerSmsc:
         ]
         if not links:
             raise NotAvailable(n.account_id)
-        # Round-robin over the account's receiving binds.
-        i = self._next_receiver.get(n.account_id, 0) % len(links)
-        self._next_receiver[n.account_id] = i + 1
-        link = links[i]
+        link = self._receiver(n.account_id, links)
+        if link is None:
+            raise DeliveryFailed("no receiving bind of the account is answering")
         if n.kind == MO:
             pdus = build_mo(msgspec.json.decode(n.payload, type=InboundMessage), n.id)
         else:
             pdus = [build_receipt(msgspec.json.decode(n.payload, type=SmppReceipt))]
+        timeout = self._delivery_timeout
         for pdu in pdus:
             try:
-                resp = await link.request(pdu)
+                resp = await link.request(pdu, timeout=timeout, wait=timeout)
             except (LinkClosed, ResponseTimeout) as exc:
-                raise DeliveryFailed(type(exc).__name__) from None
+                raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
             if resp.command_status != CommandStatus.ESME_ROK:
                 raise DeliveryFailed(f"deliver_sm_resp 0x{resp.command_status:08X}")
+
+    def _receiver(self, account_id: str, links: list[SmppLink]) -> SmppLink | None:
+        """Round-robin over the account's receiving binds, taking the first
+        that can send at once. When none can, the one still answering whose
+        oldest unanswered request is the youngest (a bind that stopped
+        reading has old ones): the deliver_sm waits there for a slot. None
+        when every one stopped answering."""
+        count = len(links)
+        start = self._next_receiver.get(account_id, 0)
+        self._next_receiver[account_id] = start + 1
+        fallback: SmppLink | None = None
+        fallback_at = -math.inf
+        for k in range(count):
+            i = (start + k) % count
+            link = links[i]
+            if link.can_request_now:
+                self._next_receiver[account_id] = i + 1
+                return link
+            if link.answering:
+                oldest = link.oldest_request_at
+                at = math.inf if oldest is None else oldest
+                if fallback is None or at > fallback_at:
+                    fallback, fallback_at = link, at
+        return fallback
 
 
 def build_mo(mo: InboundMessage, ref: int) -> list[DeliverSm]:

@@ -6,9 +6,10 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
-from connectors.http_client import HttpClient, HttpClientError, is_private_address
+from connectors.http_client import HttpClient, HttpClientError, TargetRefused
 from router.accounts import Account
-from router.notifications import DeliveryFailed
+from router.netaddr import is_private_address
+from router.notifications import DeliveryFailed, DeliveryRefused
 from router.store import Notification
 
 __all__ = [
@@ -65,8 +66,9 @@ class WebhookChannel:
     async def start(self) -> None:
         # Keep-alive pool shared by all callbacks; a few hundred sockets at
         # most so a slow receiver cannot exhaust file descriptors. With
-        # deny_private_networks the client refuses private IP literals and
-        # names that resolve only inside the network.
+        # deny_private_networks the client refuses every spelling of a
+        # private address (router.netaddr) and names that resolve only
+        # inside the network.
         self._client = HttpClient(
             timeout=self._timeout,
             max_connections=256,
@@ -92,6 +94,11 @@ class WebhookChannel:
             headers = (_JSON,)
         try:
             status = await self._client.post(n.target, n.payload, headers)
+        except TargetRefused as refused:
+            # A malformed URL or a private address (deny_private_networks)
+            # stays so: the row is given up now, not retried for
+            # retry_hours (CONTRACT §11 "Callback addresses").
+            raise DeliveryRefused(str(refused)) from None
         except HttpClientError as exc:
             raise DeliveryFailed(str(exc)) from None
         # Redirects are not followed: a client following a 301/302/303 turns

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from router.netaddr import url_refusal
+
 ENV_PREFIX = "SMSROUTER_"
 
 
@@ -482,6 +484,14 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
             url = getattr(a, key)
             if url and not re.match(r"https?://[^/\s]+", url):
                 errors.append((f"{at('accounts', i)}.{key}", "must be an http:// or https:// URL"))
+            elif url and config.webhooks.deny_private_networks:
+                # Every spelling of a private address, as the API refuses it
+                # (CONTRACT §11 "Callback addresses").
+                refusal = url_refusal(url)
+                if refusal is not None:
+                    errors.append(
+                        (f"{at('accounts', i)}.{key}", f"{refusal} (deny_private_networks)")
+                    )
         try:
             if a.credit < 0:
                 errors.append((f"{at('accounts', i)}.credit", "must not be negative"))

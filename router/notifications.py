@@ -7,6 +7,12 @@ exponential backoff and jitter (first retry after about 1 s, doubling up to
 10 minutes, for `[webhooks] retry_hours`), until it succeeds. A restart
 reloads every row not yet done, so nothing is lost, and receivers dedupe on
 id + status (CONTRACT §3).
+
+Accounts are isolated (CONTRACT §11): each account's due rows wait in a
+queue of their own, accounts with due rows take turns for the shared slots,
+no account holds more than its share of them, and an account whose
+receiver keeps failing or timing out is backed off as a whole, so a dead
+receiver costs one slot now and then instead of every slot all the time.
 """
 
 from __future__ import annotations
@@ -18,18 +24,18 @@ import itertools
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from datetime import timedelta
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import asyncpg
 import structlog
 
 from router import metrics
+from router.log_limits import LimitedLog, RepeatLimiter
 from router.messages import utcnow
-from router.slots import Slots
 from router.store import (
-    GroupCommit,
     Notification,
     NotificationPlanner,
     OutboxDone,
@@ -46,6 +52,26 @@ MO = "mo"  # an inbound message for an account: its inbound_url, else its bind
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 600.0
 
+# An account's share of the dispatcher's slots (`[webhooks] concurrency`,
+# 64 by default): a quarter, 16. It may always hold its share; beyond it
+# only a healthy account borrows idle slots, and only while more than a
+# share of them stays free. So one busy account alone still gets three
+# quarters of the slots (a callback in flight lasts a few turns of a busy
+# event loop, and throughput is slots over that time), while whatever one
+# account's receiver does, a share of the slots stays free for the others:
+# a receiver that accepts and never answers holds at most 48 slots for one
+# timeout, and then one (see the backoff below).
+ACCOUNT_SHARE = 4
+# Failed attempts in a row (errors and timeouts, from any of the account's
+# rows) before the account is backed off: one or two failures are a
+# receiver's deploy or a lost connection, not a dead receiver.
+ACCOUNT_FAILURES_BEFORE_BACKOFF = 3
+# An account backed off waits this long, doubling at each backoff up to the
+# cap, then tries one row at a time until one succeeds. The cap bounds how
+# late a receiver that comes back gets its queue: a minute, plus a timeout.
+ACCOUNT_FIRST_BACKOFF_SECONDS = 1.0
+ACCOUNT_MAX_BACKOFF_SECONDS = 60.0
+
 
 class NotAvailable(Exception):
     """The target cannot take it now (ESME not bound): wait, no backoff."""
@@ -53,6 +79,20 @@ class NotAvailable(Exception):
 
 class DeliveryFailed(Exception):
     """This attempt failed; try again later."""
+
+
+class DeliveryRefused(DeliveryFailed):
+    """The target is refused for good (a malformed URL, a private address
+    with deny_private_networks): no retry can succeed, so the row is given
+    up at once (CONTRACT §11 "Callback addresses")."""
+
+
+class OutcomeWriter(Protocol):
+    """Where attempts' outcomes are written (router.store.GroupCommit)."""
+
+    def submit_then(
+        self, op: OutboxDone | OutboxRetry, settled: Callable[[Any, StoreError | None], None]
+    ) -> None: ...
 
 
 class Channel(Protocol):
@@ -178,53 +218,116 @@ def backoff(attempts: int, rng: random.Random) -> float:
     return ceiling / 2 + rng.random() * ceiling / 2
 
 
+class _Account:
+    """One account's due rows and how its receiver has been doing."""
+
+    __slots__ = ("failures", "id", "inflight", "level", "ready", "resume_at", "ringed")
+
+    def __init__(self, account_id: str) -> None:
+        self.id = account_id
+        self.ready: deque[Notification] = deque()  # due, in the order they came due
+        self.inflight = 0
+        self.failures = 0  # failed attempts in a row
+        self.level = 0  # backoffs since the last success
+        self.resume_at = 0.0  # monotonic time before which none of its rows starts
+        self.ringed = False  # in the dispatcher's ring of accounts to serve
+
+
 class Dispatcher:
-    """Attempts due notifications with bounded concurrency; reschedules failures."""
+    """Attempts due notifications with bounded concurrency, fairly across
+    accounts; reschedules failures.
+
+    Rows not yet due wait in one heap by due time; a row that comes due
+    joins its account's queue. Accounts with queued rows take turns in a
+    ring, one row per turn, while a slot is free. An account holds up to its
+    share of the slots (`account_concurrency`, by default a quarter of
+    them), more only while more than a share stays free; one at its limit,
+    or backing off, leaves the ring until one of its attempts ends or its
+    backoff does. So a busy account's backlog waits behind its own rows,
+    never in front of another account's.
+    """
 
     def __init__(
         self,
         *,
-        writer: GroupCommit,
+        writer: OutcomeWriter,
         channels: dict[str, Channel],
         concurrency: int = 64,
+        account_concurrency: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if account_concurrency is None:
+            account_concurrency = max(1, concurrency // ACCOUNT_SHARE)
+        if account_concurrency < 1:
+            raise ValueError("account_concurrency must be at least 1")
         self.writer = writer
         self.channels = channels
+        self._concurrency = concurrency
+        self._account_share = account_concurrency
         self._clock = clock
         self._rng = rng or random.Random()
+        # Rows not yet due, by monotonic due time.
         self._due: list[tuple[float, int, Notification]] = []
-        # Heap tiebreak: entries never compare their Notification.
+        # Accounts whose backoff ends then.
+        self._resume: list[tuple[float, int, _Account]] = []
+        # Heap tiebreak: entries never compare what they carry.
         self._order = itertools.count()
+        self._accounts: dict[str, _Account] = {}
+        self._ring: deque[_Account] = deque()
+        self._ready = 0  # rows in the accounts' queues
+        self._busy = 0  # attempts in flight
+        # Outbox ids held in any state, until a final outcome is written.
+        self._held: set[int] = set()
         # Receipts for ESMEs that are not bound, per account, in order.
         self._waiting: dict[str, list[Notification]] = {}
-        self._slots = Slots(concurrency)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = False
+        # One dead receiver fails every row of its account: a line per
+        # account and kind per interval, with the count (CONTRACT §11).
+        self._log = LimitedLog(log, RepeatLimiter(clock=clock))
 
     def add(self, notifications: Sequence[Notification]) -> None:
         now = utcnow()
         mono = self._clock()
         for n in notifications:
-            delay = max(0.0, (n.next_attempt_at - now).total_seconds())
-            heapq.heappush(self._due, (mono + delay, next(self._order), n))
+            self._held.add(n.id)
+            delay = (n.next_attempt_at - now).total_seconds()
+            if delay <= 0.0:
+                self._make_ready(n)
+            else:
+                heapq.heappush(self._due, (mono + delay, next(self._order), n))
         self._wake.set()
+
+    def add_missing(self, notifications: Iterable[Notification]) -> int:
+        """Add the rows not held already (due, waiting for a bind, backing
+        off, in flight, or done and not yet written): after the database
+        comes back, every pending row of the outbox re-read, so that rows
+        whose commit's answer was lost still leave. Returns how many."""
+        missing = [n for n in notifications if n.id not in self._held]
+        self.add(missing)
+        return len(missing)
 
     def account_ready(self, account_id: str) -> None:
         """An ESME of this account bound: its waiting receipts are due now."""
         waiting = self._waiting.pop(account_id, [])
-        mono = self._clock()
         for n in waiting:
-            heapq.heappush(self._due, (mono, next(self._order), n))
+            self._make_ready(n)
         if waiting:
             self._wake.set()
 
     @property
     def pending(self) -> int:
-        return len(self._due) + sum(len(w) for w in self._waiting.values()) + len(self._inflight)
+        return (
+            len(self._due)
+            + self._ready
+            + sum(len(w) for w in self._waiting.values())
+            + len(self._inflight)
+        )
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -236,8 +339,6 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if self._task is not None:
-            # The loop may be waiting for a slot that hung deliveries hold:
-            # `timeout` bounds the whole stop, so it is cancelled past it.
             done, _ = await asyncio.wait({self._task}, timeout=timeout)
             if not done:
                 self._task.cancel()
@@ -251,28 +352,105 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*pending, return_exceptions=True)
 
+    # -- the loop
+
     async def _run(self) -> None:
         while not self._stopping:
             now = self._clock()
-            while self._due and self._due[0][0] <= now and not self._stopping:
-                # A slot first, then the row: a row popped while waiting for
-                # a slot would be in no queue (missing from `pending`, lost
-                # from memory if stop() cancels the wait). Only this loop
-                # pops, so the head is still due once the slot is ours.
-                await self._slots.acquire()
-                if self._stopping:
-                    self._slots.release()
-                    break
-                _, _, n = heapq.heappop(self._due)
-                task = self._loop.create_task(self._attempt(n))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+            self._promote(now)
+            self._dispatch(now)
+            # Everything above is synchronous: nothing can have set the
+            # event since this turn began looking.
             self._wake.clear()
-            timeout = 1.0 if not self._due else min(1.0, max(0.0, self._due[0][0] - now))
+            timeout = 1.0
+            if self._due:
+                timeout = min(timeout, self._due[0][0] - now)
+            if self._resume:
+                timeout = min(timeout, self._resume[0][0] - now)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, timeout))
 
-    async def _attempt(self, n: Notification) -> None:
+    def _account(self, account_id: str) -> _Account:
+        account = self._accounts.get(account_id)
+        if account is None:
+            account = self._accounts[account_id] = _Account(account_id)
+        return account
+
+    def _make_ready(self, n: Notification) -> None:
+        account = self._account(n.account_id)
+        account.ready.append(n)
+        self._ready += 1
+        self._ring_up(account)
+
+    def _ring_up(self, account: _Account) -> None:
+        """Give an account a turn if it may have become servable; the ring
+        drops it on its turn if it cannot be served after all."""
+        if not account.ringed and account.ready:
+            account.ringed = True
+            self._ring.append(account)
+
+    def _promote(self, now: float) -> None:
+        due = self._due
+        while due and due[0][0] <= now:
+            self._make_ready(heapq.heappop(due)[2])
+        resume = self._resume
+        while resume and resume[0][0] <= now:
+            self._ring_up(heapq.heappop(resume)[2])
+
+    def _may_start(self, account: _Account, now: float) -> bool:
+        """Whether the account may start another attempt now (the caller
+        has a free slot)."""
+        if account.resume_at > now:
+            return False
+        if account.failures >= ACCOUNT_FAILURES_BEFORE_BACKOFF:
+            # Backed off, it tries one row at a time until one succeeds.
+            return account.inflight < 1
+        if account.inflight < self._account_share:
+            return True
+        # Beyond its share: a healthy account borrows idle slots, leaving
+        # more than a share of them free for the other accounts.
+        return account.failures == 0 and self._concurrency - self._busy > self._account_share
+
+    def _dispatch(self, now: float) -> None:
+        """Start rows while slots are free, one per account per turn."""
+        ring = self._ring
+        while ring and self._busy < self._concurrency and not self._stopping:
+            account = ring.popleft()
+            if not self._may_start(account, now):
+                account.ringed = False  # back in when an attempt ends or backoff does
+                continue
+            n = self._next_row(account)
+            if n is None:
+                account.ringed = False
+                continue
+            account.inflight += 1
+            self._busy += 1
+            task = self._loop.create_task(self._attempt(n, account))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            if account.ready and self._may_start(account, now):
+                ring.append(account)
+            else:
+                account.ringed = False
+
+    def _next_row(self, account: _Account) -> Notification | None:
+        """The account's next row; while its receiver keeps failing, rows
+        whose time is up are given up without another attempt, so that a
+        dead receiver's backlog does not outlive `retry_hours`."""
+        ready = account.ready
+        failing = account.failures >= ACCOUNT_FAILURES_BEFORE_BACKOFF
+        now = utcnow() if failing else None
+        while ready:
+            n = ready.popleft()
+            self._ready -= 1
+            if now is None or now < n.expires_at:
+                return n
+            self._give_up(n, now, "its receiver kept failing")
+        return None
+
+    # -- an attempt
+
+    async def _attempt(self, n: Notification, account: _Account) -> None:
         try:
             channel = self.channels.get(n.kind)
             if channel is None:
@@ -281,43 +459,112 @@ class Dispatcher:
         except NotAvailable:
             self._waiting.setdefault(n.account_id, []).append(n)
             return
+        except DeliveryRefused as refused:
+            self._refused(n, str(refused))
+            return
         except DeliveryFailed as exc:
+            self._account_failed(account)
             self._failed(n, str(exc))
             return
         except Exception as bug:  # a bug in a channel must not lose the row
-            log.exception("notification channel error", message_id=str(n.message_id))
+            self._log.error(
+                "notification channel error",
+                key=(n.account_id, n.kind),
+                exc_info=True,
+                account=n.account_id,
+                message_id=str(n.message_id),
+            )
+            self._account_failed(account)
             self._failed(n, repr(bug))
             return
         finally:
-            self._slots.release()
+            account.inflight -= 1
+            self._busy -= 1
+            self._ring_up(account)
+            self._wake.set()
+        account.failures = 0
+        account.level = 0
+        account.resume_at = 0.0
         metrics.callbacks("ok").inc()
         self._record(OutboxDone(n.id, utcnow()))
 
+    def _account_failed(self, account: _Account) -> None:
+        """Count a failed attempt (an error or a timeout) against its
+        account; past the threshold the account backs off. Failures of
+        attempts that were in flight together land within one backoff and
+        do not lengthen it."""
+        account.failures += 1
+        now = self._clock()
+        if account.failures < ACCOUNT_FAILURES_BEFORE_BACKOFF or now < account.resume_at:
+            return
+        delay = min(
+            ACCOUNT_MAX_BACKOFF_SECONDS,
+            ACCOUNT_FIRST_BACKOFF_SECONDS * 2 ** min(account.level, 30),
+        )
+        account.level += 1
+        account.resume_at = now + delay
+        heapq.heappush(self._resume, (account.resume_at, next(self._order), account))
+        self._log.warning(
+            "account callbacks backing off",
+            key=account.id,
+            account=account.id,
+            failures=account.failures,
+            seconds=delay,
+        )
+
     def _record(self, op: OutboxDone | OutboxRetry) -> None:
         """Write an attempt's outcome; if the write fails the row stays
-        pending in the table and is attempted again after a restart."""
+        pending in the table and is attempted again after a restart (or
+        when `add_missing` reads it back)."""
+        done = isinstance(op, OutboxDone)
 
         def written(_: object, error: StoreError | None) -> None:
+            if done:
+                # Held until written, so that add_missing, reading the table
+                # meanwhile, does not send a finished row again.
+                self._held.discard(op.outbox_id)
             if error is not None:
-                log.error("could not record a notification attempt", outbox_id=op.outbox_id)
+                self._log.error("could not record a notification attempt", outbox_id=op.outbox_id)
 
         self.writer.submit_then(op, written)
+
+    def _refused(self, n: Notification, error: str) -> None:
+        n.attempts += 1
+        metrics.callbacks("refused").inc()
+        self._log.warning(
+            "notification refused, given up",
+            key=(n.account_id, n.kind),
+            account=n.account_id,
+            message_id=str(n.message_id),
+            kind=n.kind,
+            error=error,
+        )
+        self._record(OutboxDone(n.id, utcnow(), f"refused: {error}"[:500]))
+
+    def _give_up(self, n: Notification, now: datetime, error: str) -> None:
+        metrics.callbacks("expired").inc()
+        self._log.warning(
+            "notification given up",
+            key=(n.account_id, n.kind),
+            account=n.account_id,
+            message_id=str(n.message_id),
+            kind=n.kind,
+        )
+        self._record(OutboxDone(n.id, now, f"gave up after {n.attempts} attempts: {error}"[:500]))
 
     def _failed(self, n: Notification, error: str) -> None:
         now = utcnow()
         n.attempts += 1
         if now >= n.expires_at:
-            metrics.callbacks("expired").inc()
-            log.warning("notification given up", message_id=str(n.message_id), kind=n.kind)
-            self._record(
-                OutboxDone(n.id, now, f"gave up after {n.attempts} attempts: {error}"[:500])
-            )
+            self._give_up(n, now, error)
             return
         metrics.callbacks("retry").inc()
         delay = backoff(n.attempts - 1, self._rng)
         n.next_attempt_at = now + timedelta(seconds=delay)
-        log.info(
+        self._log.info(
             "notification failed, will retry",
+            key=(n.account_id, n.kind),
+            account=n.account_id,
             message_id=str(n.message_id),
             kind=n.kind,
             attempts=n.attempts,

@@ -9,6 +9,7 @@ that nothing in flight loses the part it needs to finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib.machinery
 import signal
@@ -31,6 +32,7 @@ from router.config import Config, load_config, parse_listen
 from router.engine import DeliveryEngine
 from router.inbound import Inbound
 from router.intake import Intake
+from router.liveness import DatabaseLiveness
 from router.messages import Message, Status
 from router.migrations import apply_migrations
 from router.notifications import (
@@ -45,7 +47,9 @@ from router.routes import Candidate, PriceTable, RouteTable
 from router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
 from router.store import GroupCommit
 from sims.carrier import CarrierSimulator
+from smsrouter.db_probe import DatabaseProbe
 from smsrouter.embedded_pg import EmbeddedPostgres
+from smsrouter.pg_supervisor import PostgresSupervisor
 
 log = structlog.get_logger("daemon")
 
@@ -114,6 +118,19 @@ def build_kind() -> str:
     return "compiled" if f".{suffix}" in importlib.machinery.EXTENSION_SUFFIXES else "interpreted"
 
 
+# Seconds a pool may take to close before its connections are cut: a
+# connection still checked out by a stuck operation must not hang SIGTERM.
+POOL_CLOSE_SECONDS = 5.0
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+    except TimeoutError:
+        log.warning("database connections cut at shutdown", seconds=POOL_CLOSE_SECONDS)
+        pool.terminate()
+
+
 class Router:
     """Everything one router process runs."""
 
@@ -123,6 +140,11 @@ class Router:
         self.accounts = AccountDirectory(config.accounts)
         self.admission = build_admission(config)
         self.embedded_pg: EmbeddedPostgres | None = None
+        self._pg_supervisor: PostgresSupervisor | None = None
+        # What /healthz and /readyz answer about the database (CONTRACT §11),
+        # fed by a SELECT 1 every second, read without a query per request.
+        self.db_liveness = DatabaseLiveness(config.database.liveness_seconds)
+        self._db_probe: DatabaseProbe | None = None
         self.pool: asyncpg.Pool
         self.writer: GroupCommit
         self.ingest_writer: GroupCommit
@@ -138,6 +160,8 @@ class Router:
         self.smpp_port = 0
         self._stopped = asyncio.Event()
         self._housekeeping: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._recovered = asyncio.Event()
         # Failed authentications per source address, counted across both
         # ingresses: a guess at an API key and one at an SMPP password come
         # from the same attacker (CONTRACT §11).
@@ -147,7 +171,8 @@ class Router:
 
     def is_ready(self) -> tuple[bool, dict[str, Any]]:
         carriers = {name: c.is_up for name, c in self.carriers.carriers.items()}
-        return any(carriers.values()), {"carriers": carriers}
+        database = self.db_liveness.reachable
+        return database and any(carriers.values()), {"database": database, "carriers": carriers}
 
     # ------------------------------------------------------------- start
 
@@ -158,9 +183,17 @@ class Router:
             self.embedded_pg = EmbeddedPostgres(Path(cfg.database.data_dir))
             dsn = await self.embedded_pg.start()
             log.info("embedded postgresql started", data_dir=cfg.database.data_dir)
+        connect_kwargs: dict[str, Any] = {"command_timeout": 60}
         self.pool = await asyncpg.create_pool(
-            dsn, min_size=2, max_size=cfg.database.pool_size, command_timeout=60
+            dsn, min_size=2, max_size=cfg.database.pool_size, **connect_kwargs
         )
+        if self.embedded_pg is not None:
+            self._pg_supervisor = PostgresSupervisor(
+                self.embedded_pg, pool=self.pool, connect_kwargs=connect_kwargs
+            )
+            self._pg_supervisor.start()
+        self._db_probe = DatabaseProbe(self.pool, self.db_liveness)
+        self._db_probe.start()
         async with self.pool.acquire() as conn:
             applied = await apply_migrations(conn)
         if applied:
@@ -181,12 +214,18 @@ class Router:
             name="ingest",
             connections=max(1, min(3, cfg.database.pool_size - 3)),
         )
+        # What carriers took, their receipts and final statuses cannot be
+        # refused back to anyone: this writer holds them until the database
+        # takes them (CONTRACT §11), and the engine releases nothing meanwhile.
         self.writer = GroupCommit(
             self.pool,
             max_batch=cfg.database.max_batch,
             plan_notifications=plan_notifications(cfg.webhooks.retry_hours),
             min_interval=cfg.database.status_flush_interval,
+            retry=True,
         )
+        for writer in (self.ingest_writer, self.writer):
+            writer.on_health.append(self._database_health)
         self.ingest_writer.start()
         self.writer.start()
 
@@ -237,6 +276,13 @@ class Router:
             enquire_link_interval=cfg.smpp.enquire_link_interval,
             inactivity_timeout=cfg.smpp.inactivity_timeout,
             response_timeout=cfg.smpp.response_timeout,
+            max_connections_per_ip=cfg.smpp.max_connections_per_ip,
+            max_outstanding=cfg.smpp.max_outstanding,
+            auth_throttle=self.auth_throttle,
+            # One commit deadline for both ingresses (CONTRACT §11 "A hung
+            # database"): a submit_sm waits for its commit as long as an
+            # HTTP request does, then gets ESME_RSYSERR.
+            commit_deadline=cfg.http.request_timeout,
         )
         self.webhooks = WebhookChannel(
             lambda account_id: self.accounts.get(account_id),
@@ -261,6 +307,7 @@ class Router:
         self.dispatcher.start()
         self.carriers.start()
         self._housekeeping = asyncio.create_task(self._sweep(), name="housekeeping")
+        self._recovery = asyncio.create_task(self._recover(), name="database-recovery")
 
         host, port = parse_listen(cfg.smpp.listen)
         await self.smsc.start(host, port)
@@ -269,6 +316,10 @@ class Router:
             self,
             max_body_bytes=cfg.http.max_body_bytes,
             deny_private_callbacks=cfg.webhooks.deny_private_networks,
+            request_timeout=cfg.http.request_timeout,
+            header_timeout=cfg.http.header_timeout,
+            max_connections_per_ip=cfg.http.max_connections_per_ip,
+            auth_throttle=self.auth_throttle,
         )
         host, port = parse_listen(cfg.http.listen)
         await api.server.start(host, port, backlog=1024)
@@ -280,6 +331,27 @@ class Router:
             smpp=f"{parse_listen(cfg.smpp.listen)[0]}:{self.smpp_port}",
             build=build_kind(),
         )
+
+    def _database_health(self, healthy: bool) -> None:
+        if healthy:
+            self._recovered.set()
+
+    async def _recover(self) -> None:
+        """After a database outage: what a commit in doubt stored after all
+        is queued, and outbox rows written by a commit whose answer was lost
+        are dispatched (the dispatcher adds only rows it does not hold)."""
+        while True:
+            await self._recovered.wait()
+            self._recovered.clear()
+            try:
+                await self.intake.resolve_doubts(
+                    lambda ids: store.stored_message_ids(self.pool, ids)
+                )
+                self.dispatcher.add_missing(await store.pending_notifications(self.pool))
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("recovery after a database outage failed; retrying", error=repr(exc))
+                await asyncio.sleep(1.0)
+                self._recovered.set()
 
     async def _sweep(self) -> None:
         """Every few seconds: MO parts that waited too long for their siblings."""
@@ -313,8 +385,11 @@ class Router:
         drain = self.config.shutdown.drain_seconds
         log.info("draining", drain_seconds=drain)
         self.smsc.stop_accepting()
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
+        for task in (self._housekeeping, self._recovery):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._http is not None:
             self._http.stop_listening()
         await self.engine.stop(drain)
@@ -325,13 +400,23 @@ class Router:
             await self._http.stop(drain)
         await self.webhooks.stop()
         await self.ingest_writer.stop()
-        await self.writer.stop()
+        # A database still away at shutdown: what could not be recorded is
+        # given up after the drain (the next start sends those parts again).
+        await self.writer.stop(give_up_after=drain)
         for sim in self.simulators:
             await sim.stop()
-        await self.pool.close()
+        await self.stop_database_watch()
+        await close_pool(self.pool)
         if self.embedded_pg is not None:
             await self.embedded_pg.stop()
         log.info("stopped")
+
+    async def stop_database_watch(self) -> None:
+        """Before the pool closes and the embedded server stops: no probe
+        on a closing pool, no restart racing the server's own stop."""
+        for watcher in (self._db_probe, self._pg_supervisor):
+            if watcher is not None:
+                await watcher.stop()
 
 
 async def run(config: Config, config_path: Path | None) -> int:
@@ -379,8 +464,9 @@ async def _stop_partial(router: Router) -> None:
         await router._http.stop(0)
     for sim in router.simulators:
         await sim.stop()
+    await router.stop_database_watch()
     pool = getattr(router, "pool", None)
     if pool is not None:
-        await pool.close()
+        await close_pool(pool)
     if router.embedded_pg is not None:
         await router.embedded_pg.stop()

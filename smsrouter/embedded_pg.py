@@ -215,6 +215,13 @@ class EmbeddedPostgres:
         return self._proc.pid
 
     @property
+    def exit_status(self) -> int | None:
+        """The postmaster's exit status once it has exited by itself (negative:
+        the signal that killed it), for a supervisor to notice; None while it
+        runs, and after stop()."""
+        return None if self._proc is None else self._proc.poll()
+
+    @property
     def port(self) -> int:
         if self._port is None:
             raise EmbeddedPostgresError("the port is chosen by start()")
@@ -387,6 +394,30 @@ class EmbeddedPostgres:
             # would refuse to start while a live pid stands in the file.
             self._log.info("removing stale postmaster.pid", pid=pid)
             pid_file.unlink(missing_ok=True)
+            await self._end_orphaned_backends()
+
+    async def _end_orphaned_backends(self) -> None:
+        """Kill what is left of a postmaster that was killed (an OOM kill).
+
+        Its backends and auxiliary processes outlive it: most notice its
+        death and exit within milliseconds, but one busy with a long query
+        does not look, and while any of them keeps the old shared memory
+        attached the next postmaster refuses to start ("pre-existing shared
+        memory block is still in use"; PostgreSQL's hint: terminate them).
+        Orphans have been handed to init, so they are found by what they
+        are: postgres processes working in this cluster's directory. With
+        their postmaster gone they can commit nothing that counts; crash
+        recovery replays the WAL at the next start.
+        """
+        orphans = await asyncio.to_thread(_processes_in_cluster, self.pgdata)
+        if not orphans:
+            return
+        self._log.warning("killing backends left by a dead postmaster", pids=orphans)
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if not await _wait_until(lambda: not any(map(_alive, orphans)), KILL_WAIT):
+            raise EmbeddedPostgresError(f"postgres processes {orphans} survived SIGKILL")
 
     # -- cluster creation --------------------------------------------------------
 
@@ -489,12 +520,7 @@ class EmbeddedPostgres:
             # start_new_session: a Ctrl-C on the daemon's terminal goes to its
             # whole process group; PostgreSQL must keep serving while the
             # daemon drains, and is stopped by it afterwards.
-            proc = await asyncio.to_thread(
-                lambda: subprocess.Popen(
-                    argv, start_new_session=True, close_fds=True, **run_as.spawn_kwargs(log_fd)
-                )
-            )
-        self._proc = proc
+            proc = await asyncio.to_thread(self._spawn, argv, run_as.spawn_kwargs(log_fd))
         deadline = time.monotonic() + self._start_timeout
         dsn = self.dsn_for("postgres")
         while True:
@@ -529,6 +555,13 @@ class EmbeddedPostgres:
                     f"the server refused the login of role {ROLE} ({type(exc).__name__}): "
                     f"{self.data_dir / 'password'} does not belong to this cluster"
                 ) from None
+
+    def _spawn(self, argv: list[str], kwargs: dict[str, Any]) -> subprocess.Popen[bytes]:
+        """Popen the postmaster and record it at once, in the spawning thread:
+        a start cancelled while the thread runs (the daemon stopping during
+        a restart) must still find the process to stop."""
+        self._proc = subprocess.Popen(argv, start_new_session=True, close_fds=True, **kwargs)
+        return self._proc
 
     def _reports_ready(self, pid: int) -> bool:
         """Does postmaster.pid name ``pid`` with status "ready" (accepting)?
@@ -664,6 +697,30 @@ def _children_of(pid: int) -> list[int]:
                 if fields is not None and fields[1] == str(pid):
                     children.append(int(entry.name))
     return children
+
+
+def _processes_in_cluster(pgdata: Path) -> list[int]:
+    """Live postgres processes whose working directory is ``pgdata``.
+
+    Every process of a cluster runs in its data directory (the postmaster
+    chdirs there and its children inherit it), so the cwd tells this
+    cluster's processes from any other server's on the machine.
+    """
+    found = []
+    with contextlib.suppress(OSError), os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+            except OSError:
+                continue
+            if Path(exe).name != "postgres":
+                continue
+            if _same_dir(f"/proc/{pid}/cwd", pgdata) and _alive(pid):
+                found.append(pid)
+    return found
 
 
 def _is_postmaster_of(pid: int, pgdata: Path, pid_file_lines: list[str]) -> bool:

@@ -4,9 +4,9 @@ and a router subprocess started on a config and bound to its carrier."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -58,7 +58,15 @@ prefix = "1"
 carriers = [ {{ name = "sim", cost = "0.004" }} ]
 """
 
-StartRouter = Callable[[str], Coroutine[Any, Any, RouterProcess]]
+
+class StartRouter(Protocol):
+    """start_router(config_text, env=...): `env` adds to (or overrides) the
+    router's environment, e.g. SMSROUTER_DATABASE_URL for a database of the
+    test's own or SMSROUTER_HTTP_HEADER_TIMEOUT."""
+
+    def __call__(
+        self, config_text: str, *, env: dict[str, str] | None = None
+    ) -> Coroutine[Any, Any, RouterProcess]: ...
 
 
 @pytest.fixture(scope="session")
@@ -93,19 +101,21 @@ async def start_router(
     that pytest shows it for a failed test. With a `router_site`, the router
     runs from there, away from the checkout, and must say it is compiled."""
     started: list[RouterProcess] = []
-    env = {"SMSROUTER_DATABASE_URL": database_url}
+    base_env = {"SMSROUTER_DATABASE_URL": database_url}
     if router_site is not None:
-        env["PYTHONPATH"] = os.pathsep.join(
+        base_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(router_site), os.environ.get("PYTHONPATH", "")) if p
         )
 
-    async def start(config_text: str) -> RouterProcess:
+    async def start(config_text: str, *, env: dict[str, str] | None = None) -> RouterProcess:
         config = tmp_path / f"router-{len(started)}.toml"
         base = BASE_CONFIG.format(
             carrier_port=carrier.port, system_id=CARRIER_SYSTEM_ID, password=CARRIER_PASSWORD
         )
         config.write_text(base + config_text)
-        process = RouterProcess(config, env=env, cwd=None if router_site is None else tmp_path)
+        process = RouterProcess(
+            config, env={**base_env, **(env or {})}, cwd=None if router_site is None else tmp_path
+        )
         started.append(process)
         await process.start()
         if router_site is not None:

@@ -17,12 +17,20 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 import structlog
 
-from smsrouter.embedded_pg import SHARED_DIR, EmbeddedPostgres, EmbeddedPostgresError
+from smsrouter.embedded_pg import (
+    SHARED_DIR,
+    EmbeddedPostgres,
+    EmbeddedPostgresError,
+    _children_of,
+    _processes_in_cluster,
+)
+from smsrouter.pg_supervisor import PostgresSupervisor
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
@@ -345,3 +353,193 @@ async def test_a_data_dir_under_a_private_directory_is_relocated_not_opened_up()
         shutil.rmtree(private, ignore_errors=True)
         if cluster is not None:
             shutil.rmtree(cluster, ignore_errors=True)
+
+
+# -- supervision: a postmaster that dies is started again (CONTRACT §11) ----------
+
+RESTART_BOUND = 5.0  # CONTRACT §11: restarted within 5 s
+
+
+async def _restarted(logs: list[dict[str, Any]], within: float) -> dict[str, Any]:
+    """The supervisor's "restarted" line, once it is logged."""
+    async with asyncio.timeout(within):
+        while True:
+            for entry in logs:
+                if entry["event"] == "embedded postgresql restarted":
+                    return entry
+            await asyncio.sleep(0.02)
+
+
+def _kill_leftovers(pg: EmbeddedPostgres) -> None:
+    """Last-resort cleanup: every postgres process still working in the cluster."""
+    for pid in _processes_in_cluster(pg.pgdata):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_killed_postmaster_is_restarted_and_a_pool_made_before_serves_again(
+    data_dir: Path,
+) -> None:
+    async with launched(data_dir) as pg:
+        supervisor = PostgresSupervisor(pg, poll_interval=0.5)
+        pool = await asyncpg.create_pool(pg.dsn, min_size=4, max_size=4)
+        busy: asyncio.Task[object] | None = None
+        try:
+            await pool.execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('committed')")
+            supervisor.start()
+            # One connection busy with a long query that never looks at its
+            # postmaster: its backend outlives the kill and, left alone,
+            # keeps the next postmaster from starting.
+            busy = asyncio.create_task(
+                pool.fetchval("SELECT count(*) FROM generate_series(1, 2000000000)")
+            )
+            await asyncio.sleep(0.5)
+            old, port = pg.pid, pg.port
+            assert old is not None
+            backends = _children_of(old)
+            with structlog.testing.capture_logs() as logs:
+                os.kill(old, signal.SIGKILL)  # as the OOM killer does
+                killed_at = asyncio.get_running_loop().time()
+                new = (await _restarted(logs, within=RESTART_BOUND))["pid"]
+                took = asyncio.get_running_loop().time() - killed_at
+                assert new is not None and new != old and new == pg.pid
+                # The broken connections are dropped as they come back; the
+                # pool's next ones reach the new server, all four at once.
+                with pytest.raises((asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError)):
+                    await asyncio.wait_for(busy, 10)
+                async with asyncio.timeout(10):
+                    values = await asyncio.gather(
+                        *(pool.fetchval("SELECT v FROM kept, pg_sleep(0.1)") for _ in range(4))
+                    )
+            assert values == ["committed"] * 4
+            assert took < RESTART_BOUND
+            assert pg.port == port  # the same: the pool's DSN stays valid
+            assert not any(running(b) for b in backends)
+            died = [e for e in logs if e["event"] == "embedded postgresql died"]
+            assert [(e["exit_status"], e["signal"], e["log_level"]) for e in died] == [
+                (-signal.SIGKILL, "SIGKILL", "error")
+            ]
+            restarted = [e for e in logs if e["event"] == "embedded postgresql restarted"]
+            assert len(restarted) == 1 and restarted[0]["pid"] == new
+            assert 0 < restarted[0]["seconds"] < RESTART_BOUND
+            assert supervisor.restarts == 1
+            assert [e["event"] for e in logs if e["event"].startswith("killing backends")] == [
+                "killing backends left by a dead postmaster"
+            ]
+        finally:
+            await supervisor.stop()
+            if busy is not None:
+                busy.cancel()
+                with contextlib.suppress(BaseException):
+                    await busy
+            pool.terminate()
+            _kill_leftovers(pg)
+
+
+async def test_a_failed_restart_is_tried_again_until_it_succeeds(data_dir: Path) -> None:
+    async with launched(data_dir) as pg:
+        supervisor = PostgresSupervisor(pg, poll_interval=0.1)
+        password = data_dir / "password"
+        hidden = data_dir / "password.hidden"
+        try:
+            supervisor.start()
+            old = pg.pid
+            assert old is not None
+            with structlog.testing.capture_logs() as logs:
+                # Without its password file the cluster cannot be started.
+                password.rename(hidden)
+                os.kill(old, signal.SIGKILL)
+                async with asyncio.timeout(10):
+                    while True:
+                        if len([e for e in logs if e["event"].endswith("restart failed")]) >= 2:
+                            break
+                        await asyncio.sleep(0.02)
+                assert pg.pid is None
+                hidden.rename(password)
+                new = (await _restarted(logs, within=15))["pid"]
+            conn = await asyncpg.connect(pg.dsn)
+            try:
+                assert await conn.fetchval("SELECT 1") == 1
+            finally:
+                await conn.close()
+            failed = [e for e in logs if e["event"] == "embedded postgresql restart failed"]
+            assert failed[0]["error_type"] == "EmbeddedPostgresError"
+            assert "password" in failed[0]["error"]
+            assert [e["retry_in"] for e in failed[:2]] == [0.5, 1.0]  # backing off
+            restarted = [e for e in logs if e["event"] == "embedded postgresql restarted"]
+            assert [e["pid"] for e in restarted] == [new]
+            assert restarted[0]["attempts"] == len(failed) + 1
+        finally:
+            await supervisor.stop()
+            if hidden.exists():
+                hidden.rename(password)
+            _kill_leftovers(pg)
+
+
+async def test_a_server_back_on_another_port_gets_the_pool_pointed_at_it(data_dir: Path) -> None:
+    async with launched(data_dir) as pg:
+        pool = await asyncpg.create_pool(pg.dsn, min_size=1, max_size=2, command_timeout=30)
+        supervisor = PostgresSupervisor(
+            pg, pool=pool, connect_kwargs={"command_timeout": 30}, poll_interval=1.0
+        )
+        squatter = socket.socket()
+        try:
+            supervisor.start()
+            old, old_port = pg.pid, pg.port
+            assert old is not None
+            with structlog.testing.capture_logs() as logs:
+                os.kill(old, signal.SIGKILL)
+                # Someone takes the port while the server is down.
+                squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                async with asyncio.timeout(5):
+                    while True:
+                        try:
+                            squatter.bind(("127.0.0.1", old_port))
+                            break
+                        except OSError:
+                            await asyncio.sleep(0.01)
+                squatter.listen()
+                await _restarted(logs, within=RESTART_BOUND + 1)
+            assert pg.port != old_port
+            assert [e["port"] for e in logs if e["event"].endswith("moved to another port")] == [
+                pg.port
+            ]
+            async with asyncio.timeout(10):
+                assert await pool.fetchval("SELECT current_setting('port')") == str(pg.port)
+            async with pool.acquire() as conn:
+                # The pool's own connection arguments were kept.
+                assert conn._config.command_timeout == 30
+        finally:
+            squatter.close()
+            await supervisor.stop()
+            pool.terminate()
+            _kill_leftovers(pg)
+
+
+async def test_stopping_the_supervisor_during_a_restart_leaves_no_server_running(
+    data_dir: Path,
+) -> None:
+    async with launched(data_dir) as pg:
+        supervisor = PostgresSupervisor(pg, poll_interval=0.05)
+        try:
+            supervisor.start()
+            old = pg.pid
+            assert old is not None
+            with structlog.testing.capture_logs() as logs:
+                os.kill(old, signal.SIGKILL)
+                async with asyncio.timeout(RESTART_BOUND):
+                    while True:
+                        if pg.pid not in (None, old):
+                            break
+                        await asyncio.sleep(0.002)
+                spawned = pg.pid
+                assert spawned is not None
+                # The daemon stops while the new server is still starting up.
+                await supervisor.stop()
+            assert not [e for e in logs if e["event"] == "embedded postgresql restarted"]
+            assert pg.pid is None
+            assert not running(spawned)
+            assert _processes_in_cluster(pg.pgdata) == []
+        finally:
+            await supervisor.stop()
+            _kill_leftovers(pg)

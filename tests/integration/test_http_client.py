@@ -28,7 +28,8 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from connectors.http_client import HttpClient, HttpClientError
+from connectors.http_client import HttpClient, HttpClientError, TargetRefused
+from router.netaddr import is_private_address
 from tests.http_apps import serving as serving_app
 from tests.tools import require_tool
 
@@ -555,7 +556,8 @@ async def test_garbage_instead_of_a_response_is_an_error() -> None:
 @both_loops
 async def test_bad_url(url: str) -> None:
     async with client() as c:
-        with pytest.raises(HttpClientError, match=r"^bad URL"):
+        # A refusal: no later attempt can do better.
+        with pytest.raises(TargetRefused, match=r"^bad URL"):
             await c.post(url, b"1", [])
 
 
@@ -571,14 +573,12 @@ async def test_header_with_a_line_break_is_refused() -> None:
 async def test_private_addresses_refused_by_literal_and_by_name() -> None:
     async with serving(reply(OK)) as server:
         async with client(deny_private_networks=True) as c:
-            with pytest.raises(
-                HttpClientError, match=r"^127\.0\.0\.1 is a private network address$"
-            ):
+            with pytest.raises(TargetRefused, match=r"^127\.0\.0\.1 is a private network address$"):
                 await c.post(server.url(host="127.0.0.1"), b"1", [])
-            with pytest.raises(HttpClientError, match=r"^::1 is a private network address$"):
+            with pytest.raises(TargetRefused, match=r"^::1 is a private network address$"):
                 await c.post(server.url(host="[::1]"), b"1", [])
-            # A name is resolved and refused for where it points.
-            with pytest.raises(HttpClientError, match=r"^localhost resolves only to private"):
+            # A loopback name is refused before any lookup.
+            with pytest.raises(TargetRefused, match=r"^localhost is a private network address$"):
                 await c.post(server.url(host="localhost"), b"1", [])
             assert c.open_connections == 0
         assert server.accepted == 0
@@ -586,6 +586,58 @@ async def test_private_addresses_refused_by_literal_and_by_name() -> None:
         async with client() as c:
             assert await c.post(server.url(host="localhost"), b"1", []) == 200
         assert server.accepted == 1
+
+
+# Spellings that getaddrinfo reads as 127.0.0.1 (glibc inet_aton), or that
+# name it: each must be refused before connecting (CONTRACT §11).
+LOOPBACK_SPELLINGS = [
+    "2130706433",
+    "127.1",
+    "0x7f.1",
+    "0177.0.0.1",
+    "0x7f000001",
+    "127.0.0.1.",
+    "localhost.",
+    "LOCALHOST",
+    "foo.localhost",
+    "[::ffff:127.0.0.1]",
+    "[::ffff:7f00:1]",
+    "[::127.0.0.1]",
+    "[0:0:0:0:0:0:0:1]",
+    "0.0.0.0",
+]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_SPELLINGS)
+@both_loops
+async def test_every_spelling_of_loopback_is_refused_before_connecting(host: str) -> None:
+    async with serving(reply(OK)) as server:
+        async with client(deny_private_networks=True) as c:
+            with pytest.raises(TargetRefused, match=r"is a private network address$"):
+                await c.post(server.url(host=host), b"1", [])
+            assert c.open_connections == 0
+        assert server.accepted == 0
+        if host in ("127.1", "0x7f.1", "2130706433"):
+            # Not a test artefact: allowed, the same spelling reaches the server.
+            async with client() as c:
+                assert await c.post(server.url(host=host), b"1", []) == 200
+            assert server.accepted == 1
+
+
+@both_loops
+async def test_a_name_that_resolves_only_to_private_addresses_is_refused() -> None:
+    # This host's own name: /etc/hosts maps it to a loopback or private
+    # address on the machines the suite runs on.
+    name = socket.gethostname()
+    infos = socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)
+    if not all(is_private_address(str(info[4][0])) for info in infos):
+        pytest.skip(f"{name} resolves to a public address here")
+    async with serving(reply(OK)) as server:
+        async with client(deny_private_networks=True) as c:
+            with pytest.raises(TargetRefused, match=r"resolves only to private network addresses"):
+                await c.post(server.url(host=name), b"1", [])
+            assert c.open_connections == 0
+        assert server.accepted == 0
 
 
 @both_loops

@@ -550,6 +550,143 @@ async def test_stop_timeout_cancels_what_is_left() -> None:
     writer.close()
 
 
+# ------------------------------------------------------------------ abusive clients (CONTRACT §11)
+
+
+async def _slowloris(writer: asyncio.StreamWriter, every: float) -> None:
+    """A header line every `every` seconds, never the end of the section."""
+    writer.write(b"GET /hello HTTP/1.1\r\nHost: test\r\n")
+    for i in range(200):
+        await asyncio.sleep(every)
+        if writer.is_closing():
+            return
+        writer.write(f"X-Line-{i}: v\r\n".encode())
+
+
+async def test_slowloris_is_closed_at_the_header_deadline_while_others_are_served() -> None:
+    header_timeout = 0.5
+    async with serving(header_timeout=header_timeout) as (server, _):
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
+        slow_reader, slow_writer = await connect(server)
+        dribble = asyncio.create_task(_slowloris(slow_writer, 0.1))
+        good_reader, good_writer = await connect(server)
+        try:
+            served = 0
+            closed_at = None
+            reply_task = asyncio.create_task(read_reply(slow_reader))
+            while not reply_task.done():
+                good_writer.write(get("/hello"))
+                assert (await read_reply(good_reader)).body == b"hello"
+                served += 1
+                await asyncio.sleep(0.05)
+            reply = reply_task.result()
+            assert_problem(reply, 408)
+            assert reply.headers["connection"] == "close"
+            assert await at_eof(slow_reader)
+            closed_at = loop.time() - opened
+            # Closed by the header deadline, not before it, within a margin.
+            assert header_timeout * 0.8 <= closed_at <= header_timeout + 2.0, closed_at
+            assert served >= 3
+            # The good connection lives on.
+            good_writer.write(get("/hello"))
+            assert (await read_reply(good_reader)).body == b"hello"
+        finally:
+            dribble.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dribble
+            slow_writer.close()
+            good_writer.close()
+
+
+async def test_silent_connection_is_closed_at_the_header_deadline() -> None:
+    async with serving(header_timeout=0.3) as (server, _):
+        reader, writer = await connect(server)
+        # Nothing was asked: closed without an answer.
+        assert await bounded(reader.read(), 0.3 + 2.0) == b""
+        writer.close()
+
+
+async def test_idle_kept_alive_connection_outlives_the_header_deadline() -> None:
+    # Between requests the keep-alive timeout governs; the header deadline
+    # runs only once the next request has begun.
+    async with serving(header_timeout=0.3, keepalive_timeout=5.0) as (server, _):
+        reader, writer = await connect(server)
+        writer.write(get("/hello"))
+        assert (await read_reply(reader)).status == 200
+        await asyncio.sleep(0.8)
+        writer.write(get("/hello"))
+        assert (await read_reply(reader)).body == b"hello"
+        writer.close()
+
+
+async def test_header_begun_behind_a_running_handler_is_timed_from_its_answer() -> None:
+    async with serving(header_timeout=0.3) as (server, app):
+        reader, writer = await connect(server)
+        # The next header section begins while /wait is handled, and the
+        # handler outlasts the header deadline counted from that first byte.
+        writer.write(get("/wait") + b"GET /hello HTTP/1.1\r\nHost: test\r\n")
+        await bounded(app.waiting.wait())
+        await asyncio.sleep(0.6)
+        app.gate.set()
+        assert (await read_reply(reader)).body == b"waited"
+        writer.write(b"\r\n")
+        assert (await read_reply(reader)).body == b"hello"
+        # And the deadline does hold from that answer on.
+        writer.write(b"GET /hello HTTP/1.1\r\n")
+        assert_problem(await read_reply(reader), 408)
+        assert await at_eof(reader)
+        writer.close()
+
+
+async def _eventually(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(BOUND):
+        for _ in range(int(BOUND / 0.01)):
+            if predicate():
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+async def test_connections_over_the_per_address_cap_get_503_and_are_closed() -> None:
+    async with serving(max_connections_per_ip=2) as (server, _):
+        kept = [await connect(server) for _ in range(2)]
+        for reader, writer in kept:
+            writer.write(get("/hello"))
+            assert (await read_reply(reader)).body == b"hello"
+        assert server.connections_from("127.0.0.1") == 2
+
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(3):
+                reader, writer = await connect(server)
+                writer.write(get("/hello"))
+                reply = await read_reply(reader)
+                assert_problem(reply, 503)
+                assert reply.headers["retry-after"] == "1"
+                assert reply.headers["connection"] == "close"
+                assert await at_eof(reader)
+                writer.close()
+        # One line for the three refusals (rate-limited), naming the address.
+        refusals = [e for e in logs if e["event"] == "connection over the per-address cap refused"]
+        assert len(refusals) == 1 and refusals[0]["address"] == "127.0.0.1", logs
+        assert server.connections_from("127.0.0.1") == 2
+        # The kept connections are served on.
+        for reader, writer in kept:
+            writer.write(get("/hello"))
+            assert (await read_reply(reader)).body == b"hello"
+
+        # Closing one makes room for another.
+        kept[0][1].close()
+        await _eventually(lambda: server.connections_from("127.0.0.1") == 1)
+        reader, writer = await connect(server)
+        writer.write(get("/hello"))
+        assert (await read_reply(reader)).body == b"hello"
+        assert server.connections_from("127.0.0.1") == 2
+        writer.close()
+        kept[1][1].close()
+        await _eventually(lambda: server.connections_from("127.0.0.1") == 0)
+
+
 # ------------------------------------------------------------------ under uvloop
 
 SCENARIOS: list[Callable[[], Coroutine[Any, Any, None]]] = [
@@ -567,6 +704,9 @@ SCENARIOS: list[Callable[[], Coroutine[Any, Any, None]]] = [
     test_handler_error_gets_500_and_the_server_answers_the_next_request,
     test_client_gone_mid_request_leaves_the_handler_running,
     test_stop_closes_idle_connections_and_lets_running_handlers_finish,
+    test_slowloris_is_closed_at_the_header_deadline_while_others_are_served,
+    test_header_begun_behind_a_running_handler_is_timed_from_its_answer,
+    test_connections_over_the_per_address_cap_get_503_and_are_closed,
 ]
 
 

@@ -552,11 +552,12 @@ async def test_an_error_in_the_handler_leaves_the_link_up() -> None:
         assert resp.message_id == "id-31600000002"  # type: ignore[attr-defined]
         assert esme.is_open
         assert smsc.links[0].is_open
-        # The request the handler failed on is not answered: it runs into
-        # the ESME's response timeout like any unanswered request.
-        assert not boom.done()
-        assert esme.outstanding == 1
-        boom.cancel()
+        # The request the handler failed on is answered ESME_RSYSERR (a
+        # system error, SMPP 3.4 §5.1.3) instead of running into the ESME's
+        # response timeout.
+        failed = await bounded(boom)
+        assert failed.command_status == CommandStatus.ESME_RSYSERR
+        assert esme.outstanding == 0
 
 
 # ------------------------------------------------------------------ unbind

@@ -20,6 +20,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from connectors.webhooks import SIGNATURE_HEADER, WebhookChannel
 from router import store
@@ -466,3 +467,67 @@ async def test_rows_pending_at_restart_are_delivered_by_a_new_dispatcher(
     assert receiver.callbacks[1].body["id"] == str(due_later.id)
     assert len(receiver.callbacks) == 2
     assert await store.pending_notifications(db_pool) == []
+
+
+# ------------------------------------------------ refused callback addresses
+
+
+def _metric(result: str) -> float:
+    value = REGISTRY.get_sample_value("smsrouter_callbacks_total", {"result": result})
+    return value or 0.0
+
+
+@pytest.fixture
+async def denying_channel() -> AsyncIterator[WebhookChannel]:
+    c = WebhookChannel(ACCOUNTS.get, timeout=2.0, deny_private_networks=True)
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+@pytest.mark.parametrize("host", ["127.1", "0x7f.1", "2130706433", "localhost.", "[::1]"])
+async def test_a_refused_callback_is_given_up_at_once_not_retried(
+    db_pool: asyncpg.Pool,
+    receiver: WebhookReceiver,
+    denying_channel: WebhookChannel,
+    host: str,
+) -> None:
+    # The receiver listens where the URL points: a client that read `127.1`
+    # as 127.0.0.1 and connected would deliver it, and the test would fail.
+    refused_before, retry_before = _metric("refused"), _metric("retry")
+    router = Router(db_pool, denying_channel)
+    router.start()
+    try:
+        n = await router.finish(_message(f"http://{host}:{receiver.port}/dlr", n=7))
+        await eventually(_done(db_pool, n.id), "the row to be given up")
+        row = await _row(db_pool, n.id)
+        assert row["attempts"] == 1
+        assert row["last_error"].startswith("refused: ")
+        assert row["last_error"].endswith("is a private network address")
+        assert _metric("refused") == refused_before + 1
+        assert _metric("retry") == retry_before
+        # Not retried, however long the clock runs.
+        router.retry_due(72 * 3600)
+        await asyncio.sleep(0.1)
+        assert (await _row(db_pool, n.id))["attempts"] == 1
+        assert router.dispatcher.pending == 0
+    finally:
+        await router.stop()
+    assert receiver.callbacks == []
+    assert await store.pending_notifications(db_pool) == []
+
+
+async def test_a_callback_url_no_client_can_use_is_given_up_at_once(
+    db_pool: asyncpg.Pool, router: Router
+) -> None:
+    # An older row's URL, from before the API checked it: refused whatever
+    # deny_private_networks says.
+    n = await router.finish(_message("ftp://apps.example/dlr", n=8))
+    await eventually(_done(db_pool, n.id), "the row to be given up")
+    row = await _row(db_pool, n.id)
+    assert row["attempts"] == 1
+    assert row["last_error"] == (
+        "refused: bad URL 'ftp://apps.example/dlr': scheme must be http or https"
+    )

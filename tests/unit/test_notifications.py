@@ -12,6 +12,7 @@ computes can be predicted exactly.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import uuid
@@ -21,20 +22,23 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import msgspec
 import pytest
+import structlog
 from prometheus_client import REGISTRY
 
 from router.messages import utcnow
 from router.notifications import (
+    ACCOUNT_FAILURES_BEFORE_BACKOFF,
     SMPP_RECEIPT,
     WEBHOOK,
     DeliveryFailed,
+    DeliveryRefused,
     Dispatcher,
     NotAvailable,
     backoff,
     plan_notifications,
 )
 from router.payloads import SmppReceipt
-from router.store import GroupCommit, Notification
+from router.store import GroupCommit, Notification, OutboxDone, OutboxRetry, StoreError
 
 # Every wait in this file is bounded by this; none is expected to come close.
 WAIT = 5.0
@@ -658,7 +662,8 @@ async def test_concurrency_is_bounded(
     gate = asyncio.Event()
     channel = ScriptedChannel(gate=gate)
     d = make_dispatcher({WEBHOOK: channel}, clock=FakeClock(), concurrency=3)
-    rows = [await _insert(db_pool) for _ in range(8)]
+    # Four accounts: no account's own cap (a quarter of 3, so 1) binds first.
+    rows = [await _insert(db_pool, account=f"acct-{i % 4}") for i in range(8)]
     d.add(rows)
     await eventually(lambda: channel.active == 3, "three deliveries in flight")
     await asyncio.sleep(0.05)  # room for the loop to (wrongly) start more
@@ -679,6 +684,7 @@ async def test_stop_returns_within_its_timeout_with_a_hung_channel(
         writer=writer,
         channels={WEBHOOK: hung},
         concurrency=concurrency,
+        account_concurrency=concurrency,
         clock=FakeClock(),
         rng=random.Random(1),
     )
@@ -701,3 +707,406 @@ async def test_stop_returns_within_its_timeout_with_a_hung_channel(
     for n in notifications:
         row = await _row(db_pool, n.id)
         assert (row["attempts"], row["last_error"], row["done_at"]) == (0, None, None)
+
+
+# ------------------------------------------- dispatcher: accounts are isolated
+#
+# CONTRACT §11: one account's dead receiver must not delay another's
+# callbacks. These run on a virtual clock with a writer that only records
+# what it is given (no database: what is decided is the order and timing of
+# attempts, and each outcome handed to the writer).
+
+
+class RecordingWriter:
+    """Takes outcomes as GroupCommit.submit_then does; settles each at once,
+    or, with `hold`, only when `settle()` is called."""
+
+    def __init__(self, *, hold: bool = False) -> None:
+        self.ops: list[OutboxDone | OutboxRetry] = []
+        self.hold = hold
+        self._unsettled: list[Callable[[object, StoreError | None], None]] = []
+
+    def submit_then(
+        self, op: OutboxDone | OutboxRetry, settled: Callable[[object, StoreError | None], None]
+    ) -> None:
+        self.ops.append(op)
+        if self.hold:
+            self._unsettled.append(settled)
+        else:
+            settled(None, None)
+
+    def settle(self) -> None:
+        unsettled, self._unsettled = self._unsettled, []
+        for settled in unsettled:
+            settled(None, None)
+
+    def done(self, outbox_id: int) -> OutboxDone | None:
+        return next(
+            (op for op in self.ops if isinstance(op, OutboxDone) and op.outbox_id == outbox_id),
+            None,
+        )
+
+
+class AccountsChannel:
+    """A webhook channel whose receivers behave per account: `hung`
+    accounts' calls wait for `release`, then time out if the account is
+    still hung and go on as the others otherwise; `failing` ones fail,
+    `refusing` ones are refused; the others deliver at once."""
+
+    def __init__(self) -> None:
+        self.hung: set[str] = set()
+        self.failing: set[str] = set()
+        self.refusing: set[str] = set()
+        self.release = asyncio.Event()
+        self.calls: list[tuple[str, int]] = []
+        self.delivered: list[tuple[str, int]] = []
+        self.active: dict[str, int] = {}
+        self.max_active: dict[str, int] = {}
+
+    def calls_of(self, account: str) -> list[int]:
+        return [i for a, i in self.calls if a == account]
+
+    async def deliver(self, n: Notification) -> None:
+        account = n.account_id
+        self.calls.append((account, n.id))
+        self.active[account] = self.active.get(account, 0) + 1
+        self.max_active[account] = max(self.max_active.get(account, 0), self.active[account])
+        try:
+            if account in self.hung:
+                await self.release.wait()
+                if account in self.hung:
+                    raise DeliveryFailed("timed out: no complete response within 10 s")
+            await asyncio.sleep(0)
+            if account in self.refusing:
+                raise DeliveryRefused("127.1 is a private network address")
+            if account in self.failing:
+                raise DeliveryFailed("HTTP 503")
+            self.delivered.append((account, n.id))
+        finally:
+            self.active[account] -= 1
+
+
+_ids = itertools.count(1)
+
+
+def _row_of(account: str, *, due_in: float = 0.0, expired: bool = False) -> Notification:
+    now = utcnow()
+    return Notification(
+        next(_ids),
+        WEBHOOK,
+        account,
+        uuid.uuid4(),
+        f"http://{account}.example/dlr",
+        b"{}",
+        0,
+        now + timedelta(seconds=due_in),
+        now - timedelta(seconds=1) if expired else now + timedelta(hours=72),
+    )
+
+
+@pytest.fixture
+async def dispatch() -> AsyncIterator[Callable[..., Dispatcher]]:
+    """dispatch(channels, **kw): a started Dispatcher on a RecordingWriter
+    (pass writer=... for another) and a FakeClock, stopped afterwards."""
+    started: list[Dispatcher] = []
+
+    def make(channels: dict[str, object], **kw: object) -> Dispatcher:
+        kw.setdefault("writer", RecordingWriter())
+        kw.setdefault("clock", FakeClock())
+        kw.setdefault("rng", random.Random(11))
+        d = Dispatcher(channels=channels, **kw)  # type: ignore[arg-type]
+        d.start()
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        await asyncio.wait_for(d.stop(timeout=0.2), WAIT)
+
+
+async def test_a_hung_receiver_does_not_delay_another_accounts_callbacks(
+    dispatch: Callable[..., Dispatcher],
+) -> None:
+    channel = AccountsChannel()
+    channel.hung.add("slow")
+    # 8 slots: each account's share is 2 (a quarter).
+    d = dispatch({WEBHOOK: channel}, concurrency=8)
+    slow = [_row_of("slow") for _ in range(200)]
+    d.add(slow)
+    # Alone, it borrows idle slots beyond its share, but leaves a share free.
+    await eventually(lambda: channel.active.get("slow") == 6, "six attempts in flight")
+    await asyncio.sleep(0.05)  # room for the loop to (wrongly) start more
+    assert len(channel.calls_of("slow")) == 6
+
+    fast = [_row_of("fast") for _ in range(20)]
+    d.add(fast)
+    await eventually(lambda: len(channel.delivered) == 20, "the other account's callbacks")
+    assert [i for a, i in channel.delivered] == [n.id for n in fast]
+    # The hung account got no slot more meanwhile: the rest of its rows
+    # wait behind their own account.
+    assert channel.active["slow"] == 6 and len(channel.calls_of("slow")) == 6
+    assert d.pending == 200
+
+
+async def test_a_busy_accounts_backlog_waits_behind_its_own_rows(
+    dispatch: Callable[..., Dispatcher],
+) -> None:
+    channel = AccountsChannel()
+    channel.hung.add("slow")
+    d = dispatch({WEBHOOK: channel}, concurrency=8)
+    slow = [_row_of("slow") for _ in range(200)]
+    fast = [_row_of("fast") for _ in range(20)]
+    d.add(slow)  # the busy account's backlog arrives first
+    d.add(fast)
+    await eventually(lambda: len(channel.delivered) == 20, "the other account's callbacks")
+    # The first callback of the other account waited one turn, no more.
+    assert channel.calls.index(("fast", fast[0].id)) == 1
+    assert channel.active["slow"] <= 6
+
+
+async def test_accounts_with_due_rows_take_turns(dispatch: Callable[..., Dispatcher]) -> None:
+    channel = AccountsChannel()
+    d = dispatch({WEBHOOK: channel}, concurrency=1)  # one slot: strict turns
+    a, b, c = [_row_of("a") for _ in range(3)], [_row_of("b") for _ in range(3)], [_row_of("c")]
+    d.add(a)
+    d.add(b)
+    d.add(c)
+    await eventually(lambda: len(channel.delivered) == 7, "every row delivered")
+    assert [acct for acct, _ in channel.calls] == ["a", "b", "c", "a", "b", "a", "b"]
+    # Within an account, its rows keep their order.
+    assert channel.calls_of("a") == [n.id for n in a]
+
+
+async def test_an_account_always_finds_its_share_of_slots(
+    dispatch: Callable[..., Dispatcher],
+) -> None:
+    channel = AccountsChannel()
+    channel.hung.update({"a", "b"})
+    d = dispatch({WEBHOOK: channel}, concurrency=10, account_concurrency=3)
+    d.add([_row_of("a") for _ in range(20)])
+    # 10 slots less b's share of 3.
+    await eventually(lambda: channel.active.get("a") == 7, "seven attempts in flight")
+    d.add([_row_of("b") for _ in range(20)])
+    await eventually(lambda: channel.active.get("b") == 3, "b's share in flight")
+    await asyncio.sleep(0.05)  # room for the loop to (wrongly) start more
+    assert channel.active == {"a": 7, "b": 3}
+    assert len(channel.calls) == 10
+    channel.hung.clear()
+    channel.release.set()  # the receivers answer
+    await eventually(lambda: len(channel.delivered) == 40, "every row delivered")
+    assert channel.max_active["a"] == 7
+
+
+async def test_an_account_that_failed_lately_does_not_borrow_slots(
+    dispatch: Callable[..., Dispatcher],
+) -> None:
+    channel = AccountsChannel()
+    channel.failing.add("a")
+    d = dispatch({WEBHOOK: channel}, concurrency=10, account_concurrency=3)
+    d.add([_row_of("a")])
+    await eventually(lambda: len(channel.calls) == 1, "the failed attempt")
+    channel.failing.clear()
+    channel.hung.add("a")
+    d.add([_row_of("a") for _ in range(10)])
+    await eventually(lambda: channel.active.get("a") == 3, "its share in flight")
+    await asyncio.sleep(0.05)
+    assert channel.active["a"] == 3
+
+
+def test_an_accounts_share_is_a_quarter_of_the_slots_but_at_least_one() -> None:
+    writer = RecordingWriter()
+    assert Dispatcher(writer=writer, channels={}, concurrency=64)._account_share == 16
+    assert Dispatcher(writer=writer, channels={}, concurrency=3)._account_share == 1
+    with pytest.raises(ValueError):
+        Dispatcher(writer=writer, channels={}, concurrency=0)
+
+
+async def test_a_failing_account_backs_off_then_probes_and_resets_on_success(
+    dispatch: Callable[..., Dispatcher],
+) -> None:
+    assert ACCOUNT_FAILURES_BEFORE_BACKOFF == 3
+    clock = FakeClock()
+    channel = AccountsChannel()
+    channel.failing.add("a")
+    # Two at a time: its share, and no slot to borrow beyond it.
+    d = dispatch({WEBHOOK: channel}, clock=clock, concurrency=4, account_concurrency=2)
+    rows = [_row_of("a") for _ in range(5)]
+    with structlog.testing.capture_logs() as logs:
+        d.add(rows)
+        # Two at a time: r1, r2 fail, then r3, r4; the third failure backs
+        # the account off for 1 s, the fourth (in flight with it) does not
+        # lengthen that. r5 waits.
+        await eventually(lambda: len(channel.calls) == 4, "four failed attempts")
+        await asyncio.sleep(0.05)
+    assert channel.calls_of("a") == [n.id for n in rows[:4]]
+    backing_off = [e for e in logs if e["event"] == "account callbacks backing off"]
+    assert [(e["account"], e["seconds"]) for e in backing_off] == [("a", 1.0)]
+
+    # r1..r4's own retries (0.5-1 s) come due with the account's backoff;
+    # the account then tries one row at a time: r5 first, the oldest due.
+    clock.advance(0.99)
+    d.add([])
+    await asyncio.sleep(0.05)
+    assert len(channel.calls) == 4
+    clock.advance(0.01)
+    d.add([])
+    await eventually(lambda: len(channel.calls) == 5, "one probe")
+    await asyncio.sleep(0.05)
+    assert channel.calls[-1] == ("a", rows[4].id)
+    assert len(channel.calls) == 5  # one, not its cap
+
+    # The probe failed: the next backoff is twice as long.
+    clock.advance(1.99)
+    d.add([])
+    await asyncio.sleep(0.05)
+    assert len(channel.calls) == 5
+    channel.failing.clear()  # the receiver is back
+    clock.advance(0.01)
+    d.add([])
+    # The probe succeeds: the backoff is over and every row goes, without
+    # the clock moving again (their own retry times have passed).
+    await eventually(lambda: len(channel.delivered) == 5, "every row delivered")
+    assert len(channel.calls) == 10
+    assert d.pending == 0
+
+
+async def test_a_success_resets_the_count_of_failures(
+    dispatch: Callable[..., Dispatcher],
+) -> None:
+    clock = FakeClock()
+    channel = AccountsChannel()
+    d = dispatch({WEBHOOK: channel}, clock=clock, concurrency=1)
+    # Two failures, a success, two failures: never three in a row.
+    for fails in (True, True, False, True, True, False):
+        if fails:
+            channel.failing.add("a")
+        else:
+            channel.failing.discard("a")
+        before = len(channel.calls)
+        d.add([_row_of("a")])
+        await eventually(lambda: len(channel.calls) == before + 1, "the attempt")  # noqa: B023
+        await asyncio.sleep(0.01)
+    # The last row went at once: the account never backed off.
+    assert len(channel.delivered) == 2
+
+
+async def test_a_refused_callback_is_given_up_at_once_not_retried(
+    dispatch: Callable[..., Dispatcher],
+) -> None:
+    refused_before, retry_before = _metric("refused"), _metric("retry")
+    clock = FakeClock()
+    writer = RecordingWriter()
+    channel = AccountsChannel()
+    channel.refusing.add("a")
+    d = dispatch({WEBHOOK: channel}, clock=clock, writer=writer)
+    rows = [_row_of("a") for _ in range(5)]
+    with structlog.testing.capture_logs() as logs:
+        d.add(rows)
+        await eventually(lambda: len(writer.ops) == 5, "five outcomes")
+    for n in rows:
+        done = writer.done(n.id)
+        assert done is not None
+        assert done.error == "refused: 127.1 is a private network address"
+    assert _metric("refused") == refused_before + 5
+    assert _metric("retry") == retry_before
+    assert d.pending == 0
+    # One line for the five.
+    assert [e["event"] for e in logs] == ["notification refused, given up"]
+    # Nothing comes back, however long the clock runs; refusals are not
+    # failures of the receiver, so another row of the account goes at once.
+    clock.advance(3600)
+    channel.refusing.clear()
+    later = _row_of("a")
+    d.add([later])
+    await eventually(lambda: len(channel.delivered) == 1, "the next row")
+    assert channel.calls_of("a") == [n.id for n in rows] + [later.id]
+
+
+async def test_repeated_failures_are_logged_once_per_account_and_interval(
+    dispatch: Callable[..., Dispatcher],
+) -> None:
+    clock = FakeClock()
+    channel = AccountsChannel()
+    channel.failing.update({"a", "b"})
+    d = dispatch({WEBHOOK: channel}, clock=clock, concurrency=40, account_concurrency=20)
+    with structlog.testing.capture_logs() as logs:
+        d.add([_row_of("a") for _ in range(20)] + [_row_of("b") for _ in range(3)])
+        await eventually(lambda: len(channel.calls) == 23, "every attempt")
+        await asyncio.sleep(0.05)
+        retry_lines = [e for e in logs if e["event"] == "notification failed, will retry"]
+        assert sorted(e["account"] for e in retry_lines) == ["a", "b"]
+        assert all("repeated" not in e for e in retry_lines)
+        # Past the interval, the next line says how many were held back.
+        clock.advance(60)
+        channel.failing.discard("b")
+        d.add([])
+        await eventually(lambda: len(channel.calls) >= 24, "a probe of a")
+        await asyncio.sleep(0.05)
+    retry_lines = [e for e in logs if e["event"] == "notification failed, will retry"]
+    assert [(e["account"], e.get("repeated")) for e in retry_lines][-1] == ("a", 19)
+
+
+async def test_a_failing_accounts_expired_rows_are_given_up_without_an_attempt(
+    dispatch: Callable[..., Dispatcher],
+) -> None:
+    clock = FakeClock()
+    writer = RecordingWriter()
+    channel = AccountsChannel()
+    channel.failing.add("a")
+    d = dispatch(
+        {WEBHOOK: channel}, clock=clock, writer=writer, concurrency=6, account_concurrency=3
+    )
+    failing = [_row_of("a") for _ in range(3)]
+    expired = [_row_of("a", expired=True) for _ in range(2)]
+    d.add(failing + expired)
+    await eventually(lambda: len(writer.ops) == 3, "three failures")  # then it backs off
+    clock.advance(1.0)
+    d.add([])
+    await eventually(lambda: len(channel.calls) == 4, "a probe")
+    assert all(i not in channel.calls_of("a") for i in (n.id for n in expired))
+    for n in expired:
+        done = writer.done(n.id)
+        assert done is not None
+        assert done.error == "gave up after 0 attempts: its receiver kept failing"
+
+
+async def test_add_missing_adds_only_rows_not_held(dispatch: Callable[..., Dispatcher]) -> None:
+    clock = FakeClock()
+    writer = RecordingWriter(hold=True)
+    webhooks = AccountsChannel()
+    webhooks.hung.add("hung")
+    receipts = BindChannel()
+    d = dispatch(
+        {WEBHOOK: webhooks, SMPP_RECEIPT: receipts},
+        clock=clock,
+        writer=writer,
+        concurrency=2,
+        account_concurrency=1,  # and no slot to borrow
+    )
+    in_flight = _row_of("hung")
+    behind = _row_of("hung")  # due, queued behind its account's cap
+    later = _row_of("ok", due_in=3600)  # not yet due
+    waiting = _row_of("unbound")
+    waiting.kind, waiting.target = SMPP_RECEIPT, None  # its ESME is not bound
+    delivered = _row_of("ok")  # done, its outcome not yet written
+    d.add([in_flight, behind, later, waiting, delivered])
+    await eventually(lambda: len(receipts.refused) == 1, "the receipt parked")
+    await eventually(lambda: len(webhooks.delivered) == 1, "the row delivered")
+    assert writer.done(delivered.id) is not None
+
+    # After an outage, the whole outbox as read back, plus two rows whose
+    # commit's answer was lost (never handed to the dispatcher).
+    lost = [_row_of("ok"), _row_of("ok")]
+    held = [in_flight, behind, later, waiting, delivered]
+    assert d.add_missing([*held, *lost]) == 2
+    await eventually(lambda: len(webhooks.delivered) == 3, "the lost rows delivered")
+    assert sorted(i for _, i in webhooks.delivered) == sorted([delivered.id] + [n.id for n in lost])
+    assert webhooks.calls_of("hung") == [in_flight.id]
+    assert d.pending == 4  # in flight, behind it, later, waiting
+
+    # Once an outcome is written, the row is the table's again: read back
+    # pending (its write had failed, say), it is added.
+    writer.settle()
+    assert d.add_missing([delivered, in_flight]) == 1
+    await eventually(lambda: len(webhooks.delivered) == 4, "the row sent again")
+    webhooks.release.set()
