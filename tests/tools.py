@@ -3,10 +3,18 @@ optional on a developer's machine."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
+
+#: Default bound of a test's single wait, in seconds.
+BOUND = 15.0
 
 
 def require_tool(name: str, package: str) -> str:
@@ -18,3 +26,21 @@ def require_tool(name: str, package: str) -> str:
             pytest.fail(message + "; .ci/run should have installed it")
         pytest.skip(message)
     return path
+
+
+async def bounded(aw: Awaitable[T], timeout: float = BOUND) -> T:
+    """`aw`, failing with TimeoutError past `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        return await aw
+
+
+async def eventually(predicate: Callable[[], bool], what: str, timeout: float = BOUND) -> None:
+    """Wait until `predicate()` holds, polling; fail the test naming `what` after `timeout`."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                if predicate():
+                    return
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pytest.fail(f"timed out waiting for {what}")

@@ -14,7 +14,6 @@ import contextlib
 import os
 import resource
 import statistics
-import struct
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,17 +27,16 @@ from connectors.smpp import (
     CommandStatus,
     DeliverSm,
     EnquireLink,
-    Pdu,
     SubmitSm,
     SubmitSmResp,
     Tag,
-    decode,
     encode,
     get_tlv,
 )
 from sims.carrier import CarrierSimulator
 from tests.e2e.conftest import StartRouter
 from tests.e2e.daemon import RouterProcess
+from tests.raw_esme import RawEsme
 
 SENDER = "12345"
 SENDER_B = "12346"
@@ -69,64 +67,6 @@ type = "short_code"
 
 #: Upper bound of any single wait of these tests, in seconds.
 BOUND = 15.0
-
-
-class RawEsme:
-    """One TCP connection speaking SMPP through our codec, nothing more: it
-    reads only when the test says so."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self._seq = 0
-
-    @classmethod
-    async def connect(cls, port: int) -> RawEsme:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), BOUND)
-        return cls(reader, writer)
-
-    def next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
-    def send(self, pdu: Pdu) -> None:
-        if not pdu.sequence_number:
-            pdu.sequence_number = self.next_seq()  # type: ignore[misc]
-        self.writer.write(encode(pdu))
-
-    async def read(self, timeout: float = BOUND) -> Pdu | None:
-        """The next PDU from the router; None once it closed the connection."""
-        try:
-            async with asyncio.timeout(timeout):
-                head = await self.reader.readexactly(4)
-                (length,) = struct.unpack(">I", head)
-                return decode(head + await self.reader.readexactly(length - 4))
-        except (asyncio.IncompleteReadError, ConnectionResetError):
-            return None
-
-    async def bind(self, kind: type[Pdu], system_id: str, password: str) -> int:
-        self.send(kind(system_id=system_id, password=password))  # type: ignore[call-arg]
-        resp = await self.read()
-        assert resp is not None, "connection closed instead of a bind response"
-        return resp.command_status
-
-    async def closed_by_peer(self, timeout: float = BOUND) -> bool:
-        """True when the router closes the connection (EOF) within `timeout`."""
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    data = await self.reader.read(65536)
-                    if not data:
-                        return True
-        except ConnectionResetError:
-            return True
-        except TimeoutError:
-            return False
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.writer.wait_closed(), 2)
 
 
 def submit_sm(sender: str, to: str, text: bytes, *, registered_delivery: int = 0) -> SubmitSm:
@@ -164,7 +104,8 @@ async def esmes() -> AsyncIterator[list[RawEsme]]:
     opened: list[RawEsme] = []
     yield opened
     for esme in opened:
-        await esme.close()
+        esme.close()
+        await esme.wait_closed()
 
 
 async def open_esme(esmes: list[RawEsme], port: int) -> RawEsme:
@@ -199,7 +140,8 @@ async def test_connections_over_the_per_address_cap_are_closed_at_once(
     assert await kept[0].bind(BindTransmitter, "a", "a-pass") == CommandStatus.ESME_ROK
     assert (await submit_one(kept[0])).command_status == CommandStatus.ESME_ROK
     # A connection that ends gives its place back.
-    await kept[4].close()
+    kept[4].close()
+    await kept[4].wait_closed()
     esmes.remove(kept[4])
     await asyncio.sleep(0.5)
     again = await open_esme(esmes, router.smpp_port)

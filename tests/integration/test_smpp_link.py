@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import functools
 import struct
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
@@ -47,6 +47,7 @@ from router.engine import CarrierError
 from router.messages import Status
 from router.store import CarrierReceipt
 from sims.carrier import CarrierSimulator
+from tests.tools import bounded, eventually
 
 #: Upper bound of any single wait, in seconds: far above what each step
 #: needs (at most two ticks of the link's one-second timer), so a slow CI
@@ -55,23 +56,6 @@ BOUND = 5.0
 
 T = TypeVar("T")
 L = TypeVar("L", bound=SmppLink)
-
-
-async def bounded(aw: Awaitable[T], timeout: float = BOUND) -> T:
-    async with asyncio.timeout(timeout):
-        return await aw
-
-
-async def eventually(predicate: Callable[[], bool], what: str, timeout: float = BOUND) -> None:
-    """Wait until `predicate()` holds, polling; fail the test naming `what` after `timeout`."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                if predicate():
-                    return
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting for {what}")
 
 
 def submit_sm(to: str, *, registered_delivery: int = 0) -> SubmitSm:

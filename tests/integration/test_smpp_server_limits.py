@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 import time
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,10 +37,8 @@ from connectors.smpp import (
     CommandStatus,
     DeliverSm,
     EnquireLink,
-    Pdu,
     SubmitSm,
     SubmitSmResp,
-    decode,
     encode,
 )
 from connectors.smpp_link import SmppLink
@@ -54,6 +51,8 @@ from router.store import Notification
 from sims.carrier import CarrierSimulator
 from smsrouter.daemon import Router
 from tests.own_pg import OwnPostgres
+from tests.raw_esme import RawEsme
+from tests.tools import bounded, eventually
 
 BOUND = 10.0
 T = TypeVar("T")
@@ -97,73 +96,6 @@ number = "{sender}"
 account = "p"
 type = "short_code"
 """
-
-
-async def bounded(aw: Awaitable[T], timeout: float = BOUND) -> T:
-    async with asyncio.timeout(timeout):
-        return await aw
-
-
-async def eventually(predicate: Callable[[], bool], what: str, timeout: float = BOUND) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                if predicate():
-                    return
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting for {what}")
-
-
-class RawEsme:
-    """A TCP connection that speaks SMPP through our codec and reads only
-    when the test says so."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.seq = 0
-
-    @classmethod
-    async def connect(cls, port: int) -> RawEsme:
-        reader, writer = await bounded(asyncio.open_connection("127.0.0.1", port))
-        return cls(reader, writer)
-
-    def send(self, pdu: Pdu) -> int:
-        self.seq += 1
-        pdu.sequence_number = self.seq  # type: ignore[misc]
-        self.writer.write(encode(pdu))
-        return self.seq
-
-    async def read(self, timeout: float = BOUND) -> Pdu | None:
-        """The next PDU; None once the router closed the connection."""
-        try:
-            async with asyncio.timeout(timeout):
-                head = await self.reader.readexactly(4)
-                (length,) = struct.unpack(">I", head)
-                return decode(head + await self.reader.readexactly(length - 4))
-        except (asyncio.IncompleteReadError, ConnectionResetError):
-            return None
-
-    async def bind(self, kind: type[Pdu], system_id: str = "p", password: str = "p-pass") -> int:
-        self.send(kind(system_id=system_id, password=password))  # type: ignore[call-arg]
-        resp = await self.read()
-        assert resp is not None, "closed instead of answering the bind"
-        return resp.command_status
-
-    async def closed_by_peer(self, timeout: float = BOUND) -> bool:
-        try:
-            async with asyncio.timeout(timeout):
-                while await self.reader.read(65536):
-                    pass
-                return True
-        except ConnectionResetError:
-            return True
-        except TimeoutError:
-            return False
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def submit_sm(i: int) -> SubmitSm:
@@ -255,12 +187,12 @@ async def test_connections_over_the_cap_per_address_are_closed_and_places_come_b
     third = await rig.esme()
     assert await third.closed_by_peer(timeout=5.0)
     assert rig.router.smsc.connections_from("127.0.0.1") == 2
-    assert await first.bind(BindTransceiver) == CommandStatus.ESME_ROK
+    assert await first.bind(BindTransceiver, "p", "p-pass") == CommandStatus.ESME_ROK
 
     second.close()
     await eventually(lambda: rig.router.smsc.connections_from("127.0.0.1") == 1, "a place back")
     fourth = await rig.esme()
-    assert await fourth.bind(BindTransmitter) == CommandStatus.ESME_ROK
+    assert await fourth.bind(BindTransmitter, "p", "p-pass") == CommandStatus.ESME_ROK
 
 
 # ------------------------------------------------------------------ failed binds
@@ -271,15 +203,15 @@ async def test_failed_binds_start_a_cool_down_that_refuses_even_the_right_passwo
 ) -> None:
     rig = await start_rig(database_url, auth_throttle=AuthThrottle(limit=3, cooldown=60))
     esme = await rig.esme()
-    assert await esme.bind(BindTransmitter, password="wrong") == CommandStatus.ESME_RINVPASWD
+    assert await esme.bind(BindTransmitter, "p", "wrong") == CommandStatus.ESME_RINVPASWD
     # An unknown system_id counts as a failure as well.
-    assert await esme.bind(BindTransmitter, system_id="nobody") == CommandStatus.ESME_RINVSYSID
+    assert await esme.bind(BindTransmitter, "nobody", "p-pass") == CommandStatus.ESME_RINVSYSID
     # Other refusals do not: a bind over max_binds would not either.
-    assert await esme.bind(BindTransmitter, password="wrong") == CommandStatus.ESME_RINVPASWD
+    assert await esme.bind(BindTransmitter, "p", "wrong") == CommandStatus.ESME_RINVPASWD
     assert await esme.closed_by_peer(timeout=5.0), "the cool-down closes the connection"
 
     right = await rig.esme()
-    assert await right.bind(BindTransceiver) == CommandStatus.ESME_RBINDFAIL
+    assert await right.bind(BindTransceiver, "p", "p-pass") == CommandStatus.ESME_RBINDFAIL
     assert await right.closed_by_peer(timeout=5.0)
     assert rig.router.auth_throttle.retry_after("127.0.0.1") > 0
     assert rig.router.smsc.binds_of("p") == 0
@@ -295,7 +227,7 @@ async def test_a_partner_that_never_reads_is_not_read_from(
     # the unread answers that stop the reading here.
     rig = await start_rig(database_url, max_outstanding=100_000)
     esme = await rig.esme()
-    assert await esme.bind(BindTransmitter) == CommandStatus.ESME_ROK
+    assert await esme.bind(BindTransmitter, "p", "p-pass") == CommandStatus.ESME_ROK
     count = 20_000
     esme.writer.write(b"".join(encode(_numbered(i + 2, i)) for i in range(count)))
     (link,) = rig.server_link_of()
@@ -330,7 +262,7 @@ async def test_at_most_max_outstanding_submits_wait_for_a_hung_commit_and_each_i
 ) -> None:
     rig = await start_rig(own_pg.dsn, max_outstanding=5, request_timeout=1)
     esme = await rig.esme()
-    assert await esme.bind(BindTransmitter) == CommandStatus.ESME_ROK
+    assert await esme.bind(BindTransmitter, "p", "p-pass") == CommandStatus.ESME_ROK
     esme.send(submit_sm(0))
     ok = await esme.read()
     assert isinstance(ok, SubmitSmResp) and ok.command_status == CommandStatus.ESME_ROK
@@ -418,7 +350,7 @@ async def test_a_receipt_for_a_bind_that_stops_reading_fails_within_the_timeout(
     rig = await start_rig(database_url, window=2, response_timeout=1)
     smsc = rig.router.smsc
     deaf = await rig.esme()
-    assert await deaf.bind(BindReceiver) == CommandStatus.ESME_ROK
+    assert await deaf.bind(BindReceiver, "p", "p-pass") == CommandStatus.ESME_ROK
     # Two fill the deaf bind's window, the third waits for a slot: every one
     # fails within the timeout and its one-second sweep, none waits on.
     started = time.monotonic()
@@ -444,9 +376,9 @@ async def test_receipts_go_to_another_receiving_bind_when_one_stops_reading(
     rig = await start_rig(database_url, window=2, response_timeout=1)
     smsc = rig.router.smsc
     deaf = await rig.esme()
-    assert await deaf.bind(BindReceiver) == CommandStatus.ESME_ROK
+    assert await deaf.bind(BindReceiver, "p", "p-pass") == CommandStatus.ESME_ROK
     live = await rig.esme()
-    assert await live.bind(BindTransceiver) == CommandStatus.ESME_ROK
+    assert await live.bind(BindTransceiver, "p", "p-pass") == CommandStatus.ESME_ROK
     got: list[DeliverSm] = []
     answering = asyncio.create_task(answer_deliveries(live, got))
     deaf_link, live_link = rig.server_link_of()
