@@ -11,10 +11,15 @@ the test's loop.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import signal
+import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import asyncpg
@@ -22,6 +27,7 @@ import pytest
 
 from sims.carrier import CarrierSimulator
 from sims.webhook import WebhookReceiver
+from smsrouter.embedded_pg import HOST, ROLE
 from tests.e2e.daemon import RouterProcess
 from tests.own_pg import OwnPostgres
 
@@ -111,15 +117,94 @@ async def _callbacks_for(webhook: WebhookReceiver, ids: set[str]) -> set[str]:
     return called
 
 
+class Database:
+    """Where the router under test keeps its data, and how the test kills it:
+    a server of the test's own that the test restarts (`external`), or the
+    daemon's embedded server, which the daemon itself restarts."""
+
+    def __init__(self, kind: str, own_pg: OwnPostgres | None, data_dir: Path | None) -> None:
+        self.kind = kind
+        self.own_pg = own_pg
+        self.data_dir = data_dir
+
+    @property
+    def env(self) -> dict[str, str]:
+        if self.own_pg is not None:
+            return {"SMSROUTER_DATABASE_URL": self.own_pg.dsn}
+        assert self.data_dir is not None
+        return {"SMSROUTER_DATABASE_DATA_DIR": str(self.data_dir)}
+
+    @property
+    def dsn(self) -> str:
+        if self.own_pg is not None:
+            return self.own_pg.dsn
+        assert self.data_dir is not None
+        password = (self.data_dir / "password").read_text().strip()
+        port = int((self.data_dir / "port").read_text())
+        return f"postgresql://{ROLE}:{quote(password, safe='')}@{HOST}:{port}/smsrouter"
+
+    def postmaster(self) -> int | None:
+        if self.own_pg is not None:
+            return self.own_pg.server.pid
+        assert self.data_dir is not None
+        try:
+            lines = (self.data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()
+        except FileNotFoundError:
+            return None
+        return int(lines[0]) if len(lines) >= 8 and lines[7].strip() == "ready" else None
+
+    def kill(self) -> int:
+        pid = self.postmaster()
+        assert pid is not None
+        if self.own_pg is not None:
+            self.own_pg.kill_postmaster()
+        else:
+            os.kill(pid, signal.SIGKILL)
+        return pid
+
+    async def back(self, killed: int) -> None:
+        """The server serves again: restarted by the test, or by the daemon
+        within 5 s (CONTRACT §11)."""
+        if self.own_pg is not None:
+            await self.own_pg.restart()
+            return
+        async with asyncio.timeout(5.0):
+            while self.postmaster() in (None, killed):  # noqa: ASYNC110 (a file, no event)
+                await asyncio.sleep(0.05)
+
+
+@pytest.fixture(params=["external", "embedded"])
+async def database(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    if request.param == "external":
+        server = OwnPostgres.in_temporary_dir()
+        try:
+            await server.start()
+            yield Database("external", server, None)
+        finally:
+            await server.stop()
+            server.remove_files()
+        return
+    # Not under pytest's 0700 temporary root: the server's own user must
+    # reach it, or the launcher would relocate the cluster.
+    top = Path(tempfile.mkdtemp(prefix="smsrouter-e2e-"))
+    top.chmod(0o755)
+    try:
+        yield Database("embedded", None, top / "pg")
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 async def test_postmaster_killed_while_messages_queue(
-    tmp_path: Path, own_pg: OwnPostgres, carrier: CarrierSimulator, webhook: WebhookReceiver
+    tmp_path: Path, database: Database, carrier: CarrierSimulator, webhook: WebhookReceiver
 ) -> None:
     """1,000 messages queued behind a sender at 50/s; the postmaster SIGKILLed
-    mid-way and restarted 3 s later (the router keeps running): every one
-    ends delivered with its callback, duplicates stay within one window."""
+    mid-way (the router keeps running): every one ends delivered with its
+    callback, duplicates stay within one window. A server of the test's own
+    is back after 3 s, meanwhile nothing is released and intake answers
+    503; the daemon's embedded server is restarted by the daemon."""
     sender = "20001"
     config = _config(tmp_path, carrier, webhook, {sender: 50})
-    router = RouterProcess(config, env={"SMSROUTER_DATABASE_URL": own_pg.dsn})
+    router = RouterProcess(config, env=database.env)
     try:
         await router.start()
         await router.wait_for_event("carrier bound")
@@ -139,21 +224,23 @@ async def test_postmaster_killed_while_messages_queue(
             async with asyncio.timeout(30):
                 while len(carrier.submits) < 100:  # noqa: ASYNC110 (a counter, no event)
                     await asyncio.sleep(0.05)
-            own_pg.kill_postmaster()
+            killed = database.kill()
             killed_at = datetime.now(UTC)
-            await asyncio.sleep(1.0)
-            async with http.post(
-                router.base_url + "/v1/messages",
-                json={"from": sender, "to": "+14155559999", "text": "while down"},
-            ) as resp:
-                assert resp.status == 503, await resp.text()
-            submits_when_held = len(carrier.submits)
-            await asyncio.sleep(2.0)
-            # Nothing is released while the database cannot record it.
-            assert len(carrier.submits) == submits_when_held
-            await own_pg.restart()
+            if database.kind == "external":
+                await asyncio.sleep(1.0)
+                async with http.post(
+                    router.base_url + "/v1/messages",
+                    json={"from": sender, "to": "+14155559999", "text": "while down"},
+                ) as resp:
+                    assert resp.status == 503, await resp.text()
+                    assert resp.headers.get("Retry-After")
+                submits_when_held = len(carrier.submits)
+                await asyncio.sleep(2.0)
+                # Nothing is released while the database cannot record it.
+                assert len(carrier.submits) == submits_when_held
+            await database.back(killed)
 
-        statuses = await _all_final(own_pg.dsn, ids)
+        statuses = await _all_final(database.dsn, ids)
         assert statuses == {"delivered": len(ids)}, statuses
         called = await _callbacks_for(webhook, ids)
         assert ids <= called, f"{len(ids - called)} acknowledged messages had no callback"
@@ -168,8 +255,13 @@ async def test_postmaster_killed_while_messages_queue(
             first_seen.setdefault(s.destination_addr, s.at)
         for to in duplicates:
             assert abs(first_seen[to] - killed_at) < timedelta(seconds=2), (to, first_seen[to])
-        print(f"at_carrier={sum(at_carrier.values())} duplicates={len(duplicates)}")
+        print(
+            f"{database.kind}: at_carrier={sum(at_carrier.values())} duplicates={len(duplicates)}"
+        )
         assert await router.terminate() == 0
+        if database.kind == "embedded":
+            # The daemon stopped the server it restarted.
+            assert database.postmaster() is None
     finally:
         await router.kill()
         print(router.output())
