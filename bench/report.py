@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -631,9 +632,25 @@ def _flat(value: Any) -> str:
     return str(value)
 
 
+# The section of RESULTS.md that a run keeps as it found it: the same-run
+# before/after measurements of each change to the hot path, written by hand
+# from `python -m bench scenarioN --rounds 3` of both builds.
+CHANGES_HEADING = "## Before and after each change"
+
+
+def kept_changes(previous: str) -> str:
+    """The before/after section of a RESULTS.md (to its end), or ''."""
+    at = previous.find(CHANGES_HEADING)
+    return "" if at < 0 else previous[at:].rstrip() + "\n"
+
+
 def write_results(result: SuiteResult, argv: Sequence[str], path: Path) -> None:
     text = results_markdown(result, argv)
     # No private paths of this machine in a committed file.
     text = re.sub(re.escape(str(Path.home())), "~", text)
+    with contextlib.suppress(FileNotFoundError):
+        changes = kept_changes(path.read_text())
+        if changes:
+            text = text.rstrip() + "\n\n" + changes
     path.write_text(text)
     os.chmod(path, 0o644)

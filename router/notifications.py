@@ -480,8 +480,13 @@ class Dispatcher:
         finally:
             account.inflight -= 1
             self._busy -= 1
-            self._ring_up(account)
-            self._wake.set()
+            # The loop is woken only when the freed slot can start a row:
+            # one of this account, or of an account waiting in the ring. A
+            # wake-up per attempt otherwise costs each message a turn of
+            # the dispatcher's loop for nothing.
+            if account.ready or self._ring:
+                self._ring_up(account)
+                self._wake.set()
         account.failures = 0
         account.level = 0
         account.resume_at = 0.0
@@ -504,6 +509,7 @@ class Dispatcher:
         account.level += 1
         account.resume_at = now + delay
         heapq.heappush(self._resume, (account.resume_at, next(self._order), account))
+        self._wake.set()  # the loop's next wait ends when this backoff does
         self._log.warning(
             "account callbacks backing off",
             key=account.id,

@@ -160,3 +160,13 @@ def test_the_results_page_has_the_cpu_budget_table() -> None:
     )
     assert budget_row.count("|") == len(report.BUDGET_COLUMNS) + 1
     assert budget_row.endswith("| 0.400 | 0.100 | 3,333.3 | yes |")
+
+
+def test_a_run_keeps_the_before_and_after_section() -> None:
+    from bench.report import CHANGES_HEADING, kept_changes
+
+    previous = (
+        "# Benchmark results\n\n## scenario1\n\n| a |\n\n" + CHANGES_HEADING + "\n\n### x\n\nrow\n"
+    )
+    assert kept_changes(previous) == CHANGES_HEADING + "\n\n### x\n\nrow\n"
+    assert kept_changes("# Benchmark results\n\n## scenario1\n") == ""
