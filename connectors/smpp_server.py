@@ -178,6 +178,8 @@ class PartnerSmsc:
         }
         self.on_receiver_bound = on_receiver_bound
         self._acceptors: list[Acceptor] = []
+        # query_sm answers being read from the database; stop() ends them.
+        self._queries: set[asyncio.Task[None]] = set()
         self._port = 0
         self._links: set[SmppLink] = set()
         self._binds: dict[str, list[SmppLink]] = {}
@@ -261,6 +263,10 @@ class PartnerSmsc:
             link.close()
         for acceptor in self._acceptors:
             await acceptor.wait_closed()
+        queries = list(self._queries)
+        for task in queries:
+            task.cancel()
+        await asyncio.gather(*queries, return_exceptions=True)
 
     def binds_of(self, account_id: str) -> int:
         return len(self._binds.get(account_id, ()))
@@ -312,7 +318,9 @@ class PartnerSmsc:
             self._bind(link, pdu)
         elif isinstance(pdu, QuerySm):
             self._took(link)
-            self._loop.create_task(self._query_sm(link, pdu))
+            task = self._loop.create_task(self._query_sm(link, pdu))
+            self._queries.add(task)
+            task.add_done_callback(self._queries.discard)
         elif hasattr(pdu, "response"):
             # A request this SMSC does not serve yet (SMPP 3.4 §5.1.3):
             # ESME_RINVCMDID in its own response keeps the session usable.

@@ -447,6 +447,11 @@ async def run(config: Config, config_path: Path | None) -> int:
 
 async def _stop_partial(router: Router) -> None:
     """Stop what a failed start had started (the embedded PostgreSQL above all)."""
+    for task in (router._housekeeping, router._recovery):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     for attr in ("engine", "dispatcher", "carriers", "smsc", "ingest_writer", "writer"):
         part = getattr(router, attr, None)
         if part is None:

@@ -362,11 +362,14 @@ async def test_a_receipt_for_a_bind_that_stops_reading_fails_within_the_timeout(
     # The deaf bind took the first two and answered none.
     first = await deaf.read(timeout=1)
     assert isinstance(first, DeliverSm)
-    # It now counts as not answering: the next fails at once.
-    (link,) = rig.server_link_of()
-    assert not link.answering
+    # It now counts as not answering, or, when the third went out and
+    # timed out too, was closed for it (MAX_TIMEOUTS_IN_A_ROW): either way
+    # the next fails at once.
+    links = rig.server_link_of()
+    assert all(not link.answering for link in links)
     started = time.monotonic()
-    assert await bounded(outcome(smsc.deliver(receipt(9))), 1) == "failed"
+    expected = "failed" if links else "not available"
+    assert await bounded(outcome(smsc.deliver(receipt(9))), 1) == expected
     assert time.monotonic() - started < 0.5
 
 
