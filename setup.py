@@ -15,23 +15,23 @@ from pathlib import Path
 
 from setuptools import setup
 
-PACKAGES = ("router", "connectors")
+PACKAGES = ("smsrouter/router", "smsrouter/connectors")
 
 # Kept interpreted, with the reason.
 INTERPRETED = {
     # msgspec learns a Struct's fields from class annotations, which a
     # compiled class does not keep.
-    "router/config.py",
-    "router/payloads.py",
-    "connectors/send_request.py",
+    "smsrouter/router/config.py",
+    "smsrouter/router/payloads.py",
+    "smsrouter/connectors/send_request.py",
     # Compiled, its enums' members become constants to the modules that
     # read them, and a PDU class's `command_id: ClassVar[...] = CommandId.X`
     # then turns into a dataclass field (mypyc of mypy 2.4).
-    "connectors/smpp/constants.py",
+    "smsrouter/connectors/smpp/constants.py",
     # Package markers and re-exports: nothing runs there.
-    "router/__init__.py",
-    "connectors/__init__.py",
-    "connectors/smpp/__init__.py",
+    "smsrouter/router/__init__.py",
+    "smsrouter/connectors/__init__.py",
+    "smsrouter/connectors/smpp/__init__.py",
 }
 
 # Dataclasses made for every message, whose __init__ is written out in the
@@ -41,17 +41,17 @@ INTERPRETED = {
 # each written-out __init__ takes the class's fields, in order, with their
 # defaults.
 COMPILED_INITS = (
-    "connectors/smpp/pdu.py:MessageIdResp",
-    "connectors/smpp/pdu.py:ShortMessagePdu",
-    "connectors/smpp/receipt.py:Receipt",
-    "router/engine.py:_HeldReceipt",
-    "router/messages.py:Message",
-    "router/store.py:CarrierReceipt",
-    "router/store.py:Finished",
-    "router/store.py:InsertMessage",
-    "router/store.py:Notification",
-    "router/store.py:OutboxDone",
-    "router/store.py:PartSent",
+    "smsrouter/connectors/smpp/pdu.py:MessageIdResp",
+    "smsrouter/connectors/smpp/pdu.py:ShortMessagePdu",
+    "smsrouter/connectors/smpp/receipt.py:Receipt",
+    "smsrouter/router/engine.py:_HeldReceipt",
+    "smsrouter/router/messages.py:Message",
+    "smsrouter/router/store.py:CarrierReceipt",
+    "smsrouter/router/store.py:Finished",
+    "smsrouter/router/store.py:InsertMessage",
+    "smsrouter/router/store.py:Notification",
+    "smsrouter/router/store.py:OutboxDone",
+    "smsrouter/router/store.py:PartSent",
 )
 
 

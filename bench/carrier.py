@@ -68,8 +68,8 @@ def _bench_routes(app: web.Application, sim: Any) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    from sims.carrier import CarrierSimulator
-    from sims.control import ControlApi
+    from smsrouter.sims.carrier import CarrierSimulator
+    from smsrouter.sims.control import ControlApi
 
     sim = CarrierSimulator(
         system_id=SYSTEM_ID,

@@ -29,7 +29,7 @@ import platform
 import time
 import tracemalloc
 
-from router.scheduler import SenderScheduler
+from smsrouter.router.scheduler import SenderScheduler
 
 LONG_CODE = 0.25
 PERIOD = 1 / LONG_CODE  # seconds between two tokens of one key
@@ -114,7 +114,7 @@ def memory_per_key(n: int) -> tuple[float, float, float]:
 def memory_per_configured_number(n: int) -> float:
     """Bytes per sender number known to the router but idle: its entries in
     the rate table and in the owner map (keys included), no scheduler state."""
-    from router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
+    from smsrouter.router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
 
     numbers = [f"+1415{i:07d}" for i in range(n)]
     gc.collect()

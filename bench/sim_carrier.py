@@ -72,7 +72,7 @@ def _serve_simulator(conn: Connection, options: dict[str, Any]) -> None:
 
     import uvloop
 
-    from sims.carrier import CarrierSimulator
+    from smsrouter.sims.carrier import CarrierSimulator
 
     async def serve() -> None:
         sim = CarrierSimulator(**options)

@@ -24,7 +24,15 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
-from connectors.smpp import DeliverSm, MessageState, SubmitSm, Tag, decode, encode, set_tlv
+from smsrouter.connectors.smpp import (
+    DeliverSm,
+    MessageState,
+    SubmitSm,
+    Tag,
+    decode,
+    encode,
+    set_tlv,
+)
 
 # ---------------------------------------------------------------------------
 # The reference: the same submit_sm/deliver_sm layout (SMPP 3.4 §4.4.1,

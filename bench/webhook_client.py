@@ -33,8 +33,8 @@ import aiohttp
 import httptools
 import uvloop
 
-from connectors.http_client import HttpClient
-from connectors.webhooks import MAX_RESPONSE_BYTES, SIGNATURE_HEADER, sign
+from smsrouter.connectors.http_client import HttpClient
+from smsrouter.connectors.webhooks import MAX_RESPONSE_BYTES, SIGNATURE_HEADER, sign
 
 SECRET = "whsec-bench"
 BODY = (

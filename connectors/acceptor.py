@@ -40,7 +40,7 @@ from collections.abc import Callable
 
 import structlog
 
-from router.log_limits import DEFAULT_INTERVAL, LimitedLog
+from smsrouter.router.log_limits import DEFAULT_INTERVAL, LimitedLog
 
 log = structlog.get_logger("listener")
 

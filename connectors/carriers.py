@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from connectors.smpp import (
+from smsrouter.connectors.smpp import (
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
@@ -29,23 +29,23 @@ from connectors.smpp import (
     get_tlv,
     set_tlv,
 )
-from connectors.smpp.receipt import ReceiptStatus, normalize_stat, parse_receipt
-from connectors.smpp.text import (
+from smsrouter.connectors.smpp.receipt import ReceiptStatus, normalize_stat, parse_receipt
+from smsrouter.connectors.smpp.text import (
     concat_info,
     concat_udh,
     decode_short_message,
     pack_septets,
     split_udh,
 )
-from connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
-from router import metrics
-from router.admission import payloads
-from router.config import CarrierConfig
-from router.engine import CarrierError
-from router.inbound import Inbound
-from router.messages import Message, Status
-from router.senders import address_fields, parse_smpp_address
-from router.store import CarrierReceipt
+from smsrouter.connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
+from smsrouter.router import metrics
+from smsrouter.router.admission import payloads
+from smsrouter.router.config import CarrierConfig
+from smsrouter.router.engine import CarrierError
+from smsrouter.router.inbound import Inbound
+from smsrouter.router.messages import Message, Status
+from smsrouter.router.senders import address_fields, parse_smpp_address
+from smsrouter.router.store import CarrierReceipt
 
 log = structlog.get_logger("carrier")
 

@@ -24,7 +24,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from connectors.http_server import (
+from smsrouter.connectors.http_server import (
     HEADER_TIMEOUT,
     MAX_CONNECTIONS_PER_IP,
     HttpServer,
@@ -32,12 +32,12 @@ from connectors.http_server import (
     Response,
     reason,
 )
-from connectors.send_request import SendRequest, decode_send
-from connectors.smpp.text import Encoding
-from connectors.webhooks import is_private_address
-from router import metrics, store
-from router.accounts import Account, AccountDirectory
-from router.admission import (
+from smsrouter.connectors.send_request import SendRequest, decode_send
+from smsrouter.connectors.smpp.text import Encoding
+from smsrouter.connectors.webhooks import is_private_address
+from smsrouter.router import metrics, store
+from smsrouter.router.accounts import Account, AccountDirectory
+from smsrouter.router.admission import (
     MAX_PARTS,
     Admission,
     FieldError,
@@ -46,12 +46,12 @@ from router.admission import (
     parse_recipient,
     text_parts,
 )
-from router.auth_throttle import AuthThrottle
-from router.intake import Intake
-from router.liveness import DatabaseLiveness
-from router.messages import Message, utcnow
-from router.scheduler import SenderQueueFull
-from router.store import StoreError
+from smsrouter.router.auth_throttle import AuthThrottle
+from smsrouter.router.intake import Intake
+from smsrouter.router.liveness import DatabaseLiveness
+from smsrouter.router.messages import Message, utcnow
+from smsrouter.router.scheduler import SenderQueueFull
+from smsrouter.router.store import StoreError
 
 log = structlog.get_logger("http")
 

@@ -28,7 +28,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httptools
 
-from router.netaddr import is_private_address, url_refusal
+from smsrouter.router.netaddr import is_private_address, url_refusal
 
 __all__ = ["HttpClient", "HttpClientError", "TargetRefused", "is_private_address"]
 

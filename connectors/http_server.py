@@ -33,8 +33,8 @@ import httptools
 import msgspec
 import structlog
 
-from connectors.acceptor import Acceptor, listening_sockets
-from router.log_limits import LimitedLog
+from smsrouter.connectors.acceptor import Acceptor, listening_sockets
+from smsrouter.router.log_limits import LimitedLog
 
 log = structlog.get_logger("http")
 

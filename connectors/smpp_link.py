@@ -31,7 +31,7 @@ from typing import Protocol
 import structlog
 from mypy_extensions import mypyc_attr
 
-from connectors.smpp import (
+from smsrouter.connectors.smpp import (
     BindState,
     CommandStatus,
     EnquireLink,
@@ -42,8 +42,8 @@ from connectors.smpp import (
     Unbind,
     is_response,
 )
-from router.log_limits import LimitedLog
-from router.slots import Slots
+from smsrouter.router.log_limits import LimitedLog
+from smsrouter.router.slots import Slots
 
 log = structlog.get_logger("smpp")
 # Lines a peer can cause once per PDU (a handler error, a malformed PDU).

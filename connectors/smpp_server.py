@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import msgspec
 import structlog
 
-from connectors.acceptor import Acceptor, listening_sockets
-from connectors.smpp import (
+from smsrouter.connectors.acceptor import Acceptor, listening_sockets
+from smsrouter.connectors.smpp import (
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
@@ -34,22 +34,22 @@ from connectors.smpp import (
     get_tlv,
     set_tlv,
 )
-from connectors.smpp.receipt import Receipt, format_receipt, receipt_date
-from connectors.smpp.text import Concat, concat_info, concat_udh, encode_text, split_udh
-from connectors.smpp.times import SmppTimeError, format_smpp_time, parse_smpp_time
-from connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
-from router import metrics, store
-from router.accounts import Account, AccountDirectory
-from router.admission import Admission, parse_recipient, smpp_text
-from router.auth_throttle import AuthThrottle
-from router.intake import Intake
-from router.log_limits import LimitedLog
-from router.messages import STATUS_OF, Message, Status, utcnow
-from router.notifications import MO, DeliveryFailed, NotAvailable
-from router.payloads import InboundMessage, SmppReceipt
-from router.scheduler import SenderQueueFull
-from router.senders import address_fields, parse_smpp_address
-from router.store import Notification, StoreError
+from smsrouter.connectors.smpp.receipt import Receipt, format_receipt, receipt_date
+from smsrouter.connectors.smpp.text import Concat, concat_info, concat_udh, encode_text, split_udh
+from smsrouter.connectors.smpp.times import SmppTimeError, format_smpp_time, parse_smpp_time
+from smsrouter.connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
+from smsrouter.router import metrics, store
+from smsrouter.router.accounts import Account, AccountDirectory
+from smsrouter.router.admission import Admission, parse_recipient, smpp_text
+from smsrouter.router.auth_throttle import AuthThrottle
+from smsrouter.router.intake import Intake
+from smsrouter.router.log_limits import LimitedLog
+from smsrouter.router.messages import STATUS_OF, Message, Status, utcnow
+from smsrouter.router.notifications import MO, DeliveryFailed, NotAvailable
+from smsrouter.router.payloads import InboundMessage, SmppReceipt
+from smsrouter.router.scheduler import SenderQueueFull
+from smsrouter.router.senders import address_fields, parse_smpp_address
+from smsrouter.router.store import Notification, StoreError
 
 log = structlog.get_logger("smpp.server")
 # Lines a client can repeat once per PDU or per connection.

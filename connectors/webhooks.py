@@ -6,11 +6,11 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
-from connectors.http_client import HttpClient, HttpClientError, TargetRefused
-from router.accounts import Account
-from router.netaddr import is_private_address
-from router.notifications import DeliveryFailed, DeliveryRefused
-from router.store import Notification
+from smsrouter.connectors.http_client import HttpClient, HttpClientError, TargetRefused
+from smsrouter.router.accounts import Account
+from smsrouter.router.netaddr import is_private_address
+from smsrouter.router.notifications import DeliveryFailed, DeliveryRefused
+from smsrouter.router.store import Notification
 
 __all__ = [
     "MAX_RESPONSE_BYTES",

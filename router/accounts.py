@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from router.config import AccountConfig
+from smsrouter.router.config import AccountConfig
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -14,10 +14,10 @@ from decimal import Decimal
 
 import phonenumbers
 
-from connectors.smpp.text import Encoding, decode_short_message, encode_text, part_count
-from router.accounts import Account
-from router.messages import Message, Status, new_message_id, utcnow
-from router.routes import PriceTable, RouteTable
+from smsrouter.connectors.smpp.text import Encoding, decode_short_message, encode_text, part_count
+from smsrouter.router.accounts import Account
+from smsrouter.router.messages import Message, Status, new_message_id, utcnow
+from smsrouter.router.routes import PriceTable, RouteTable
 
 # Longest text accepted over HTTP, in parts. Twilio caps a message body at
 # 1600 characters (~10 GSM segments); carriers reassemble at most 255 parts

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from router.netaddr import url_refusal
+from smsrouter.router.netaddr import url_refusal
 
 ENV_PREFIX = "SMSROUTER_"
 
@@ -230,7 +230,7 @@ class SimulatorConfig(_Section):
     def __post_init__(self) -> None:
         # Bad delays, weights or statuses are config errors with this
         # entry's key path, not a traceback when the daemon starts it.
-        from sims.distributions import Mix, parse_delay, status_of
+        from smsrouter.sims.distributions import Mix, parse_delay, status_of
 
         parse_delay(self.receipt_delay)
         parse_delay(self.resp_latency)

@@ -22,14 +22,14 @@ from typing import Protocol
 
 import structlog
 
-from router import metrics
-from router.health import CarrierHealth
-from router.log_limits import LimitedLog
-from router.messages import FINAL_STATUSES, Message, Status, utcnow
-from router.routes import Candidate, RouteTable
-from router.scheduler import SenderQueueFull, SenderScheduler
-from router.senders import SenderRates
-from router.store import (
+from smsrouter.router import metrics
+from smsrouter.router.health import CarrierHealth
+from smsrouter.router.log_limits import LimitedLog
+from smsrouter.router.messages import FINAL_STATUSES, Message, Status, utcnow
+from smsrouter.router.routes import Candidate, RouteTable
+from smsrouter.router.scheduler import SenderQueueFull, SenderScheduler
+from smsrouter.router.senders import SenderRates
+from smsrouter.router.store import (
     CarrierReceipt,
     GroupCommit,
     MessageEnded,

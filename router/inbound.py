@@ -19,13 +19,13 @@ from datetime import timedelta
 import msgspec
 import structlog
 
-from connectors.smpp.concat import Reassembled, Reassembler
-from router import metrics
-from router.accounts import AccountDirectory
-from router.messages import utcnow
-from router.notifications import MO
-from router.payloads import InboundMessage
-from router.store import GroupCommit, NewNotification
+from smsrouter.connectors.smpp.concat import Reassembled, Reassembler
+from smsrouter.router import metrics
+from smsrouter.router.accounts import AccountDirectory
+from smsrouter.router.messages import utcnow
+from smsrouter.router.notifications import MO
+from smsrouter.router.payloads import InboundMessage
+from smsrouter.router.store import GroupCommit, NewNotification
 
 log = structlog.get_logger("inbound")
 

@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
-from router import metrics
-from router.engine import DeliveryEngine
-from router.messages import Message
-from router.scheduler import SenderQueueFull
-from router.store import GroupCommit, InsertMessage, StoreError
+from smsrouter.router import metrics
+from smsrouter.router.engine import DeliveryEngine
+from smsrouter.router.messages import Message
+from smsrouter.router.scheduler import SenderQueueFull
+from smsrouter.router.store import GroupCommit, InsertMessage, StoreError
 
 log = structlog.get_logger("intake")
 

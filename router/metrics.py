@@ -11,8 +11,8 @@ from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import Gauge
 
-from router.loop_metrics import LoopCounter as Counter
-from router.loop_metrics import LoopHistogram as Histogram
+from smsrouter.router.loop_metrics import LoopCounter as Counter
+from smsrouter.router.loop_metrics import LoopHistogram as Histogram
 
 _NS = "smsrouter"
 

@@ -32,10 +32,10 @@ from typing import Any, Protocol
 import asyncpg
 import structlog
 
-from router import metrics
-from router.log_limits import LimitedLog, RepeatLimiter
-from router.messages import utcnow
-from router.store import (
+from smsrouter.router import metrics
+from smsrouter.router.log_limits import LimitedLog, RepeatLimiter
+from smsrouter.router.messages import utcnow
+from smsrouter.router.store import (
     Notification,
     NotificationPlanner,
     OutboxDone,

@@ -28,9 +28,9 @@ import asyncpg
 import msgspec
 import structlog
 
-from router import metrics
-from router.log_limits import LimitedLog
-from router.messages import FINAL_STATUSES, STATUS_OF, Message, Status
+from smsrouter.router import metrics
+from smsrouter.router.log_limits import LimitedLog
+from smsrouter.router.messages import FINAL_STATUSES, STATUS_OF, Message, Status
 
 log = structlog.get_logger("store")
 

@@ -49,8 +49,8 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, overloa
 
 import structlog
 
-from connectors.listeners import bound_port
-from connectors.smpp import (
+from smsrouter.connectors.listeners import bound_port
+from smsrouter.connectors.smpp import (
     BindReceiver,
     BindState,
     BindTransceiver,
@@ -65,14 +65,14 @@ from connectors.smpp import (
     encode,
     get_tlv,
 )
-from connectors.smpp.receipt import ReceiptStatus, normalize_stat, state_from_status
-from connectors.smpp.text import decode_short_message, split_udh
-from connectors.smpp_link import SmppLink
-from sims.distributions import Delay, Mix, parse_delay, parse_mix, status_of
+from smsrouter.connectors.smpp.receipt import ReceiptStatus, normalize_stat, state_from_status
+from smsrouter.connectors.smpp.text import decode_short_message, split_udh
+from smsrouter.connectors.smpp_link import SmppLink
+from smsrouter.sims.distributions import Delay, Mix, parse_delay, parse_mix, status_of
 
 if TYPE_CHECKING:
-    from router.config import SimulatorConfig
-    from sims.control import ControlApi
+    from smsrouter.router.config import SimulatorConfig
+    from smsrouter.sims.control import ControlApi
 
 log = structlog.get_logger("sim.carrier")
 
@@ -734,7 +734,7 @@ class CarrierSimulator:
         self._server = await loop.create_server(self._accept, host, port, reuse_address=True)
         self._ticker = loop.call_later(self.tick, self._on_tick)
         if self.control_port is not None:
-            from sims.control import ControlApi
+            from smsrouter.sims.control import ControlApi
 
             self.control = ControlApi(self)
             await self.control.start("127.0.0.1", self.control_port)
@@ -1176,7 +1176,7 @@ class CarrierSimulator:
         short codes TON 3, alphanumeric TON 5. Raises LookupError when no
         receiving bind (of `system_id`, if given) is up.
         """
-        from connectors.smpp_server import mo_deliver_sms
+        from smsrouter.connectors.smpp_server import mo_deliver_sms
 
         link = self._mo_link(system_id)
         if ref is None:

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from connectors.smpp_link import LinkClosed, ResponseTimeout
+from smsrouter.connectors.smpp_link import LinkClosed, ResponseTimeout
 
 if TYPE_CHECKING:
-    from sims.carrier import CarrierSimulator
+    from smsrouter.sims.carrier import CarrierSimulator
 
 __all__ = ["ControlApi"]
 

@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.smpp import (
+from smsrouter.connectors.smpp import (
     BindTransceiver,
     CommandId,
     CommandStatus,
@@ -45,9 +45,9 @@ from connectors.smpp import (
     get_tlv,
     set_tlv,
 )
-from connectors.smpp.receipt import parse_receipt, stat_from_state
-from connectors.smpp.text import Encoding, decode_short_message, encode_text
-from sims.stats import Budget, Latencies, address_of, expand_numbers, per_second
+from smsrouter.connectors.smpp.receipt import parse_receipt, stat_from_state
+from smsrouter.connectors.smpp.text import Encoding, decode_short_message, encode_text
+from smsrouter.sims.stats import Budget, Latencies, address_of, expand_numbers, per_second
 
 __all__ = ["EsmeLoad", "EsmeOptions"]
 

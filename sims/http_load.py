@@ -52,9 +52,9 @@ from urllib.parse import quote, quote_plus, urlencode, urlsplit
 import httptools
 import msgspec
 
-from connectors.smpp.text import gsm7_encode
-from sims.stats import Budget, Latencies, expand_numbers, per_second
-from sims.webhook import WebhookReceiver
+from smsrouter.connectors.smpp.text import gsm7_encode
+from smsrouter.sims.stats import Budget, Latencies, expand_numbers, per_second
+from smsrouter.sims.webhook import WebhookReceiver
 
 __all__ = ["APIS", "HttpLoad", "HttpOptions"]
 

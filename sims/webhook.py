@@ -45,8 +45,8 @@ from urllib.parse import parse_qsl, unquote_plus
 import httptools
 import msgspec
 
-from connectors.listeners import bound_port
-from sims.stats import per_second
+from smsrouter.connectors.listeners import bound_port
+from smsrouter.sims.stats import per_second
 
 SIGNATURE_HEADER = "X-Smsrouter-Signature"
 # Jasmin re-sends a DLR whose answer is not exactly this body.

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from router.config import Config, ConfigError, load_config
+from smsrouter.router.config import Config, ConfigError, load_config
 
 DEFAULT_CONFIG = Path("config/demo.toml")
 
@@ -66,7 +66,7 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     async def migrate() -> list[str]:
         import asyncpg
 
-        from router.migrations import apply_migrations
+        from smsrouter.router.migrations import apply_migrations
 
         embedded = None
         dsn = config.database.url
@@ -98,9 +98,9 @@ def _weights(text: str) -> dict[str, float]:
 
 
 def cmd_sim_carrier(args: argparse.Namespace) -> int:
-    from sims.carrier import CarrierSimulator, parse_receipt_forms
-    from sims.distributions import parse_mix, parse_status_mix
     from smsrouter.logs import configure_logging
+    from smsrouter.sims.carrier import CarrierSimulator, parse_receipt_forms
+    from smsrouter.sims.distributions import parse_mix, parse_status_mix
 
     configure_logging("info", args.log_format or "json")
     try:
@@ -151,7 +151,7 @@ def _run_load(make: Callable[[], Any], ran: Callable[[dict[str, Any]], bool]) ->
     Exit 0 when the run reached its peer (`ran`), whatever the peer answered:
     errors are results; 1 when it never got through (no bind, no answer).
     """
-    from sims.stats import emit
+    from smsrouter.sims.stats import emit
 
     _event_loop()
 
@@ -168,7 +168,7 @@ def _run_load(make: Callable[[], Any], ran: Callable[[dict[str, Any]], bool]) ->
 
 
 def cmd_sim_esme(args: argparse.Namespace) -> int:
-    from sims.esme_load import EsmeLoad, EsmeOptions
+    from smsrouter.sims.esme_load import EsmeLoad, EsmeOptions
 
     try:
         options = EsmeOptions.from_specs(
@@ -199,7 +199,7 @@ def cmd_sim_esme(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_http(args: argparse.Namespace) -> int:
-    from sims.http_load import HttpLoad, HttpOptions
+    from smsrouter.sims.http_load import HttpLoad, HttpOptions
 
     try:
         options = HttpOptions.from_specs(
@@ -234,8 +234,8 @@ def cmd_sim_http(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_webhook(args: argparse.Namespace) -> int:
-    from sims.stats import emit
-    from sims.webhook import serve
+    from smsrouter.sims.stats import emit
+    from smsrouter.sims.webhook import serve
 
     _event_loop()
     summary = asyncio.run(

@@ -19,23 +19,26 @@ from typing import Any
 import asyncpg
 import structlog
 
-from connectors.carriers import CarrierPool, mo_receiver
-from connectors.http_api import HttpApi
-from connectors.http_server import HttpServer
-from connectors.smpp_server import PartnerSmsc
-from connectors.webhooks import WebhookChannel
-from router import store
-from router.accounts import AccountDirectory
-from router.admission import Admission, parse_recipient
-from router.auth_throttle import AuthThrottle
-from router.config import Config, load_config, parse_listen
-from router.engine import DeliveryEngine
-from router.inbound import Inbound
-from router.intake import Intake
-from router.liveness import DatabaseLiveness
-from router.messages import Message, Status
-from router.migrations import apply_migrations
-from router.notifications import (
+from smsrouter.connectors.carriers import CarrierPool, mo_receiver
+from smsrouter.connectors.http_api import HttpApi
+from smsrouter.connectors.http_server import HttpServer
+from smsrouter.connectors.smpp_server import PartnerSmsc
+from smsrouter.connectors.webhooks import WebhookChannel
+from smsrouter.db_probe import DatabaseProbe
+from smsrouter.embedded_pg import EmbeddedPostgres
+from smsrouter.pg_supervisor import PostgresSupervisor
+from smsrouter.router import store
+from smsrouter.router.accounts import AccountDirectory
+from smsrouter.router.admission import Admission, parse_recipient
+from smsrouter.router.auth_throttle import AuthThrottle
+from smsrouter.router.config import Config, load_config, parse_listen
+from smsrouter.router.engine import DeliveryEngine
+from smsrouter.router.inbound import Inbound
+from smsrouter.router.intake import Intake
+from smsrouter.router.liveness import DatabaseLiveness
+from smsrouter.router.messages import Message, Status
+from smsrouter.router.migrations import apply_migrations
+from smsrouter.router.notifications import (
     MO,
     SMPP_RECEIPT,
     WEBHOOK,
@@ -43,13 +46,10 @@ from router.notifications import (
     Dispatcher,
     plan_notifications,
 )
-from router.routes import Candidate, PriceTable, RouteTable
-from router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
-from router.store import GroupCommit
-from sims.carrier import CarrierSimulator
-from smsrouter.db_probe import DatabaseProbe
-from smsrouter.embedded_pg import EmbeddedPostgres
-from smsrouter.pg_supervisor import PostgresSupervisor
+from smsrouter.router.routes import Candidate, PriceTable, RouteTable
+from smsrouter.router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
+from smsrouter.router.store import GroupCommit
+from smsrouter.sims.carrier import CarrierSimulator
 
 log = structlog.get_logger("daemon")
 

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from router.liveness import DatabaseLiveness
+from smsrouter.router.liveness import DatabaseLiveness
 
 log = structlog.get_logger("database")
 

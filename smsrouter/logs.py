@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from router.log_limits import RepeatLimiter
+from smsrouter.router.log_limits import RepeatLimiter
 
 # Keys whose values must never reach a log line, whatever a caller binds.
 _SECRET_KEYS = frozenset(

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import asyncpg
 
-from router.migrations import apply_migrations
 from smsrouter.embedded_pg import EmbeddedPostgres, _children_of
+from smsrouter.router.migrations import apply_migrations
 
 
 class OwnPostgres:

@@ -174,7 +174,7 @@ class PgServer:
     async def _make_template(self, name: str) -> None:
         # Imported here, not at the top: tests without a database keep
         # running while the schema module is broken.
-        from router.migrations import apply_migrations
+        from smsrouter.router.migrations import apply_migrations
 
         await self._admin_execute(f"CREATE DATABASE {_ident(name)}")
         try:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import struct
 
-from connectors.smpp import Pdu, decode, encode
+from smsrouter.connectors.smpp import Pdu, decode, encode
 
 #: Upper bound of any single wait, in seconds.
 BOUND = 15.0

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 import pytest
 
 from bench import compiled
-from sims.carrier import CarrierSimulator
-from sims.webhook import WebhookReceiver
+from smsrouter.sims.carrier import CarrierSimulator
+from smsrouter.sims.webhook import WebhookReceiver
 from tests.e2e.daemon import RouterProcess
 
 # The carrier credentials every e2e config uses for its [[carriers]] entry.

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
-from sims.carrier import CarrierSimulator
-from sims.webhook import WebhookReceiver
+from smsrouter.sims.carrier import CarrierSimulator
+from smsrouter.sims.webhook import WebhookReceiver
 from tests.e2e.conftest import StartRouter
 
 NOISY_KEY = {"Authorization": "Bearer noisy-key"}

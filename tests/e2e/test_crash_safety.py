@@ -21,8 +21,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from sims.carrier import CarrierSimulator
-from sims.webhook import WebhookReceiver
+from smsrouter.sims.carrier import CarrierSimulator
+from smsrouter.sims.webhook import WebhookReceiver
 from tests.e2e.daemon import RouterProcess
 
 SENDERS = [str(20000 + i) for i in range(20)]  # short codes

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sims.carrier import CarrierSimulator
+from smsrouter.sims.carrier import CarrierSimulator
 from tests.e2e.conftest import BASE_CONFIG, CARRIER_PASSWORD, CARRIER_SYSTEM_ID
 from tests.e2e.daemon import RouterProcess
 from tests.own_pg import OwnPostgres

@@ -25,9 +25,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from sims.carrier import CarrierSimulator
-from sims.webhook import WebhookReceiver
 from smsrouter.embedded_pg import HOST, ROLE
+from smsrouter.sims.carrier import CarrierSimulator
+from smsrouter.sims.webhook import WebhookReceiver
 from tests.e2e.daemon import RouterProcess
 from tests.own_pg import OwnPostgres
 

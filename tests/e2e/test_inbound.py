@@ -9,8 +9,8 @@ import time
 import pytest
 import smpplib.client
 
-from sims.carrier import CarrierSimulator
-from sims.webhook import WebhookReceiver
+from smsrouter.sims.carrier import CarrierSimulator
+from smsrouter.sims.webhook import WebhookReceiver
 from tests.e2e.conftest import StartRouter
 from tests.e2e.daemon import RouterProcess
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sims.carrier import CarrierSimulator
-from sims.webhook import WebhookReceiver
+from smsrouter.sims.carrier import CarrierSimulator
+from smsrouter.sims.webhook import WebhookReceiver
 from tests.e2e.daemon import RouterProcess
 
 SENDER = "12345"  # short code: 100 parts/s, so nothing here waits on a bucket

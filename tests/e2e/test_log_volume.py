@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from sims.carrier import CarrierSimulator
+from smsrouter.sims.carrier import CarrierSimulator
 from tests.e2e.conftest import CARRIER_PASSWORD, CARRIER_SYSTEM_ID, StartRouter
 
 MESSAGES = 300

@@ -11,7 +11,7 @@ import pytest
 import smpplib.client
 import smpplib.exceptions
 
-from sims.carrier import CarrierSimulator
+from smsrouter.sims.carrier import CarrierSimulator
 from tests.e2e.conftest import StartRouter
 
 LONG_CODE = "+14155550101"  # 1 part per 4 s: its queue fills at once

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.smpp import (
+from smsrouter.connectors.smpp import (
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
@@ -33,7 +33,7 @@ from connectors.smpp import (
     encode,
     get_tlv,
 )
-from sims.carrier import CarrierSimulator
+from smsrouter.sims.carrier import CarrierSimulator
 from tests.e2e.conftest import StartRouter
 from tests.e2e.daemon import RouterProcess
 from tests.raw_esme import RawEsme

@@ -13,7 +13,7 @@ import smpplib.client
 import smpplib.consts
 import smpplib.gsm
 
-from sims.carrier import CarrierSimulator
+from smsrouter.sims.carrier import CarrierSimulator
 from tests.e2e.conftest import StartRouter
 from tests.e2e.daemon import RouterProcess
 

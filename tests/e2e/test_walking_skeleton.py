@@ -20,8 +20,8 @@ import smpplib.client
 import smpplib.consts
 import smpplib.exceptions
 
-from sims.carrier import CarrierSimulator
-from sims.webhook import WebhookReceiver
+from smsrouter.sims.carrier import CarrierSimulator
+from smsrouter.sims.webhook import WebhookReceiver
 from tests.e2e.conftest import StartRouter
 from tests.e2e.daemon import RouterProcess
 from tests.tools import require_tool

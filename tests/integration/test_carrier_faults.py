@@ -13,16 +13,16 @@ from typing import Any
 
 import asyncpg
 
-from connectors.carriers import CarrierPool
-from connectors.smpp import Tag, get_tlv
-from connectors.smpp.text import decode_short_message, encode_text
-from router.config import CarrierConfig
-from router.engine import DeliveryEngine
-from router.messages import Message, new_message_id
-from router.routes import Candidate, RouteTable
-from router.senders import RateDefaults, SenderRates
-from router.store import GroupCommit, InsertMessage
-from sims.carrier import CarrierSimulator
+from smsrouter.connectors.carriers import CarrierPool
+from smsrouter.connectors.smpp import Tag, get_tlv
+from smsrouter.connectors.smpp.text import decode_short_message, encode_text
+from smsrouter.router.config import CarrierConfig
+from smsrouter.router.engine import DeliveryEngine
+from smsrouter.router.messages import Message, new_message_id
+from smsrouter.router.routes import Candidate, RouteTable
+from smsrouter.router.senders import RateDefaults, SenderRates
+from smsrouter.router.store import GroupCommit, InsertMessage
+from smsrouter.sims.carrier import CarrierSimulator
 
 
 @asynccontextmanager

@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
-from connectors.carriers import canonical_message_id, receipt_of
-from connectors.smpp import (
+from smsrouter.cli import main as cli_main
+from smsrouter.connectors.carriers import canonical_message_id, receipt_of
+from smsrouter.connectors.smpp import (
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
@@ -39,13 +40,19 @@ from connectors.smpp import (
     get_tlv,
     set_tlv,
 )
-from connectors.smpp.receipt import parse_receipt
-from connectors.smpp.text import concat_info, decode_short_message, split_udh
-from connectors.smpp_link import SmppLink
-from router.messages import Status
-from sims.carrier import CarrierSimulator, parse_receipt_forms
-from sims.distributions import Exponential, Fixed, Mix, Uniform, parse_delay, parse_status_mix
-from smsrouter.cli import main as cli_main
+from smsrouter.connectors.smpp.receipt import parse_receipt
+from smsrouter.connectors.smpp.text import concat_info, decode_short_message, split_udh
+from smsrouter.connectors.smpp_link import SmppLink
+from smsrouter.router.messages import Status
+from smsrouter.sims.carrier import CarrierSimulator, parse_receipt_forms
+from smsrouter.sims.distributions import (
+    Exponential,
+    Fixed,
+    Mix,
+    Uniform,
+    parse_delay,
+    parse_status_mix,
+)
 
 BOUND = 5.0
 

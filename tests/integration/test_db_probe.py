@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import asyncpg
 
-from router.liveness import DatabaseLiveness
 from smsrouter.db_probe import DatabaseProbe
+from smsrouter.router.liveness import DatabaseLiveness
 from tests.own_pg import OwnPostgres
 
 

@@ -12,8 +12,8 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from connectors.carriers import CarrierPool
-from connectors.smpp import (
+from smsrouter.connectors.carriers import CarrierPool
+from smsrouter.connectors.smpp import (
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
@@ -22,15 +22,15 @@ from connectors.smpp import (
     Role,
     SubmitSm,
 )
-from connectors.smpp_link import SmppLink
-from router import store
-from router.config import CarrierConfig
-from router.engine import DeliveryEngine
-from router.messages import Message, new_message_id
-from router.routes import Candidate, RouteTable
-from router.senders import RateDefaults, SenderRates
-from router.store import GroupCommit, InsertMessage
-from sims.carrier import CarrierSimulator
+from smsrouter.connectors.smpp_link import SmppLink
+from smsrouter.router import store
+from smsrouter.router.config import CarrierConfig
+from smsrouter.router.engine import DeliveryEngine
+from smsrouter.router.messages import Message, new_message_id
+from smsrouter.router.routes import Candidate, RouteTable
+from smsrouter.router.senders import RateDefaults, SenderRates
+from smsrouter.router.store import GroupCommit, InsertMessage
+from smsrouter.sims.carrier import CarrierSimulator
 
 
 @dataclass

@@ -28,8 +28,8 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from connectors.http_client import HttpClient, HttpClientError, TargetRefused
-from router.netaddr import is_private_address
+from smsrouter.connectors.http_client import HttpClient, HttpClientError, TargetRefused
+from smsrouter.router.netaddr import is_private_address
 from tests.http_apps import serving as serving_app
 from tests.tools import require_tool
 

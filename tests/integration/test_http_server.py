@@ -22,7 +22,7 @@ import pytest
 import structlog
 import uvloop
 
-from connectors.http_server import MAX_HEAD_BYTES, HttpServer, Request, Response
+from smsrouter.connectors.http_server import MAX_HEAD_BYTES, HttpServer, Request, Response
 
 #: Upper bound of any single wait, in seconds.
 BOUND = 5.0

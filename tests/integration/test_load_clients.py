@@ -28,7 +28,7 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from connectors.smpp import (
+from smsrouter.connectors.smpp import (
     BindTransceiver,
     CommandStatus,
     DeliverSm,
@@ -39,12 +39,12 @@ from connectors.smpp import (
     Tag,
     set_tlv,
 )
-from connectors.smpp_link import SmppLink
-from sims.carrier import CarrierSimulator
-from sims.esme_load import _Receipts
-from sims.http_load import HttpLoad, HttpOptions, KannelApi, _Reports
-from sims.stats import Budget, expand_numbers
-from sims.webhook import SIGNATURE_HEADER, WebhookReceiver, _Signer
+from smsrouter.connectors.smpp_link import SmppLink
+from smsrouter.sims.carrier import CarrierSimulator
+from smsrouter.sims.esme_load import _Receipts
+from smsrouter.sims.http_load import HttpLoad, HttpOptions, KannelApi, _Reports
+from smsrouter.sims.stats import Budget, expand_numbers
+from smsrouter.sims.webhook import SIGNATURE_HEADER, WebhookReceiver, _Signer
 from tests.e2e.daemon import RouterProcess
 
 ROOT = Path(__file__).resolve().parents[2]

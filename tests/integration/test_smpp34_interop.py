@@ -41,8 +41,8 @@ from typing import Any, TypeVar
 import pytest
 import smpp34
 
-from connectors.carriers import CarrierBinds, build_submit_sm
-from connectors.smpp import (
+from smsrouter.connectors.carriers import CarrierBinds, build_submit_sm
+from smsrouter.connectors.smpp import (
     BindTransceiver,
     BindTransceiverResp,
     CommandStatus,
@@ -59,12 +59,12 @@ from connectors.smpp import (
     Tag,
     set_tlv,
 )
-from connectors.smpp.text import Encoding, decode_short_message, encode_text
-from connectors.smpp_link import SmppLink
-from router.config import CarrierConfig
-from router.messages import Message, Status
-from router.store import CarrierReceipt
-from sims.carrier import CarrierSimulator
+from smsrouter.connectors.smpp.text import Encoding, decode_short_message, encode_text
+from smsrouter.connectors.smpp_link import SmppLink
+from smsrouter.router.config import CarrierConfig
+from smsrouter.router.messages import Message, Status
+from smsrouter.router.store import CarrierReceipt
+from smsrouter.sims.carrier import CarrierSimulator
 
 BOUND = 5.0
 T = TypeVar("T")

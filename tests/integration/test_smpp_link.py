@@ -22,8 +22,8 @@ from typing import Any, Self, TypeVar
 import pytest
 import uvloop
 
-from connectors.carriers import CarrierBinds
-from connectors.smpp import (
+from smsrouter.connectors.carriers import CarrierBinds
+from smsrouter.connectors.smpp import (
     BindReceiver,
     BindState,
     BindTransceiver,
@@ -41,12 +41,17 @@ from connectors.smpp import (
     decode,
     encode,
 )
-from connectors.smpp_link import MAX_TIMEOUTS_IN_A_ROW, LinkClosed, ResponseTimeout, SmppLink
-from router.config import CarrierConfig
-from router.engine import CarrierError
-from router.messages import Status
-from router.store import CarrierReceipt
-from sims.carrier import CarrierSimulator
+from smsrouter.connectors.smpp_link import (
+    MAX_TIMEOUTS_IN_A_ROW,
+    LinkClosed,
+    ResponseTimeout,
+    SmppLink,
+)
+from smsrouter.router.config import CarrierConfig
+from smsrouter.router.engine import CarrierError
+from smsrouter.router.messages import Status
+from smsrouter.router.store import CarrierReceipt
+from smsrouter.sims.carrier import CarrierSimulator
 from tests.tools import bounded, eventually
 
 #: Upper bound of any single wait, in seconds: far above what each step

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import msgspec
 import pytest
 
-from connectors.smpp import (
+from smsrouter.connectors.smpp import (
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
@@ -41,15 +41,15 @@ from connectors.smpp import (
     SubmitSmResp,
     encode,
 )
-from connectors.smpp_link import SmppLink
-from connectors.smpp_server import EsmeBind
-from router.auth_throttle import AuthThrottle
-from router.config import parse_config
-from router.notifications import SMPP_RECEIPT, DeliveryFailed, NotAvailable
-from router.payloads import SmppReceipt
-from router.store import Notification
-from sims.carrier import CarrierSimulator
+from smsrouter.connectors.smpp_link import SmppLink
+from smsrouter.connectors.smpp_server import EsmeBind
 from smsrouter.daemon import Router
+from smsrouter.router.auth_throttle import AuthThrottle
+from smsrouter.router.config import parse_config
+from smsrouter.router.notifications import SMPP_RECEIPT, DeliveryFailed, NotAvailable
+from smsrouter.router.payloads import SmppReceipt
+from smsrouter.router.store import Notification
+from smsrouter.sims.carrier import CarrierSimulator
 from tests.own_pg import OwnPostgres
 from tests.raw_esme import RawEsme
 from tests.tools import bounded, eventually

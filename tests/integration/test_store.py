@@ -11,10 +11,10 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from router import store
-from router.messages import Message, Status, new_message_id
-from router.notifications import _PLAN_OUTBOX, SMPP_RECEIPT, WEBHOOK, plan_notifications
-from router.store import (
+from smsrouter.router import store
+from smsrouter.router.messages import Message, Status, new_message_id
+from smsrouter.router.notifications import _PLAN_OUTBOX, SMPP_RECEIPT, WEBHOOK, plan_notifications
+from smsrouter.router.store import (
     CarrierReceipt,
     GroupCommit,
     InsertMessage,

@@ -22,14 +22,26 @@ import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
 
-from connectors.webhooks import SIGNATURE_HEADER, WebhookChannel
-from router import store
-from router.accounts import AccountDirectory
-from router.config import AccountConfig
-from router.messages import Message, Status, new_message_id, utcnow
-from router.notifications import WEBHOOK, DeliveryFailed, Dispatcher, backoff, plan_notifications
-from router.store import GroupCommit, InsertMessage, MessageEnded, Notification, OutboxRetry
-from sims.webhook import WebhookReceiver
+from smsrouter.connectors.webhooks import SIGNATURE_HEADER, WebhookChannel
+from smsrouter.router import store
+from smsrouter.router.accounts import AccountDirectory
+from smsrouter.router.config import AccountConfig
+from smsrouter.router.messages import Message, Status, new_message_id, utcnow
+from smsrouter.router.notifications import (
+    WEBHOOK,
+    DeliveryFailed,
+    Dispatcher,
+    backoff,
+    plan_notifications,
+)
+from smsrouter.router.store import (
+    GroupCommit,
+    InsertMessage,
+    MessageEnded,
+    Notification,
+    OutboxRetry,
+)
+from smsrouter.sims.webhook import WebhookReceiver
 from tests.http_apps import serving
 
 SECRET = "whsec-3f9a1c"

@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import asyncpg
 
-from router.messages import Message, new_message_id
-from router.store import GroupCommit, InsertMessage, PartSent, StoreError
+from smsrouter.router.messages import Message, new_message_id
+from smsrouter.router.store import GroupCommit, InsertMessage, PartSent, StoreError
 from tests.own_pg import OwnPostgres
 
 WAIT = 60.0

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.smpp.text import Encoding
-from router.accounts import AccountDirectory
-from router.admission import Admission, country_of, parse_recipient, payloads, smpp_text
-from router.config import AccountConfig
-from router.routes import Candidate, PriceTable, RouteTable
+from smsrouter.connectors.smpp.text import Encoding
+from smsrouter.router.accounts import AccountDirectory
+from smsrouter.router.admission import Admission, country_of, parse_recipient, payloads, smpp_text
+from smsrouter.router.config import AccountConfig
+from smsrouter.router.routes import Candidate, PriceTable, RouteTable
 
 
 @pytest.mark.parametrize(
@@ -121,6 +121,6 @@ def test_api_keys_are_not_kept_in_clear() -> None:
     ],
 )  # fmt: skip
 def test_private_callback_hosts(host: str, private: bool) -> None:
-    from connectors.webhooks import is_private_address
+    from smsrouter.connectors.webhooks import is_private_address
 
     assert is_private_address(host) is private

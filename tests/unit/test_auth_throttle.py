@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.auth_throttle import AuthThrottle
+from smsrouter.router.auth_throttle import AuthThrottle
 
 
 class Clock:

@@ -45,7 +45,11 @@ def test_every_module_of_the_packages_is_compiled_or_named_as_kept() -> None:
     # compiled silently under its new name.
     assert compiled | setup.INTERPRETED == everything
     assert not compiled & setup.INTERPRETED
-    assert {"router/store.py", "connectors/smpp/codec.py", "router/engine.py"} <= compiled
+    assert {
+        "smsrouter/router/store.py",
+        "smsrouter/connectors/smpp/codec.py",
+        "smsrouter/router/engine.py",
+    } <= compiled
     assert _compiled() == sorted(compiled)
 
 
@@ -101,7 +105,7 @@ def test_a_written_out_init_takes_the_fields_in_order_with_their_defaults(cls: t
 
 
 def test_the_written_out_inits_cover_the_pdus_of_every_message() -> None:
-    from connectors.smpp import pdu
+    from smsrouter.connectors.smpp import pdu
 
     for cls in (pdu.SubmitSm, pdu.DeliverSm, pdu.SubmitSmResp, pdu.DeliverSmResp):
         assert "__init__" not in vars(cls) and cls.__init__ in {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from router.config import ConfigError, load_config, parse_config, parse_listen
+from smsrouter.router.config import ConfigError, load_config, parse_config, parse_listen
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.health import Breaker, CarrierHealth
+from smsrouter.router.health import Breaker, CarrierHealth
 
 
 class Clock:

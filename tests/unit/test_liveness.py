@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.liveness import DatabaseLiveness
+from smsrouter.router.liveness import DatabaseLiveness
 
 
 class FakeClock:

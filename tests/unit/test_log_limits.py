@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from router.log_limits import LimitedLog, RepeatLimiter
+from smsrouter.router.log_limits import LimitedLog, RepeatLimiter
 
 
 class Clock:

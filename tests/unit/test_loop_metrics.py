@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from router.loop_metrics import LoopCounter, LoopHistogram
+from smsrouter.router.loop_metrics import LoopCounter, LoopHistogram
 
 BUCKETS = (0.0005, 0.001, 0.01, 0.1, 1.0, 5.0)
 LABELS = st.sampled_from(["http", "smpp", "sim-a", 'odd "quoted" \\ label'])

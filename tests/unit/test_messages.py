@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from router import messages
-from router.messages import new_message_id
+from smsrouter.router import messages
+from smsrouter.router.messages import new_message_id
 
 
 def test_ids_are_uuid7_time_ordered_and_unique_across_random_blocks() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.webhooks import is_private_address as reexported
-from router.config import ConfigError, parse_config
-from router.netaddr import is_private_address, url_refusal
+from smsrouter.connectors.webhooks import is_private_address as reexported
+from smsrouter.router.config import ConfigError, parse_config
+from smsrouter.router.netaddr import is_private_address, url_refusal
 
 # How a client reads each: glibc's inet_aton takes one to four parts, each
 # decimal, 0-prefixed octal or 0x-prefixed hex; the last part fills the

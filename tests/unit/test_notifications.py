@@ -25,8 +25,8 @@ import pytest
 import structlog
 from prometheus_client import REGISTRY
 
-from router.messages import utcnow
-from router.notifications import (
+from smsrouter.router.messages import utcnow
+from smsrouter.router.notifications import (
     ACCOUNT_FAILURES_BEFORE_BACKOFF,
     SMPP_RECEIPT,
     WEBHOOK,
@@ -37,8 +37,8 @@ from router.notifications import (
     backoff,
     plan_notifications,
 )
-from router.payloads import SmppReceipt
-from router.store import GroupCommit, Notification, OutboxDone, OutboxRetry, StoreError
+from smsrouter.router.payloads import SmppReceipt
+from smsrouter.router.store import GroupCommit, Notification, OutboxDone, OutboxRetry, StoreError
 
 # Every wait in this file is bounded by this; none is expected to come close.
 WAIT = 5.0

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.smpp.receipt import (
+from smsrouter.connectors.smpp.receipt import (
     STAT_WORD,
     Receipt,
     ReceiptStatus,

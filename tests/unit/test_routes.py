@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from router.routes import Candidate, PrefixTrie, Price, PriceTable, RouteTable
+from smsrouter.router.routes import Candidate, PrefixTrie, Price, PriceTable, RouteTable
 
 
 def cand(carrier: str, cost: str) -> Candidate:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.scheduler import SenderQueueFull, SenderScheduler
+from smsrouter.router.scheduler import SenderQueueFull, SenderScheduler
 
 LONG_CODE = 0.25
 TOLL_FREE = 40.0

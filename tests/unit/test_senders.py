@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.senders import (
+from smsrouter.router.senders import (
     NumberType,
     RateDefaults,
     SenderRates,
@@ -230,9 +230,9 @@ def test_plus_and_digits_travel_as_an_international_number(address: str) -> None
 def test_queue_keys_stay_right_when_asked_again_past_the_cache_bound(
     rates: SenderRates, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import router.senders
+    import smsrouter.router.senders
 
-    monkeypatch.setattr(router.senders, "_KEYS_CACHED", 3)
+    monkeypatch.setattr(smsrouter.router.senders, "_KEYS_CACHED", 3)
     asked = [(TF_US, "CA"), (TF_US, "US"), ("MyBrand", "GB"), (LC, "CA"), ("12345", None)]
     first = [rates.queue_key(s, c) for s, c in asked]
     again = [rates.queue_key(s, c) for s, c in reversed(asked)]

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from router.slots import Slots
+from smsrouter.router.slots import Slots
 
 
 async def _settle() -> None:

@@ -15,7 +15,7 @@ import smpplib.smpp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.smpp import (
+from smsrouter.connectors.smpp import (
     PDU_CLASSES,
     RESPONSE_CLASSES,
     AlertNotification,
@@ -63,7 +63,7 @@ from connectors.smpp import (
     read_header,
     set_tlv,
 )
-from connectors.smpp.codec import _encode_generic
+from smsrouter.connectors.smpp.codec import _encode_generic
 
 S = CommandStatus
 

@@ -73,8 +73,8 @@ from smpp.pdu import pdu_types as t3
 from smpp.pdu import smpp_time
 from smpp.pdu.pdu_encoding import PDUEncoder
 
-from connectors.carriers import receipt_of
-from connectors.smpp import (
+from smsrouter.connectors.carriers import receipt_of
+from smsrouter.connectors.smpp import (
     AlertNotification,
     BindReceiver,
     BindReceiverResp,
@@ -117,9 +117,9 @@ from connectors.smpp import (
     get_tlv,
     set_tlv,
 )
-from connectors.smpp_server import build_receipt
-from router.messages import Status
-from router.payloads import SmppReceipt
+from smsrouter.connectors.smpp_server import build_receipt
+from smsrouter.router.messages import Status
+from smsrouter.router.payloads import SmppReceipt
 
 # Each property runs this many examples per PDU class and direction; with
 # about 25 classes that keeps the whole file well under 15 s.

@@ -12,7 +12,7 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.smpp import (
+from smsrouter.connectors.smpp import (
     RESPONSE_CLASSES,
     BindState,
     CommandId,

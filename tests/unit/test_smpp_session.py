@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.smpp import (
+from smsrouter.connectors.smpp import (
     DEFAULT_MAX_PDU_SIZE,
     PDU_CLASSES,
     RESPONSE_CLASSES,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.smpp.times import SmppTimeError, format_smpp_time, parse_smpp_time
+from smsrouter.connectors.smpp.times import SmppTimeError, format_smpp_time, parse_smpp_time
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ import smpplib.gsm
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from connectors.smpp.text import (
+from smsrouter.connectors.smpp.text import (
     DATA_CODING,
     MAX_PARTS,
     Concat,

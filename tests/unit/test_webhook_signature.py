@@ -7,8 +7,8 @@ import hmac
 
 import pytest
 
-from connectors import webhooks
-from connectors.webhooks import sign
+from smsrouter.connectors import webhooks
+from smsrouter.connectors.webhooks import sign
 
 
 def _reference(secret: str, body: bytes) -> str:
