@@ -40,10 +40,9 @@ from smsrouter.router.accounts import Account, AccountDirectory
 from smsrouter.router.admission import (
     MAX_PARTS,
     Admission,
+    Draft,
     FieldError,
-    Recipient,
     Refusal,
-    parse_recipient,
     text_parts,
 )
 from smsrouter.router.auth_throttle import AuthThrottle
@@ -297,28 +296,34 @@ class HttpApi:
                 req = msgspec.convert(doc, SendRequest)
             except msgspec.ValidationError as invalid:
                 return _field_errors([_field_error_of(invalid)])
-        errors, recipients, (encoding, parts) = self._validate(req, account)
+        errors, sent, (encoding, parts) = self._validate(req, account)
         if errors:
             return _field_errors(errors)
 
         admission = self.services.admission
         messages: list[tuple[str, Message]] = []
         rejected: list[Refusal] = []
-        for to, recipient in recipients:
-            if recipient is None:
-                rejected.append(Refusal(to, "invalid_number", "not an E.164 number"))
-                continue
-            refusal = admission.refuse(to, recipient)
-            if refusal is not None:
-                rejected.append(refusal)
-                continue
-            message = admission.new_message(
-                account, ingress="http", sender=req.from_, recipient=recipient, body=req.text,
-                encoding=encoding, data_coding=0 if encoding == "gsm7" else 8, parts=parts,
-                client_ref=req.client_ref, callback_url=req.callback_url, validity=req.validity,
-                send_at=req.send_at,
+        now = utcnow()
+        data_coding = 0 if encoding == "gsm7" else 8
+        for to in sent:
+            draft = Draft(
+                ingress="http", sender=req.from_, to=to, body=req.text, encoding=encoding,
+                data_coding=data_coding, parts=parts, client_ref=req.client_ref,
+                callback_url=req.callback_url, validity=req.validity, send_at=req.send_at,
             )  # fmt: skip
-            messages.append((to, message))
+            outcome = admission.admit(account, draft, now)
+            if isinstance(outcome, Message):
+                messages.append((to, outcome))
+            elif outcome.field == "from":
+                # The sender is the request's, not a recipient's: the whole
+                # request is refused as a field error.
+                return _field_errors([FieldError("from", outcome.code, outcome.detail)])
+            elif outcome.code == "invalid_number" and isinstance(req.to, str):
+                return _field_errors(
+                    [FieldError("to", "invalid_number", f"{req.to!r} is not an E.164 number")]
+                )
+            else:
+                rejected.append(outcome)
         for r in rejected:
             metrics.rejected("http", r.code).inc()
         if not messages:
@@ -378,18 +383,12 @@ class HttpApi:
 
     def _validate(
         self, req: SendRequest, account: Account
-    ) -> tuple[list[FieldError], list[tuple[str, Recipient | None]], tuple[Encoding, int]]:
-        """Field errors, each recipient as sent with its parsed number, and
-        the text's encoding and part count (each worked out once)."""
+    ) -> tuple[list[FieldError], list[str], tuple[Encoding, int]]:
+        """Field errors of the request's form, the recipients as sent, and
+        the text's encoding and part count (each worked out once). Whether
+        the message may go is the admission's (`Admission.admit`)."""
         errors: list[FieldError] = []
         sent = [req.to] if isinstance(req.to, str) else list(req.to)
-        recipients: list[tuple[str, Recipient | None]] = []
-        if not self.services.admission.sender_allowed(account, req.from_):
-            errors.append(
-                FieldError(
-                    "from", "unknown_sender", f"{req.from_!r} is not a sender of this account"
-                )
-            )
         if not sent:
             errors.append(FieldError("to", "required", "at least one recipient"))
         elif len(sent) > MAX_BATCH:
@@ -398,12 +397,6 @@ class HttpApi:
             errors.append(
                 FieldError("to", "batch_not_allowed", "unverified accounts send to one recipient")
             )
-        else:
-            recipients = [(to, parse_recipient(to)) for to in sent]
-            if isinstance(req.to, str) and recipients[0][1] is None:
-                errors.append(
-                    FieldError("to", "invalid_number", f"{req.to!r} is not an E.164 number")
-                )
         encoding, parts = text_parts(req.text)
         if not req.text:
             errors.append(FieldError("text", "required", "text must not be empty"))
@@ -437,7 +430,7 @@ class HttpApi:
                     errors.append(FieldError("send_at", "too_far", "at most 35 days ahead"))
         if req.kind is not None and req.kind not in ("transactional", "promotional"):
             errors.append(FieldError("kind", "invalid", "transactional or promotional"))
-        return errors, recipients, (encoding, parts)
+        return errors, sent, (encoding, parts)
 
     async def get_message(self, request: Request, account: Account) -> Response:
         try:

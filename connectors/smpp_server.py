@@ -40,7 +40,7 @@ from smsrouter.connectors.smpp.times import SmppTimeError, format_smpp_time, par
 from smsrouter.connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
 from smsrouter.router import metrics, store
 from smsrouter.router.accounts import Account, AccountDirectory
-from smsrouter.router.admission import Admission, parse_recipient, smpp_text
+from smsrouter.router.admission import Admission, Draft, Refusal, smpp_text
 from smsrouter.router.auth_throttle import AuthThrottle
 from smsrouter.router.intake import Intake
 from smsrouter.router.log_limits import LimitedLog
@@ -67,10 +67,12 @@ _STAT: dict[str, tuple[str, MessageState]] = {
 }
 
 # Router reason words → command_status (CONTRACT §4).
+# An admission refusal as a submit_sm_resp command_status (SMPP 3.4 §5.1.3),
+# with the reason the rejected-messages counter names.
 _STATUS_OF_REFUSAL = {
-    "no_route": CommandStatus.ESME_RINVDSTADR,
-    "invalid_number": CommandStatus.ESME_RINVDSTADR,
-    "sender_not_allowed": CommandStatus.ESME_RINVSRCADR,
+    "no_route": (CommandStatus.ESME_RINVDSTADR, "no_route"),
+    "invalid_number": (CommandStatus.ESME_RINVDSTADR, "invalid_number"),
+    "unknown_sender": (CommandStatus.ESME_RINVSRCADR, "sender_not_allowed"),
 }
 
 
@@ -406,20 +408,8 @@ class PartnerSmsc:
             # (on another router instance, or on this one after restart).
             refuse(CommandStatus.ESME_RTHROTTLED, "draining")
             return
-        admission = self._admission()
         sender = parse_smpp_address(pdu.source_addr_ton, pdu.source_addr_npi, pdu.source_addr)
-        if not admission.sender_allowed(account, sender):
-            refuse(CommandStatus.ESME_RINVSRCADR, "sender_not_allowed")
-            return
         to = parse_smpp_address(pdu.dest_addr_ton, pdu.dest_addr_npi, pdu.destination_addr)
-        recipient = parse_recipient(to)
-        if recipient is None:
-            refuse(CommandStatus.ESME_RINVDSTADR, "invalid_number")
-            return
-        refusal = admission.refuse(to, recipient)
-        if refusal is not None:
-            refuse(_STATUS_OF_REFUSAL.get(refusal.code, CommandStatus.ESME_RX_P_APPN), refusal.code)
-            return
         payload = pdu.short_message
         if not payload:
             long_payload = get_tlv(pdu, Tag.MESSAGE_PAYLOAD)
@@ -438,8 +428,9 @@ class PartnerSmsc:
         else:
             udh = _udh_of_sar(pdu)
             concat = concat_info(split_udh(udh)[0]) if udh else None
+        now = utcnow()
         try:
-            valid_until = parse_smpp_time(pdu.validity_period, utcnow())
+            valid_until = parse_smpp_time(pdu.validity_period, now)
         except SmppTimeError:
             refuse(CommandStatus.ESME_RINVEXPIRY, "bad_validity")
             return
@@ -452,22 +443,21 @@ class PartnerSmsc:
         else:
             cut = encode_text(text, encoding=encoding).parts
             parts = len(cut)
-        message = admission.new_message(
-            account,
-            ingress="smpp",
-            sender=sender,
-            recipient=recipient,
-            body=text,
-            encoding=encoding,  # type: ignore[arg-type]
-            data_coding=pdu.data_coding,
-            parts=parts,
-            udh=udh,
-            registered_delivery=pdu.registered_delivery,
-            valid_until=valid_until,
-        )
+        draft = Draft(
+            ingress="smpp", sender=sender, to=to, body=text, encoding=encoding,
+            data_coding=pdu.data_coding, parts=parts, udh=udh,
+            registered_delivery=pdu.registered_delivery, valid_until=valid_until,
+        )  # fmt: skip
+        message = self._admission().admit(account, draft, now)
+        if isinstance(message, Refusal):
+            status, reason = _STATUS_OF_REFUSAL.get(
+                message.code, (CommandStatus.ESME_RX_P_APPN, message.code)
+            )
+            refuse(status, reason)
+            return
         message.payloads = cut
         if concat is not None:
-            message.concat_group = (sender, recipient.e164, concat.ref, concat.total)
+            message.concat_group = (sender, message.recipient, concat.ref, concat.total)
 
         entry = _Submit(self, link, pdu, message, started)
         try:

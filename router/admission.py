@@ -45,11 +45,40 @@ class FieldError:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A recipient the rules refuse (`rejected` entry; SMPP error status)."""
+    """A message the rules refuse: its recipient as the client wrote it, the
+    stable reason word, a detail for people, and the field that is at fault
+    ("from" or "to"). HTTP answers it as a `rejected` entry or a field error,
+    SMPP as a command_status."""
 
     to: str
     code: str
     detail: str
+    field: str = "to"
+
+
+@dataclass(slots=True)
+class Draft:
+    """A message as an ingress read it off the wire, before any rule.
+
+    The ingress owns the syntax (JSON fields, PDU fields, UDH, alphabets);
+    everything past it (whose sender, which number, which route, what
+    price, and the account, compliance and credit rules) is `admit`'s.
+    """
+
+    ingress: str  # "http" | "smpp"
+    sender: str
+    to: str  # the recipient as the client wrote it
+    body: str
+    encoding: Encoding | str  # an Encoding, or "binary" (smpp_text)
+    data_coding: int
+    parts: int
+    udh: bytes | None = None
+    client_ref: str | None = None
+    callback_url: str | None = None
+    registered_delivery: int = 0
+    validity: float | None = None
+    valid_until: datetime | None = None
+    send_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +170,45 @@ class Admission:
         # sender number → owning account id ([[numbers]])
         self.senders = senders
 
+    def admit(self, account: Account, draft: Draft, now: datetime) -> Message | Refusal:
+        """The one decision both ingresses ask: the message to commit, or why not.
+
+        Rules run cheapest first and the first refusal wins, so HTTP and
+        SMPP refuse the same message for the same reason. A rule to come
+        (account state, opt-out, sender IDs, content, credit) goes here.
+        """
+        if not self.sender_allowed(account, draft.sender):
+            return Refusal(
+                draft.to,
+                "unknown_sender",
+                f"{draft.sender!r} is not a sender of this account",
+                field="from",
+            )
+        recipient = parse_recipient(draft.to)
+        if recipient is None:
+            return Refusal(draft.to, "invalid_number", "not an E.164 number")
+        refusal = self.refuse(draft.to, recipient)
+        if refusal is not None:
+            return refusal
+        return self.new_message(
+            account,
+            ingress=draft.ingress,
+            sender=draft.sender,
+            recipient=recipient,
+            body=draft.body,
+            encoding=draft.encoding,
+            data_coding=draft.data_coding,
+            parts=draft.parts,
+            udh=draft.udh,
+            client_ref=draft.client_ref,
+            callback_url=draft.callback_url,
+            registered_delivery=draft.registered_delivery,
+            validity=draft.validity,
+            valid_until=draft.valid_until,
+            send_at=draft.send_at,
+            now=now,
+        )
+
     def sender_allowed(self, account: Account, sender: str) -> bool:
         return self.senders.get(sender) == account.id
 
@@ -164,7 +232,7 @@ class Admission:
         sender: str,
         recipient: Recipient,
         body: str,
-        encoding: Encoding,
+        encoding: Encoding | str,
         data_coding: int,
         parts: int,
         udh: bytes | None = None,

@@ -16,7 +16,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -163,9 +163,21 @@ class DeliveryEngine:
     def queue_key(self, message: Message) -> str:
         return self.rates.queue_key(message.sender, message.country)
 
-    def has_room(self, message: Message) -> bool:
-        key = self.queue_key(message)
-        return self.scheduler.depth(key) + message.parts <= self.scheduler.max_queued_parts
+    def queue_full(self, messages: Sequence[Message]) -> SenderQueueFull | None:
+        """The first sender queue these messages would overfill, or None if
+        every queue has room for them (checked before their commit)."""
+        # Parts wanted per queue by these messages (a plain dict: a Counter
+        # costs more to make than the check, and most calls have one message).
+        wanted: dict[str, int] = {}
+        scheduler = self.scheduler
+        limit = scheduler.max_queued_parts
+        for m in messages:
+            key = self.queue_key(m)
+            wanted[key] = want = wanted.get(key, 0) + m.parts
+            depth = scheduler.depth(key)
+            if depth + want > limit:
+                return SenderQueueFull(key, depth, limit)
+        return None
 
     def enqueue(self, message: Message, *, first_part: int = 0) -> None:
         """Queue a committed message (or its remaining parts after a restart).

@@ -17,7 +17,6 @@ import structlog
 from smsrouter.router import metrics
 from smsrouter.router.engine import DeliveryEngine
 from smsrouter.router.messages import Message
-from smsrouter.router.scheduler import SenderQueueFull
 from smsrouter.router.store import GroupCommit, InsertMessage, StoreError
 
 log = structlog.get_logger("intake")
@@ -82,17 +81,10 @@ class Intake:
 
     def check_room(self, messages: Sequence[Message]) -> None:
         """Raise SenderQueueFull if a sender queue cannot take these messages."""
-        # Parts wanted per queue by these messages (a plain dict: a Counter
-        # costs more to make than the check, and most calls have one message).
-        wanted: dict[str, int] = {}
-        scheduler = self.engine.scheduler
-        for m in messages:
-            key = self.engine.queue_key(m)
-            wanted[key] = want = wanted.get(key, 0) + m.parts
-            depth = scheduler.depth(key)
-            if depth + want > scheduler.max_queued_parts:
-                metrics.throttled("sender_queue_full").inc()
-                raise SenderQueueFull(key, depth, scheduler.max_queued_parts)
+        full = self.engine.queue_full(messages)
+        if full is not None:
+            metrics.throttled("sender_queue_full").inc()
+            raise full
 
     async def accept(self, messages: Sequence[Message]) -> None:
         """Commit the messages and queue them; raises StoreError if the commit failed.

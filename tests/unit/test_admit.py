@@ -1,0 +1,93 @@
+"""`Admission.admit`: the one decision both ingresses ask, pure and clock-injected."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from smsrouter.router.accounts import Account, AccountDirectory
+from smsrouter.router.admission import Admission, Draft, Refusal
+from smsrouter.router.config import AccountConfig
+from smsrouter.router.messages import Message, Status
+from smsrouter.router.routes import Candidate, PriceTable, RouteTable
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+SENDER = "+14155550101"
+
+
+def _setup() -> tuple[Admission, Account, Account]:
+    accounts = AccountDirectory(
+        [
+            AccountConfig(id="a", api_keys=["ka"], callback_url="https://a.example/cb"),
+            AccountConfig(id="b", api_keys=["kb"]),
+        ]
+    )
+    admission = Admission(
+        routes=RouteTable([("1", [Candidate("sim", Decimal("0.004"))])]),
+        prices=PriceTable([("1", Decimal("0.0062")), ("1416", Decimal("0.01"))]),
+        senders={SENDER: "a"},
+    )
+    a, b = accounts.get("a"), accounts.get("b")
+    assert a is not None and b is not None
+    return admission, a, b
+
+
+def _draft(ingress: str, to: str, *, sender: str = SENDER, **more: object) -> Draft:
+    return Draft(
+        ingress=ingress, sender=sender, to=to, body="hello", encoding="gsm7",
+        data_coding=0, parts=2, **more,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("ingress", ["http", "smpp"])
+def test_an_admitted_draft_becomes_a_queued_message_stamped_with_the_injected_clock(
+    ingress: str,
+) -> None:
+    admission, a, _ = _setup()
+    message = admission.admit(a, _draft(ingress, "+14165550123", validity=90.0), NOW)
+    assert isinstance(message, Message)
+    assert (message.ingress, message.account_id, message.sender) == (ingress, "a", SENDER)
+    assert (message.recipient, message.country, message.status) == (
+        "+14165550123",
+        "CA",
+        Status.QUEUED,
+    )
+    assert message.created_at == NOW
+    assert message.valid_until == NOW + timedelta(seconds=90)
+    assert message.price == Decimal("0.02")  # longest prefix 1416, two parts
+    assert message.callback_url == "https://a.example/cb"  # the account's default
+
+
+def test_validity_runs_from_the_scheduled_time() -> None:
+    admission, a, _ = _setup()
+    later = NOW + timedelta(hours=2)
+    message = admission.admit(a, _draft("http", "+14155550123", validity=60.0, send_at=later), NOW)
+    assert isinstance(message, Message)
+    assert message.valid_until == later + timedelta(seconds=60)
+
+
+@pytest.mark.parametrize(
+    ("account", "to", "sender", "code", "field"),
+    [
+        ("b", "+14155550123", SENDER, "unknown_sender", "from"),  # another account's number
+        ("a", "+14155550123", "+14155550999", "unknown_sender", "from"),
+        ("a", "hello", SENDER, "invalid_number", "to"),
+        ("a", "+447700900123", SENDER, "no_route", "to"),
+        # The sender is checked first: a bad sender to a bad number names the sender.
+        ("b", "hello", SENDER, "unknown_sender", "from"),
+    ],
+)
+def test_both_ingresses_get_the_same_refusal_for_the_same_draft(
+    account: str, to: str, sender: str, code: str, field: str
+) -> None:
+    admission, a, b = _setup()
+    refusals = [
+        admission.admit(a if account == "a" else b, _draft(ingress, to, sender=sender), NOW)
+        for ingress in ("http", "smpp")
+    ]
+    for refusal in refusals:
+        assert isinstance(refusal, Refusal)
+        assert (refusal.to, refusal.code, refusal.field) == (to, code, field)
+    assert refusals[0] == refusals[1]
