@@ -136,6 +136,7 @@ class SmppLink(asyncio.Protocol):
         self._reading_paused = False
         self._release_scheduled = False
         self._enquiring = False  # one enquire_link of ours at a time
+        self._enquire_task: asyncio.Task[None] | None = None
         # Told once the peer's address is known (a server's admission of
         # the connection; it may close the link at once).
         self._on_connected = on_connected
@@ -224,9 +225,19 @@ class SmppLink(asyncio.Protocol):
                 entry.future.set_exception(LinkClosed(self.peer))
             self._slots.release()
         self._writable.set()
+        enquiring = self._enquire_task
+        if enquiring is not None and not enquiring.done():
+            # Our own enquire_link ends with the link: `closed` resolves once
+            # it has, so whoever awaits the link awaits it too.
+            enquiring.cancel()
+            enquiring.add_done_callback(lambda _: self._set_closed())
+        else:
+            self._set_closed()
+        self.handler.on_closed(self)
+
+    def _set_closed(self) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
-        self.handler.on_closed(self)
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -483,7 +494,7 @@ class SmppLink(asyncio.Protocol):
         ):
             # SMPP 3.4 §4.11: enquire_link proves the peer is alive; its
             # answer arrives as any response and refreshes _last_rx.
-            self._loop.create_task(self._enquire())
+            self._enquire_task = self._loop.create_task(self._enquire())
         if self.is_open:
             self._schedule_tick()
 

@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import msgspec
 import structlog
@@ -61,7 +62,7 @@ class Inbound:
         payload: bytes,
         decode: Callable[[bytes], str],
         concat: tuple[int, int, int] | None = None,
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[Any]:
         """Take one MO (or one part of it); the future resolves once it is
         safe to acknowledge the carrier."""
         metrics.MO_RECEIVED.labels(carrier).inc()
@@ -77,10 +78,11 @@ class Inbound:
         finished += self.reassembler.expire(now)
         futures = [self._forward(r, decode) for r in finished]
         if not futures:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
-        return asyncio.ensure_future(_all(futures))
+        # A gathering future, not a task: it ends with the futures it waits for.
+        return asyncio.gather(*futures)
 
     def sweep(self) -> None:
         """Forward what waited too long for its missing parts."""
@@ -122,7 +124,3 @@ class Inbound:
                 utcnow() + self._retry,
             )
         )
-
-
-async def _all(futures: list[asyncio.Future[object]]) -> None:
-    await asyncio.gather(*futures)

@@ -49,10 +49,10 @@ def test_every_compiled_module_is_an_extension_in_the_build(compiled_site: Path)
 
 def test_the_router_imports_the_build_not_the_checkout(compiled_site: Path, tmp_path: Path) -> None:
     probe = (
-        "import json, connectors.smpp.codec, router.config, router.store, smsrouter.daemon\n"
-        "print(json.dumps({'codec': connectors.smpp.codec.__file__,"
-        " 'store': router.store.__file__, 'config': router.config.__file__,"
-        " 'build': smsrouter.daemon.build_kind()}))\n"
+        "import json, smsrouter.connectors.smpp.codec as codec, smsrouter.router.config as config\n"
+        "import smsrouter.router.store as store, smsrouter.daemon as daemon\n"
+        "print(json.dumps({'codec': codec.__file__, 'store': store.__file__,"
+        " 'config': config.__file__, 'build': daemon.build_kind()}))\n"
     )
     run = subprocess.run(
         [sys.executable, "-c", probe],
@@ -68,7 +68,7 @@ def test_the_router_imports_the_build_not_the_checkout(compiled_site: Path, tmp_
     assert found["build"] == "compiled"
     for name in ("codec", "store"):
         assert found[name].startswith(str(compiled_site)) and found[name].endswith(EXTENSION)
-    assert found["config"] == str(compiled_site / "router" / "config.py")
+    assert found["config"] == str(compiled_site / "smsrouter" / "router" / "config.py")
 
 
 async def _exchange(port: int, request: bytes) -> tuple[bytes, bytes]:
