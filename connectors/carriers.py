@@ -41,7 +41,7 @@ from smsrouter.connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
 from smsrouter.router import metrics
 from smsrouter.router.admission import payloads
 from smsrouter.router.config import CarrierConfig
-from smsrouter.router.engine import CarrierError
+from smsrouter.router.engine import CarrierError, CarrierEvents
 from smsrouter.router.inbound import Inbound
 from smsrouter.router.messages import Message, Status
 from smsrouter.router.senders import address_fields, parse_smpp_address
@@ -245,6 +245,14 @@ def mo_receiver(inbound: Inbound) -> MoHandler:
     return receive
 
 
+def _no_receipts(op: CarrierReceipt) -> asyncio.Future[None]:
+    raise RuntimeError("a receipt before the carrier pool was started")
+
+
+def _no_events(carrier: str) -> None:
+    raise RuntimeError("a bind before the carrier pool was started")
+
+
 class CarrierBinds:
     """All binds to one carrier."""
 
@@ -252,14 +260,12 @@ class CarrierBinds:
         self,
         cfg: CarrierConfig,
         *,
-        on_receipt: Callable[[CarrierReceipt], asyncio.Future[None]],
-        on_up: Callable[[str], None],
         on_mo: MoHandler | None = None,
     ) -> None:
         self.cfg = cfg
-        self._on_receipt = on_receipt
+        self._on_receipt: Callable[[CarrierReceipt], asyncio.Future[None]] = _no_receipts
         self._on_mo = on_mo or _acknowledge_mo
-        self._on_up = on_up
+        self._on_up: Callable[[str], None] = _no_events
         self._senders: list[SmppLink] = []  # bound links that may submit
         self._links: set[SmppLink] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -281,7 +287,10 @@ class CarrierBinds:
         """Bound links that may submit."""
         return self._senders
 
-    def start(self) -> None:
+    def start(self, events: CarrierEvents) -> None:
+        """Bind, and report receipts and binds to `events` (the engine)."""
+        self._on_receipt = events.receipt
+        self._on_up = events.carrier_up
         kinds: Sequence[type[Pdu]]
         if self.cfg.bind == "transceiver":
             kinds = [BindTransceiver]
@@ -474,20 +483,17 @@ class CarrierPool:
         self,
         configs: Sequence[CarrierConfig],
         *,
-        on_receipt: Callable[[CarrierReceipt], asyncio.Future[None]],
-        on_up: Callable[[str], None],
         on_mo: MoHandler | None = None,
     ) -> None:
-        self.carriers = {
-            c.name: CarrierBinds(c, on_receipt=on_receipt, on_up=on_up, on_mo=on_mo)
-            for c in configs
-        }
+        # Built before the engine, which submits through it; the engine is
+        # handed over at start, when receipts and binds begin to arrive.
+        self.carriers = {c.name: CarrierBinds(c, on_mo=on_mo) for c in configs}
 
-    def start(self) -> None:
+    def start(self, events: CarrierEvents) -> None:
         for c in self.carriers.values():
             metrics.CARRIER_UP.labels(c.name).set(0)
             metrics.carrier_health(c.name).set(0.0)
-            c.start()
+            c.start(events)
 
     async def stop(self) -> None:
         await asyncio.gather(*(c.stop() for c in self.carriers.values()))

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import asyncpg
 import msgspec
 import structlog
 
@@ -151,10 +152,10 @@ class PartnerSmsc:
     def __init__(
         self,
         *,
-        accounts: Callable[[], AccountDirectory],
-        admission: Callable[[], Admission],
+        accounts: AccountDirectory,
+        admission: Admission,
         intake: Intake,
-        pool_of: Callable[[], object],
+        pool: asyncpg.Pool,
         window: int,
         bind_timeout: float,
         enquire_link_interval: float,
@@ -170,7 +171,7 @@ class PartnerSmsc:
         self._accounts = accounts
         self._admission = admission
         self._intake = intake
-        self._pool_of = pool_of
+        self._pool = pool
         self._link_options = {
             "window": window,
             "bind_timeout": bind_timeout,
@@ -343,7 +344,7 @@ class PartnerSmsc:
             # guess must not be confirmed (CONTRACT §11).
             status, reason, close = CommandStatus.ESME_RBINDFAIL, "authentication cool-down", True
         else:
-            account = self._accounts().by_system_id(pdu.system_id)
+            account = self._accounts.by_system_id(pdu.system_id)
             if account is None:
                 status, reason = CommandStatus.ESME_RINVSYSID, "unknown system_id"
             elif not account.smpp_password_ok(pdu.password):
@@ -448,7 +449,7 @@ class PartnerSmsc:
             data_coding=pdu.data_coding, parts=parts, udh=udh,
             registered_delivery=pdu.registered_delivery, valid_until=valid_until,
         )  # fmt: skip
-        message = self._admission().admit(account, draft, now)
+        message = self._admission.admit(account, draft, now)
         if isinstance(message, Refusal):
             status, reason = _STATUS_OF_REFUSAL.get(
                 message.code, (CommandStatus.ESME_RX_P_APPN, message.code)
@@ -560,7 +561,7 @@ class PartnerSmsc:
         assert isinstance(bind, EsmeBind)
         try:
             message_id = uuid.UUID(pdu.message_id)
-            row = await store.get_message(self._pool_of(), message_id, bind.account.id)
+            row = await store.get_message(self._pool, message_id, bind.account.id)
         except (ValueError, StoreError):
             row = None
         if row is None:

@@ -77,19 +77,32 @@ def _account(cfg: AccountConfig) -> Account:
 
 
 class AccountDirectory:
-    """Look-ups by API key, SMPP system_id and id; rebuilt on config reload."""
+    """Look-ups by API key, SMPP system_id and id.
+
+    One directory serves every part for the life of the process; a config
+    reload replaces what it holds (`apply_config`), so that no part keeps
+    the accounts of an older config.
+    """
 
     def __init__(self, accounts: Iterable[AccountConfig]) -> None:
         self._by_id: dict[str, Account] = {}
         self._by_key: dict[bytes, Account] = {}
         self._by_system_id: dict[str, Account] = {}
+        self.apply_config(accounts)
+
+    def apply_config(self, accounts: Iterable[AccountConfig]) -> None:
+        by_id: dict[str, Account] = {}
+        by_key: dict[bytes, Account] = {}
+        by_system_id: dict[str, Account] = {}
         for cfg in accounts:
             account = _account(cfg)
-            self._by_id[account.id] = account
+            by_id[account.id] = account
             for key in cfg.api_keys:
-                self._by_key[_digest(key)] = account
+                by_key[_digest(key)] = account
             if account.smpp_system_id is not None:
-                self._by_system_id[account.smpp_system_id] = account
+                by_system_id[account.smpp_system_id] = account
+        # Swapped whole, in one turn of the loop: no look-up sees half of each.
+        self._by_id, self._by_key, self._by_system_id = by_id, by_key, by_system_id
 
     def __iter__(self) -> Iterator[Account]:
         return iter(self._by_id.values())

@@ -156,7 +156,8 @@ def country_of(number: phonenumbers.PhoneNumber, digits: str) -> str | None:
 
 
 class Admission:
-    """Decisions about one account's message; config-derived, rebuilt on reload."""
+    """Decisions about one account's message; its rules come from the
+    config and are replaced on reload (`apply_config`)."""
 
     def __init__(
         self,
@@ -164,6 +165,11 @@ class Admission:
         routes: RouteTable,
         prices: PriceTable,
         senders: dict[str, str],
+    ) -> None:
+        self.apply_config(routes=routes, prices=prices, senders=senders)
+
+    def apply_config(
+        self, *, routes: RouteTable, prices: PriceTable, senders: dict[str, str]
     ) -> None:
         self.routes = routes
         self.prices = prices

@@ -80,6 +80,18 @@ class CarrierError(Exception):
         self.throttled = throttled
 
 
+class CarrierEvents(Protocol):
+    """What the carrier side reports to the engine (the engine is one)."""
+
+    def receipt(self, op: CarrierReceipt) -> asyncio.Future[None]:
+        """A delivery receipt; answer the carrier once the future resolves."""
+        ...
+
+    def carrier_up(self, carrier: str) -> None:
+        """A carrier has a bind that may submit."""
+        ...
+
+
 class CarrierGateway(Protocol):
     def is_available(self, carrier: str) -> bool: ...
 
@@ -159,6 +171,12 @@ class DeliveryEngine:
         writer.on_health.append(self._writer_health)
 
     # ------------------------------------------------------------- intake
+
+    def apply_config(self, routes: RouteTable, rates: SenderRates) -> None:
+        """A reloaded config (SIGHUP): new routes and rates; queues stay."""
+        self.routes = routes
+        self.rates = rates
+        self.scheduler.set_rates(rates.rate_of)
 
     def queue_key(self, message: Message) -> str:
         return self.rates.queue_key(message.sender, message.country)

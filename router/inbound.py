@@ -23,9 +23,11 @@ import structlog
 from smsrouter.connectors.smpp.concat import Reassembled, Reassembler
 from smsrouter.router import metrics
 from smsrouter.router.accounts import AccountDirectory
+from smsrouter.router.admission import Admission
 from smsrouter.router.messages import utcnow
 from smsrouter.router.notifications import MO
 from smsrouter.router.payloads import InboundMessage
+from smsrouter.router.senders import canonical_sender
 from smsrouter.router.store import GroupCommit, NewNotification
 
 log = structlog.get_logger("inbound")
@@ -39,14 +41,15 @@ class Inbound:
         self,
         *,
         writer: GroupCommit,
-        owner_of: Callable[[str], str | None],
-        accounts: Callable[[], AccountDirectory],
+        admission: Admission,
+        accounts: AccountDirectory,
         retry_hours: float,
         clock: Callable[[], float] = time.monotonic,
         reassembler: Reassembler | None = None,
     ) -> None:
         self.writer = writer
-        self._owner_of = owner_of
+        # Whose number an MO was sent to ([[numbers]]), and that account.
+        self._admission = admission
         self._accounts = accounts
         self._retry = timedelta(hours=retry_hours)
         self._clock = clock
@@ -95,8 +98,8 @@ class Inbound:
         sender, to, carrier = r.key[0], r.key[1], r.key[2]
         decode = self._decode.pop(r.key, None) or decode
         text = decode(r.payload()) if decode else r.payload().decode("latin-1")
-        account_id = self._owner_of(str(to))
-        account = self._accounts().get(account_id) if account_id else None
+        account_id = self._admission.senders.get(canonical_sender(str(to)))
+        account = self._accounts.get(account_id) if account_id else None
         if not r.complete:
             log.warning("MO incomplete, forwarding the parts that came", to=to, parts=len(r.parts))
         if account is None:

@@ -21,7 +21,6 @@ import structlog
 
 from smsrouter.connectors.carriers import CarrierPool, mo_receiver
 from smsrouter.connectors.http_api import HttpApi
-from smsrouter.connectors.http_server import HttpServer
 from smsrouter.connectors.smpp_server import PartnerSmsc
 from smsrouter.connectors.webhooks import WebhookChannel
 from smsrouter.db_probe import DatabaseProbe
@@ -76,12 +75,13 @@ def build_rates(config: Config) -> SenderRates:
     )
 
 
-def build_admission(config: Config) -> Admission:
-    return Admission(
-        routes=build_routes(config),
-        prices=PriceTable((p.prefix, p.price) for p in config.prices),
-        senders={canonical_sender(n.number): n.account for n in config.numbers},
-    )
+def admission_rules(config: Config) -> dict[str, Any]:
+    """What `Admission` takes from the config (at start and on reload)."""
+    return {
+        "routes": build_routes(config),
+        "prices": PriceTable((p.prefix, p.price) for p in config.prices),
+        "senders": {canonical_sender(n.number): n.account for n in config.numbers},
+    }
 
 
 def message_of(row: asyncpg.Record) -> Message:
@@ -132,40 +132,51 @@ async def close_pool(pool: asyncpg.Pool) -> None:
 
 
 class Router:
-    """Everything one router process runs."""
+    """Everything one router process runs.
+
+    `start()` builds and starts the parts in the order they depend on each
+    other, and each part registers its stop on an AsyncExitStack as it
+    starts (aiohttp's cleanup contexts are the model). `stop()`, and a start
+    that fails half-way, unwind that stack in reverse: the listeners stop
+    taking work first, in-flight carrier work drains next, the database
+    goes last. Every task a part starts is that part's to cancel and await.
+    """
 
     def __init__(self, config: Config, *, config_path: Path | None = None) -> None:
         self.config = config
         self.config_path = config_path
+        # One directory and one admission for the life of the process: a
+        # reload replaces what they hold (apply_config), every part sees it.
         self.accounts = AccountDirectory(config.accounts)
-        self.admission = build_admission(config)
+        self.admission = Admission(**admission_rules(config))
         self.embedded_pg: EmbeddedPostgres | None = None
-        self._pg_supervisor: PostgresSupervisor | None = None
         # What /healthz and /readyz answer about the database (CONTRACT §11),
         # fed by a SELECT 1 every second, read without a query per request.
         self.db_liveness = DatabaseLiveness(config.database.liveness_seconds)
-        self._db_probe: DatabaseProbe | None = None
         self.pool: asyncpg.Pool
         self.writer: GroupCommit
         self.ingest_writer: GroupCommit
         self.engine: DeliveryEngine
         self.intake: Intake
+        self.inbound: Inbound
         self.carriers: CarrierPool
         self.dispatcher: Dispatcher
         self.webhooks: WebhookChannel
         self.smsc: PartnerSmsc
+        self.api: HttpApi
         self.simulators: list[CarrierSimulator] = []
-        self._http: HttpServer | None = None
         self.http_port = 0
         self.smpp_port = 0
-        self._stopped = asyncio.Event()
-        self._housekeeping: asyncio.Task[None] | None = None
-        self._recovery: asyncio.Task[None] | None = None
         self._recovered = asyncio.Event()
         # Failed authentications per source address, counted across both
         # ingresses: a guess at an API key and one at an SMPP password come
         # from the same attacker (CONTRACT §11).
         self.auth_throttle = AuthThrottle()
+        # The stops of everything started, unwound by stop().
+        self._stack = contextlib.AsyncExitStack()
+        # Seconds the unwinding gives in-flight work: none for a failed
+        # start, [shutdown] drain_seconds for a stop.
+        self._drain = 0.0
 
     # ------------------------------------------------------------- readiness
 
@@ -177,29 +188,75 @@ class Router:
     # ------------------------------------------------------------- start
 
     async def start(self) -> None:
+        """Start every part; if one fails, what started is stopped again."""
+        async with contextlib.AsyncExitStack() as stack:
+            await self._start_database(stack)
+            await self._start_simulators(stack)
+            self._start_writers(stack)
+            await self._build_message_path()
+            await self._start_delivery(stack)
+            await self._start_listeners(stack)
+            self._stack = stack.pop_all()
+        log.info(
+            "smsrouter ready",
+            http=f"http://{parse_listen(self.config.http.listen)[0]}:{self.http_port}",
+            smpp=f"{parse_listen(self.config.smpp.listen)[0]}:{self.smpp_port}",
+            build=build_kind(),
+        )
+
+    async def _start_database(self, stack: contextlib.AsyncExitStack) -> None:
+        """The embedded server (or the configured one), the pool, the
+        watchers of both, the schema."""
         cfg = self.config
         dsn = cfg.database.url
         if not dsn:
-            self.embedded_pg = EmbeddedPostgres(Path(cfg.database.data_dir))
-            dsn = await self.embedded_pg.start()
+            embedded = EmbeddedPostgres(Path(cfg.database.data_dir))
+            # Registered first: a start that fails half-way still stops it.
+            stack.push_async_callback(embedded.stop)
+            dsn = await embedded.start()
+            self.embedded_pg = embedded
             log.info("embedded postgresql started", data_dir=cfg.database.data_dir)
         connect_kwargs: dict[str, Any] = {"command_timeout": 60}
         self.pool = await asyncpg.create_pool(
             dsn, min_size=2, max_size=cfg.database.pool_size, **connect_kwargs
         )
+        stack.push_async_callback(close_pool, self.pool)
         if self.embedded_pg is not None:
-            self._pg_supervisor = PostgresSupervisor(
+            supervisor = PostgresSupervisor(
                 self.embedded_pg, pool=self.pool, connect_kwargs=connect_kwargs
             )
-            self._pg_supervisor.start()
-        self._db_probe = DatabaseProbe(self.pool, self.db_liveness)
-        self._db_probe.start()
+            supervisor.start()
+            # No restart racing the server's own stop.
+            stack.push_async_callback(supervisor.stop)
+        probe = DatabaseProbe(self.pool, self.db_liveness)
+        probe.start()
+        stack.push_async_callback(probe.stop)  # no probe on a closing pool
         async with self.pool.acquire() as conn:
             applied = await apply_migrations(conn)
         if applied:
             log.info("migrations applied", versions=applied)
         await store.ensure_accounts(self.pool, [(a.id, a.credit, a.currency) for a in cfg.accounts])
 
+    async def _start_simulators(self, stack: contextlib.AsyncExitStack) -> None:
+        for sim in self.config.simulators:
+            simulator = CarrierSimulator.from_config(sim)
+            await simulator.start("127.0.0.1", sim.port)
+            stack.push_async_callback(simulator.stop)
+            self.simulators.append(simulator)
+            log.info("carrier simulator listening", name=sim.name, port=simulator.port)
+
+    def _start_writers(self, stack: contextlib.AsyncExitStack) -> None:
+        cfg = self.config
+        # What carriers took, their receipts and final statuses cannot be
+        # refused back to anyone: this writer holds them until the database
+        # takes them (CONTRACT §11), and the engine releases nothing meanwhile.
+        self.writer = GroupCommit(
+            self.pool,
+            max_batch=cfg.database.max_batch,
+            plan_notifications=plan_notifications(cfg.webhooks.retry_hours),
+            min_interval=cfg.database.status_flush_interval,
+            retry=True,
+        )
         # Two writers, two connections, commits in parallel: new messages on
         # one, everything that happens to them after (sent, receipts, ends,
         # outbox) on the other. A part is sent only after its message's
@@ -214,42 +271,26 @@ class Router:
             name="ingest",
             connections=max(1, min(3, cfg.database.pool_size - 3)),
         )
-        # What carriers took, their receipts and final statuses cannot be
-        # refused back to anyone: this writer holds them until the database
-        # takes them (CONTRACT §11), and the engine releases nothing meanwhile.
-        self.writer = GroupCommit(
-            self.pool,
-            max_batch=cfg.database.max_batch,
-            plan_notifications=plan_notifications(cfg.webhooks.retry_hours),
-            min_interval=cfg.database.status_flush_interval,
-            retry=True,
-        )
         for writer in (self.ingest_writer, self.writer):
             writer.on_health.append(self._database_health)
-        self.ingest_writer.start()
         self.writer.start()
+        # A database still away at shutdown: what could not be recorded is
+        # given up after the drain (the next start sends those parts again).
+        stack.push_async_callback(lambda: self.writer.stop(give_up_after=self._drain))
+        self.ingest_writer.start()
+        stack.push_async_callback(self.ingest_writer.stop)
 
-        for sim in cfg.simulators:
-            simulator = CarrierSimulator.from_config(sim)
-            await simulator.start("127.0.0.1", sim.port)
-            self.simulators.append(simulator)
-            log.info("carrier simulator listening", name=sim.name, port=simulator.port)
-
-        # The engine and the carrier pool refer to each other: the pool hands
-        # receipts and "bound" events to the engine, the engine submits
-        # through the pool.
+    async def _build_message_path(self) -> None:
+        """The parts a message goes through, each built after what it needs:
+        intake → engine → carriers, and back through inbound."""
+        cfg = self.config
         self.inbound = Inbound(
             writer=self.writer,
-            owner_of=lambda number: self.admission.senders.get(canonical_sender(number)),
-            accounts=lambda: self.accounts,
+            admission=self.admission,
+            accounts=self.accounts,
             retry_hours=cfg.webhooks.retry_hours,
         )
-        self.carriers = CarrierPool(
-            cfg.carriers,
-            on_receipt=lambda op: self.engine.receipt(op),
-            on_up=lambda name: self.engine.carrier_up(name),
-            on_mo=mo_receiver(self.inbound),
-        )
+        self.carriers = CarrierPool(cfg.carriers, on_mo=mo_receiver(self.inbound))
         self.engine = DeliveryEngine(
             writer=self.writer,
             carriers=self.carriers,
@@ -258,7 +299,6 @@ class Router:
             max_per_sender=cfg.queues.max_per_sender,
         )
         self.intake = Intake(self.ingest_writer, self.engine)
-
         resumed = await store.pending_messages(self.pool)
         for row in resumed:
             message = message_of(row)
@@ -266,11 +306,34 @@ class Router:
         if resumed:
             log.info("resumed queued messages", count=len(resumed))
 
+    async def _start_delivery(self, stack: contextlib.AsyncExitStack) -> None:
+        """Outbound: webhooks, the partner SMSC's binds, notifications,
+        carriers, the engine; unwound engine first, so that in-flight
+        carrier requests drain while carriers and channels are still up."""
+        cfg = self.config
+        self.webhooks = WebhookChannel(
+            self.accounts.get,
+            timeout=cfg.webhooks.timeout,
+            deny_private_networks=cfg.webhooks.deny_private_networks,
+        )
+        await self.webhooks.start()
+        stack.push_async_callback(self.webhooks.stop)
+        self.api = HttpApi(
+            self,
+            max_body_bytes=cfg.http.max_body_bytes,
+            deny_private_callbacks=cfg.webhooks.deny_private_networks,
+            request_timeout=cfg.http.request_timeout,
+            header_timeout=cfg.http.header_timeout,
+            max_connections_per_ip=cfg.http.max_connections_per_ip,
+            auth_throttle=self.auth_throttle,
+        )
+        # Requests still running finish within the drain, after the binds.
+        stack.push_async_callback(lambda: self.api.server.stop(self._drain))
         self.smsc = PartnerSmsc(
-            accounts=lambda: self.accounts,
-            admission=lambda: self.admission,
+            accounts=self.accounts,
+            admission=self.admission,
             intake=self.intake,
-            pool_of=lambda: self.pool,
+            pool=self.pool,
             window=cfg.smpp.window,
             bind_timeout=cfg.smpp.bind_timeout,
             enquire_link_interval=cfg.smpp.enquire_link_interval,
@@ -284,12 +347,7 @@ class Router:
             # HTTP request does, then gets ESME_RSYSERR.
             commit_deadline=cfg.http.request_timeout,
         )
-        self.webhooks = WebhookChannel(
-            lambda account_id: self.accounts.get(account_id),
-            timeout=cfg.webhooks.timeout,
-            deny_private_networks=cfg.webhooks.deny_private_networks,
-        )
-        await self.webhooks.start()
+        stack.push_async_callback(self.smsc.stop)
         self.dispatcher = Dispatcher(
             writer=self.writer,
             channels={
@@ -303,34 +361,27 @@ class Router:
         self.writer.on_notifications = self.dispatcher.add
         self.dispatcher.add(await store.pending_notifications(self.pool))
 
-        self.engine.start()
+        self.carriers.start(self.engine)
+        stack.push_async_callback(self.carriers.stop)
         self.dispatcher.start()
-        self.carriers.start()
-        self._housekeeping = asyncio.create_task(self._sweep(), name="housekeeping")
-        self._recovery = asyncio.create_task(self._recover(), name="database-recovery")
+        stack.push_async_callback(lambda: self.dispatcher.stop(timeout=min(self._drain, 5.0)))
+        self.engine.start()
+        stack.push_async_callback(lambda: self.engine.stop(self._drain))
+        for name, chore in (("housekeeping", self._sweep), ("database-recovery", self._recover)):
+            stack.push_async_callback(_cancel_and_wait, asyncio.create_task(chore(), name=name))
 
+    async def _start_listeners(self, stack: contextlib.AsyncExitStack) -> None:
+        """Ingress last, and the first to stop: nothing new is taken while
+        what was taken drains."""
+        cfg = self.config
         host, port = parse_listen(cfg.smpp.listen)
         await self.smsc.start(host, port)
+        stack.callback(self.smsc.stop_accepting)
         self.smpp_port = self.smsc.port
-        api = HttpApi(
-            self,
-            max_body_bytes=cfg.http.max_body_bytes,
-            deny_private_callbacks=cfg.webhooks.deny_private_networks,
-            request_timeout=cfg.http.request_timeout,
-            header_timeout=cfg.http.header_timeout,
-            max_connections_per_ip=cfg.http.max_connections_per_ip,
-            auth_throttle=self.auth_throttle,
-        )
         host, port = parse_listen(cfg.http.listen)
-        await api.server.start(host, port, backlog=1024)
-        self._http = api.server
-        self.http_port = api.server.port
-        log.info(
-            "smsrouter ready",
-            http=f"http://{host}:{self.http_port}",
-            smpp=f"{parse_listen(cfg.smpp.listen)[0]}:{self.smpp_port}",
-            build=build_kind(),
-        )
+        await self.api.server.start(host, port, backlog=1024)
+        stack.callback(self.api.server.stop_listening)
+        self.http_port = self.api.server.port
 
     def _database_health(self, healthy: bool) -> None:
         if healthy:
@@ -370,53 +421,30 @@ class Router:
         except Exception as exc:
             log.error("config reload failed; keeping the running config", error=str(exc))
             return
-        self.config = config
-        self.accounts = AccountDirectory(config.accounts)
-        self.admission = build_admission(config)
-        self.engine.routes = self.admission.routes
-        self.engine.rates = build_rates(config)
-        self.engine.scheduler.set_rates(self.engine.rates.rate_of)
+        self.apply_config(config)
         log.info("config reloaded", path=str(self.config_path))
+
+    def apply_config(self, config: Config) -> None:
+        """Each part takes what it reads of a new config, in one turn."""
+        self.config = config
+        self.accounts.apply_config(config.accounts)
+        self.admission.apply_config(**admission_rules(config))
+        self.engine.apply_config(self.admission.routes, build_rates(config))
 
     # ------------------------------------------------------------- stop
 
     async def stop(self) -> None:
         """Drain: ingress first, then in-flight carrier work, then the rest."""
-        drain = self.config.shutdown.drain_seconds
-        log.info("draining", drain_seconds=drain)
-        self.smsc.stop_accepting()
-        for task in (self._housekeeping, self._recovery):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self._http is not None:
-            self._http.stop_listening()
-        await self.engine.stop(drain)
-        await self.dispatcher.stop(timeout=min(drain, 5.0))
-        await self.carriers.stop()
-        await self.smsc.stop()
-        if self._http is not None:
-            await self._http.stop(drain)
-        await self.webhooks.stop()
-        await self.ingest_writer.stop()
-        # A database still away at shutdown: what could not be recorded is
-        # given up after the drain (the next start sends those parts again).
-        await self.writer.stop(give_up_after=drain)
-        for sim in self.simulators:
-            await sim.stop()
-        await self.stop_database_watch()
-        await close_pool(self.pool)
-        if self.embedded_pg is not None:
-            await self.embedded_pg.stop()
+        self._drain = self.config.shutdown.drain_seconds
+        log.info("draining", drain_seconds=self._drain)
+        await self._stack.aclose()
         log.info("stopped")
 
-    async def stop_database_watch(self) -> None:
-        """Before the pool closes and the embedded server stops: no probe
-        on a closing pool, no restart racing the server's own stop."""
-        for watcher in (self._db_probe, self._pg_supervisor):
-            if watcher is not None:
-                await watcher.stop()
+
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def run(config: Config, config_path: Path | None) -> int:
@@ -426,10 +454,9 @@ async def run(config: Config, config_path: Path | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await router.start()
+        await router.start()  # a failed start has stopped what it started
     except BaseException:
         log.exception("start failed")
-        await _stop_partial(router)
         return 1
     loop.add_signal_handler(signal.SIGHUP, router.reload)
     # Everything built at start-up lives as long as the process: move it out
@@ -443,35 +470,3 @@ async def run(config: Config, config_path: Path | None) -> int:
     await stop.wait()
     await router.stop()
     return 0
-
-
-async def _stop_partial(router: Router) -> None:
-    """Stop what a failed start had started (the embedded PostgreSQL above all)."""
-    for task in (router._housekeeping, router._recovery):
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    for attr in ("engine", "dispatcher", "carriers", "smsc", "ingest_writer", "writer"):
-        part = getattr(router, attr, None)
-        if part is None:
-            continue
-        try:
-            if attr in ("engine",):
-                await part.stop(0)
-            elif attr == "dispatcher":
-                await part.stop(timeout=0)
-            else:
-                await part.stop()
-        except Exception:
-            pass
-    if router._http is not None:
-        await router._http.stop(0)
-    for sim in router.simulators:
-        await sim.stop()
-    await router.stop_database_watch()
-    pool = getattr(router, "pool", None)
-    if pool is not None:
-        await close_pool(pool)
-    if router.embedded_pg is not None:
-        await router.embedded_pg.stop()

@@ -32,11 +32,8 @@ async def _router(
     """An engine with one carrier (the simulator); yields send(text) → Message."""
     writer = GroupCommit(db)
     writer.start()
-    engine: DeliveryEngine
     pool = CarrierPool(
         [CarrierConfig(name="sim", port=sim.port, **carrier)],
-        on_receipt=lambda op: engine.receipt(op),
-        on_up=lambda name: engine.carrier_up(name),
     )
     engine = DeliveryEngine(
         writer=writer,
@@ -45,7 +42,7 @@ async def _router(
         rates=SenderRates(RateDefaults(short_code=10_000), {}, {}),
         max_per_sender=10_000,
     )
-    pool.start()
+    pool.start(engine)
     engine.start()
 
     async def send(text: str = "hello", n: int = 0) -> Message:

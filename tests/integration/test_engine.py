@@ -105,12 +105,7 @@ async def rig(db_pool: asyncpg.Pool) -> AsyncIterator[Rig]:
     ]
     writer = GroupCommit(db_pool)
     writer.start()
-    engine: DeliveryEngine
-    pool = CarrierPool(
-        carriers,
-        on_receipt=lambda op: engine.receipt(op),
-        on_up=lambda name: engine.carrier_up(name),
-    )
+    pool = CarrierPool(carriers)
     engine = DeliveryEngine(
         writer=writer,
         carriers=pool,
@@ -123,7 +118,7 @@ async def rig(db_pool: asyncpg.Pool) -> AsyncIterator[Rig]:
         rates=SenderRates(RateDefaults(short_code=1000), {}, {}),
         max_per_sender=1000,
     )
-    pool.start()
+    pool.start(engine)
     engine.start()
     for _ in range(100):
         if pool.is_available("cheap") and pool.is_available("good"):

@@ -199,13 +199,13 @@ class Receipts:
         self.received: list[CarrierReceipt] = []
         self.up: list[str] = []
 
-    def on_receipt(self, receipt: CarrierReceipt) -> asyncio.Future[None]:
+    def receipt(self, receipt: CarrierReceipt) -> asyncio.Future[None]:
         self.received.append(receipt)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
 
-    def on_up(self, carrier: str) -> None:
+    def carrier_up(self, carrier: str) -> None:
         self.up.append(carrier)
 
 
@@ -267,8 +267,8 @@ def concat_info(submit: Any) -> tuple[str, int, int, int, bytes]:
 
 
 async def bind_carrier(cfg: CarrierConfig, receipts: Receipts) -> CarrierBinds:
-    binds = CarrierBinds(cfg, on_receipt=receipts.on_receipt, on_up=receipts.on_up)
-    binds.start()
+    binds = CarrierBinds(cfg)
+    binds.start(receipts)
     return binds
 
 

@@ -639,18 +639,19 @@ class CarrierClient:
                 reconnect_delay=0.02,
                 reconnect_max_delay=0.1,
             ),
-            on_receipt=self._receipt,
-            on_up=self.ups.append,
         )
 
-    def _receipt(self, receipt: CarrierReceipt) -> asyncio.Future[None]:
+    def carrier_up(self, carrier: str) -> None:
+        self.ups.append(carrier)
+
+    def receipt(self, receipt: CarrierReceipt) -> asyncio.Future[None]:
         self.receipts.append(receipt)
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         stored.set_result(None)
         return stored
 
     async def __aenter__(self) -> CarrierBinds:
-        self.binds.start()
+        self.binds.start(self)
         return self.binds
 
     async def __aexit__(self, *exc_info: object) -> None:
