@@ -5,6 +5,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY router ./router
 COPY connectors ./connectors
+COPY sms ./sms
 COPY sims ./sims
 COPY smsrouter ./smsrouter
 COPY config ./config

@@ -1,7 +1,7 @@
 """Compiled modules for the opt-in build (`SMSROUTER_COMPILE=1 pip install .`,
 see build_backend/smsrouter_build.py); everything else is in pyproject.toml.
 
-Every module of `router/` and `connectors/` is compiled by mypyc except
+Every module of `router/`, `connectors/` and `sms/` is compiled by mypyc except
 those named below. The interpreted build runs the same sources, and the
 suite runs on both (tests/e2e/test_compiled_build.py).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from setuptools import setup
 
-PACKAGES = ("smsrouter/router", "smsrouter/connectors")
+PACKAGES = ("smsrouter/router", "smsrouter/connectors", "smsrouter/sms")
 
 # Kept interpreted, with the reason.
 INTERPRETED = {
@@ -32,6 +32,7 @@ INTERPRETED = {
     "smsrouter/router/__init__.py",
     "smsrouter/connectors/__init__.py",
     "smsrouter/connectors/smpp/__init__.py",
+    "smsrouter/sms/__init__.py",
 }
 
 # Dataclasses made for every message, whose __init__ is written out in the

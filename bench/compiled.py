@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # What the wheel is made of: its packages and its build files.
-PACKAGES = ("router", "connectors", "sims", "smsrouter")
+PACKAGES = ("router", "connectors", "sms", "sims", "smsrouter")
 BUILD_FILES = ("setup.py", "pyproject.toml", "build_backend/smsrouter_build.py")
 BUILD_TIMEOUT = 1800.0
 COMPLETE = "COMPLETE"

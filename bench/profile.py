@@ -54,7 +54,7 @@ def _area(path: str) -> str:
     parts = Path(path).parts
     if "site-packages" in parts:
         return parts[parts.index("site-packages") + 1].split(".")[0]
-    for top in ("router", "connectors", "smsrouter", "sims"):
+    for top in ("router", "connectors", "sms", "smsrouter", "sims"):
         if top in parts:
             return top
     if "lib" in parts and any(p.startswith("python3") for p in parts):
@@ -65,7 +65,7 @@ def _area(path: str) -> str:
 # A function of a compiled module (the mypyc build) as py-spy --native
 # names it: CPyDef_ or CPyPy_ (the Python-callable wrapper), then the
 # module's path and the name, joined by "___", in a file __native*.c.
-_NATIVE_FUNC = re.compile(r"^CPy(?:Def|Py)_(?P<path>(?:router|connectors)___.+)$")
+_NATIVE_FUNC = re.compile(r"^CPy(?:Def|Py)_(?P<path>(?:router|connectors|sms)___.+)$")
 # The environment class of a compiled coroutine: <method>_<Class>_gen.
 _COROUTINE = re.compile(r"^(?P<method>.+?)_(?P<cls>[A-Z]\w*)_gen$")
 
@@ -107,7 +107,7 @@ def summarize(raw: str, top: int = 25) -> dict[str, Any]:
       whose own code or native callees (syscalls, GC, C extensions) ran; a
       function of a compiled module counts as the Python function it is
       compiled from (`compiled_frame`);
-    * inclusive: the router's own functions (router/, connectors/) anywhere
+    * inclusive: the router's own functions (router/, connectors/, sms/) anywhere
       in the stack, once per stack;
     * self_by_package: `self` grouped by package or library;
     * native_callers: for the top native leaves, the Python functions that
@@ -157,7 +157,7 @@ def summarize(raw: str, top: int = 25) -> dict[str, Any]:
         # Inclusive time of the router's own functions (the frames every
         # stack shares, the event loop and the entry point, tell nothing).
         for name, file in set(zip(names, files, strict=True)):
-            if _area(file) in ("router", "connectors") and file.endswith(".py"):
+            if _area(file) in ("router", "connectors", "sms") and file.endswith(".py"):
                 inclusive[name] += count
 
     def share(counter: Counter[str], n: int = top) -> list[dict[str, Any]]:
@@ -193,7 +193,7 @@ def _short(path: str) -> str:
     parts = Path(path).parts
     if "site-packages" in parts:
         return "/".join(parts[parts.index("site-packages") + 1 :])
-    for top in ("router", "connectors", "smsrouter", "sims"):
+    for top in ("router", "connectors", "sms", "smsrouter", "sims"):
         if top in parts:
             return "/".join(parts[parts.index(top) :])
     return "/".join(parts[-2:])

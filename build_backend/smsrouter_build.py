@@ -1,7 +1,7 @@
 """The build backend: setuptools' own, plus the opt-in compiled build.
 
 `SMSROUTER_COMPILE=1 pip install .` builds the wheel with the modules of
-`router/` and `connectors/` compiled to C extensions by mypyc (setup.py
+`router/`, `connectors/` and `sms/` compiled to C extensions by mypyc (setup.py
 says which); mypy, which carries mypyc, is then added to what the build
 needs. An editable install stays interpreted: compiled modules beside
 the sources would be imported instead of them, and edits would not count.

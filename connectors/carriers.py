@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 import structlog
 
 from smsrouter.connectors.smpp import (
+    ESM_CLASS_UDHI,
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
     CommandStatus,
     DeliverSm,
-    MessageState,
     Pdu,
     Role,
     SubmitSm,
@@ -29,23 +29,22 @@ from smsrouter.connectors.smpp import (
     get_tlv,
     set_tlv,
 )
-from smsrouter.connectors.smpp.receipt import ReceiptStatus, normalize_stat, parse_receipt
-from smsrouter.connectors.smpp.text import (
-    concat_info,
-    concat_udh,
-    decode_short_message,
-    pack_septets,
-    split_udh,
+from smsrouter.connectors.smpp.address import address_fields, parse_smpp_address
+from smsrouter.connectors.smpp.receipt import (
+    final_of_receipt,
+    normalize_stat,
+    parse_receipt,
+    status_from_state,
 )
+from smsrouter.connectors.smpp.user_data import message_octets, user_data
 from smsrouter.connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
 from smsrouter.router import metrics
-from smsrouter.router.admission import payloads
 from smsrouter.router.config import CarrierConfig
 from smsrouter.router.engine import CarrierError, CarrierEvents
 from smsrouter.router.inbound import Inbound
 from smsrouter.router.messages import Message, Status
-from smsrouter.router.senders import address_fields, parse_smpp_address
 from smsrouter.router.store import CarrierReceipt
+from smsrouter.sms.text import concat_udh, decode_short_message, encode_text, pack_septets
 
 log = structlog.get_logger("carrier")
 
@@ -63,26 +62,6 @@ TEMPORARY_STATUSES = frozenset(
         CommandStatus.ESME_RX_T_APPN,
     }
 )
-
-# Receipt outcomes (normalised stat words) → our final message status.
-_FINAL_OF_RECEIPT = {
-    ReceiptStatus.DELIVERED: Status.DELIVERED,
-    ReceiptStatus.UNDELIVERED: Status.UNDELIVERED,
-    ReceiptStatus.EXPIRED: Status.EXPIRED,
-    ReceiptStatus.REJECTED: Status.REJECTED,
-    ReceiptStatus.DELETED: Status.UNDELIVERED,
-    ReceiptStatus.UNKNOWN: Status.UNDELIVERED,
-}
-_STATUS_OF_STATE = {
-    MessageState.DELIVERED: ReceiptStatus.DELIVERED,
-    MessageState.EXPIRED: ReceiptStatus.EXPIRED,
-    MessageState.DELETED: ReceiptStatus.DELETED,
-    MessageState.UNDELIVERABLE: ReceiptStatus.UNDELIVERED,
-    MessageState.ACCEPTED: ReceiptStatus.ACCEPTED,
-    MessageState.UNKNOWN: ReceiptStatus.UNKNOWN,
-    MessageState.REJECTED: ReceiptStatus.REJECTED,
-    MessageState.ENROUTE: ReceiptStatus.ENROUTE,
-}
 
 
 def canonical_message_id(value: str, fmt: str) -> str:
@@ -103,6 +82,15 @@ def canonical_message_id(value: str, fmt: str) -> str:
 def status_code(status: int) -> str:
     """`smpp:0x0000000B`, the contract's error_code for a command_status."""
     return f"smpp:0x{status:08X}"
+
+
+def payloads(message: Message, *, sixteen_bit: bool = False) -> list[bytes]:
+    """The wire bytes of each part of a message (without UDH)."""
+    if message.encoding == "binary":
+        return [message.body.encode("latin-1")]
+    # An ESME's submit_sm keeps its alphabet (and its own UDH travels with
+    # it); an HTTP text is encoded in the alphabet chosen at acceptance.
+    return encode_text(message.body, encoding=message.encoding, sixteen_bit=sixteen_bit).parts
 
 
 def _parts_for(message: Message, cfg: CarrierConfig) -> list[bytes]:
@@ -158,7 +146,7 @@ def build_submit_sm(message: Message, part: int, cfg: CarrierConfig) -> SubmitSm
         data = pack_septets(data, fill)
     pdu = SubmitSm(
         **address_fields(message.sender, message.recipient),
-        esm_class=0x40 if udh else 0,
+        esm_class=ESM_CLASS_UDHI if udh else 0,
         registered_delivery=1,
         data_coding=message.data_coding,
         short_message=(udh or b"") + data,
@@ -181,10 +169,10 @@ def receipt_of(carrier: str, pdu: DeliverSm, id_format: str = "string") -> Carri
     if parsed is not None and parsed.stat:
         outcome = normalize_stat(parsed.stat)
     elif isinstance(state, int):
-        outcome = _STATUS_OF_STATE.get(state, ReceiptStatus.UNKNOWN)  # type: ignore[call-overload]
+        outcome = status_from_state(state)
     else:
         return None
-    final = _FINAL_OF_RECEIPT.get(outcome)
+    final = final_of_receipt(outcome)
     if final is None or not carrier_id:
         return None
     err = parsed.err if parsed is not None and parsed.err else ""
@@ -207,24 +195,13 @@ def _acknowledge_mo(carrier: str, pdu: DeliverSm) -> asyncio.Future[None]:
 
 
 def mo_parts(pdu: DeliverSm) -> tuple[bytes, tuple[int, int, int] | None]:
-    """An MO's payload and its concat (ref, total, seq) from UDH or SAR TLVs."""
-    payload = pdu.short_message
-    if not payload:
-        long_payload = get_tlv(pdu, Tag.MESSAGE_PAYLOAD)
-        payload = long_payload if isinstance(long_payload, bytes) else b""
-    if pdu.esm_class & 0x40:
-        try:
-            ies, body = split_udh(payload)
-        except ValueError:
-            return payload, None
-        info = concat_info(ies)
-        return body, (info.ref, info.total, info.seq) if info else None
-    ref = get_tlv(pdu, Tag.SAR_MSG_REF_NUM)
-    total = get_tlv(pdu, Tag.SAR_TOTAL_SEGMENTS)
-    seq = get_tlv(pdu, Tag.SAR_SEGMENT_SEQNUM)
-    if isinstance(ref, int) and isinstance(total, int) and isinstance(seq, int):
-        return payload, (ref, total, seq)
-    return payload, None
+    """An MO's payload and its concat (ref, total, seq) from UDH or SAR TLVs;
+    an MO whose header does not fit goes on whole, as one message."""
+    try:
+        payload, _, concat = user_data(pdu)
+    except ValueError:
+        return message_octets(pdu), None
+    return payload, (concat.ref, concat.total, concat.seq) if concat else None
 
 
 def mo_receiver(inbound: Inbound) -> MoHandler:

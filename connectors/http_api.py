@@ -33,7 +33,6 @@ from smsrouter.connectors.http_server import (
     reason,
 )
 from smsrouter.connectors.send_request import SendRequest, decode_send
-from smsrouter.connectors.smpp.text import Encoding
 from smsrouter.connectors.webhooks import is_private_address
 from smsrouter.router import metrics, store
 from smsrouter.router.accounts import Account, AccountDirectory
@@ -51,6 +50,7 @@ from smsrouter.router.liveness import DatabaseLiveness
 from smsrouter.router.messages import Message, utcnow
 from smsrouter.router.scheduler import SenderQueueFull
 from smsrouter.router.store import StoreError
+from smsrouter.sms.text import Encoding
 
 log = structlog.get_logger("http")
 

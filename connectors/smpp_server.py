@@ -26,46 +26,40 @@ from smsrouter.connectors.smpp import (
     BindTransmitter,
     CommandStatus,
     DeliverSm,
-    MessageState,
     Pdu,
     QuerySm,
     Role,
     SubmitSm,
     Tag,
-    get_tlv,
     set_tlv,
 )
-from smsrouter.connectors.smpp.receipt import Receipt, format_receipt, receipt_date
-from smsrouter.connectors.smpp.text import Concat, concat_info, concat_udh, encode_text, split_udh
+from smsrouter.connectors.smpp.address import address_fields, parse_smpp_address
+from smsrouter.connectors.smpp.receipt import (
+    Receipt,
+    format_receipt,
+    query_state,
+    receipt_date,
+    receipt_of_final,
+)
 from smsrouter.connectors.smpp.times import SmppTimeError, format_smpp_time, parse_smpp_time
+from smsrouter.connectors.smpp.user_data import smpp_text, user_data
 from smsrouter.connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
 from smsrouter.router import metrics, store
 from smsrouter.router.accounts import Account, AccountDirectory
-from smsrouter.router.admission import Admission, Draft, Refusal, smpp_text
+from smsrouter.router.admission import Admission, Draft, Refusal
 from smsrouter.router.auth_throttle import AuthThrottle
 from smsrouter.router.intake import Intake
 from smsrouter.router.log_limits import LimitedLog
-from smsrouter.router.messages import STATUS_OF, Message, Status, utcnow
+from smsrouter.router.messages import Message, utcnow
 from smsrouter.router.notifications import MO, DeliveryFailed, NotAvailable
 from smsrouter.router.payloads import InboundMessage, SmppReceipt
 from smsrouter.router.scheduler import SenderQueueFull
-from smsrouter.router.senders import address_fields, parse_smpp_address
 from smsrouter.router.store import Notification, StoreError
+from smsrouter.sms.text import encode_text
 
 log = structlog.get_logger("smpp.server")
 # Lines a client can repeat once per PDU or per connection.
 _limited = LimitedLog(log)
-
-# Receipt stat words (SMPP 3.4 Appendix B) and message_state (§5.3.2.35)
-# for our final statuses.
-# Keyed by str: a Status is a StrEnum, and a receipt's status is its word.
-_STAT: dict[str, tuple[str, MessageState]] = {
-    Status.DELIVERED: ("DELIVRD", MessageState.DELIVERED),
-    Status.UNDELIVERED: ("UNDELIV", MessageState.UNDELIVERABLE),
-    Status.EXPIRED: ("EXPIRED", MessageState.EXPIRED),
-    Status.REJECTED: ("REJECTD", MessageState.REJECTED),
-    Status.FAILED: ("UNDELIV", MessageState.UNDELIVERABLE),
-}
 
 # Router reason words → command_status (CONTRACT §4).
 # An admission refusal as a submit_sm_resp command_status (SMPP 3.4 §5.1.3),
@@ -124,7 +118,7 @@ def receipt_error(error_code: str | None) -> str:
 
 def build_receipt(r: SmppReceipt) -> DeliverSm:
     """A deliver_sm receipt for an ESME (SMPP 3.4 §4.6.1.1, Appendix B)."""
-    stat, state = _STAT.get(r.status, ("UNKNOWN", MessageState.UNKNOWN))
+    stat, state = receipt_of_final(r.status)
     text = format_receipt(
         Receipt(
             id=r.id,
@@ -142,7 +136,7 @@ def build_receipt(r: SmppReceipt) -> DeliverSm:
         short_message=text.encode("ascii", "replace"),
     )
     set_tlv(pdu, Tag.RECEIPTED_MESSAGE_ID, r.id)
-    set_tlv(pdu, Tag.MESSAGE_STATE, int(state))
+    set_tlv(pdu, Tag.MESSAGE_STATE, state)
     return pdu
 
 
@@ -411,24 +405,12 @@ class PartnerSmsc:
             return
         sender = parse_smpp_address(pdu.source_addr_ton, pdu.source_addr_npi, pdu.source_addr)
         to = parse_smpp_address(pdu.dest_addr_ton, pdu.dest_addr_npi, pdu.destination_addr)
-        payload = pdu.short_message
-        if not payload:
-            long_payload = get_tlv(pdu, Tag.MESSAGE_PAYLOAD)
-            payload = long_payload if isinstance(long_payload, bytes) else b""
-        udh: bytes | None = None
-        concat: Concat | None = None
-        if pdu.esm_class & 0x40:
-            # SMPP 3.4 §5.2.12 UDHI: the short_message starts with a UDH.
-            try:
-                ies, body = split_udh(payload)
-            except ValueError:
-                refuse(CommandStatus.ESME_RINVESMCLASS, "bad_udh")
-                return
-            udh, payload = payload[: len(payload) - len(body)], body
-            concat = concat_info(ies)
-        else:
-            udh = _udh_of_sar(pdu)
-            concat = concat_info(split_udh(udh)[0]) if udh else None
+        try:
+            # The UDH as sent (UDHI), or as the SAR TLVs stand for it.
+            payload, udh, concat = user_data(pdu)
+        except ValueError:
+            refuse(CommandStatus.ESME_RINVESMCLASS, "bad_udh")
+            return
         now = utcnow()
         try:
             valid_until = parse_smpp_time(pdu.validity_period, now)
@@ -567,16 +549,11 @@ class PartnerSmsc:
         if row is None:
             link.send(pdu.response(command_status=CommandStatus.ESME_RQUERYFAIL))
             return
-        state = {
-            "accepted": MessageState.ENROUTE,
-            "queued": MessageState.ENROUTE,
-            "sent": MessageState.ENROUTE,
-        }.get(row["status"]) or _STAT[STATUS_OF[row["status"]]][1]
         link.send(
             pdu.response(
                 message_id=pdu.message_id,
                 final_date="" if row["done_at"] is None else format_smpp_time(row["done_at"]),
-                message_state=int(state),
+                message_state=query_state(row["status"]),
                 error_code=0,
             )
         )
@@ -658,16 +635,3 @@ def mo_deliver_sms(sender: str, to: str, text: str, ref: int) -> list[DeliverSm]
         )
         for short_message in encoded.short_messages(ref & 0xFF)
     ]
-
-
-def _udh_of_sar(pdu: SubmitSm) -> bytes | None:
-    """SAR TLVs (SMPP 3.4 §5.3.2.22-24) as the equivalent concat UDH, so a
-    part travels on to any carrier in the form that carrier wants."""
-    ref = get_tlv(pdu, Tag.SAR_MSG_REF_NUM)
-    total = get_tlv(pdu, Tag.SAR_TOTAL_SEGMENTS)
-    seq = get_tlv(pdu, Tag.SAR_SEGMENT_SEQNUM)
-    if not (isinstance(ref, int) and isinstance(total, int) and isinstance(seq, int)):
-        return None
-    if not 1 <= seq <= total <= 255:
-        return None
-    return concat_udh(ref, total, seq, sixteen_bit=ref > 0xFF)

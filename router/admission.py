@@ -14,24 +14,16 @@ from decimal import Decimal
 
 import phonenumbers
 
-from smsrouter.connectors.smpp.text import Encoding, decode_short_message, encode_text, part_count
 from smsrouter.router.accounts import Account
 from smsrouter.router.messages import Message, Status, new_message_id, utcnow
 from smsrouter.router.routes import PriceTable, RouteTable
+from smsrouter.sms.text import Encoding, part_count
 
 # Longest text accepted over HTTP, in parts. Twilio caps a message body at
 # 1600 characters (~10 GSM segments); carriers reassemble at most 255 parts
 # (TS 23.040 §9.2.3.24.1) but handsets and carriers drop long chains well
 # before that.
 MAX_PARTS = 10
-
-# SMPP 3.4 §5.2.21: data_coding values and the alphabet we store the text in.
-_ENCODING_OF_DATA_CODING = {
-    0: Encoding.GSM7,
-    1: Encoding.GSM7,
-    3: Encoding.LATIN1,
-    8: Encoding.UCS2,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,25 +272,3 @@ class Admission:
 def text_parts(text: str) -> tuple[Encoding, int]:
     """Encoding and part count of an HTTP text (what the 202 reports)."""
     return part_count(text)
-
-
-def smpp_text(data_coding: int, payload: bytes) -> tuple[str, Encoding | str]:
-    """An ESME's short_message as text plus the alphabet to re-encode it in.
-
-    Text in a data_coding we do not re-encode (8-bit binary, national
-    alphabets) is kept as Latin-1 of its bytes, which maps every byte to one
-    code point and back, so the carrier receives exactly what the ESME sent.
-    """
-    encoding = _ENCODING_OF_DATA_CODING.get(data_coding)
-    if encoding is None:
-        return payload.decode("latin-1"), "binary"
-    return decode_short_message(data_coding, payload), encoding
-
-
-def payloads(message: Message, *, sixteen_bit: bool = False) -> list[bytes]:
-    """The wire bytes of each part of a message (without UDH)."""
-    if message.encoding == "binary":
-        return [message.body.encode("latin-1")]
-    # An ESME's submit_sm keeps its alphabet (and its own UDH travels with
-    # it); an HTTP text is encoded in the alphabet chosen at acceptance.
-    return encode_text(message.body, encoding=message.encoding, sixteen_bit=sixteen_bit).parts

@@ -2,7 +2,7 @@
 that owns the number it was sent to.
 
 Concatenated MO parts are reassembled first (with a timeout and a bounded
-buffer, see `connectors.smpp.concat`); the whole text then becomes one
+buffer, see `smsrouter.sms.concat`); the whole text then becomes one
 outbox row for the account — a signed POST to its `inbound_url`, or a
 deliver_sm on its receiving bind — so a restart loses none that were
 acknowledged to the carrier as a whole. Parts still waiting for their
@@ -20,7 +20,6 @@ from typing import Any
 import msgspec
 import structlog
 
-from smsrouter.connectors.smpp.concat import Reassembled, Reassembler
 from smsrouter.router import metrics
 from smsrouter.router.accounts import AccountDirectory
 from smsrouter.router.admission import Admission
@@ -29,6 +28,7 @@ from smsrouter.router.notifications import MO
 from smsrouter.router.payloads import InboundMessage
 from smsrouter.router.senders import canonical_sender
 from smsrouter.router.store import GroupCommit, NewNotification
+from smsrouter.sms.concat import Reassembled, Reassembler
 
 log = structlog.get_logger("inbound")
 

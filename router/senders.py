@@ -1,30 +1,29 @@
-"""Sender numbers: their class, their SMPP address form, their send rate.
+"""Sender numbers: their class and their send rate.
 
 Carriers throttle by the kind of number a message comes from (CONTRACT §2):
 a US long code may send about 1 part per 4 s, a toll-free number 40/s (1/s
 towards Canada), a short code 100/s. A sender listed in ``[[numbers]]`` has
 the type written there; any other is classified from its form. The rates
 feed the scheduler's token buckets through ``SenderRates.queue_key`` and
-``SenderRates.rate_of``.
+``SenderRates.rate_of``. How a number travels in SMPP (TON, NPI) is the
+SMPP side's: connectors/smpp/address.py.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypedDict
 
 __all__ = [
+    "SHORT_CODE_LENGTHS",
     "NumberType",
     "RateDefaults",
     "SenderRates",
-    "SmppAddress",
     "canonical_sender",
     "classify_sender",
-    "parse_smpp_address",
-    "smpp_address",
+    "has_letter",
+    "split_number",
 ]
 
 
@@ -41,27 +40,15 @@ _NANP_TOLL_FREE = frozenset({"800", "833", "844", "855", "866", "877", "888"})
 
 # CONTRACT §2: short codes are 5 or 6 digits (the US CSCA issues both
 # lengths; the UK and most of Europe use 5).
-_SHORT_CODE_LENGTHS = (5, 6)
-
-# SMPP 3.4 §5.2.5 addr_ton and §5.2.6 addr_npi values used here.
-TON_UNKNOWN = 0
-TON_INTERNATIONAL = 1
-TON_NATIONAL = 2
-TON_NETWORK_SPECIFIC = 3
-TON_ALPHANUMERIC = 5
-NPI_UNKNOWN = 0
-NPI_ISDN = 1  # E.163/E.164
-
-# SMPP 3.4 §4.4.1: source_addr and destination_addr are C-Octet Strings of at
-# most 21 octets including the terminating NUL.
-_MAX_SMPP_ADDR = 20
+SHORT_CODE_LENGTHS = (5, 6)
 
 
-def _has_letter(text: str) -> bool:
+def has_letter(text: str) -> bool:
+    """Does `text` hold a letter (which makes a sender alphanumeric)?"""
     return any(ch.isalpha() for ch in text)
 
 
-def _split_number(sender: str) -> tuple[bool, str]:
+def split_number(sender: str) -> tuple[bool, str]:
     """``(had '+', digits)`` of a numeric sender; ValueError if it is not one."""
     plus = sender.startswith("+")
     digits = sender[1:] if plus else sender
@@ -78,12 +65,12 @@ def classify_sender(sender: str) -> NumberType:
     long code. "+14155550101", "14155550101", "12345" and "MyBrand" are all
     accepted; ValueError for anything else (empty, punctuation only, ...).
     """
-    if _has_letter(sender):
+    if has_letter(sender):
         return NumberType.ALPHANUMERIC
-    plus, digits = _split_number(sender)
+    plus, digits = split_number(sender)
     # A '+' declares an E.164 number, and no country's numbers are that short
     # except as short codes, which are dialled without one.
-    if not plus and len(digits) in _SHORT_CODE_LENGTHS:
+    if not plus and len(digits) in SHORT_CODE_LENGTHS:
         return NumberType.SHORT_CODE
     if len(digits) == 11 and digits[0] == "1" and digits[1:4] in _NANP_TOLL_FREE:
         return NumberType.TOLL_FREE
@@ -99,74 +86,7 @@ def canonical_sender(sender: str) -> str:
     """
     if classify_sender(sender) in (NumberType.SHORT_CODE, NumberType.ALPHANUMERIC):
         return sender
-    return "+" + _split_number(sender)[1]
-
-
-@dataclass(frozen=True, slots=True)
-class SmppAddress:
-    ton: int
-    npi: int
-    addr: str
-
-
-def smpp_address(address: str) -> SmppAddress:
-    """An address as it travels in an SMPP PDU (CONTRACT §4 "Addresses").
-
-    International numbers: TON 1 / NPI 1, digits without '+'. Short codes:
-    digits, TON 3 (network specific) / NPI 0. Alphanumeric senders: TON 5 /
-    NPI 0.
-    """
-    digits = address[1:]
-    if address[:1] == "+" and digits.isdigit() and digits.isascii():
-        # Most addresses: '+' and digits, which classify_sender never takes
-        # for a short code or an alphanumeric ID.
-        result = SmppAddress(TON_INTERNATIONAL, NPI_ISDN, digits)
-        if len(digits) > _MAX_SMPP_ADDR:
-            raise ValueError(
-                f"address longer than {_MAX_SMPP_ADDR} octets (SMPP 3.4 §4.4.1): {address!r}"
-            )
-        return result
-    kind = classify_sender(address)
-    if kind is NumberType.ALPHANUMERIC:
-        result = SmppAddress(TON_ALPHANUMERIC, NPI_UNKNOWN, address)
-    elif kind is NumberType.SHORT_CODE:
-        result = SmppAddress(TON_NETWORK_SPECIFIC, NPI_UNKNOWN, address)
-    else:
-        result = SmppAddress(TON_INTERNATIONAL, NPI_ISDN, _split_number(address)[1])
-    if len(result.addr.encode()) > _MAX_SMPP_ADDR:
-        raise ValueError(
-            f"address longer than {_MAX_SMPP_ADDR} octets (SMPP 3.4 §4.4.1): {address!r}"
-        )
-    return result
-
-
-def parse_smpp_address(ton: int, npi: int, addr: str) -> str:
-    """An address from an ESME's PDU in the form the rest of the router uses.
-
-    TON 1 → "+digits"; TON 5 → unchanged; short codes (5-6 digits) →
-    unchanged. TON 0 (unknown) with 10 or more digits → "+digits": the
-    router has no country to read a national number in, so it assumes an
-    international number sent without its '+', which is what ESMEs that
-    leave TON at 0 send in practice. The assumption misreads a national
-    number of 10+ digits (US "4155550101" would become +41...), which is
-    why it is not applied to TON 2 (national): those digits, and TON 0
-    strings of other lengths, come back unchanged so that number
-    validation refuses them instead of the router guessing a country.
-    ``npi`` does not change the result: ESMEs set it inconsistently.
-    """
-    del npi
-    if not addr:
-        raise ValueError("empty address")
-    if ton == TON_ALPHANUMERIC or _has_letter(addr):
-        return addr
-    plus, digits = _split_number(addr)
-    if ton == TON_INTERNATIONAL or plus:
-        return "+" + digits
-    if len(digits) in _SHORT_CODE_LENGTHS:
-        return digits
-    if ton == TON_UNKNOWN and len(digits) >= 10:
-        return "+" + digits
-    return digits
+    return "+" + split_number(sender)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,33 +196,3 @@ class SenderRates:
         if country_rate is not None:
             return country_rate
         return self._defaults.for_type(kind)
-
-
-class AddressFields(TypedDict):
-    source_addr_ton: int
-    source_addr_npi: int
-    source_addr: str
-    dest_addr_ton: int
-    dest_addr_npi: int
-    destination_addr: str
-
-
-def address_fields(source: str, destination: str) -> AddressFields:
-    """The six address fields of a submit_sm / deliver_sm / data_sm for a
-    source and destination as we write them (CONTRACT §4 "Addresses")."""
-    src = _address(source)
-    dst = _address(destination)
-    return {
-        "source_addr_ton": src.ton,
-        "source_addr_npi": src.npi,
-        "source_addr": src.addr,
-        "dest_addr_ton": dst.ton,
-        "dest_addr_npi": dst.npi,
-        "destination_addr": dst.addr,
-    }
-
-
-# Senders are few and each sends many messages, and a receipt goes back to
-# the sender of its message: worked out once each. Recipients repeat less,
-# but a bounded cache costs them little.
-_address = functools.lru_cache(maxsize=65536)(smpp_address)

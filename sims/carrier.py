@@ -51,6 +51,7 @@ import structlog
 
 from smsrouter.connectors.listeners import bound_port
 from smsrouter.connectors.smpp import (
+    ESM_CLASS_UDHI,
     BindReceiver,
     BindState,
     BindTransceiver,
@@ -63,12 +64,12 @@ from smsrouter.connectors.smpp import (
     Tag,
     decode,
     encode,
-    get_tlv,
 )
 from smsrouter.connectors.smpp.receipt import ReceiptStatus, normalize_stat, state_from_status
-from smsrouter.connectors.smpp.text import decode_short_message, split_udh
+from smsrouter.connectors.smpp.user_data import message_octets
 from smsrouter.connectors.smpp_link import SmppLink
 from smsrouter.sims.distributions import Delay, Mix, parse_delay, parse_mix, status_of
+from smsrouter.sms.text import decode_short_message, split_udh
 
 if TYPE_CHECKING:
     from smsrouter.router.config import SimulatorConfig
@@ -88,8 +89,6 @@ _GENERIC_NACK: Final = int(CommandId.GENERIC_NACK)
 _SUBMITTING: Final = frozenset({BindState.BOUND_TX, BindState.BOUND_TRX})
 _RECEIVING: Final = frozenset({BindState.BOUND_RX, BindState.BOUND_TRX})
 
-# SMPP 3.4 §5.2.12: esm_class bit 6, UDHI (a user data header leads the message).
-_ESM_UDHI: Final = 0x40
 # data_coding 0 (GSM 03.38 here, CONTRACT §4), 1 (IA5/ASCII), 3 (Latin-1),
 # and the octets that mean the same character in all three: space to "#",
 # "%" to "?", "A" to "Z", "a" to "z" (TS 23.038 §6.2.1 differs on "$", "@",
@@ -190,6 +189,26 @@ def parse_receipt_forms(text: str) -> dict[str, float]:
     return parse_mix(word, str)
 
 
+def check_config(cfg: SimulatorConfig) -> None:
+    """Refuse a ``[[simulators]]`` entry the simulator could not run with:
+    ValueError for a bad delay, weight, command_status or receipt form. The
+    daemon's loader reports it as a config error naming the entry."""
+    parse_delay(cfg.receipt_delay)
+    parse_delay(cfg.resp_latency)
+    Mix(cfg.receipts)
+    Mix(cfg.receipt_forms)
+    if not set(cfg.receipt_forms) <= {"text", "tlv", "both"}:
+        raise ValueError("receipt_forms keys are text, tlv and both")
+    for status in cfg.errors:
+        status_of(status)
+    if cfg.errors:
+        Mix(cfg.errors)
+    if not 0.0 <= cfg.receipt_first <= 1.0:
+        raise ValueError("receipt_first is a probability, 0..1")
+    if cfg.tps < 0:
+        raise ValueError("tps must be 0 (no limit) or positive")
+
+
 class AcceptedSubmit:
     """What the carrier saw of one submit_sm it accepted.
 
@@ -268,11 +287,8 @@ class AcceptedSubmit:
     def text(self) -> str:
         """The user's text: short_message, or message_payload (§5.3.2.32) when that is empty."""
         pdu = self.pdu
-        payload = pdu.short_message
-        if not payload:
-            value = get_tlv(pdu, Tag.MESSAGE_PAYLOAD)
-            payload = value if isinstance(value, bytes) else b""
-        if pdu.esm_class & _ESM_UDHI and payload:
+        payload = message_octets(pdu)
+        if pdu.esm_class & ESM_CLASS_UDHI and payload:
             with contextlib.suppress(ValueError):
                 _, payload = split_udh(payload)
         return decode_short_message(pdu.data_coding, payload)
@@ -978,7 +994,7 @@ class CarrierSimulator:
             if (
                 data_coding in _ASCII_LIKE
                 and head
-                and not esm & _ESM_UDHI
+                and not esm & ESM_CLASS_UDHI
                 and not head.translate(None, _PLAIN)
             ):
                 # Letters, digits and most punctuation are the same octets

@@ -46,8 +46,8 @@ from smsrouter.connectors.smpp import (
     set_tlv,
 )
 from smsrouter.connectors.smpp.receipt import parse_receipt, stat_from_state
-from smsrouter.connectors.smpp.text import Encoding, decode_short_message, encode_text
 from smsrouter.sims.stats import Budget, Latencies, address_of, expand_numbers, per_second
+from smsrouter.sms.text import Encoding, decode_short_message, encode_text
 
 __all__ = ["EsmeLoad", "EsmeOptions"]
 

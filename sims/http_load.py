@@ -52,9 +52,9 @@ from urllib.parse import quote, quote_plus, urlencode, urlsplit
 import httptools
 import msgspec
 
-from smsrouter.connectors.smpp.text import gsm7_encode
 from smsrouter.sims.stats import Budget, Latencies, expand_numbers, per_second
 from smsrouter.sims.webhook import WebhookReceiver
+from smsrouter.sms.text import gsm7_encode
 
 __all__ = ["APIS", "HttpLoad", "HttpOptions"]
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import structlog
 
-from smsrouter.router.config import Config, ConfigError, load_config
+from smsrouter.config import load_config
+from smsrouter.router.config import Config, ConfigError
 
 DEFAULT_CONFIG = Path("config/demo.toml")
 

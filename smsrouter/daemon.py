@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from smsrouter.config import load_config
 from smsrouter.connectors.carriers import CarrierPool, mo_receiver
 from smsrouter.connectors.http_api import HttpApi
 from smsrouter.connectors.smpp_server import PartnerSmsc
@@ -30,7 +31,7 @@ from smsrouter.router import store
 from smsrouter.router.accounts import AccountDirectory
 from smsrouter.router.admission import Admission, parse_recipient
 from smsrouter.router.auth_throttle import AuthThrottle
-from smsrouter.router.config import Config, load_config, parse_listen
+from smsrouter.router.config import Config, parse_listen
 from smsrouter.router.engine import DeliveryEngine
 from smsrouter.router.inbound import Inbound
 from smsrouter.router.intake import Intake

@@ -19,29 +19,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from smsrouter.router.messages import Status
+
+from .constants import MessageState
+
 __all__ = [
     "STAT_WORD",
     "Receipt",
     "ReceiptStatus",
+    "final_of_receipt",
     "format_receipt",
     "normalize_stat",
     "parse_receipt",
     "parse_receipt_date",
+    "query_state",
     "receipt_date",
+    "receipt_of_final",
     "stat_from_state",
     "state_from_status",
     "status_from_state",
 ]
-
-# SMPP 3.4 §5.2.28 message_state values (the TLV that travels next to the text).
-_ENROUTE = 1
-_DELIVERED = 2
-_EXPIRED = 3
-_DELETED = 4
-_UNDELIVERABLE = 5
-_ACCEPTED = 6
-_UNKNOWN = 7
-_REJECTED = 8
 
 
 @dataclass(slots=True)
@@ -131,19 +128,58 @@ _STAT_WORDS_IN: dict[str, ReceiptStatus] = {
 }
 
 # SMPP 3.4 §5.2.28 message_state <-> receipt status. Appendix B pairs each stat word
-# with the final message state of the same name.
+# with the final message state of the same name. Keyed by plain ints: the value
+# comes off the wire.
 _STATUS_BY_STATE: dict[int, ReceiptStatus] = {
-    _ENROUTE: ReceiptStatus.ENROUTE,
-    _DELIVERED: ReceiptStatus.DELIVERED,
-    _EXPIRED: ReceiptStatus.EXPIRED,
-    _DELETED: ReceiptStatus.DELETED,
-    _UNDELIVERABLE: ReceiptStatus.UNDELIVERED,
-    _ACCEPTED: ReceiptStatus.ACCEPTED,
-    _UNKNOWN: ReceiptStatus.UNKNOWN,
-    _REJECTED: ReceiptStatus.REJECTED,
+    int(MessageState.ENROUTE): ReceiptStatus.ENROUTE,
+    int(MessageState.DELIVERED): ReceiptStatus.DELIVERED,
+    int(MessageState.EXPIRED): ReceiptStatus.EXPIRED,
+    int(MessageState.DELETED): ReceiptStatus.DELETED,
+    int(MessageState.UNDELIVERABLE): ReceiptStatus.UNDELIVERED,
+    int(MessageState.ACCEPTED): ReceiptStatus.ACCEPTED,
+    int(MessageState.UNKNOWN): ReceiptStatus.UNKNOWN,
+    int(MessageState.REJECTED): ReceiptStatus.REJECTED,
 }
 _STATE_BY_STATUS: dict[ReceiptStatus, int] = {
     status: state for state, status in _STATUS_BY_STATE.items()
+}
+
+# Our message statuses (CONTRACT §3) and receipts, both ways.
+#
+# A carrier's receipt ends a message with the status its outcome means. A
+# message deleted at the SMSC (§5.2.28 DELETED) and one whose fate the SMSC
+# does not know count as undelivered. ACCEPTED and ENROUTE are intermediate
+# (§5.2.28): they end nothing.
+_FINAL_OF_RECEIPT: dict[ReceiptStatus, Status] = {
+    ReceiptStatus.DELIVERED: Status.DELIVERED,
+    ReceiptStatus.UNDELIVERED: Status.UNDELIVERED,
+    ReceiptStatus.EXPIRED: Status.EXPIRED,
+    ReceiptStatus.REJECTED: Status.REJECTED,
+    ReceiptStatus.DELETED: Status.UNDELIVERED,
+    ReceiptStatus.UNKNOWN: Status.UNDELIVERED,
+}
+# The receipt an ESME gets for each final status: a message we failed to send
+# was not delivered either (UNDELIV). Keyed by str: a Status is a StrEnum, and
+# a receipt's status is stored as its word.
+_RECEIPT_OF_FINAL: dict[str, ReceiptStatus] = {
+    Status.DELIVERED: ReceiptStatus.DELIVERED,
+    Status.UNDELIVERED: ReceiptStatus.UNDELIVERED,
+    Status.EXPIRED: ReceiptStatus.EXPIRED,
+    Status.REJECTED: ReceiptStatus.REJECTED,
+    Status.FAILED: ReceiptStatus.UNDELIVERED,
+}
+# Its stat word and message_state, worked out once: one receipt per message.
+_STAT_OF_FINAL: dict[str, tuple[str, int]] = {
+    status: (STAT_WORD[receipt], _STATE_BY_STATUS[receipt])
+    for status, receipt in _RECEIPT_OF_FINAL.items()
+}
+_STAT_OF_UNKNOWN = (STAT_WORD[ReceiptStatus.UNKNOWN], _STATE_BY_STATUS[ReceiptStatus.UNKNOWN])
+# query_sm_resp (§4.8.2): a message not final yet is on its way, ENROUTE.
+_QUERY_STATE: dict[str, int] = {
+    Status.ACCEPTED: _STATE_BY_STATUS[ReceiptStatus.ENROUTE],
+    Status.QUEUED: _STATE_BY_STATUS[ReceiptStatus.ENROUTE],
+    Status.SENT: _STATE_BY_STATUS[ReceiptStatus.ENROUTE],
+    **{status: state for status, (_, state) in _STAT_OF_FINAL.items()},
 }
 
 
@@ -177,6 +213,26 @@ def state_from_status(status: str) -> int:
     """The message_state value to send in the TLV next to a receipt of `status`
     (the member, or its plain value as stored)."""
     return _STATE_BY_STATUS[ReceiptStatus(status)]
+
+
+def final_of_receipt(outcome: ReceiptStatus) -> Status | None:
+    """The status a carrier's receipt ends a message with; None for an
+    intermediate one (ACCEPTED, ENROUTE)."""
+    return _FINAL_OF_RECEIPT.get(outcome)
+
+
+def receipt_of_final(status: str) -> tuple[str, int]:
+    """The stat word and message_state of the receipt an ESME gets for a
+    message that ended with `status` (the member, or its plain value as
+    stored); UNKNOWN for any other."""
+    return _STAT_OF_FINAL.get(status, _STAT_OF_UNKNOWN)
+
+
+def query_state(status: str) -> int:
+    """The message_state a query_sm_resp (§4.8.2) gives for a message in
+    `status` (the member, or its plain value as stored). KeyError for a word
+    that is not one of ours."""
+    return _QUERY_STATE[status]
 
 
 def receipt_date(dt: datetime) -> str:

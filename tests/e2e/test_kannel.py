@@ -32,8 +32,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from smsrouter.connectors.smpp.text import concat_info, split_udh
 from smsrouter.sims.carrier import AcceptedSubmit, CarrierSimulator
+from smsrouter.sms.text import concat_info, split_udh
 from tests.e2e.daemon import RouterProcess
 from tests.e2e.kannel import DlrCall, DlrReceiver, Kannel, SendsmsUser, SmscGroup, free_port
 from tests.tools import require_tool

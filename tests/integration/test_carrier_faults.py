@@ -15,7 +15,6 @@ import asyncpg
 
 from smsrouter.connectors.carriers import CarrierPool
 from smsrouter.connectors.smpp import Tag, get_tlv
-from smsrouter.connectors.smpp.text import decode_short_message, encode_text
 from smsrouter.router.config import CarrierConfig
 from smsrouter.router.engine import DeliveryEngine
 from smsrouter.router.messages import Message, new_message_id
@@ -23,6 +22,7 @@ from smsrouter.router.routes import Candidate, RouteTable
 from smsrouter.router.senders import RateDefaults, SenderRates
 from smsrouter.router.store import GroupCommit, InsertMessage
 from smsrouter.sims.carrier import CarrierSimulator
+from smsrouter.sms.text import decode_short_message, encode_text
 
 
 @asynccontextmanager

@@ -41,7 +41,6 @@ from smsrouter.connectors.smpp import (
     set_tlv,
 )
 from smsrouter.connectors.smpp.receipt import parse_receipt
-from smsrouter.connectors.smpp.text import concat_info, decode_short_message, split_udh
 from smsrouter.connectors.smpp_link import SmppLink
 from smsrouter.router.messages import Status
 from smsrouter.sims.carrier import CarrierSimulator, parse_receipt_forms
@@ -53,6 +52,7 @@ from smsrouter.sims.distributions import (
     parse_delay,
     parse_status_mix,
 )
+from smsrouter.sms.text import concat_info, decode_short_message, split_udh
 
 BOUND = 5.0
 

@@ -59,12 +59,12 @@ from smsrouter.connectors.smpp import (
     Tag,
     set_tlv,
 )
-from smsrouter.connectors.smpp.text import Encoding, decode_short_message, encode_text
 from smsrouter.connectors.smpp_link import SmppLink
 from smsrouter.router.config import CarrierConfig
 from smsrouter.router.messages import Message, Status
 from smsrouter.router.store import CarrierReceipt
 from smsrouter.sims.carrier import CarrierSimulator
+from smsrouter.sms.text import Encoding, decode_short_message, encode_text
 
 BOUND = 5.0
 T = TypeVar("T")

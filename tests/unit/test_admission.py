@@ -9,11 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smsrouter.connectors.smpp.text import Encoding
+from smsrouter.connectors.carriers import payloads
+from smsrouter.connectors.smpp.user_data import smpp_text
 from smsrouter.router.accounts import AccountDirectory
-from smsrouter.router.admission import Admission, country_of, parse_recipient, payloads, smpp_text
+from smsrouter.router.admission import Admission, country_of, parse_recipient
 from smsrouter.router.config import AccountConfig
 from smsrouter.router.routes import Candidate, PriceTable, RouteTable
+from smsrouter.sms.text import Encoding
 
 
 @pytest.mark.parametrize(

@@ -9,14 +9,14 @@ import pytest
 
 from smsrouter.connectors.carriers import build_submit_sm, canonical_message_id, receipt_of
 from smsrouter.connectors.smpp import DeliverSm, MessageState, Tag, get_tlv, set_tlv
-from smsrouter.connectors.smpp.text import (
+from smsrouter.router.config import CarrierConfig
+from smsrouter.router.messages import Message, Status, new_message_id
+from smsrouter.sms.text import (
     concat_info,
     decode_short_message,
     split_udh,
     unpack_septets,
 )
-from smsrouter.router.config import CarrierConfig
-from smsrouter.router.messages import Message, Status, new_message_id
 
 
 def _message(text: str, parts: int, *, encoding: str = "gsm7", data_coding: int = 0) -> Message:

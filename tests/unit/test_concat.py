@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smsrouter.connectors.smpp.concat import Reassembler
+from smsrouter.sms.concat import Reassembler
 
 
 def test_parts_in_any_order_make_one_message() -> None:

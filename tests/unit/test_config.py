@@ -112,3 +112,48 @@ def test_check_config_cli(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=ROOT, check=False,
     )  # fmt: skip
     assert good.returncode == 0, good.stderr
+
+
+def test_simulator_entries_are_checked_by_the_simulator_under_their_key_path() -> None:
+    from smsrouter import config as daemon_config
+
+    raw = {
+        "simulators": [
+            {"name": "a", "port": 0},
+            {"name": "b", "port": 2, "receipt_delay": "soon"},
+            {"name": "c", "port": 3, "errors": {"0x58": 1, "x": 1}},
+            {"name": "d", "port": 4, "receipt_forms": {"mail": 1}},
+            {"name": "e", "port": 5, "receipts": {"DELIVRD": 0}},
+        ],
+        "carriers": [{"name": "x", "window": 0}],
+    }
+    with pytest.raises(ConfigError) as info:
+        daemon_config.parse_config(raw, environ={})
+    assert info.value.errors == [
+        (
+            "simulators[1]",
+            "delay 'soon': expected seconds, LOW-HIGH or exp:MEAN"
+            " (could not convert string to float: 'soon')",
+        ),
+        ("simulators[2]", "command_status 'x' is not a number like 0x58 or 88"),
+        ("simulators[3]", "receipt_forms keys are text, tlv and both"),
+        ("simulators[4]", "a mix needs at least one outcome with a weight above 0"),
+        ("carriers[0].window", "must be at least 1"),
+        ("simulators[0].port", "must be 1..65535"),
+    ]
+    # The router's own loader reads the keys; their forms are the simulator's.
+    del raw["carriers"]
+    raw["simulators"] = raw["simulators"][1:]
+    assert len(parse_config(raw, environ={}).simulators) == 4
+
+
+def test_check_config_cli_reports_a_bad_simulator(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[simulators]]\nname = "s"\nport = 2776\nresp_latency = "exp:0"\n')
+    run = subprocess.run(
+        [sys.executable, "-m", "smsrouter", "check-config", str(bad)],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "simulators[0]: delay 'exp:0'" in run.stderr
+    assert "an exponential delay needs a mean > 0" in run.stderr

@@ -6,20 +6,25 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smsrouter.connectors.smpp import MessageState
 from smsrouter.connectors.smpp.receipt import (
     STAT_WORD,
     Receipt,
     ReceiptStatus,
+    final_of_receipt,
     format_receipt,
     normalize_stat,
     parse_receipt,
     parse_receipt_date,
     parse_receipt_fields,
+    query_state,
     receipt_date,
+    receipt_of_final,
     stat_from_state,
     state_from_status,
     status_from_state,
 )
+from smsrouter.router.messages import FINAL_STATUSES, Status
 
 # --- Writing ---------------------------------------------------------------------------
 
@@ -295,6 +300,61 @@ def test_every_status_has_a_word_and_a_state() -> None:
     assert set(STAT_WORD) == set(ReceiptStatus)
     assert sorted(state_from_status(s) for s in ReceiptStatus) == list(range(1, 9))
     assert state_from_status("delivered") == 2
+
+
+def test_the_states_are_smpps() -> None:
+    assert {state: status_from_state(state) for state, _, _ in STATES} == {
+        int(MessageState.ENROUTE): ReceiptStatus.ENROUTE,
+        int(MessageState.DELIVERED): ReceiptStatus.DELIVERED,
+        int(MessageState.EXPIRED): ReceiptStatus.EXPIRED,
+        int(MessageState.DELETED): ReceiptStatus.DELETED,
+        int(MessageState.UNDELIVERABLE): ReceiptStatus.UNDELIVERED,
+        int(MessageState.ACCEPTED): ReceiptStatus.ACCEPTED,
+        int(MessageState.UNKNOWN): ReceiptStatus.UNKNOWN,
+        int(MessageState.REJECTED): ReceiptStatus.REJECTED,
+    }
+
+
+@pytest.mark.parametrize(
+    ("outcome", "final"),
+    [
+        (ReceiptStatus.DELIVERED, Status.DELIVERED),
+        (ReceiptStatus.UNDELIVERED, Status.UNDELIVERED),
+        (ReceiptStatus.EXPIRED, Status.EXPIRED),
+        (ReceiptStatus.REJECTED, Status.REJECTED),
+        (ReceiptStatus.DELETED, Status.UNDELIVERED),
+        (ReceiptStatus.UNKNOWN, Status.UNDELIVERED),
+        (ReceiptStatus.ACCEPTED, None),
+        (ReceiptStatus.ENROUTE, None),
+    ],
+)
+def test_a_carriers_receipt_ends_a_message(outcome: ReceiptStatus, final: Status | None) -> None:
+    assert final_of_receipt(outcome) is final
+
+
+@pytest.mark.parametrize(
+    ("status", "word", "state"),
+    [
+        (Status.DELIVERED, "DELIVRD", 2),
+        (Status.UNDELIVERED, "UNDELIV", 5),
+        (Status.EXPIRED, "EXPIRED", 3),
+        (Status.REJECTED, "REJECTD", 8),
+        (Status.FAILED, "UNDELIV", 5),
+        ("queued", "UNKNOWN", 7),
+        ("nonsense", "UNKNOWN", 7),
+    ],
+)
+def test_an_esmes_receipt_of_a_final_status(status: str, word: str, state: int) -> None:
+    assert receipt_of_final(status) == (word, state)
+    assert receipt_of_final(str(status)) == (word, state)
+
+
+def test_query_sm_states() -> None:
+    for status in Status:
+        expected = receipt_of_final(status)[1] if status in FINAL_STATUSES else 1  # ENROUTE
+        assert query_state(status) == query_state(status.value) == expected
+    with pytest.raises(KeyError):
+        query_state("nonsense")
 
 
 def test_states_without_a_word_are_unknown() -> None:

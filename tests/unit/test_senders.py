@@ -6,15 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smsrouter.connectors.smpp.address import SmppAddress, parse_smpp_address, smpp_address
 from smsrouter.router.senders import (
     NumberType,
     RateDefaults,
     SenderRates,
-    SmppAddress,
     canonical_sender,
     classify_sender,
-    parse_smpp_address,
-    smpp_address,
 )
 
 LONG, TOLL, SHORT, ALPHA = (

@@ -1,4 +1,4 @@
-"""GSM 03.38 / UCS-2 text, segmentation and concat UDH (connectors/smpp/text.py)."""
+"""GSM 03.38 / UCS-2 text, segmentation and concat UDH (sms/text.py)."""
 
 import codecs
 
@@ -7,7 +7,7 @@ import smpplib.gsm
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from smsrouter.connectors.smpp.text import (
+from smsrouter.sms.text import (
     DATA_CODING,
     MAX_PARTS,
     Concat,

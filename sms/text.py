@@ -11,7 +11,9 @@ References:
   §6.1.2.1.1 (packing of 7-bit characters), §4 (SMS data coding scheme).
 - 3GPP TS 23.040 §9.2.3.24 (TP-User Data and its header), §9.2.3.24.1 and
   §9.2.3.24.8 (concatenated short messages, 8-bit and 16-bit reference).
-- SMPP 3.4 §5.2.19 (data_coding), §5.2.12 (esm_class UDHI).
+- SMPP 3.4 §5.2.19 (data_coding), §5.2.12 (esm_class UDHI): data_coding names
+  alphabets below 0x10 and reserves the values above, where carriers put the
+  TS 23.038 §4 data coding scheme.
 """
 
 import codecs
