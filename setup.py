@@ -30,6 +30,7 @@ INTERPRETED = {
     "smsrouter/connectors/smpp/constants.py",
     # Package markers and re-exports: nothing runs there.
     "smsrouter/router/__init__.py",
+    "smsrouter/router/store/__init__.py",
     "smsrouter/connectors/__init__.py",
     "smsrouter/connectors/smpp/__init__.py",
     "smsrouter/sms/__init__.py",
@@ -47,12 +48,12 @@ COMPILED_INITS = (
     "smsrouter/connectors/smpp/receipt.py:Receipt",
     "smsrouter/router/engine.py:_HeldReceipt",
     "smsrouter/router/messages.py:Message",
-    "smsrouter/router/store.py:CarrierReceipt",
-    "smsrouter/router/store.py:Finished",
-    "smsrouter/router/store.py:InsertMessage",
-    "smsrouter/router/store.py:Notification",
-    "smsrouter/router/store.py:OutboxDone",
-    "smsrouter/router/store.py:PartSent",
+    "smsrouter/router/store/operations.py:CarrierReceipt",
+    "smsrouter/router/store/operations.py:Finished",
+    "smsrouter/router/store/operations.py:InsertMessage",
+    "smsrouter/router/store/operations.py:Notification",
+    "smsrouter/router/store/operations.py:OutboxDone",
+    "smsrouter/router/store/operations.py:PartSent",
 )
 
 

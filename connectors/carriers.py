@@ -43,7 +43,7 @@ from smsrouter.router.config import CarrierConfig
 from smsrouter.router.engine import CarrierError, CarrierEvents
 from smsrouter.router.inbound import Inbound
 from smsrouter.router.messages import Message, Status
-from smsrouter.router.store import CarrierReceipt
+from smsrouter.router.store.operations import CarrierReceipt
 from smsrouter.sms.text import concat_udh, decode_short_message, encode_text, pack_septets
 
 log = structlog.get_logger("carrier")

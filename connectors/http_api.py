@@ -34,7 +34,7 @@ from smsrouter.connectors.http_server import (
 )
 from smsrouter.connectors.send_request import SendRequest, decode_send
 from smsrouter.connectors.webhooks import is_private_address
-from smsrouter.router import metrics, store
+from smsrouter.router import metrics
 from smsrouter.router.accounts import Account, AccountDirectory
 from smsrouter.router.admission import (
     MAX_PARTS,
@@ -49,7 +49,8 @@ from smsrouter.router.intake import Intake
 from smsrouter.router.liveness import DatabaseLiveness
 from smsrouter.router.messages import Message, utcnow
 from smsrouter.router.scheduler import SenderQueueFull
-from smsrouter.router.store import StoreError
+from smsrouter.router.store import balances, queries
+from smsrouter.router.store.group_commit import StoreError
 from smsrouter.sms.text import Encoding
 
 log = structlog.get_logger("http")
@@ -441,7 +442,7 @@ class HttpApi:
         if message_id is not None:
             try:
                 async with asyncio.timeout(self.request_timeout):
-                    row = await store.get_message(self.services.pool, message_id, account.id)
+                    row = await queries.get_message(self.services.pool, message_id, account.id)
             except TimeoutError:
                 return _store_timeout(self.request_timeout)
             except _STORE_DOWN:
@@ -475,7 +476,7 @@ class HttpApi:
     async def balance(self, request: Request, account: Account) -> Response:
         try:
             async with asyncio.timeout(self.request_timeout):
-                found = await store.balance(self.services.pool, account.id)
+                found = await balances.balance(self.services.pool, account.id)
         except TimeoutError:
             return _store_timeout(self.request_timeout)
         except _STORE_DOWN:

@@ -44,7 +44,7 @@ from smsrouter.connectors.smpp.receipt import (
 from smsrouter.connectors.smpp.times import SmppTimeError, format_smpp_time, parse_smpp_time
 from smsrouter.connectors.smpp.user_data import smpp_text, user_data
 from smsrouter.connectors.smpp_link import LinkClosed, ResponseTimeout, SmppLink
-from smsrouter.router import metrics, store
+from smsrouter.router import metrics
 from smsrouter.router.accounts import Account, AccountDirectory
 from smsrouter.router.admission import Admission, Draft, Refusal
 from smsrouter.router.auth_throttle import AuthThrottle
@@ -54,7 +54,9 @@ from smsrouter.router.messages import Message, utcnow
 from smsrouter.router.notifications import MO, DeliveryFailed, NotAvailable
 from smsrouter.router.payloads import InboundMessage, SmppReceipt
 from smsrouter.router.scheduler import SenderQueueFull
-from smsrouter.router.store import Notification, StoreError
+from smsrouter.router.store.group_commit import StoreError
+from smsrouter.router.store.operations import Notification
+from smsrouter.router.store.queries import get_message
 from smsrouter.sms.text import encode_text
 
 log = structlog.get_logger("smpp.server")
@@ -183,9 +185,9 @@ class PartnerSmsc:
         self._next_receiver: dict[str, int] = {}
         self._accepting = True
         # Links given submit_sm_resp by the group commit settling now: their
-        # answers leave when it has told every waiter, not a loop turn later.
+        # answers leave when it has told every waiter (`settled`, as the
+        # intake writer's listener), not a loop turn later.
         self._answered: set[SmppLink] = set()
-        intake.writer.after_settle.append(self._send_answers)
         # CONTRACT §11 "Abusive clients": open connections per source
         # address, requests read and not yet answered per bind, failed
         # binds per source address (shared with the HTTP API's keys).
@@ -208,6 +210,19 @@ class PartnerSmsc:
         self._delivery_timeout = response_timeout if delivery_timeout is None else delivery_timeout
         # Kept: asyncio.get_running_loop() costs a getpid() call on 3.11.
         self._loop = asyncio.get_running_loop()
+
+    # -- a listener of the intake writer (store.listeners.CommitListener)
+
+    async def plan_notifications(
+        self, conn: asyncpg.Connection, ended: list[uuid.UUID]
+    ) -> list[Notification]:
+        return []  # intake ends no message
+
+    def notifications_created(self, created: list[Notification]) -> None:
+        pass
+
+    def settled(self) -> None:
+        self._send_answers()
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -543,7 +558,7 @@ class PartnerSmsc:
         assert isinstance(bind, EsmeBind)
         try:
             message_id = uuid.UUID(pdu.message_id)
-            row = await store.get_message(self._pool, message_id, bind.account.id)
+            row = await get_message(self._pool, message_id, bind.account.id)
         except (ValueError, StoreError):
             row = None
         if row is None:

@@ -10,7 +10,7 @@ from smsrouter.connectors.http_client import HttpClient, HttpClientError, Target
 from smsrouter.router.accounts import Account
 from smsrouter.router.netaddr import is_private_address
 from smsrouter.router.notifications import DeliveryFailed, DeliveryRefused
-from smsrouter.router.store import Notification
+from smsrouter.router.store.operations import Notification
 
 __all__ = [
     "MAX_RESPONSE_BYTES",

@@ -29,14 +29,8 @@ from smsrouter.router.messages import FINAL_STATUSES, Message, Status, utcnow
 from smsrouter.router.routes import Candidate, RouteTable
 from smsrouter.router.scheduler import SenderQueueFull, SenderScheduler
 from smsrouter.router.senders import SenderRates
-from smsrouter.router.store import (
-    CarrierReceipt,
-    GroupCommit,
-    MessageEnded,
-    MessageEvent,
-    PartSent,
-    StoreError,
-)
+from smsrouter.router.store.group_commit import GroupCommit, StoreError
+from smsrouter.router.store.operations import CarrierReceipt, MessageEnded, MessageEvent, PartSent
 
 log = structlog.get_logger("engine")
 # Lines that a fault repeats for every part (a stalled carrier, no healthy

@@ -27,7 +27,8 @@ from smsrouter.router.messages import utcnow
 from smsrouter.router.notifications import MO
 from smsrouter.router.payloads import InboundMessage
 from smsrouter.router.senders import canonical_sender
-from smsrouter.router.store import GroupCommit, NewNotification
+from smsrouter.router.store.group_commit import GroupCommit
+from smsrouter.router.store.operations import NewNotification
 from smsrouter.sms.concat import Reassembled, Reassembler
 
 log = structlog.get_logger("inbound")

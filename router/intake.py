@@ -17,7 +17,8 @@ import structlog
 from smsrouter.router import metrics
 from smsrouter.router.engine import DeliveryEngine
 from smsrouter.router.messages import Message
-from smsrouter.router.store import GroupCommit, InsertMessage, StoreError
+from smsrouter.router.store.group_commit import GroupCommit, StoreError
+from smsrouter.router.store.operations import InsertMessage
 
 log = structlog.get_logger("intake")
 

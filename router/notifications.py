@@ -35,13 +35,8 @@ import structlog
 from smsrouter.router import metrics
 from smsrouter.router.log_limits import LimitedLog, RepeatLimiter
 from smsrouter.router.messages import utcnow
-from smsrouter.router.store import (
-    Notification,
-    NotificationPlanner,
-    OutboxDone,
-    OutboxRetry,
-    StoreError,
-)
+from smsrouter.router.store.group_commit import StoreError
+from smsrouter.router.store.operations import Notification, OutboxDone, OutboxRetry
 
 log = structlog.get_logger("notifications")
 
@@ -88,7 +83,7 @@ class DeliveryRefused(DeliveryFailed):
 
 
 class OutcomeWriter(Protocol):
-    """Where attempts' outcomes are written (router.store.GroupCommit)."""
+    """Where attempts' outcomes are written (store.group_commit.GroupCommit)."""
 
     def submit_then(
         self, op: OutboxDone | OutboxRetry, settled: Callable[[Any, StoreError | None], None]
@@ -130,34 +125,42 @@ def _json_object(fields: Sequence[tuple[str, str]]) -> str:
     return f"format('{template}', {', '.join(value for _, value in fields)})"
 
 
-# The DLR webhook JSON (CONTRACT §3).
-_WEBHOOK_BODY = _json_object(
-    (
-        ("id", "to_json(m.id::text)"),
-        ("client_ref", _json("m.client_ref")),
-        ("from", _json("m.sender")),
-        ("to", _json("m.recipient")),
-        ("status", _json("m.status")),
-        ("error_code", _json("m.error_code")),
-        ("carrier", _json("m.carrier")),
-        ("parts", "m.parts"),
-        ("done_at", _utc("m.done_at")),
+def status_webhook_body() -> str:
+    """The DLR webhook's body (CONTRACT §3), as SQL over the ended message's
+    row `m`: the one place its fields are named, in the order it has them."""
+    return _json_object(
+        (
+            ("id", "to_json(m.id::text)"),
+            ("client_ref", _json("m.client_ref")),
+            ("from", _json("m.sender")),
+            ("to", _json("m.recipient")),
+            ("status", _json("m.status")),
+            ("error_code", _json("m.error_code")),
+            ("carrier", _json("m.carrier")),
+            ("parts", "m.parts"),
+            ("done_at", _utc("m.done_at")),
+        )
     )
-)
-# An ESME's receipt: what `router.payloads.SmppReceipt` decodes. `text` is the first 20
-# characters of the message (SMPP 3.4 Appendix B).
-_SMPP_RECEIPT = _json_object(
-    (
-        ("id", "to_json(m.id::text)"),
-        ("sender", _json("m.sender")),
-        ("recipient", _json("m.recipient")),
-        ("status", _json("m.status")),
-        ("error_code", _json("m.error_code")),
-        ("submit_date", _utc("m.created_at")),
-        ("done_date", _utc("m.done_at")),
-        ("text", _json("left(m.body, 20)")),
+
+
+def smpp_receipt_body() -> str:
+    """An ESME's receipt, as SQL over the ended message's row `m`: what
+    `router.payloads.SmppReceipt` decodes. `text` is the first 20 characters
+    of the message (SMPP 3.4 Appendix B)."""
+    return _json_object(
+        (
+            ("id", "to_json(m.id::text)"),
+            ("sender", _json("m.sender")),
+            ("recipient", _json("m.recipient")),
+            ("status", _json("m.status")),
+            ("error_code", _json("m.error_code")),
+            ("submit_date", _utc("m.created_at")),
+            ("done_date", _utc("m.done_at")),
+            ("text", _json("left(m.body, 20)")),
+        )
     )
-)
+
+
 # Registered delivery (SMPP 3.4 §5.2.17) bits 0-1: 1 = a receipt whatever
 # the outcome, 2 = a receipt only when the message was not delivered.
 _WANTS_RECEIPT = (
@@ -174,11 +177,11 @@ _PLAN_OUTBOX = (
     "   done_at + $3 * interval '1 hour'"
     " FROM ("
     f"  SELECT '{WEBHOOK}' AS kind, m.account_id, m.id AS message_id, m.callback_url AS target,"
-    f"   {_WEBHOOK_BODY} AS payload, m.done_at, e.n, 0 AS sub"
+    f"   {status_webhook_body()} AS payload, m.done_at, e.n, 0 AS sub"
     "   FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n) JOIN messages m ON m.id = e.id"
     "   WHERE m.callback_url <> ''"
     "  UNION ALL"
-    f"  SELECT '{SMPP_RECEIPT}', m.account_id, m.id, NULL, {_SMPP_RECEIPT}, m.done_at, e.n, 1"
+    f"  SELECT '{SMPP_RECEIPT}', m.account_id, m.id, NULL, {smpp_receipt_body()}, m.done_at, e.n, 1"
     "   FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n) JOIN messages m ON m.id = e.id"
     f"   WHERE m.ingress = 'smpp' AND {_WANTS_RECEIPT}"
     " ) AS planned ORDER BY n, sub"
@@ -186,18 +189,32 @@ _PLAN_OUTBOX = (
 )
 
 
-def plan_notifications(retry_hours: float) -> NotificationPlanner:
-    """Inserts the outbox rows of messages that just ended (inside the
-    commit that ended them); the Notifications, in insertion order."""
+class OutboxPlanner:
+    """The status writer's listener (store.listeners.CommitListener) that
+    writes what must leave the router about the messages a flush ended:
+    their outbox rows, in the transaction that ended them, so that a final
+    status never commits without them. Given to the writer when it is made;
+    the dispatcher, which sends the rows, joins it later."""
 
-    async def plan(conn: asyncpg.Connection, message_ids: list[uuid.UUID]) -> list[Notification]:
-        rows = await conn.fetch(_PLAN_OUTBOX, message_ids, utcnow(), retry_hours)
+    def __init__(self, retry_hours: float) -> None:
+        self.retry_hours = retry_hours
+
+    async def plan_notifications(
+        self, conn: asyncpg.Connection, ended: list[uuid.UUID]
+    ) -> list[Notification]:
+        """Inserts the outbox rows of these messages; the Notifications, in
+        insertion order."""
+        rows = await conn.fetch(_PLAN_OUTBOX, ended, utcnow(), self.retry_hours)
         # One statement takes its ids from one sequence in the order it
         # inserts, and the insert follows the ORDER BY.
         rows.sort(key=_first)
         return [Notification(r[0], r[1], r[2], r[3], r[4], r[5], 0, r[6], r[7]) for r in rows]
 
-    return plan
+    def notifications_created(self, created: list[Notification]) -> None:
+        pass  # the dispatcher's to send
+
+    def settled(self) -> None:
+        pass
 
 
 def _first(row: asyncpg.Record) -> Any:
@@ -311,6 +328,20 @@ class Dispatcher:
         missing = [n for n in notifications if n.id not in self._held]
         self.add(missing)
         return len(missing)
+
+    # -- a listener of the status writer (store.listeners.CommitListener)
+
+    async def plan_notifications(
+        self, conn: asyncpg.Connection, ended: list[uuid.UUID]
+    ) -> list[Notification]:
+        return []  # the OutboxPlanner's, which the writer has from the start
+
+    def notifications_created(self, created: list[Notification]) -> None:
+        """Rows a commit created: sent from now on."""
+        self.add(created)
+
+    def settled(self) -> None:
+        pass
 
     def account_ready(self, account_id: str) -> None:
         """An ESME of this account bound: its waiting receipts are due now."""

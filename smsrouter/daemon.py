@@ -27,7 +27,6 @@ from smsrouter.connectors.webhooks import WebhookChannel
 from smsrouter.db_probe import DatabaseProbe
 from smsrouter.embedded_pg import EmbeddedPostgres
 from smsrouter.pg_supervisor import PostgresSupervisor
-from smsrouter.router import store
 from smsrouter.router.accounts import AccountDirectory
 from smsrouter.router.admission import Admission, parse_recipient
 from smsrouter.router.auth_throttle import AuthThrottle
@@ -44,11 +43,19 @@ from smsrouter.router.notifications import (
     WEBHOOK,
     ByTarget,
     Dispatcher,
-    plan_notifications,
+    OutboxPlanner,
 )
 from smsrouter.router.routes import Candidate, PriceTable, RouteTable
 from smsrouter.router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
-from smsrouter.router.store import GroupCommit
+from smsrouter.router.store import group_commit
+from smsrouter.router.store.balances import ensure_accounts
+from smsrouter.router.store.group_commit import GroupCommit
+from smsrouter.router.store.listeners import CommitListeners
+from smsrouter.router.store.queries import (
+    pending_messages,
+    pending_notifications,
+    stored_message_ids,
+)
 from smsrouter.sims.carrier import CarrierSimulator
 
 log = structlog.get_logger("daemon")
@@ -115,7 +122,7 @@ def message_of(row: asyncpg.Record) -> Message:
 def build_kind() -> str:
     """ "compiled" when the router's modules are C extensions (the
     SMSROUTER_COMPILE=1 build, setup.py), else "interpreted"."""
-    suffix = Path(store.__file__ or "").name.partition(".")[2]
+    suffix = Path(group_commit.__file__ or "").name.partition(".")[2]
     return "compiled" if f".{suffix}" in importlib.machinery.EXTENSION_SUFFIXES else "interpreted"
 
 
@@ -157,6 +164,10 @@ class Router:
         self.pool: asyncpg.Pool
         self.writer: GroupCommit
         self.ingest_writer: GroupCommit
+        # Who hears of each writer's flushes (store.listeners): the parts
+        # built after the writers they need join as they are built.
+        self._status_listeners: CommitListeners
+        self._ingest_listeners: CommitListeners
         self.engine: DeliveryEngine
         self.intake: Intake
         self.inbound: Inbound
@@ -236,7 +247,7 @@ class Router:
             applied = await apply_migrations(conn)
         if applied:
             log.info("migrations applied", versions=applied)
-        await store.ensure_accounts(self.pool, [(a.id, a.credit, a.currency) for a in cfg.accounts])
+        await ensure_accounts(self.pool, [(a.id, a.credit, a.currency) for a in cfg.accounts])
 
     async def _start_simulators(self, stack: contextlib.AsyncExitStack) -> None:
         for sim in self.config.simulators:
@@ -248,13 +259,17 @@ class Router:
 
     def _start_writers(self, stack: contextlib.AsyncExitStack) -> None:
         cfg = self.config
+        # A final status's outbox rows are planned in the commit that ends
+        # its message, from the first flush on; the dispatcher, which sends
+        # them, joins in _start_delivery.
+        self._status_listeners = CommitListeners(OutboxPlanner(cfg.webhooks.retry_hours))
         # What carriers took, their receipts and final statuses cannot be
         # refused back to anyone: this writer holds them until the database
         # takes them (CONTRACT §11), and the engine releases nothing meanwhile.
         self.writer = GroupCommit(
             self.pool,
             max_batch=cfg.database.max_batch,
-            plan_notifications=plan_notifications(cfg.webhooks.retry_hours),
+            listener=self._status_listeners,
             min_interval=cfg.database.status_flush_interval,
             retry=True,
         )
@@ -265,10 +280,14 @@ class Router:
         # and a burst of intake does not delay recording what carriers took
         # (the window in which a crash makes a resend).
         # Intake commits overlap on up to three connections, leaving the
-        # pool room for the status writer and for reads.
+        # pool room for the status writer and for reads. The SMPP server
+        # joins its listeners in _start_delivery: its answers leave as a
+        # flush settles.
+        self._ingest_listeners = CommitListeners()
         self.ingest_writer = GroupCommit(
             self.pool,
             max_batch=cfg.database.max_batch,
+            listener=self._ingest_listeners,
             name="ingest",
             connections=max(1, min(3, cfg.database.pool_size - 3)),
         )
@@ -300,7 +319,7 @@ class Router:
             max_per_sender=cfg.queues.max_per_sender,
         )
         self.intake = Intake(self.ingest_writer, self.engine)
-        resumed = await store.pending_messages(self.pool)
+        resumed = await pending_messages(self.pool)
         for row in resumed:
             message = message_of(row)
             self.engine.enqueue(message, first_part=message.parts_sent)
@@ -348,6 +367,7 @@ class Router:
             # HTTP request does, then gets ESME_RSYSERR.
             commit_deadline=cfg.http.request_timeout,
         )
+        self._ingest_listeners.add(self.smsc)
         stack.push_async_callback(self.smsc.stop)
         self.dispatcher = Dispatcher(
             writer=self.writer,
@@ -359,8 +379,8 @@ class Router:
             concurrency=cfg.webhooks.concurrency,
         )
         self.smsc.on_receiver_bound = self.dispatcher.account_ready
-        self.writer.on_notifications = self.dispatcher.add
-        self.dispatcher.add(await store.pending_notifications(self.pool))
+        self._status_listeners.add(self.dispatcher)
+        self.dispatcher.add(await pending_notifications(self.pool))
 
         self.carriers.start(self.engine)
         stack.push_async_callback(self.carriers.stop)
@@ -396,10 +416,8 @@ class Router:
             await self._recovered.wait()
             self._recovered.clear()
             try:
-                await self.intake.resolve_doubts(
-                    lambda ids: store.stored_message_ids(self.pool, ids)
-                )
-                self.dispatcher.add_missing(await store.pending_notifications(self.pool))
+                await self.intake.resolve_doubts(lambda ids: stored_message_ids(self.pool, ids))
+                self.dispatcher.add_missing(await pending_notifications(self.pool))
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("recovery after a database outage failed; retrying", error=repr(exc))
                 await asyncio.sleep(1.0)

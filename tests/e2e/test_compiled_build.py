@@ -50,7 +50,7 @@ def test_every_compiled_module_is_an_extension_in_the_build(compiled_site: Path)
 def test_the_router_imports_the_build_not_the_checkout(compiled_site: Path, tmp_path: Path) -> None:
     probe = (
         "import json, smsrouter.connectors.smpp.codec as codec, smsrouter.router.config as config\n"
-        "import smsrouter.router.store as store, smsrouter.daemon as daemon\n"
+        "import smsrouter.router.store.group_commit as store, smsrouter.daemon as daemon\n"
         "print(json.dumps({'codec': codec.__file__, 'store': store.__file__,"
         " 'config': config.__file__, 'build': daemon.build_kind()}))\n"
     )

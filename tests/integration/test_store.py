@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -13,9 +15,10 @@ import pytest
 
 from smsrouter.router import store
 from smsrouter.router.messages import Message, Status, new_message_id
-from smsrouter.router.notifications import _PLAN_OUTBOX, SMPP_RECEIPT, WEBHOOK, plan_notifications
+from smsrouter.router.notifications import _PLAN_OUTBOX, SMPP_RECEIPT, WEBHOOK, OutboxPlanner
 from smsrouter.router.store import (
     CarrierReceipt,
+    CommitListeners,
     GroupCommit,
     InsertMessage,
     MessageEnded,
@@ -23,6 +26,7 @@ from smsrouter.router.store import (
     PartSent,
     StoreError,
     final_of_parts,
+    writes,
 )
 
 
@@ -41,6 +45,32 @@ def _message(n: int = 0, *, parts: int = 1, ingress: str = "http", **kw: object)
         created_at=datetime.now(UTC),
         **kw,  # type: ignore[arg-type]
     )
+
+
+class Heard:
+    """A commit listener that keeps the outbox rows it is told of and calls
+    `on_settled` as each flush settles."""
+
+    def __init__(self, on_settled: Callable[[], None] = lambda: None) -> None:
+        self.created: list[store.Notification] = []
+        self.on_settled = on_settled
+
+    async def plan_notifications(
+        self, conn: asyncpg.Connection, ended: list[uuid.UUID]
+    ) -> list[store.Notification]:
+        return []
+
+    def notifications_created(self, created: list[store.Notification]) -> None:
+        self.created.extend(created)
+
+    def settled(self) -> None:
+        self.on_settled()
+
+
+def _planning(heard: Heard) -> CommitListeners:
+    """The status writer's listeners as the daemon has them: each commit
+    plans its outbox rows, and `heard` is told of them."""
+    return CommitListeners(OutboxPlanner(72), heard)
 
 
 async def _writer(pool: asyncpg.Pool, **kw: object) -> GroupCommit:
@@ -68,9 +98,9 @@ async def test_concurrent_inserts_share_commits(db_pool: asyncpg.Pool) -> None:
 
 
 async def test_receipt_ends_message_and_plans_notifications(db_pool: asyncpg.Pool) -> None:
-    writer = await _writer(db_pool, plan_notifications=plan_notifications(72))
-    created: list[store.Notification] = []
-    writer.on_notifications = created.extend
+    heard = Heard()
+    writer = await _writer(db_pool, listener=_planning(heard))
+    created = heard.created
     m = _message(1, callback_url="http://127.0.0.1:1/dlr", client_ref="ref")
     await writer.run(InsertMessage([m]))
     now = datetime.now(UTC)
@@ -92,9 +122,9 @@ async def test_receipt_ends_message_and_plans_notifications(db_pool: asyncpg.Poo
 
 
 async def test_multipart_message_ends_when_every_part_has_a_receipt(db_pool: asyncpg.Pool) -> None:
-    writer = await _writer(db_pool, plan_notifications=plan_notifications(72))
-    created: list[store.Notification] = []
-    writer.on_notifications = created.extend
+    heard = Heard()
+    writer = await _writer(db_pool, listener=_planning(heard))
+    created = heard.created
     m = _message(2, parts=2, ingress="smpp", registered_delivery=1)
     await writer.run(InsertMessage([m]))
     now = datetime.now(UTC)
@@ -146,9 +176,9 @@ async def test_pending_messages_are_what_a_restart_resumes(db_pool: asyncpg.Pool
 
 
 async def test_outbox_done_is_not_pending(db_pool: asyncpg.Pool) -> None:
-    writer = await _writer(db_pool, plan_notifications=plan_notifications(72))
-    created: list[store.Notification] = []
-    writer.on_notifications = created.extend
+    heard = Heard()
+    writer = await _writer(db_pool, listener=_planning(heard))
+    created = heard.created
     m = _message(7, callback_url="http://127.0.0.1:1/x")
     await writer.run(InsertMessage([m]))
     await writer.run(MessageEnded(m.id, Status.REJECTED, "no_route", datetime.now(UTC)))
@@ -167,9 +197,9 @@ async def test_one_flush_of_many_receipts_ends_each_message_once(db_pool: asyncp
     """Sent parts and receipts for single- and multi-part messages, a resend
     under the same carrier id and a carrier repeating a receipt, all in one
     flush each: every op gets its own answer and the outbox one row per end."""
-    writer = await _writer(db_pool, plan_notifications=plan_notifications(72))
-    created: list[store.Notification] = []
-    writer.on_notifications = created.extend
+    heard = Heard()
+    writer = await _writer(db_pool, listener=_planning(heard))
+    created = heard.created
     singles = [_message(10 + i, callback_url="http://127.0.0.1:1/d") for i in range(5)]
     double = _message(20, parts=2, callback_url="http://127.0.0.1:1/d")
     await writer.run(InsertMessage([*singles, double]))
@@ -230,7 +260,7 @@ async def test_a_sent_message_reads_as_sent_until_it_ends(db_pool: asyncpg.Pool)
 
 @pytest.mark.parametrize(
     "statement",
-    [store._RECEIPTS, store._MESSAGES_ENDED, _PLAN_OUTBOX],
+    [writes._RECEIPTS, writes._MESSAGES_ENDED, _PLAN_OUTBOX],
     ids=["receipts", "ended", "outbox"],
 )
 async def test_writer_statements_look_rows_up_by_key_whatever_the_table_size(
@@ -239,7 +269,7 @@ async def test_writer_statements_look_rows_up_by_key_whatever_the_table_size(
     """The generic plan a prepared statement keeps, made on empty tables,
     must not scan them: it would scan them at every flush once they grow."""
     async with db_pool.acquire() as conn:
-        await conn.execute(store._WRITER_SETTINGS)
+        await conn.execute(writes.WRITER_SETTINGS)
         explain = f"EXPLAIN (GENERIC_PLAN) {statement}"
         params = len(set(re.findall(r"\$\d+", statement)))
         plan = "\n".join(r[0] for r in await conn.fetch(explain, *[None] * params))
@@ -272,7 +302,7 @@ async def test_operations_trickling_in_share_one_transaction_with_a_flush_interv
 async def test_writer_plans_each_statement_once(db_pool: asyncpg.Pool) -> None:
     """The writer's statements run their generic plan from the first
     execution: none is planned again per flush."""
-    writer = await _writer(db_pool, plan_notifications=plan_notifications(72))
+    writer = await _writer(db_pool, listener=_planning(Heard()))
     now = datetime.now(UTC)
     for n in range(8):  # past the five custom plans PostgreSQL tries by default
         m = _message(50 + n, ingress="smpp", registered_delivery=1, callback_url="http://x/")
@@ -336,7 +366,8 @@ async def test_a_callback_hears_its_outcome_and_one_that_raises_spoils_nothing(
     """submit_then: each callback of a batch is told (result, None) once its
     commit lands, or (None, StoreError) if it failed, in the order they came;
     a callback that raises is logged and the rest of its batch is still told;
-    the after-settle hooks run once all of them were told."""
+    the writer's listener hears that the flush settled once all of them
+    were told."""
     told: list[tuple[str, object]] = []
 
     def tell(name: str) -> store.Settled:
@@ -350,8 +381,7 @@ async def test_a_callback_hears_its_outcome_and_one_that_raises_spoils_nothing(
         told.append(("after settle", None))
 
     first, second = _message(60), _message(61)
-    writer = await _writer(db_pool)
-    writer.after_settle.append(hook)
+    writer = await _writer(db_pool, listener=Heard(on_settled=hook))
     writer.submit_then(InsertMessage([first]), broken)
     writer.submit_then(InsertMessage([second]), tell("second"))
     await writer.stop()  # flushes and settles what is waiting
@@ -360,8 +390,7 @@ async def test_a_callback_hears_its_outcome_and_one_that_raises_spoils_nothing(
     assert await db_pool.fetchval("SELECT count(*) FROM messages WHERE id = ANY($1)", ids) == 2
 
     told.clear()
-    writer = await _writer(db_pool)
-    writer.after_settle.append(hook)
+    writer = await _writer(db_pool, listener=Heard(on_settled=hook))
     writer.submit_then(InsertMessage([_message(62)]), tell("fresh"))
     writer.submit_then(InsertMessage([first]), tell("again"))  # its key is taken: the batch fails
     await writer.stop()

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import random
 import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -31,10 +32,11 @@ from smsrouter.router.notifications import (
     WEBHOOK,
     DeliveryFailed,
     Dispatcher,
+    OutboxPlanner,
     backoff,
-    plan_notifications,
 )
 from smsrouter.router.store import (
+    CommitListeners,
     GroupCommit,
     InsertMessage,
     MessageEnded,
@@ -157,25 +159,37 @@ async def channel() -> AsyncIterator[WebhookChannel]:
         await c.stop()
 
 
+class Created(list[Notification]):
+    """A commit listener that keeps the outbox rows it is told of."""
+
+    async def plan_notifications(
+        self, conn: asyncpg.Connection, ended: list[uuid.UUID]
+    ) -> list[Notification]:
+        return []
+
+    def notifications_created(self, created: list[Notification]) -> None:
+        self.extend(created)
+
+    def settled(self) -> None:
+        pass
+
+
 class Router:
     """The notification half of the daemon: writer → outbox → dispatcher → HTTP."""
 
     def __init__(self, pool: asyncpg.Pool, channel: WebhookChannel) -> None:
         self.pool = pool
         self.clock = FakeClock()
-        self.writer = GroupCommit(pool, plan_notifications=plan_notifications(72))
+        self.created = Created()
+        listeners = CommitListeners(OutboxPlanner(72), self.created)
+        self.writer = GroupCommit(pool, listener=listeners)
         self.dispatcher = Dispatcher(
             writer=self.writer,
             channels={WEBHOOK: channel},
             clock=self.clock,
             rng=random.Random(5),
         )
-        self.created: list[Notification] = []
-        self.writer.on_notifications = self._created
-
-    def _created(self, notifications: list[Notification]) -> None:
-        self.created.extend(notifications)
-        self.dispatcher.add(notifications)
+        listeners.add(self.dispatcher)
 
     def start(self) -> None:
         self.writer.start()
@@ -436,9 +450,8 @@ async def test_rows_pending_at_restart_are_delivered_by_a_new_dispatcher(
     # Before the "crash": two messages end, their webhook rows are committed,
     # and no dispatcher ever runs. One of them had already failed 3 times
     # and is due again in an hour.
-    writer = GroupCommit(db_pool, plan_notifications=plan_notifications(72))
-    created: list[Notification] = []
-    writer.on_notifications = created.extend
+    created = Created()
+    writer = GroupCommit(db_pool, listener=CommitListeners(OutboxPlanner(72), created))
     writer.start()
     due_now, due_later = _message(receiver.url, n=4), _message(receiver.url, n=5)
     later = utcnow() + timedelta(hours=1)

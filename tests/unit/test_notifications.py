@@ -34,8 +34,8 @@ from smsrouter.router.notifications import (
     DeliveryRefused,
     Dispatcher,
     NotAvailable,
+    OutboxPlanner,
     backoff,
-    plan_notifications,
 )
 from smsrouter.router.payloads import SmppReceipt
 from smsrouter.router.store import GroupCommit, Notification, OutboxDone, OutboxRetry, StoreError
@@ -141,7 +141,7 @@ async def _plan(
     pool: asyncpg.Pool, ids: list[uuid.UUID], retry_hours: float = 72
 ) -> list[Notification]:
     async with pool.acquire() as conn, conn.transaction():
-        return await plan_notifications(retry_hours)(conn, ids)
+        return await OutboxPlanner(retry_hours).plan_notifications(conn, ids)
 
 
 async def test_webhook_row_carries_exactly_the_contract_fields(db_pool: asyncpg.Pool) -> None:

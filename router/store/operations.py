@@ -1,0 +1,210 @@
+"""The operations the writer commits, and the records it hands back.
+
+Each operation is one change to apply in a group commit (`group_commit`);
+`writes` holds the SQL of each kind. Several are made for every message:
+their __init__ is written out so that mypyc compiles it (setup.py,
+COMPILED_INITS).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from smsrouter.router.messages import Message, Status
+
+
+@dataclass(slots=True)
+class InsertMessage:
+    """New messages; one operation is one transaction, so a batch request's
+    recipients are stored all together or not at all."""
+
+    messages: Sequence[Message]
+
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
+    def __init__(
+        self,
+        messages: Sequence[Message],
+    ) -> None:
+        self.messages = messages
+
+
+@dataclass(slots=True)
+class PartSent:
+    """A carrier accepted one part (submit_sm_resp with ESME_ROK)."""
+
+    message_id: uuid.UUID
+    part: int
+    carrier: str
+    carrier_message_id: str
+    at: datetime
+
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
+    def __init__(
+        self,
+        message_id: uuid.UUID,
+        part: int,
+        carrier: str,
+        carrier_message_id: str,
+        at: datetime,
+    ) -> None:
+        self.message_id = message_id
+        self.part = part
+        self.carrier = carrier
+        self.carrier_message_id = carrier_message_id
+        self.at = at
+
+
+@dataclass(slots=True)
+class MessageEnded:
+    """A message ends without a receipt: rejected, failed or expired here."""
+
+    message_id: uuid.UUID
+    status: Status
+    error_code: str
+    at: datetime
+    carrier: str | None = None
+
+
+@dataclass(slots=True)
+class CarrierReceipt:
+    """A carrier's delivery receipt for one submitted part."""
+
+    carrier: str
+    carrier_message_id: str
+    status: Status
+    error_code: str | None
+    at: datetime
+
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
+    def __init__(
+        self,
+        carrier: str,
+        carrier_message_id: str,
+        status: Status,
+        error_code: str | None,
+        at: datetime,
+    ) -> None:
+        self.carrier = carrier
+        self.carrier_message_id = carrier_message_id
+        self.status = status
+        self.error_code = error_code
+        self.at = at
+
+
+@dataclass(slots=True)
+class MessageEvent:
+    """A step of a message's history beyond the standard ones (a failover)."""
+
+    message_id: uuid.UUID
+    at: datetime
+    status: str
+    detail: str
+
+
+@dataclass(slots=True)
+class NewNotification:
+    """An outbox row that no message status produced (an inbound MO)."""
+
+    notification_kind: str
+    account_id: str
+    target: str | None
+    payload: bytes
+    expires_at: datetime
+    message_id: uuid.UUID | None = None
+
+
+@dataclass(slots=True)
+class OutboxDone:
+    """A notification is finished: delivered, or given up with `error`."""
+
+    outbox_id: int
+    at: datetime
+    error: str | None = None
+
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
+    def __init__(
+        self,
+        outbox_id: int,
+        at: datetime,
+        error: str | None = None,
+    ) -> None:
+        self.outbox_id = outbox_id
+        self.at = at
+        self.error = error
+
+
+@dataclass(slots=True)
+class OutboxRetry:
+    outbox_id: int
+    next_attempt_at: datetime
+    error: str
+
+
+Operation = (
+    InsertMessage
+    | PartSent
+    | MessageEnded
+    | CarrierReceipt
+    | MessageEvent
+    | NewNotification
+    | OutboxDone
+    | OutboxRetry
+)
+
+
+@dataclass(slots=True)
+class Notification:
+    """A row of the outbox: something that must leave the router."""
+
+    id: int
+    kind: str  # 'webhook' | 'smpp_receipt'
+    account_id: str
+    message_id: uuid.UUID | None
+    target: str | None
+    payload: bytes
+    attempts: int
+    next_attempt_at: datetime
+    expires_at: datetime
+
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
+    def __init__(
+        self,
+        id: int,
+        kind: str,
+        account_id: str,
+        message_id: uuid.UUID | None,
+        target: str | None,
+        payload: bytes,
+        attempts: int,
+        next_attempt_at: datetime,
+        expires_at: datetime,
+    ) -> None:
+        self.id = id
+        self.kind = kind
+        self.account_id = account_id
+        self.message_id = message_id
+        self.target = target
+        self.payload = payload
+        self.attempts = attempts
+        self.next_attempt_at = next_attempt_at
+        self.expires_at = expires_at
+
+
+@dataclass(slots=True)
+class Finished:
+    """A message that ended in this commit, and how."""
+
+    message_id: uuid.UUID
+    status: Status
+
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
+    def __init__(
+        self,
+        message_id: uuid.UUID,
+        status: Status,
+    ) -> None:
+        self.message_id = message_id
+        self.status = status

@@ -1,0 +1,89 @@
+"""The reads: a message as the APIs show it, what a restart resumes, what
+the database holds after a commit in doubt. On connections of the pool,
+outside the writer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+from smsrouter.router.messages import FINAL_STATUSES, Status
+from smsrouter.router.store.operations import Notification
+from smsrouter.router.store.schema import MESSAGE_COLUMNS, OPEN_SQL
+
+
+async def get_message(pool: asyncpg.Pool, message_id: uuid.UUID, account_id: str) -> dict | None:
+    """The message as GET /v1/messages/{id} shows it, with its events.
+
+    Until a message ends, whether (and when, and where) it was sent is read
+    off its carrier_submits rows; the final status writes it into the row.
+    """
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT * FROM messages WHERE id = $1 AND account_id = $2", message_id, account_id
+        )
+        if row is None:
+            return None
+        extra = await conn.fetch(
+            "SELECT at, status, detail FROM message_events WHERE message_id = $1 ORDER BY at",
+            message_id,
+        )
+        message = dict(row)
+        if message["sent_at"] is None:
+            sent = await conn.fetchrow(
+                "SELECT min(submitted_at) AS at, count(DISTINCT part) AS parts,"
+                " (array_agg(carrier ORDER BY submitted_at))[1] AS carrier"
+                " FROM carrier_submits WHERE message_id = $1",
+                message_id,
+            )
+            if sent is not None and sent["at"] is not None:
+                message["sent_at"] = sent["at"]
+                message["parts_sent"] = sent["parts"]
+                message["carrier"] = message["carrier"] or sent["carrier"]
+                if message["status"] in (Status.ACCEPTED, Status.QUEUED):
+                    message["status"] = str(Status.SENT)
+    events = [{"at": message["created_at"], "status": "accepted", "detail": None}]
+    events.append({"at": message["created_at"], "status": "queued", "detail": None})
+    events.extend({"at": e["at"], "status": e["status"], "detail": e["detail"]} for e in extra)
+    if message["sent_at"] is not None:
+        events.append({"at": message["sent_at"], "status": "sent", "detail": message["carrier"]})
+    if message["done_at"] is not None and message["status"] in FINAL_STATUSES:
+        events.append(
+            {"at": message["done_at"], "status": message["status"], "detail": message["error_code"]}
+        )
+    events.sort(key=lambda e: e["at"])
+    return {**message, "events": events}
+
+
+async def pending_messages(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    """Everything accepted but not yet fully handed to a carrier, oldest
+    first, with `parts_sent` counted from its carrier_submits rows."""
+    columns = ", ".join(f"m.{c}" for c in MESSAGE_COLUMNS)
+    async with pool.acquire() as conn:
+        return await conn.fetch(
+            f"SELECT {columns}, greatest(m.parts_sent, s.parts) AS parts_sent"
+            " FROM messages m, LATERAL (SELECT count(DISTINCT cs.part)::int2 AS parts"
+            "   FROM carrier_submits cs WHERE cs.message_id = m.id) s"
+            f" WHERE m.status IN {OPEN_SQL}"
+            "   AND greatest(m.parts_sent, s.parts) < m.parts"
+            " ORDER BY m.created_at, m.id"
+        )
+
+
+async def stored_message_ids(pool: asyncpg.Pool, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these messages the database holds (after a commit in doubt)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT id FROM messages WHERE id = ANY($1::uuid[])", list(ids))
+    return {r["id"] for r in rows}
+
+
+async def pending_notifications(pool: asyncpg.Pool) -> list[Notification]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT id, kind, account_id, message_id, target, payload, attempts,"
+            " next_attempt_at, expires_at FROM outbox WHERE done_at IS NULL ORDER BY id"
+        )
+    return [Notification(**dict(r)) for r in rows]

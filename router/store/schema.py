@@ -1,0 +1,43 @@
+"""What the store's SQL spells from the router's own definitions, each
+written once: the stored fields of a message, and the statuses a message
+ends in (`messages.FINAL_STATUSES`) as SQL lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from smsrouter.router.messages import FINAL_STATUSES, Status
+
+# The stored Message fields, in the order `writes.insert_messages` gives them.
+MESSAGE_COLUMNS: tuple[str, ...] = (
+    "id",
+    "account_id",
+    "ingress",
+    "sender",
+    "recipient",
+    "body",
+    "encoding",
+    "data_coding",
+    "udh",
+    "parts",
+    "price",
+    "client_ref",
+    "callback_url",
+    "registered_delivery",
+    "status",
+    "created_at",
+    "valid_until",
+    "send_at",
+)
+
+
+def _sql_list(statuses: Iterable[Status]) -> str:
+    return "(" + ", ".join(f"'{s}'" for s in statuses) + ")"
+
+
+# `m.status NOT IN FINAL_SQL`: the final statuses as a SQL list, in Status
+# order, spelled into the statements at import.
+FINAL_SQL = _sql_list(s for s in Status if s in FINAL_STATUSES)
+# The statuses of a message not yet ended.
+OPEN_SQL = _sql_list(s for s in Status if s not in FINAL_STATUSES)
