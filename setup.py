@@ -46,6 +46,7 @@ COMPILED_INITS = (
     "smsrouter/connectors/smpp/pdu.py:MessageIdResp",
     "smsrouter/connectors/smpp/pdu.py:ShortMessagePdu",
     "smsrouter/connectors/smpp/receipt.py:Receipt",
+    "smsrouter/router/admission.py:Draft",
     "smsrouter/router/engine.py:_HeldReceipt",
     "smsrouter/router/messages.py:Message",
     "smsrouter/router/store/operations.py:CarrierReceipt",

@@ -72,6 +72,40 @@ class Draft:
     valid_until: datetime | None = None
     send_at: datetime | None = None
 
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS): one
+    # is made for every message of both ingresses.
+    def __init__(
+        self,
+        ingress: str,
+        sender: str,
+        to: str,
+        body: str,
+        encoding: Encoding | str,
+        data_coding: int,
+        parts: int,
+        udh: bytes | None = None,
+        client_ref: str | None = None,
+        callback_url: str | None = None,
+        registered_delivery: int = 0,
+        validity: float | None = None,
+        valid_until: datetime | None = None,
+        send_at: datetime | None = None,
+    ) -> None:
+        self.ingress = ingress
+        self.sender = sender
+        self.to = to
+        self.body = body
+        self.encoding = encoding
+        self.data_coding = data_coding
+        self.parts = parts
+        self.udh = udh
+        self.client_ref = client_ref
+        self.callback_url = callback_url
+        self.registered_delivery = registered_delivery
+        self.validity = validity
+        self.valid_until = valid_until
+        self.send_at = send_at
+
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
