@@ -328,6 +328,15 @@ class HttpApi:
         for r in rejected:
             metrics.rejected("http", r.code).inc()
         if not messages:
+            throttled = [r for r in rejected if r.code == "throughput_exceeded"]
+            if throttled:
+                # CONTRACT §6 "Throughput plan": over it, 429 and when to retry.
+                wait = min(r.retry_after for r in throttled)
+                return problem(
+                    429, "Throughput plan exceeded", throttled[0].detail,
+                    kind="throughput-exceeded", rejected=[_refusal(r) for r in rejected],
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )  # fmt: skip
             return problem(
                 422, "Message rejected", "; ".join(f"{r.to}: {r.detail}" for r in rejected),
                 kind="rejected", rejected=[_refusal(r) for r in rejected],

@@ -70,6 +70,8 @@ _STATUS_OF_REFUSAL = {
     "no_route": (CommandStatus.ESME_RINVDSTADR, "no_route"),
     "invalid_number": (CommandStatus.ESME_RINVDSTADR, "invalid_number"),
     "unknown_sender": (CommandStatus.ESME_RINVSRCADR, "sender_not_allowed"),
+    # CONTRACT §6 "Throughput plan": a temporary refusal the ESME retries.
+    "throughput_exceeded": (CommandStatus.ESME_RTHROTTLED, "throughput_exceeded"),
 }
 
 

@@ -41,6 +41,7 @@ class Account:
     smpp_system_id: str | None
     smpp_password_digest: bytes | None = field(repr=False)
     max_binds: int
+    max_tps: float = 0.0  # 0: no account-wide cap (CONTRACT §6 "Throughput plan")
 
     def ip_allowed(self, ip: str | None) -> bool:
         """An empty allow list admits any source address (CONTRACT §2)."""
@@ -73,6 +74,7 @@ def _account(cfg: AccountConfig) -> Account:
         smpp_system_id=cfg.smpp.system_id if cfg.smpp else None,
         smpp_password_digest=_digest(cfg.smpp.password) if cfg.smpp else None,
         max_binds=cfg.smpp.max_binds if cfg.smpp else 0,
+        max_tps=cfg.max_tps,
     )
 
 

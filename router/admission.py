@@ -8,15 +8,19 @@ vocabulary (RFC 9457 problem / SMPP command_status).
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import phonenumbers
 
+from smsrouter.router import metrics
 from smsrouter.router.accounts import Account
 from smsrouter.router.messages import Message, Status, new_message_id, utcnow
 from smsrouter.router.routes import PriceTable, RouteTable
+from smsrouter.router.throughput import ThroughputPlans
 from smsrouter.sms.text import Encoding, part_count
 
 # Longest text accepted over HTTP, in parts. Twilio caps a message body at
@@ -46,6 +50,7 @@ class Refusal:
     code: str
     detail: str
     field: str = "to"
+    retry_after: float = 0.0  # seconds, for a refusal that passes (throughput)
 
 
 @dataclass(slots=True)
@@ -191,8 +196,11 @@ class Admission:
         routes: RouteTable,
         prices: PriceTable,
         senders: dict[str, str],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.apply_config(routes=routes, prices=prices, senders=senders)
+        # Counts outlive a reload: a new config does not refill the buckets.
+        self.throughput = ThroughputPlans(clock)
 
     def apply_config(
         self, *, routes: RouteTable, prices: PriceTable, senders: dict[str, str]
@@ -222,6 +230,19 @@ class Admission:
         refusal = self.refuse(draft.to, recipient)
         if refusal is not None:
             return refusal
+        # Last of the rules: only a message that every other rule admits
+        # counts against the account's throughput plan.
+        if account.max_tps > 0:
+            wait = self.throughput.take(account.id, account.max_tps)
+            if wait > 0:
+                metrics.throttled("max_tps").inc()
+                return Refusal(
+                    draft.to,
+                    "throughput_exceeded",
+                    f"over the account's {account.max_tps:g} messages per second;"
+                    f" retry in {wait:.2f} s",
+                    retry_after=wait,
+                )
         return self.new_message(
             account,
             ingress=draft.ingress,

@@ -160,6 +160,9 @@ class AccountConfig(_Section):
     webhook_secret: str = ""
     inbound_url: str = ""
     allowed_ips: list[str] = []
+    # Messages per second accepted over all the account's binds and
+    # requests (CONTRACT §6 "Throughput plan"); 0: no account-wide cap.
+    max_tps: float = 0.0
 
 
 class RatesConfig(_Section):
@@ -492,6 +495,8 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
             system_ids.add(a.smpp.system_id)
             if len(a.smpp.system_id) > 15:
                 errors.append((f"{at('accounts', i)}.smpp.system_id", "longer than 15 characters"))
+        if a.max_tps < 0:
+            errors.append((f"{at('accounts', i)}.max_tps", "must be 0 (no cap) or positive"))
         for j, ip in enumerate(a.allowed_ips):
             try:
                 ipaddress.ip_network(ip, strict=False)

@@ -91,3 +91,27 @@ def test_both_ingresses_get_the_same_refusal_for_the_same_draft(
         assert isinstance(refusal, Refusal)
         assert (refusal.to, refusal.code, refusal.field) == (to, code, field)
     assert refusals[0] == refusals[1]
+
+
+def test_the_throughput_plan_counts_only_what_every_other_rule_admits() -> None:
+    ticks = [0.0]
+    accounts = AccountDirectory([AccountConfig(id="a", api_keys=["ka"], max_tps=2)])
+    admission = Admission(
+        routes=RouteTable([("1", [Candidate("sim", Decimal("0.004"))])]),
+        prices=PriceTable([("1", Decimal("0.0062"))]),
+        senders={SENDER: "a"},
+        clock=lambda: ticks[0],
+    )
+    a = accounts.get("a")
+    assert a is not None
+    # Refused for another reason: not counted.
+    for _ in range(5):
+        refused = admission.admit(a, _draft("http", "+447700900123"), NOW)
+        assert isinstance(refused, Refusal) and refused.code == "no_route"
+    outcomes = [admission.admit(a, _draft(i, "+14155550123"), NOW) for i in ("http", "smpp") * 2]
+    assert [isinstance(o, Message) for o in outcomes] == [True, True, False, False]
+    for refusal in outcomes[2:]:
+        assert isinstance(refusal, Refusal) and refusal.code == "throughput_exceeded"
+        assert refusal.retry_after == pytest.approx(0.5)
+    ticks[0] += 0.5
+    assert isinstance(admission.admit(a, _draft("smpp", "+14155550123"), NOW), Message)

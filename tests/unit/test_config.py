@@ -157,3 +157,14 @@ def test_check_config_cli_reports_a_bad_simulator(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "simulators[0]: delay 'exp:0'" in run.stderr
     assert "an exponential delay needs a mean > 0" in run.stderr
+
+
+def test_a_negative_account_throughput_plan_names_its_key() -> None:
+    raw = {"accounts": [{"id": "a"}, {"id": "b", "max_tps": -1}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, environ={})
+    assert [path for path, _ in info.value.errors] == ["accounts[1].max_tps"]
+    assert (
+        parse_config({"accounts": [{"id": "a", "max_tps": 2.5}]}, environ={}).accounts[0].max_tps
+        == 2.5
+    )
