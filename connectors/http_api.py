@@ -10,6 +10,7 @@ bad field, the way Twilio and Plivo report them. The routes are served by
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 import uuid
@@ -45,18 +46,21 @@ from smsrouter.router.admission import (
     text_parts,
 )
 from smsrouter.router.auth_throttle import AuthThrottle
-from smsrouter.router.intake import Intake
+from smsrouter.router.intake import Intake, KeyTaken
 from smsrouter.router.liveness import DatabaseLiveness
 from smsrouter.router.messages import Message, utcnow
 from smsrouter.router.scheduler import SenderQueueFull
 from smsrouter.router.store import balances, queries
 from smsrouter.router.store.group_commit import StoreError
+from smsrouter.router.store.operations import IdempotentAnswer
 from smsrouter.sms.text import Encoding
 
 log = structlog.get_logger("http")
 
 PROBLEM_BASE = "https://smsrouter.dev/problems/"
 MAX_BATCH = 500
+# CONTRACT §3: an Idempotency-Key is up to 255 characters.
+MAX_IDEMPOTENCY_KEY = 255
 # Seconds a client should wait after a 429 for a full sender queue: one
 # long-code token (4 s) is the slowest drain that can free room.
 RETRY_AFTER_QUEUE_FULL = 4
@@ -279,6 +283,18 @@ class HttpApi:
     async def send(self, request: Request, account: Account) -> Response:
         started = time.perf_counter()
         raw = request.body
+        key = request.header("idempotency-key")
+        request_hash = b""
+        if key is not None:
+            # CONTRACT §3: a repeat answers what the first answered.
+            if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+                return _field_errors(
+                    [FieldError("Idempotency-Key", "invalid", "1 to 255 characters")]
+                )
+            request_hash = hashlib.sha256(raw).digest()
+            replayed = await self._replay(account, key, request_hash)
+            if replayed is not None:
+                return replayed
         req: SendRequest
         try:
             req = decode_send(raw)
@@ -342,12 +358,35 @@ class HttpApi:
                 kind="rejected", rejected=[_refusal(r) for r in rejected],
                 errors=[{"field": "to", "code": r.code, "detail": r.detail} for r in rejected],
             )  # fmt: skip
+        accepted = json_response(
+            202,
+            {
+                "messages": [
+                    {
+                        "id": str(m.id),
+                        "to": to,
+                        "status": "accepted",
+                        "parts": m.parts,
+                        "encoding": m.encoding,
+                        "price": m.price,
+                    }
+                    for to, m in messages
+                ],
+                "rejected": [_refusal(r) for r in rejected],
+            },
+        )
+        answer = None
+        if key is not None:
+            answer = IdempotentAnswer(account.id, key, request_hash, 202, accepted.body)
+        taken = False
         try:
             # The commit waits at most request_timeout (CONTRACT §11 "A hung
             # database"). Intake.accept is cancellation-safe: a message whose
             # commit lands after the deadline is queued all the same.
             async with asyncio.timeout(self.request_timeout):
-                await self.services.intake.accept([m for _, m in messages])
+                await self.services.intake.accept([m for _, m in messages], answer)
+        except KeyTaken:
+            taken = True  # answered below: no await in an except clause
         except TimeoutError:
             return problem(
                 503, "Commit timed out",
@@ -370,26 +409,38 @@ class HttpApi:
                 kind="store-unavailable", code="store_unavailable",
                 headers={"Retry-After": str(RETRY_AFTER_STORE)},
             )  # fmt: skip
+        if taken:
+            # A request with the same key committed first: answer what it did.
+            assert key is not None
+            replayed = await self._replay(account, key, request_hash)
+            return replayed if replayed is not None else _store_unavailable()
         metrics.ingress_latency("http").observe(time.perf_counter() - started)
         for _, m in messages:
             log.debug("message accepted", message_id=str(m.id), account=account.id, ingress="http")
-        return json_response(
-            202,
-            {
-                "messages": [
-                    {
-                        "id": str(m.id),
-                        "to": to,
-                        "status": "accepted",
-                        "parts": m.parts,
-                        "encoding": m.encoding,
-                        "price": m.price,
-                    }
-                    for to, m in messages
-                ],
-                "rejected": [_refusal(r) for r in rejected],
-            },
-        )
+        return accepted
+
+    async def _replay(self, account: Account, key: str, request_hash: bytes) -> Response | None:
+        """What the request that took this Idempotency-Key answered, or None
+        if no request took it (in the last 24 h)."""
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                stored = await queries.idempotent_answer(self.services.pool, account.id, key)
+        except TimeoutError:
+            return _store_timeout(self.request_timeout)
+        except _STORE_DOWN:
+            return _store_unavailable()
+        if stored is None:
+            return None
+        first_hash, status, body = stored
+        if first_hash != request_hash:
+            return problem(
+                422, "Idempotency key reused",
+                "this Idempotency-Key was used with another request body",
+                kind="idempotency-key-reused",
+                errors=[{"field": "Idempotency-Key", "code": "idempotency_key_reused",
+                         "detail": "used with another request body"}],
+            )  # fmt: skip
+        return Response(status, body, headers={"Idempotent-Replayed": "true"})
 
     def _validate(
         self, req: SendRequest, account: Account

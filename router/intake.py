@@ -18,7 +18,7 @@ from smsrouter.router import metrics
 from smsrouter.router.engine import DeliveryEngine
 from smsrouter.router.messages import Message
 from smsrouter.router.store.group_commit import GroupCommit, StoreError
-from smsrouter.router.store.operations import InsertMessage
+from smsrouter.router.store.operations import KEY_TAKEN, IdempotentAnswer, InsertMessage
 
 log = structlog.get_logger("intake")
 
@@ -27,6 +27,11 @@ log = structlog.get_logger("intake")
 # accepted; past the bound the oldest are forgotten (and logged), and the
 # next start finds them as it finds any stored message.
 MAX_IN_DOUBT = 100_000
+
+
+class KeyTaken(Exception):
+    """The request's Idempotency-Key was taken by another request first;
+    none of this one's messages was stored (CONTRACT §3)."""
 
 
 class Intake:
@@ -87,8 +92,12 @@ class Intake:
             metrics.throttled("sender_queue_full").inc()
             raise full
 
-    async def accept(self, messages: Sequence[Message]) -> None:
-        """Commit the messages and queue them; raises StoreError if the commit failed.
+    async def accept(
+        self, messages: Sequence[Message], answer: IdempotentAnswer | None = None
+    ) -> None:
+        """Commit the messages and queue them; raises StoreError if the commit
+        failed, KeyTaken if `answer`'s Idempotency-Key belongs to another
+        request (then nothing was stored).
 
         The messages are queued inside the writer once committed, not after
         this coroutine resumes: a caller that stops waiting (a request past
@@ -96,20 +105,25 @@ class Intake:
         outside its sender queue.
         """
         self.check_room(messages)
-        done: asyncio.Future[StoreError | None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[StoreError | KeyTaken | None] = (
+            asyncio.get_running_loop().create_future()
+        )
 
-        def committed(_: object, error: StoreError | None) -> None:
-            if error is None:
-                self._queue(messages)
-            else:
+        def committed(result: object, error: StoreError | None) -> None:
+            outcome: StoreError | KeyTaken | None = error
+            if error is not None:
                 self._failed(messages, error)
+            elif result == KEY_TAKEN:
+                outcome = KeyTaken()
+            else:
+                self._queue(messages)
             if not done.done():
-                done.set_result(error)
+                done.set_result(outcome)
 
-        self.writer.submit_then(InsertMessage(messages), committed)
-        error = await done
-        if error is not None:
-            raise error
+        self.writer.submit_then(InsertMessage(messages, answer), committed)
+        outcome = await done
+        if outcome is not None:
+            raise outcome
 
     def accept_one(self, message: Message, answer: Callable[[StoreError | None], None]) -> None:
         """The same for one message without a task or a future: `answer(None)`

@@ -52,6 +52,7 @@ from smsrouter.router.store.balances import ensure_accounts
 from smsrouter.router.store.group_commit import GroupCommit
 from smsrouter.router.store.listeners import CommitListeners
 from smsrouter.router.store.queries import (
+    forget_idempotency_keys,
     pending_messages,
     pending_notifications,
     stored_message_ids,
@@ -61,6 +62,11 @@ from smsrouter.sims.carrier import CarrierSimulator
 log = structlog.get_logger("daemon")
 
 GC_YOUNG_THRESHOLD = 50_000
+# Housekeeping: MO parts waiting for their siblings are looked at every
+# SWEEP_SECONDS, Idempotency-Keys past their 24 h deleted every
+# FORGET_KEYS_SECONDS (a look-up ignores them already).
+SWEEP_SECONDS = 5.0
+FORGET_KEYS_SECONDS = 600.0
 
 
 def build_routes(config: Config) -> RouteTable:
@@ -424,10 +430,23 @@ class Router:
                 self._recovered.set()
 
     async def _sweep(self) -> None:
-        """Every few seconds: MO parts that waited too long for their siblings."""
+        """Every few seconds: MO parts that waited too long for their
+        siblings; every few minutes: Idempotency-Keys past their 24 h."""
+        loop = asyncio.get_running_loop()
+        keys_at = loop.time()
         while True:
-            await asyncio.sleep(5)
+            await asyncio.sleep(SWEEP_SECONDS)
             self.inbound.sweep()
+            if loop.time() >= keys_at:
+                keys_at = loop.time() + FORGET_KEYS_SECONDS
+                try:
+                    forgotten = await forget_idempotency_keys(self.pool)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("idempotency keys not swept; retrying later", error=repr(exc))
+                    keys_at = loop.time() + SWEEP_SECONDS
+                else:
+                    if forgotten:
+                        log.info("idempotency keys past 24 h deleted", count=forgotten)
 
     # ------------------------------------------------------------- reload
 

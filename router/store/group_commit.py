@@ -271,7 +271,7 @@ class GroupCommit:
         failure: Exception | None = None
         try:
             conn = await self._connection()
-            if by_class.keys() == {InsertMessage}:
+            if by_class.keys() == {InsertMessage} and _without_keys(batch):
                 # One statement is its own transaction: no BEGIN/COMMIT trips.
                 await insert_messages(conn, [op for op, _ in batch])  # type: ignore[misc]
             else:
@@ -323,6 +323,12 @@ class GroupCommit:
                     waiter.set_exception(error)
             else:
                 _tell(waiter, None, error)
+
+
+def _without_keys(batch: list[tuple[Operation, Any]]) -> bool:
+    """No Idempotency-Key to take: the messages alone are one statement.
+    A key and its messages need a transaction of their own."""
+    return not any(isinstance(op, InsertMessage) and op.answer is not None for op, _ in batch)
 
 
 def _tell(settled: Settled, result: Any, error: StoreError | None) -> None:

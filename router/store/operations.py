@@ -16,19 +16,41 @@ from datetime import datetime
 from smsrouter.router.messages import Message, Status
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotentAnswer:
+    """What a POST /v1/messages with an Idempotency-Key answered (CONTRACT
+    §3), stored with its messages: a repeat answers it again."""
+
+    account_id: str
+    key: str
+    request_hash: bytes  # SHA-256 of the request body
+    status: int
+    body: bytes
+
+
+# InsertMessage's result when its Idempotency-Key was taken by another
+# request: none of its messages was stored.
+KEY_TAKEN = "key_taken"
+
+
 @dataclass(slots=True)
 class InsertMessage:
     """New messages; one operation is one transaction, so a batch request's
-    recipients are stored all together or not at all."""
+    recipients are stored all together or not at all. With an `answer`,
+    they are stored only if its key is free, and take it; else the result
+    is KEY_TAKEN."""
 
     messages: Sequence[Message]
+    answer: IdempotentAnswer | None = None
 
     # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
     def __init__(
         self,
         messages: Sequence[Message],
+        answer: IdempotentAnswer | None = None,
     ) -> None:
         self.messages = messages
+        self.answer = answer
 
 
 @dataclass(slots=True)

@@ -87,3 +87,25 @@ async def pending_notifications(pool: asyncpg.Pool) -> list[Notification]:
             " next_attempt_at, expires_at FROM outbox WHERE done_at IS NULL ORDER BY id"
         )
     return [Notification(**dict(r)) for r in rows]
+
+
+async def idempotent_answer(
+    pool: asyncpg.Pool, account_id: str, key: str
+) -> tuple[bytes, int, bytes] | None:
+    """(request hash, status, body) of what a POST with this Idempotency-Key
+    answered in the last 24 h (CONTRACT §3), or None."""
+    row = await pool.fetchrow(
+        "SELECT request_hash, status, body FROM idempotency_keys"
+        " WHERE account_id = $1 AND key = $2 AND created_at >= now() - interval '24 hours'",
+        account_id,
+        key,
+    )
+    return None if row is None else (row["request_hash"], row["status"], row["body"])
+
+
+async def forget_idempotency_keys(pool: asyncpg.Pool) -> int:
+    """Delete the keys past their 24 h; how many."""
+    done = await pool.execute(
+        "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'"
+    )
+    return int(done.rsplit(" ", 1)[1])

@@ -15,6 +15,7 @@ import asyncpg
 from smsrouter.router.messages import STATUS_OF, Status
 from smsrouter.router.store.listeners import CommitListener
 from smsrouter.router.store.operations import (
+    KEY_TAKEN,
     CarrierReceipt,
     Finished,
     InsertMessage,
@@ -38,6 +39,12 @@ from smsrouter.router.store.schema import FINAL_SQL, MESSAGE_COLUMNS
 # against collections.abc; a COPY row goes straight through each column's
 # codec) and cheaper for the database too.
 async def insert_messages(conn: asyncpg.Connection, ops: list[InsertMessage]) -> list[Any]:
+    results: list[Any] = [None] * len(ops)
+    if any(op.answer is not None for op in ops):
+        results = await _take_keys(conn, ops)
+        ops = [op for op, r in zip(ops, results, strict=True) if r is None]
+        if not ops:
+            return results
     await conn.copy_records_to_table(
         "messages",
         columns=MESSAGE_COLUMNS,
@@ -66,7 +73,51 @@ async def insert_messages(conn: asyncpg.Connection, ops: list[InsertMessage]) ->
             for m in op.messages
         ],
     )
-    return [None] * len(ops)
+    return results
+
+
+# A key is taken by inserting it: another request's key in the table, or
+# earlier in the same flush, leaves it to that one. A key older than 24 h
+# is free again (CONTRACT §3 "kept 24 h"), whether or not housekeeping has
+# deleted it yet.
+_TAKE_KEYS = (
+    "INSERT INTO idempotency_keys (account_id, key, request_hash, status, body)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int2[], $5::bytea[])"
+    " ON CONFLICT (account_id, key) DO UPDATE"
+    " SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,"
+    "     body = EXCLUDED.body, created_at = now()"
+    " WHERE idempotency_keys.created_at < now() - interval '24 hours'"
+    " RETURNING account_id, key"
+)
+
+
+async def _take_keys(conn: asyncpg.Connection, ops: list[InsertMessage]) -> list[Any]:
+    """None for each operation whose messages may be stored, KEY_TAKEN for
+    each whose key another request holds."""
+    results: list[Any] = [None] * len(ops)
+    first: dict[tuple[str, str], int] = {}
+    for i, op in enumerate(ops):
+        if op.answer is None:
+            continue
+        at = (op.answer.account_id, op.answer.key)
+        if at in first:
+            results[i] = KEY_TAKEN  # the same key twice in one flush: the first has it
+        else:
+            first[at] = i
+    answers = [ops[i].answer for i in first.values()]
+    taken = await conn.fetch(
+        _TAKE_KEYS,
+        [a.account_id for a in answers if a],
+        [a.key for a in answers if a],
+        [a.request_hash for a in answers if a],
+        [a.status for a in answers if a],
+        [a.body for a in answers if a],
+    )
+    won = {(r["account_id"], r["key"]) for r in taken}
+    for at, i in first.items():
+        if at not in won:
+            results[i] = KEY_TAKEN
+    return results
 
 
 # A sent part is one row of carrier_submits, which its receipt will match;
