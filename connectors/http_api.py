@@ -10,12 +10,13 @@ bad field, the way Twilio and Plivo report them. The routes are served by
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -206,7 +207,10 @@ class HttpApi:
         self.auth_throttle = auth_throttle if auth_throttle is not None else AuthThrottle()
         # GET routes answer HEAD too (RFC 9110 §9.3.2).
         self.routes: dict[str, dict[str, ServerHandler]] = {
-            "/v1/messages": {"POST": self._authed(self.send)},
+            "/v1/messages": {
+                "POST": self._authed(self.send),
+                "GET": self._authed(self.list_messages),
+            },
             "/v1/messages/{id}": {"GET": self._authed(self.get_message)},
             "/v1/balance": {"GET": self._authed(self.balance)},
             "/metrics": {"GET": self.metrics},
@@ -509,28 +513,55 @@ class HttpApi:
                 return _store_unavailable()
         if row is None:
             return problem(404, "Not found", "no such message", kind="not-found")
+        shown = _message_json(row)
+        shown["events"] = [
+            {"at": _iso(e["at"]), "status": e["status"], "detail": e["detail"]}
+            for e in row["events"]
+        ]
+        return json_response(200, shown)
+
+    async def list_messages(self, request: Request, account: Account) -> Response:
+        """GET /v1/messages: newest first, a page at a time (CONTRACT §3)."""
+        query = request.query
+        errors: list[FieldError] = []
+        unknown = sorted(set(query) - _LIST_PARAMETERS)
+        for name in unknown:
+            errors.append(FieldError(name, "unknown", "not a parameter of this list"))
+        status = query.get("status") or None
+        if status is not None and status not in _SHOWN_STATUSES:
+            errors.append(FieldError("status", "invalid", "one of " + ", ".join(_SHOWN_STATUSES)))
+        since = None
+        if query.get("since"):
+            since = _rfc3339(query["since"])
+            if since is None:
+                errors.append(FieldError("since", "invalid", "an RFC 3339 time with its offset"))
+        limit = DEFAULT_PAGE
+        if query.get("limit"):
+            raw_limit = query["limit"]
+            limit = int(raw_limit) if raw_limit.isdigit() else 0
+            if not 1 <= limit <= MAX_PAGE:
+                errors.append(FieldError("limit", "invalid", f"a whole number, 1 to {MAX_PAGE}"))
+        before = None
+        if query.get("after"):
+            before = _cursor_position(query["after"])
+            if before is None:
+                errors.append(FieldError("after", "invalid", "not a cursor this API gave"))
+        if errors:
+            return _field_errors(errors)
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                rows = await queries.list_messages(
+                    self.services.pool, account.id, limit=limit + 1, status=status,
+                    client_ref=query.get("client_ref") or None, since=since, before=before,
+                )  # fmt: skip
+        except TimeoutError:
+            return _store_timeout(self.request_timeout)
+        except _STORE_DOWN:
+            return _store_unavailable()
+        page, more = rows[:limit], len(rows) > limit
+        next_cursor = _cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
         return json_response(
-            200,
-            {
-                "id": str(row["id"]),
-                "from": row["sender"],
-                "to": row["recipient"],
-                "status": row["status"],
-                "error_code": row["error_code"],
-                "carrier": row["carrier"],
-                "parts": row["parts"],
-                "encoding": row["encoding"],
-                "price": row["price"],
-                "client_ref": row["client_ref"],
-                "created_at": _iso(row["created_at"]),
-                "sent_at": _iso(row["sent_at"]),
-                "done_at": _iso(row["done_at"]),
-                "send_at": _iso(row["send_at"]),
-                "events": [
-                    {"at": _iso(e["at"]), "status": e["status"], "detail": e["detail"]}
-                    for e in row["events"]
-                ],
-            },
+            200, {"messages": [_message_json(r) for r in page], "next": next_cursor}
         )
 
     async def balance(self, request: Request, account: Account) -> Response:
@@ -571,6 +602,66 @@ class HttpApi:
         # bound; the body says which. As cheap as /healthz.
         ready, detail = self.services.is_ready()
         return json_response(200 if ready else 503, {"ready": ready, **detail})
+
+
+def _message_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A message as GET /v1/messages shows it (CONTRACT §3), events aside."""
+    return {
+        "id": str(row["id"]),
+        "from": row["sender"],
+        "to": row["recipient"],
+        "status": row["status"],
+        "error_code": row["error_code"],
+        "carrier": row["carrier"],
+        "parts": row["parts"],
+        "encoding": row["encoding"],
+        "price": row["price"],
+        "client_ref": row["client_ref"],
+        "created_at": _iso(row["created_at"]),
+        "sent_at": _iso(row["sent_at"]),
+        "done_at": _iso(row["done_at"]),
+        "send_at": _iso(row["send_at"]),
+    }
+
+
+# GET /v1/messages: its parameters, the statuses it filters on, page sizes.
+_LIST_PARAMETERS = frozenset({"status", "client_ref", "since", "limit", "after"})
+_SHOWN_STATUSES = (
+    "accepted", "queued", "sent", "delivered", "undelivered", "expired", "rejected", "failed",
+)  # fmt: skip
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+
+
+def _cursor(created_at: datetime, message_id: uuid.UUID) -> str:
+    """Where a page ended, opaque to clients: the last message's creation
+    time (microseconds since the epoch) and id."""
+    micros = round(created_at.timestamp() * 1_000_000)
+    raw = micros.to_bytes(8, "big", signed=True) + message_id.bytes
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_position(cursor: str) -> tuple[datetime, uuid.UUID] | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except ValueError:
+        return None
+    if len(raw) != 24:
+        return None
+    micros = int.from_bytes(raw[:8], "big", signed=True)
+    try:
+        at = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=micros)
+    except OverflowError:
+        return None
+    return at, uuid.UUID(bytes=raw[8:])
+
+
+def _rfc3339(value: str) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
 
 
 def _refusal(r: Refusal) -> dict[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 
@@ -109,3 +110,51 @@ async def forget_idempotency_keys(pool: asyncpg.Pool) -> int:
         "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'"
     )
     return int(done.rsplit(" ", 1)[1])
+
+
+# A message of a list with what get_message works out for one: until it
+# ends, whether (and when, where) it was sent, from its carrier_submits.
+_LIST = (
+    "SELECT * FROM ("
+    " SELECT m.*, s.at AS first_sent_at, s.parts AS parts_submitted, s.carrier AS first_carrier,"
+    "  CASE WHEN m.status IN ('accepted', 'queued') AND s.at IS NOT NULL THEN 'sent'"
+    "   ELSE m.status END AS shown_status"
+    " FROM messages m LEFT JOIN LATERAL ("
+    "  SELECT min(submitted_at) AS at, count(DISTINCT part) AS parts,"
+    "   (array_agg(carrier ORDER BY submitted_at))[1] AS carrier"
+    "  FROM carrier_submits c WHERE c.message_id = m.id AND m.sent_at IS NULL) s ON true"
+    " WHERE m.account_id = $1"
+    "  AND ($2::timestamptz IS NULL OR m.created_at >= $2)"
+    "  AND ($3::text IS NULL OR m.client_ref = $3)"
+    "  AND ($4::timestamptz IS NULL OR (m.created_at, m.id) < ($4, $5::uuid))"
+    " ORDER BY m.created_at DESC, m.id DESC) page"
+    " WHERE $6::text IS NULL OR shown_status = $6"
+    " LIMIT $7"
+)
+
+
+async def list_messages(
+    pool: asyncpg.Pool,
+    account_id: str,
+    *,
+    limit: int,
+    status: str | None = None,
+    client_ref: str | None = None,
+    since: datetime | None = None,
+    before: tuple[datetime, uuid.UUID] | None = None,
+) -> list[dict]:
+    """An account's messages, newest first, that were created at or after
+    `since` and come after `before` (the last one of the previous page), at
+    most `limit`; each as get_message shows it, without its events."""
+    at, last_id = before if before is not None else (None, None)
+    rows = await pool.fetch(_LIST, account_id, since, client_ref, at, last_id, status, limit)
+    listed = []
+    for row in rows:
+        message = dict(row)
+        if message["sent_at"] is None and message["first_sent_at"] is not None:
+            message["sent_at"] = message["first_sent_at"]
+            message["parts_sent"] = message["parts_submitted"]
+            message["carrier"] = message["carrier"] or message["first_carrier"]
+        message["status"] = message["shown_status"]
+        listed.append(message)
+    return listed
