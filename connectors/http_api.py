@@ -573,7 +573,9 @@ class HttpApi:
         except _STORE_DOWN:
             return _store_unavailable()
         credit, currency = found if found else (Decimal(0), account.currency)
-        return json_response(200, {"credit": credit, "currency": currency})
+        return json_response(
+            200, {"credit": credit, "currency": currency, "credit_limit": account.credit_limit}
+        )
 
     # ----------------------------------------------------------- ops
 

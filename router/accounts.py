@@ -11,6 +11,7 @@ import hmac
 import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from smsrouter.router.config import AccountConfig
 
@@ -42,6 +43,7 @@ class Account:
     smpp_password_digest: bytes | None = field(repr=False)
     max_binds: int
     max_tps: float = 0.0  # 0: no account-wide cap (CONTRACT §6 "Throughput plan")
+    credit_limit: Decimal = Decimal(0)  # how far below zero (CONTRACT §6 "Credit")
 
     def ip_allowed(self, ip: str | None) -> bool:
         """An empty allow list admits any source address (CONTRACT §2)."""
@@ -75,6 +77,7 @@ def _account(cfg: AccountConfig) -> Account:
         smpp_password_digest=_digest(cfg.smpp.password) if cfg.smpp else None,
         max_binds=cfg.smpp.max_binds if cfg.smpp else 0,
         max_tps=cfg.max_tps,
+        credit_limit=cfg.credit_limit,
     )
 
 

@@ -163,6 +163,8 @@ class AccountConfig(_Section):
     # Messages per second accepted over all the account's binds and
     # requests (CONTRACT §6 "Throughput plan"); 0: no account-wide cap.
     max_tps: float = 0.0
+    # How far below zero the balance may go (CONTRACT §6 "Credit").
+    credit_limit: Decimal = Decimal(0)
 
 
 class RatesConfig(_Section):
@@ -516,11 +518,12 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
                     errors.append(
                         (f"{at('accounts', i)}.{key}", f"{refusal} (deny_private_networks)")
                     )
-        try:
-            if a.credit < 0:
-                errors.append((f"{at('accounts', i)}.credit", "must not be negative"))
-        except InvalidOperation:
-            errors.append((f"{at('accounts', i)}.credit", "not a decimal amount"))
+        for key in ("credit", "credit_limit"):
+            try:
+                if getattr(a, key) < 0:
+                    errors.append((f"{at('accounts', i)}.{key}", "must not be negative"))
+            except InvalidOperation:
+                errors.append((f"{at('accounts', i)}.{key}", "not a decimal amount"))
 
     for i, n in enumerate(config.numbers):
         if n.account not in account_ids:

@@ -168,3 +168,10 @@ def test_a_negative_account_throughput_plan_names_its_key() -> None:
         parse_config({"accounts": [{"id": "a", "max_tps": 2.5}]}, environ={}).accounts[0].max_tps
         == 2.5
     )
+
+
+def test_a_negative_credit_limit_names_its_key() -> None:
+    raw = {"accounts": [{"id": "a", "credit_limit": "-1"}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, environ={})
+    assert [path for path, _ in info.value.errors] == ["accounts[0].credit_limit"]
