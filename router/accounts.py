@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -16,6 +17,7 @@ from decimal import Decimal
 from smsrouter.router.config import AccountConfig
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_UTC = zoneinfo.ZoneInfo("UTC")
 
 
 # Copied rather than made anew per digest: a new OpenSSL hash looks its
@@ -44,6 +46,11 @@ class Account:
     max_binds: int
     max_tps: float = 0.0  # 0: no account-wide cap (CONTRACT §6 "Throughput plan")
     credit_limit: Decimal = Decimal(0)  # how far below zero (CONTRACT §6 "Credit")
+    # CONTRACT §6 "Daily thresholds": 0 is none; the day is the zone's.
+    daily_alarm: int = 0
+    daily_limit: int = 0
+    zone: zoneinfo.ZoneInfo = _UTC
+    alert_url: str = ""
 
     def ip_allowed(self, ip: str | None) -> bool:
         """An empty allow list admits any source address (CONTRACT §2)."""
@@ -78,6 +85,10 @@ def _account(cfg: AccountConfig) -> Account:
         max_binds=cfg.smpp.max_binds if cfg.smpp else 0,
         max_tps=cfg.max_tps,
         credit_limit=cfg.credit_limit,
+        daily_alarm=cfg.daily_alarm,
+        daily_limit=cfg.daily_limit,
+        zone=zoneinfo.ZoneInfo(cfg.timezone),
+        alert_url=cfg.alert_url,
     )
 
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
 
 import phonenumbers
 
 from smsrouter.router import metrics
 from smsrouter.router.accounts import Account
+from smsrouter.router.daily import DailyCounts
 from smsrouter.router.messages import Message, Status, new_message_id, utcnow
 from smsrouter.router.routes import PriceTable, RouteTable
 from smsrouter.router.throughput import ThroughputPlans
@@ -197,10 +198,16 @@ class Admission:
         prices: PriceTable,
         senders: dict[str, str],
         clock: Callable[[], float] = time.monotonic,
+        on_alarm: Callable[[Account, int, date], None] | None = None,
     ) -> None:
         self.apply_config(routes=routes, prices=prices, senders=senders)
-        # Counts outlive a reload: a new config does not refill the buckets.
+        # Counts outlive a reload: a new config does not refill the buckets
+        # nor reopen a day's limit.
         self.throughput = ThroughputPlans(clock)
+        self.daily = DailyCounts()
+        # An account's day passed its daily_alarm (once a day): told here.
+        self.on_alarm = on_alarm
+        self._zones: dict[str, tzinfo] = {}  # of the accounts counted per day
 
     def apply_config(
         self, *, routes: RouteTable, prices: PriceTable, senders: dict[str, str]
@@ -243,6 +250,19 @@ class Admission:
                     f" retry in {wait:.2f} s",
                     retry_after=wait,
                 )
+        if account.daily_limit or account.daily_alarm:
+            day = now.astimezone(account.zone).date()
+            self._zones[account.id] = account.zone
+            if not self.daily.take(account.id, day, account.daily_limit):
+                return Refusal(
+                    draft.to,
+                    "limit_reached",
+                    f"the account's daily limit of {account.daily_limit} messages is reached"
+                    f" for {day.isoformat()}",
+                )
+            count = self.daily.alarm_due(account.id, day, account.daily_alarm)
+            if count is not None and self.on_alarm is not None:
+                self.on_alarm(account, count, day)
         return self.new_message(
             account,
             ingress=draft.ingress,
@@ -261,6 +281,20 @@ class Admission:
             send_at=draft.send_at,
             now=now,
         )
+
+    def start_day(self, account: Account, day: date, stored: int) -> None:
+        """At start: the messages the account had stored on its current day."""
+        self._zones[account.id] = account.zone
+        self.daily.start(account.id, day, stored, account.daily_alarm)
+
+    def not_stored(self, messages: Sequence[Message]) -> None:
+        """Admitted messages that were not stored after all (the commit
+        failed, a queue was full, the Idempotency-Key was taken): they do
+        not count against their day."""
+        for m in messages:
+            zone = self._zones.get(m.account_id)
+            if zone is not None:
+                self.daily.give_back(m.account_id, m.created_at.astimezone(zone).date())
 
     def sender_allowed(self, account: Account, sender: str) -> bool:
         return self.senders.get(sender) == account.id

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -165,6 +166,13 @@ class AccountConfig(_Section):
     max_tps: float = 0.0
     # How far below zero the balance may go (CONTRACT §6 "Credit").
     credit_limit: Decimal = Decimal(0)
+    # Messages accepted per day in the account's time zone (CONTRACT §6
+    # "Daily thresholds"): an alarm once at daily_alarm (to alert_url if
+    # set), refusals at daily_limit; 0: none.
+    daily_alarm: int = 0
+    daily_limit: int = 0
+    timezone: str = "UTC"
+    alert_url: str = ""
 
 
 class RatesConfig(_Section):
@@ -506,7 +514,14 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
                 errors.append(
                     (f"{at('accounts', i)}.allowed_ips[{j}]", f"not an IP or network: {ip!r}")
                 )
-        for key in ("callback_url", "inbound_url"):
+        for key in ("daily_alarm", "daily_limit"):
+            if getattr(a, key) < 0:
+                errors.append((f"{at('accounts', i)}.{key}", "must be 0 (none) or positive"))
+        try:
+            zoneinfo.ZoneInfo(a.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            errors.append((f"{at('accounts', i)}.timezone", f"not a time zone: {a.timezone!r}"))
+        for key in ("callback_url", "inbound_url", "alert_url"):
             url = getattr(a, key)
             if url and not re.match(r"https?://[^/\s]+", url):
                 errors.append((f"{at('accounts', i)}.{key}", "must be an http:// or https:// URL"))

@@ -35,9 +35,17 @@ class KeyTaken(Exception):
 
 
 class Intake:
-    def __init__(self, writer: GroupCommit, engine: DeliveryEngine) -> None:
+    def __init__(
+        self,
+        writer: GroupCommit,
+        engine: DeliveryEngine,
+        not_stored: Callable[[Sequence[Message]], None] = lambda messages: None,
+    ) -> None:
         self.writer = writer
         self.engine = engine
+        # Told of admitted messages that were not stored after all
+        # (Admission.not_stored: they leave their day's count).
+        self._not_stored = not_stored
         self._in_doubt: list[Message] = []
 
     def _queue(self, messages: Sequence[Message]) -> None:
@@ -50,6 +58,7 @@ class Intake:
         such messages are checked once the database is back (`resolve_doubts`),
         so that a stored message never waits outside its queue."""
         if not error.in_doubt:
+            self._not_stored(messages)
             return
         self._in_doubt.extend(messages)
         if len(self._in_doubt) > MAX_IN_DOUBT:
@@ -90,6 +99,7 @@ class Intake:
         full = self.engine.queue_full(messages)
         if full is not None:
             metrics.throttled("sender_queue_full").inc()
+            self._not_stored(messages)
             raise full
 
     async def accept(
@@ -115,6 +125,7 @@ class Intake:
                 self._failed(messages, error)
             elif result == KEY_TAKEN:
                 outcome = KeyTaken()
+                self._not_stored(messages)
             else:
                 self._queue(messages)
             if not done.done():

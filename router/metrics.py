@@ -92,6 +92,12 @@ CALLBACKS = Counter(
     ["result"],
     namespace=_NS,
 )
+ACCOUNT_ALARM = Gauge(
+    "account_alarm",
+    "1 while an account's day has passed its daily_alarm (CONTRACT §6)",
+    ["account"],
+    namespace=_NS,
+)
 ESME_BINDS = Gauge("esme_binds", "Partner ESME binds by account", ["account"], namespace=_NS)
 COMMIT_LATENCY = Histogram(
     "commit_seconds",

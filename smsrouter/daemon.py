@@ -12,7 +12,10 @@ import asyncio
 import contextlib
 import gc
 import importlib.machinery
+import json
 import signal
+from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,8 @@ from smsrouter.connectors.webhooks import WebhookChannel
 from smsrouter.db_probe import DatabaseProbe
 from smsrouter.embedded_pg import EmbeddedPostgres
 from smsrouter.pg_supervisor import PostgresSupervisor
-from smsrouter.router.accounts import AccountDirectory
+from smsrouter.router import metrics
+from smsrouter.router.accounts import Account, AccountDirectory
 from smsrouter.router.admission import Admission, parse_recipient
 from smsrouter.router.auth_throttle import AuthThrottle
 from smsrouter.router.config import Config, parse_listen
@@ -35,7 +39,7 @@ from smsrouter.router.engine import DeliveryEngine
 from smsrouter.router.inbound import Inbound
 from smsrouter.router.intake import Intake
 from smsrouter.router.liveness import DatabaseLiveness
-from smsrouter.router.messages import Message, Status
+from smsrouter.router.messages import Message, Status, utcnow
 from smsrouter.router.migrations import apply_migrations
 from smsrouter.router.notifications import (
     MO,
@@ -49,13 +53,15 @@ from smsrouter.router.routes import Candidate, PriceTable, RouteTable
 from smsrouter.router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
 from smsrouter.router.store import group_commit
 from smsrouter.router.store.balances import ensure_accounts
-from smsrouter.router.store.group_commit import GroupCommit
+from smsrouter.router.store.group_commit import GroupCommit, StoreError
 from smsrouter.router.store.listeners import CommitListeners
+from smsrouter.router.store.operations import NewNotification
 from smsrouter.router.store.queries import (
     forget_idempotency_keys,
     pending_messages,
     pending_notifications,
     stored_message_ids,
+    stored_since,
 )
 from smsrouter.sims.carrier import CarrierSimulator
 
@@ -162,7 +168,7 @@ class Router:
         # One directory and one admission for the life of the process: a
         # reload replaces what they hold (apply_config), every part sees it.
         self.accounts = AccountDirectory(config.accounts)
-        self.admission = Admission(**admission_rules(config))
+        self.admission = Admission(**admission_rules(config), on_alarm=self._daily_alarm)
         self.embedded_pg: EmbeddedPostgres | None = None
         # What /healthz and /readyz answer about the database (CONTRACT §11),
         # fed by a SELECT 1 every second, read without a query per request.
@@ -324,7 +330,8 @@ class Router:
             rates=build_rates(cfg),
             max_per_sender=cfg.queues.max_per_sender,
         )
-        self.intake = Intake(self.ingest_writer, self.engine)
+        self.intake = Intake(self.ingest_writer, self.engine, self.admission.not_stored)
+        await self._start_days()
         resumed = await pending_messages(self.pool)
         for row in resumed:
             message = message_of(row)
@@ -410,6 +417,49 @@ class Router:
         stack.callback(self.api.server.stop_listening)
         self.http_port = self.api.server.port
 
+    async def _start_days(self) -> None:
+        """Each account's count of its current day, from what is stored: a
+        restart does not reopen a day's limit nor raise its alarm again."""
+        now = utcnow()
+        for account in self.accounts:
+            if not (account.daily_limit or account.daily_alarm):
+                continue
+            local = now.astimezone(account.zone)
+            day_start = datetime.combine(local.date(), dt_time(0), account.zone)
+            stored = await stored_since(self.pool, account.id, day_start)
+            self.admission.start_day(account, local.date(), stored)
+            self._watch_alarm(account)
+
+    def _watch_alarm(self, account: Account) -> None:
+        """smsrouter_account_alarm{account}: 1 while its day is past the alarm."""
+        daily, account_id, zone = self.admission.daily, account.id, account.zone
+        metrics.ACCOUNT_ALARM.labels(account_id).set_function(
+            lambda: float(daily.alarmed(account_id, utcnow().astimezone(zone).date()))
+        )
+
+    def _daily_alarm(self, account: Account, count: int, day: date) -> None:
+        """An account's day reached its daily_alarm (CONTRACT §6): the gauge,
+        a warning, and a signed POST to its alert_url through the outbox
+        (persisted, retried like a receipt)."""
+        self._watch_alarm(account)
+        log.warning("daily alarm", account=account.id, count=count, day=day.isoformat())
+        if not account.alert_url:
+            return
+        body = {
+            "account": account.id,
+            "kind": "daily_alarm",
+            "count": count,
+            "day": day.isoformat(),
+        }
+        alert = NewNotification(
+            WEBHOOK,
+            account.id,
+            account.alert_url,
+            json.dumps(body, separators=(",", ":")).encode(),
+            utcnow() + timedelta(hours=self.config.webhooks.retry_hours),
+        )
+        self.writer.submit_then(alert, _log_alert_failure)
+
     def _database_health(self, healthy: bool) -> None:
         if healthy:
             self._recovered.set()
@@ -477,6 +527,11 @@ class Router:
         log.info("draining", drain_seconds=self._drain)
         await self._stack.aclose()
         log.info("stopped")
+
+
+def _log_alert_failure(_: object, error: StoreError | None) -> None:
+    if error is not None:
+        log.error("daily alarm not stored for its alert_url", error=str(error))
 
 
 async def _cancel_and_wait(task: asyncio.Task[None]) -> None:

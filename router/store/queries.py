@@ -158,3 +158,13 @@ async def list_messages(
         message["status"] = message["shown_status"]
         listed.append(message)
     return listed
+
+
+async def stored_since(pool: asyncpg.Pool, account_id: str, since: datetime) -> int:
+    """Messages the account had stored since `since` (its day's count)."""
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM messages WHERE account_id = $1 AND created_at >= $2",
+        account_id,
+        since,
+    )
+    return count

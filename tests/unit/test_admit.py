@@ -115,3 +115,37 @@ def test_the_throughput_plan_counts_only_what_every_other_rule_admits() -> None:
         assert refusal.retry_after == pytest.approx(0.5)
     ticks[0] += 0.5
     assert isinstance(admission.admit(a, _draft("smpp", "+14155550123"), NOW), Message)
+
+
+def test_the_daily_limit_counts_in_the_account_zone_and_gives_back_what_was_not_stored() -> None:
+    accounts = AccountDirectory(
+        [
+            AccountConfig(
+                id="a", api_keys=["ka"], daily_limit=2, daily_alarm=2, timezone="Asia/Tokyo"
+            )
+        ]
+    )
+    alarms: list[tuple[str, int, str]] = []
+    admission = Admission(
+        routes=RouteTable([("1", [Candidate("sim", Decimal("0.004"))])]),
+        prices=PriceTable([("1", Decimal("0.0062"))]),
+        senders={SENDER: "a"},
+        on_alarm=lambda account, count, day: alarms.append((account.id, count, day.isoformat())),
+    )
+    a = accounts.get("a")
+    assert a is not None
+    late = datetime(2026, 12, 6, 14, 30, tzinfo=UTC)  # 23:30 in Tokyo
+    first = [admission.admit(a, _draft(i, "+14155550123"), late) for i in ("http", "smpp", "http")]
+    assert [type(o) for o in first] == [Message, Message, Refusal]
+    refused = first[2]
+    assert isinstance(refused, Refusal) and refused.code == "limit_reached"
+    assert "2026-12-06" in refused.detail
+    assert alarms == [("a", 2, "2026-12-06")]
+    # One of them was not stored after all: its place is free again.
+    admitted = first[0]
+    assert isinstance(admitted, Message)
+    admission.not_stored([admitted])
+    assert isinstance(admission.admit(a, _draft("smpp", "+14155550123"), late), Message)
+    # Past midnight in Tokyo (still the 6th in UTC) a new day begins.
+    tokyo_midnight = datetime(2026, 12, 6, 15, 0, 1, tzinfo=UTC)
+    assert isinstance(admission.admit(a, _draft("http", "+14155550123"), tokyo_midnight), Message)

@@ -175,3 +175,26 @@ def test_a_negative_credit_limit_names_its_key() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(raw, environ={})
     assert [path for path, _ in info.value.errors] == ["accounts[0].credit_limit"]
+
+
+def test_daily_thresholds_and_their_time_zone_name_their_keys() -> None:
+    raw = {
+        "accounts": [
+            {"id": "a", "daily_limit": -1, "daily_alarm": -2, "timezone": "Mars/Olympus"},
+            {"id": "b", "alert_url": "ftp://x"},
+            {
+                "id": "c",
+                "daily_limit": 10,
+                "timezone": "Asia/Tokyo",
+                "alert_url": "https://ops.example/a",
+            },
+        ]
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, environ={})
+    assert sorted(path for path, _ in info.value.errors) == [
+        "accounts[0].daily_alarm",
+        "accounts[0].daily_limit",
+        "accounts[0].timezone",
+        "accounts[1].alert_url",
+    ]

@@ -1,0 +1,71 @@
+"""Daily thresholds: messages accepted per account per day (CONTRACT §6
+"Daily thresholds"), in the account's time zone.
+
+Counted when admission lets a message through and uncounted when it is
+not stored after all (the commit failed, a sender queue was full, its
+Idempotency-Key was taken), so that with the limit at L and any number of
+concurrent senders exactly L are accepted: admission runs without a pause
+between the check and the count. The day's counts are read from the
+database at start (`start`), so that a restart does not reopen a
+day's limit. Pure: the caller passes the day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+
+@dataclass(slots=True)
+class _Day:
+    day: date
+    count: int = 0
+    alarmed: bool = False
+
+
+class DailyCounts:
+    def __init__(self) -> None:
+        self._days: dict[str, _Day] = {}
+
+    def _today(self, account_id: str, day: date) -> _Day:
+        current = self._days.get(account_id)
+        if current is None or current.day != day:
+            # A new day starts from zero, its alarm not yet raised.
+            current = self._days[account_id] = _Day(day)
+        return current
+
+    def take(self, account_id: str, day: date, limit: int) -> bool:
+        """Count one message of the account on `day`, unless that would pass
+        `limit` (0: none); whether it was counted."""
+        today = self._today(account_id, day)
+        if limit and today.count >= limit:
+            return False
+        today.count += 1
+        return True
+
+    def give_back(self, account_id: str, day: date, count: int = 1) -> None:
+        """Uncount messages counted on `day` and then not stored."""
+        today = self._days.get(account_id)
+        if today is not None and today.day == day:
+            today.count = max(0, today.count - count)
+
+    def alarm_due(self, account_id: str, day: date, alarm: int) -> int | None:
+        """The day's count if it has just reached `alarm` (once a day), else None."""
+        today = self._today(account_id, day)
+        if not alarm or today.alarmed or today.count < alarm:
+            return None
+        today.alarmed = True
+        return today.count
+
+    def count(self, account_id: str, day: date) -> int:
+        today = self._days.get(account_id)
+        return today.count if today is not None and today.day == day else 0
+
+    def alarmed(self, account_id: str, day: date) -> bool:
+        today = self._days.get(account_id)
+        return today is not None and today.day == day and today.alarmed
+
+    def start(self, account_id: str, day: date, count: int, alarm: int) -> None:
+        """The count of the current day found in the database at start; an
+        alarm already passed that day is not raised again."""
+        self._days[account_id] = _Day(day, count, alarmed=bool(alarm) and count >= alarm)

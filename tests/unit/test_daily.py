@@ -1,0 +1,51 @@
+"""Daily thresholds (CONTRACT §6): counts per account and day."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from smsrouter.router.daily import DailyCounts
+
+MONDAY, TUESDAY = date(2026, 12, 7), date(2026, 12, 8)
+
+
+def test_the_limit_holds_and_a_new_day_starts_from_zero() -> None:
+    counts = DailyCounts()
+    assert [counts.take("a", MONDAY, 3) for _ in range(5)] == [True] * 3 + [False] * 2
+    assert counts.count("a", MONDAY) == 3  # a refusal counts nothing
+    assert counts.take("b", MONDAY, 3)  # accounts have counts of their own
+    assert counts.take("a", TUESDAY, 3) and counts.count("a", TUESDAY) == 1
+    assert counts.count("a", MONDAY) == 0  # yesterday is gone
+
+
+def test_no_limit_counts_all_and_a_message_not_stored_leaves_the_count() -> None:
+    counts = DailyCounts()
+    assert all(counts.take("a", MONDAY, 0) for _ in range(10))
+    counts.give_back("a", MONDAY, 4)
+    assert counts.count("a", MONDAY) == 6
+    counts.give_back("a", TUESDAY)  # another day's message: nothing to give back today
+    assert counts.count("a", MONDAY) == 6
+    assert counts.take("a", MONDAY, 7) and not counts.take("a", MONDAY, 7)
+
+
+def test_the_alarm_is_raised_once_a_day() -> None:
+    counts = DailyCounts()
+    raised = []
+    for _ in range(5):
+        counts.take("a", MONDAY, 0)
+        raised.append(counts.alarm_due("a", MONDAY, 3))
+    assert raised == [None, None, 3, None, None]
+    assert counts.alarmed("a", MONDAY) and not counts.alarmed("a", TUESDAY)
+    counts.take("a", TUESDAY, 0)
+    assert counts.alarm_due("a", TUESDAY, 1) == 1
+
+
+def test_a_day_resumed_at_start_keeps_its_count_and_its_alarm() -> None:
+    counts = DailyCounts()
+    counts.start("a", MONDAY, 4, alarm=3)
+    assert counts.alarm_due("a", MONDAY, 3) is None  # raised before the restart
+    assert counts.take("a", MONDAY, 5) and not counts.take("a", MONDAY, 5)
+    counts.start("b", MONDAY, 1, alarm=3)
+    counts.take("b", MONDAY, 0)
+    counts.take("b", MONDAY, 0)
+    assert counts.alarm_due("b", MONDAY, 3) == 3
