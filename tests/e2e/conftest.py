@@ -39,6 +39,35 @@ async def webhook() -> AsyncIterator[WebhookReceiver]:
     await receiver.stop()
 
 
+# Two accounts, each with a key and a short code: a's "12345", b's "54321".
+SENDER = "12345"
+KEY_A = {"Authorization": "Bearer key-a"}
+KEY_B = {"Authorization": "Bearer key-b"}
+TWO_ACCOUNTS = f"""
+[[prices]]
+prefix = "1"
+price = "0.01"
+[[accounts]]
+id = "a"
+api_keys = ["key-a"]
+credit = "1000"
+[[accounts]]
+id = "b"
+api_keys = ["key-b"]
+credit = "1000"
+[[numbers]]
+number = "{SENDER}"
+account = "a"
+type = "short_code"
+[[numbers]]
+number = "54321"
+account = "b"
+type = "short_code"
+[shutdown]
+drain_seconds = 1
+"""
+
+
 # What every start_router config has: ports chosen by the OS, and the
 # `carrier` fixture's simulator as carrier "sim" for every +1 number.
 BASE_CONFIG = """

@@ -14,36 +14,8 @@ from typing import Any
 import aiohttp
 
 from smsrouter.sims.carrier import CarrierSimulator
-from tests.e2e.conftest import StartRouter
+from tests.e2e.conftest import KEY_A, KEY_B, SENDER, TWO_ACCOUNTS, StartRouter
 from tests.tools import eventually
-
-SENDER = "12345"
-KEY_A = {"Authorization": "Bearer key-a"}
-KEY_B = {"Authorization": "Bearer key-b"}
-
-CONFIG = f"""
-[[prices]]
-prefix = "1"
-price = "0.01"
-[[accounts]]
-id = "a"
-api_keys = ["key-a"]
-credit = "1000"
-[[accounts]]
-id = "b"
-api_keys = ["key-b"]
-credit = "1000"
-[[numbers]]
-number = "{SENDER}"
-account = "a"
-type = "short_code"
-[[numbers]]
-number = "54321"
-account = "b"
-type = "short_code"
-[shutdown]
-drain_seconds = 1
-"""
 
 
 async def _post(
@@ -56,7 +28,7 @@ async def _post(
 async def test_a_repeated_request_answers_the_same_and_sends_nothing_twice(
     start_router: StartRouter, carrier: CarrierSimulator
 ) -> None:
-    router = await start_router(CONFIG)
+    router = await start_router(TWO_ACCOUNTS)
     url = router.base_url + "/v1/messages"
     otp = {"from": SENDER, "to": ["+14155550100", "+14155550101"], "text": "Your code is 4321"}
     async with aiohttp.ClientSession() as http:

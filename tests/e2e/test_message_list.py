@@ -11,36 +11,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.e2e.conftest import StartRouter
+from tests.e2e.conftest import KEY_A, KEY_B, SENDER, TWO_ACCOUNTS, StartRouter
 from tests.tools import BOUND
-
-SENDER = "12345"
-KEY_A = {"Authorization": "Bearer key-a"}
-KEY_B = {"Authorization": "Bearer key-b"}
-
-CONFIG = f"""
-[[prices]]
-prefix = "1"
-price = "0.01"
-[[accounts]]
-id = "a"
-api_keys = ["key-a"]
-credit = "1000"
-[[accounts]]
-id = "b"
-api_keys = ["key-b"]
-credit = "1000"
-[[numbers]]
-number = "{SENDER}"
-account = "a"
-type = "short_code"
-[[numbers]]
-number = "54321"
-account = "b"
-type = "short_code"
-[shutdown]
-drain_seconds = 1
-"""
 
 
 async def _get(http: aiohttp.ClientSession, url: str, **params: str) -> tuple[int, Any]:
@@ -51,7 +23,7 @@ async def _get(http: aiohttp.ClientSession, url: str, **params: str) -> tuple[in
 async def test_pages_follow_each_other_newest_first_and_filters_hold(
     start_router: StartRouter,
 ) -> None:
-    router = await start_router(CONFIG)
+    router = await start_router(TWO_ACCOUNTS)
     url = router.base_url + "/v1/messages"
     async with aiohttp.ClientSession() as http:
         sent: list[str] = []
