@@ -51,6 +51,7 @@ class Account:
     daily_limit: int = 0
     zone: zoneinfo.ZoneInfo = _UTC
     alert_url: str = ""
+    price_plan: str = ""  # a [[price_plans]] name, before [[prices]]
 
     def ip_allowed(self, ip: str | None) -> bool:
         """An empty allow list admits any source address (CONTRACT §2)."""
@@ -89,6 +90,7 @@ def _account(cfg: AccountConfig) -> Account:
         daily_limit=cfg.daily_limit,
         zone=zoneinfo.ZoneInfo(cfg.timezone),
         alert_url=cfg.alert_url,
+        price_plan=cfg.price_plan,
     )
 
 

@@ -197,10 +197,11 @@ class Admission:
         routes: RouteTable,
         prices: PriceTable,
         senders: dict[str, str],
+        plans: dict[str, PriceTable] | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_alarm: Callable[[Account, int, date], None] | None = None,
     ) -> None:
-        self.apply_config(routes=routes, prices=prices, senders=senders)
+        self.apply_config(routes=routes, prices=prices, senders=senders, plans=plans)
         # Counts outlive a reload: a new config does not refill the buckets
         # nor reopen a day's limit.
         self.throughput = ThroughputPlans(clock)
@@ -210,10 +211,17 @@ class Admission:
         self._zones: dict[str, tzinfo] = {}  # of the accounts counted per day
 
     def apply_config(
-        self, *, routes: RouteTable, prices: PriceTable, senders: dict[str, str]
+        self,
+        *,
+        routes: RouteTable,
+        prices: PriceTable,
+        senders: dict[str, str],
+        plans: dict[str, PriceTable] | None = None,
     ) -> None:
         self.routes = routes
         self.prices = prices
+        # [[price_plans]] by name: an account's own prices, before [[prices]]
+        self.plans = plans or {}
         # sender number → owning account id ([[numbers]])
         self.senders = senders
 
@@ -234,7 +242,7 @@ class Admission:
         recipient = parse_recipient(draft.to)
         if recipient is None:
             return Refusal(draft.to, "invalid_number", "not an E.164 number")
-        refusal = self.refuse(draft.to, recipient)
+        refusal = self.refuse(draft.to, recipient, account)
         if refusal is not None:
             return refusal
         # Last of the rules: only a message that every other rule admits
@@ -299,16 +307,28 @@ class Admission:
     def sender_allowed(self, account: Account, sender: str) -> bool:
         return self.senders.get(sender) == account.id
 
-    def refuse(self, to: str, recipient: Recipient) -> Refusal | None:
+    def refuse(
+        self, to: str, recipient: Recipient, account: Account | None = None
+    ) -> Refusal | None:
         """The routing rules for one recipient: a route and a price must exist."""
         if self.routes.lookup(recipient.digits) is None:
             return Refusal(to, "no_route", f"no route to {recipient.e164}")
-        if self.prices.price_of(recipient.digits) is None:
+        if self.unit_price(recipient.digits, account) is None:
             return Refusal(to, "no_route", f"no price for {recipient.e164}")
         return None
 
-    def price(self, recipient: Recipient, parts: int) -> Decimal:
-        unit = self.prices.price_of(recipient.digits) or Decimal(0)
+    def unit_price(self, digits: str, account: Account | None = None) -> Decimal | None:
+        """Price per part: the longest matching prefix of the account's price
+        plan, else of [[prices]] (CONTRACT §6 "Credit"); None if neither has one."""
+        if account is not None and account.price_plan:
+            plan = self.plans.get(account.price_plan)
+            found = plan.price_of(digits) if plan is not None else None
+            if found is not None:
+                return found
+        return self.prices.price_of(digits)
+
+    def price(self, recipient: Recipient, parts: int, account: Account | None = None) -> Decimal:
+        unit = self.unit_price(recipient.digits, account) or Decimal(0)
         return unit * parts
 
     def new_message(
@@ -345,7 +365,7 @@ class Admission:
             encoding=str(encoding),
             data_coding=data_coding,
             parts=parts,
-            price=self.price(recipient, parts),
+            price=self.price(recipient, parts, account),
             created_at=now,
             udh=udh,
             client_ref=client_ref,

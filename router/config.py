@@ -9,6 +9,7 @@ operator fixing a config wants the whole list at once.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -143,6 +144,14 @@ class PriceConfig(_Section):
     price: Decimal
 
 
+class PricePlanConfig(_Section):
+    """``[[price_plans]]``: an account's own prices (CONTRACT §6 "Credit"),
+    before ``[[prices]]``."""
+
+    name: str
+    prices: list[PriceConfig] = []
+
+
 class AccountSmpp(_Section):
     system_id: str
     password: str
@@ -173,6 +182,7 @@ class AccountConfig(_Section):
     daily_limit: int = 0
     timezone: str = "UTC"
     alert_url: str = ""
+    price_plan: str = ""  # a [[price_plans]] name; "" = [[prices]] only
 
 
 class RatesConfig(_Section):
@@ -251,6 +261,7 @@ class Config(_Section):
     carriers: list[CarrierConfig] = []
     routes: list[RouteConfig] = []
     prices: list[PriceConfig] = []
+    price_plans: list[PricePlanConfig] = []
     accounts: list[AccountConfig] = []
     rates: RatesConfig = msgspec.field(default_factory=RatesConfig)
     queues: QueuesConfig = msgspec.field(default_factory=QueuesConfig)
@@ -278,6 +289,7 @@ _LISTS: dict[str, type[msgspec.Struct]] = {
     "carriers": CarrierConfig,
     "routes": RouteConfig,
     "prices": PriceConfig,
+    "price_plans": PricePlanConfig,
     "accounts": AccountConfig,
     "numbers": NumberConfig,
     "simulators": SimulatorConfig,
@@ -424,6 +436,25 @@ def _is_e164_prefix(prefix: str) -> bool:
     return prefix == "" or (prefix.isdigit() and len(prefix) <= 15)
 
 
+def _plan_price_at(plan_at: str, i: int) -> str:
+    return f"{plan_at}.prices[{i}]"
+
+
+def _check_prices(
+    prices: list[PriceConfig], where: Callable[[int], str], errors: list[tuple[str, str]]
+) -> None:
+    """A price list's entries: each prefix once, in E.164 digits, no negative price."""
+    seen: set[str] = set()
+    for i, p in enumerate(prices):
+        if p.prefix in seen:
+            errors.append((f"{where(i)}.prefix", f"prefix {p.prefix!r} priced twice"))
+        seen.add(p.prefix)
+        if not _is_e164_prefix(p.prefix):
+            errors.append((f"{where(i)}.prefix", "must be E.164 digits (no '+'), or empty"))
+        if p.price < 0:
+            errors.append((f"{where(i)}.price", "must not be negative"))
+
+
 def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tuple[str, str]]:
     """Cross-field checks msgspec's types cannot express."""
     errors: list[tuple[str, str]] = []
@@ -476,15 +507,13 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
             if rc.cost < 0:
                 errors.append((f"{at('routes', i)}.carriers[{j}].cost", "must not be negative"))
 
-    seen_prefixes = set()
-    for i, p in enumerate(config.prices):
-        if p.prefix in seen_prefixes:
-            errors.append((f"{at('prices', i)}.prefix", f"prefix {p.prefix!r} priced twice"))
-        seen_prefixes.add(p.prefix)
-        if not _is_e164_prefix(p.prefix):
-            errors.append((f"{at('prices', i)}.prefix", "must be E.164 digits (no '+'), or empty"))
-        if p.price < 0:
-            errors.append((f"{at('prices', i)}.price", "must not be negative"))
+    _check_prices(config.prices, lambda i: at("prices", i), errors)
+    plan_names: set[str] = set()
+    for i, plan in enumerate(config.price_plans):
+        if plan.name in plan_names:
+            errors.append((f"{at('price_plans', i)}.name", f"duplicate price plan {plan.name!r}"))
+        plan_names.add(plan.name)
+        _check_prices(plan.prices, functools.partial(_plan_price_at, at("price_plans", i)), errors)
 
     account_ids: set[str] = set()
     api_keys: set[str] = set()
@@ -514,6 +543,8 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
                 errors.append(
                     (f"{at('accounts', i)}.allowed_ips[{j}]", f"not an IP or network: {ip!r}")
                 )
+        if a.price_plan and a.price_plan not in plan_names:
+            errors.append((f"{at('accounts', i)}.price_plan", f"no price plan {a.price_plan!r}"))
         for key in ("daily_alarm", "daily_limit"):
             if getattr(a, key) < 0:
                 errors.append((f"{at('accounts', i)}.{key}", "must be 0 (none) or positive"))

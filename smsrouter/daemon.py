@@ -101,6 +101,10 @@ def admission_rules(config: Config) -> dict[str, Any]:
         "routes": build_routes(config),
         "prices": PriceTable((p.prefix, p.price) for p in config.prices),
         "senders": {canonical_sender(n.number): n.account for n in config.numbers},
+        "plans": {
+            plan.name: PriceTable((p.prefix, p.price) for p in plan.prices)
+            for plan in config.price_plans
+        },
     }
 
 

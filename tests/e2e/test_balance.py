@@ -31,3 +31,39 @@ async def test_the_balance_names_credit_currency_and_limit(start_router: StartRo
             async with http.get(router.base_url + "/v1/balance", headers=headers) as resp:
                 assert resp.status == 200
                 assert await resp.json() == expected
+
+
+PLAN_CONFIG = """
+[[prices]]
+prefix = "1"
+price = "0.0062"
+[[price_plans]]
+name = "wholesale"
+prices = [ { prefix = "1415", price = "0.0040" } ]
+[[accounts]]
+id = "w"
+api_keys = ["key-w"]
+credit = "100"
+price_plan = "wholesale"
+[[numbers]]
+number = "12345"
+account = "w"
+type = "short_code"
+"""
+
+
+async def test_the_price_charged_comes_from_the_account_plan_first(
+    start_router: StartRouter,
+) -> None:
+    router = await start_router(PLAN_CONFIG)
+    headers = {"Authorization": "Bearer key-w"}
+    url = router.base_url + "/v1/messages"
+    async with aiohttp.ClientSession() as http:
+        for to, price in (("+14155550100", "0.0040"), ("+14165550100", "0.0062")):
+            body = {"from": "12345", "to": to, "text": "priced"}
+            async with http.post(url, json=body, headers=headers) as resp:
+                assert resp.status == 202
+                accepted = (await resp.json())["messages"][0]
+            assert accepted["price"] == price
+            async with http.get(f"{url}/{accepted['id']}", headers=headers) as resp:
+                assert (await resp.json())["price"] == price

@@ -149,3 +149,33 @@ def test_the_daily_limit_counts_in_the_account_zone_and_gives_back_what_was_not_
     # Past midnight in Tokyo (still the 6th in UTC) a new day begins.
     tokyo_midnight = datetime(2026, 12, 6, 15, 0, 1, tzinfo=UTC)
     assert isinstance(admission.admit(a, _draft("http", "+14155550123"), tokyo_midnight), Message)
+
+
+def test_an_account_price_plan_comes_before_the_price_list() -> None:
+    accounts = AccountDirectory(
+        [
+            AccountConfig(id="a", api_keys=["ka"], price_plan="wholesale"),
+            AccountConfig(id="b", api_keys=["kb"]),
+        ]
+    )
+    admission = Admission(
+        routes=RouteTable([("", [Candidate("sim", Decimal("0.004"))])]),
+        prices=PriceTable([("1", Decimal("0.0062")), ("44", Decimal("0.03"))]),
+        senders={SENDER: "a", "+14155550199": "b"},
+        plans={"wholesale": PriceTable([("1416", Decimal("0.002")), ("33", Decimal("0.05"))])},
+    )
+    a, b = accounts.get("a"), accounts.get("b")
+    assert a is not None and b is not None
+
+    def price(account: Account, sender: str, to: str) -> Decimal | str:
+        outcome = admission.admit(account, _draft("http", to, sender=sender), NOW)
+        return outcome.price if isinstance(outcome, Message) else outcome.code
+
+    # Two parts each. The plan's prefix where it has one, else [[prices]].
+    assert price(a, SENDER, "+14165550123") == Decimal("0.004")
+    assert price(a, SENDER, "+14155550123") == Decimal("0.0124")
+    assert price(a, SENDER, "+447700900123") == Decimal("0.06")
+    assert price(a, SENDER, "+33612345678") == Decimal("0.10")  # priced by the plan only
+    # Another account pays the list, and has no price for France.
+    assert price(b, "+14155550199", "+14165550123") == Decimal("0.0124")
+    assert price(b, "+14155550199", "+33612345678") == "no_route"

@@ -198,3 +198,35 @@ def test_daily_thresholds_and_their_time_zone_name_their_keys() -> None:
         "accounts[0].timezone",
         "accounts[1].alert_url",
     ]
+
+
+def test_price_plans_are_checked_and_an_account_names_an_existing_one() -> None:
+    raw = {
+        "price_plans": [
+            {
+                "name": "w",
+                "prices": [{"prefix": "1", "price": "0.005"}, {"prefix": "1", "price": "0.004"}],
+            },
+            {"name": "w", "prices": [{"prefix": "+44", "price": "-1"}]},
+        ],
+        "accounts": [{"id": "a", "price_plan": "w"}, {"id": "b", "price_plan": "retail"}],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, environ={})
+    assert sorted(path for path, _ in info.value.errors) == [
+        "accounts[1].price_plan",
+        "price_plans[0].prices[1].prefix",
+        "price_plans[1].name",
+        "price_plans[1].prices[0].prefix",
+        "price_plans[1].prices[0].price",
+    ]
+    ok = parse_config(
+        {
+            "price_plans": [{"name": "w", "prices": [{"prefix": "1", "price": "0.005"}]}],
+            "accounts": [{"id": "a", "price_plan": "w"}],
+        },
+        environ={},
+    )
+    assert ok.accounts[0].price_plan == "w" and ok.price_plans[0].prices[0].price == Decimal(
+        "0.005"
+    )
