@@ -19,7 +19,7 @@ import phonenumbers
 from smsrouter.router import metrics
 from smsrouter.router.accounts import Account
 from smsrouter.router.daily import DailyCounts
-from smsrouter.router.messages import Message, Status, new_message_id, utcnow
+from smsrouter.router.messages import Message, Status, new_message_id
 from smsrouter.router.routes import PriceTable, RouteTable
 from smsrouter.router.throughput import ThroughputPlans
 from smsrouter.sms.text import Encoding, part_count
@@ -271,24 +271,7 @@ class Admission:
             count = self.daily.alarm_due(account.id, day, account.daily_alarm)
             if count is not None and self.on_alarm is not None:
                 self.on_alarm(account, count, day)
-        return self.new_message(
-            account,
-            ingress=draft.ingress,
-            sender=draft.sender,
-            recipient=recipient,
-            body=draft.body,
-            encoding=draft.encoding,
-            data_coding=draft.data_coding,
-            parts=draft.parts,
-            udh=draft.udh,
-            client_ref=draft.client_ref,
-            callback_url=draft.callback_url,
-            registered_delivery=draft.registered_delivery,
-            validity=draft.validity,
-            valid_until=draft.valid_until,
-            send_at=draft.send_at,
-            now=now,
-        )
+        return self.new_message(account, draft, recipient, now)
 
     def start_day(self, account: Account, day: date, stored: int) -> None:
         """At start: the messages the account had stored on its current day."""
@@ -332,47 +315,31 @@ class Admission:
         return unit * parts
 
     def new_message(
-        self,
-        account: Account,
-        *,
-        ingress: str,
-        sender: str,
-        recipient: Recipient,
-        body: str,
-        encoding: Encoding | str,
-        data_coding: int,
-        parts: int,
-        udh: bytes | None = None,
-        client_ref: str | None = None,
-        callback_url: str | None = None,
-        registered_delivery: int = 0,
-        validity: float | None = None,
-        valid_until: datetime | None = None,
-        send_at: datetime | None = None,
-        now: datetime | None = None,
+        self, account: Account, draft: Draft, recipient: Recipient, now: datetime
     ) -> Message:
-        now = now or utcnow()
-        if validity:
+        """The admitted draft as the message to store, priced for the account."""
+        valid_until = draft.valid_until
+        if draft.validity:
             # Validity runs from the scheduled time when there is one.
-            valid_until = (send_at or now) + timedelta(seconds=validity)
+            valid_until = (draft.send_at or now) + timedelta(seconds=draft.validity)
         return Message(
             id=new_message_id(),
             account_id=account.id,
-            ingress=ingress,
-            sender=sender,
+            ingress=draft.ingress,
+            sender=draft.sender,
             recipient=recipient.e164,
-            body=body,
-            encoding=str(encoding),
-            data_coding=data_coding,
-            parts=parts,
-            price=self.price(recipient, parts, account),
+            body=draft.body,
+            encoding=str(draft.encoding),
+            data_coding=draft.data_coding,
+            parts=draft.parts,
+            price=self.price(recipient, draft.parts, account),
             created_at=now,
-            udh=udh,
-            client_ref=client_ref,
-            callback_url=callback_url or account.callback_url or None,
-            registered_delivery=registered_delivery,
+            udh=draft.udh,
+            client_ref=draft.client_ref,
+            callback_url=draft.callback_url or account.callback_url or None,
+            registered_delivery=draft.registered_delivery,
             valid_until=valid_until,
-            send_at=send_at,
+            send_at=draft.send_at,
             status=Status.QUEUED,
             country=recipient.country,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import phonenumbers
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from smsrouter.connectors.carriers import payloads
 from smsrouter.connectors.smpp.user_data import smpp_text
 from smsrouter.router.accounts import AccountDirectory
-from smsrouter.router.admission import Admission, country_of, parse_recipient
+from smsrouter.router.admission import Admission, Draft, country_of, parse_recipient
 from smsrouter.router.config import AccountConfig
 from smsrouter.router.routes import Candidate, PriceTable, RouteTable
 from smsrouter.sms.text import Encoding
@@ -83,10 +84,11 @@ def test_no_route_is_refused_and_price_is_per_part() -> None:
     assert refusal is not None and refusal.code == "no_route"
     us = parse_recipient("+14165550123")
     assert us is not None and admission.refuse("+14165550123", us) is None
-    message = admission.new_message(
-        account, ingress="http", sender="+14155550101", recipient=us, body="x" * 200,
+    draft = Draft(
+        ingress="http", sender="+14155550101", to="+14165550123", body="x" * 200,
         encoding=Encoding.GSM7, data_coding=0, parts=2, validity=60,
     )  # fmt: skip
+    message = admission.new_message(account, draft, us, datetime.now(UTC))
     assert message.price == Decimal("0.02")  # longest price prefix 1416, two parts
     assert message.country == "CA"
     assert message.valid_until is not None
