@@ -15,7 +15,7 @@ import hashlib
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
@@ -32,7 +32,19 @@ from smsrouter.connectors.http_server import (
     HttpServer,
     Request,
     Response,
-    reason,
+)
+from smsrouter.connectors.problems import (
+    RETRY_AFTER_STORE,
+    STORE_DOWN,
+    field_error_of,
+    field_errors,
+    iso,
+    json_response,
+    problem,
+    rfc3339,
+    server_error,
+    store_timeout,
+    store_unavailable,
 )
 from smsrouter.connectors.send_request import SendRequest, decode_send
 from smsrouter.connectors.webhooks import is_private_address
@@ -58,7 +70,6 @@ from smsrouter.sms.text import Encoding
 
 log = structlog.get_logger("http")
 
-PROBLEM_BASE = "https://smsrouter.dev/problems/"
 MAX_BATCH = 500
 # CONTRACT §3: an Idempotency-Key is up to 255 characters.
 MAX_IDEMPOTENCY_KEY = 255
@@ -70,17 +81,6 @@ MAX_SCHEDULE_SECONDS = 35 * 86400
 # Seconds a request waits for the database (its commit, or a read) before
 # it is answered 503 (CONTRACT §11 "A hung database"); [http] request_timeout.
 REQUEST_TIMEOUT = 10.0
-# Retry-After of a 503 for a database that is down or did not answer in time.
-RETRY_AFTER_STORE = 1
-# What a read meets when the database is away or refusing: 503, not 500
-# (CONTRACT §11: while PostgreSQL is unreachable, ingress answers 503).
-_STORE_DOWN: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.InsufficientResourcesError,
-)
 
 
 class RouterServices(Protocol):
@@ -93,94 +93,6 @@ class RouterServices(Protocol):
     db_liveness: DatabaseLiveness
 
     def is_ready(self) -> tuple[bool, dict[str, Any]]: ...
-
-
-_json = msgspec.json.Encoder(decimal_format="string")
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return None if dt is None else dt.isoformat().replace("+00:00", "Z")
-
-
-def problem(
-    status: int, title: str, detail: str, *, kind: str, headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> Response:  # fmt: skip
-    """An RFC 9457 problem. Its `code` (CONTRACT §3) is the kind in snake
-    case unless `code=` names another."""
-    body = {
-        "type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail,
-        "code": kind.replace("-", "_"),
-    }  # fmt: skip
-    body.update(extra)
-    return Response(
-        status, _json.encode(body), content_type="application/problem+json", headers=headers
-    )
-
-
-def json_response(status: int, body: Any) -> Response:
-    return Response(status, _json.encode(body))
-
-
-def _field_errors(errors: list[FieldError]) -> Response:
-    return problem(
-        422,
-        "Invalid request",
-        "; ".join(f"{e.field}: {e.detail}" for e in errors),
-        kind="invalid-request",
-        errors=[{"field": e.field, "code": e.code, "detail": e.detail} for e in errors],
-    )
-
-
-# The `code` (CONTRACT §3) of each error the HTTP server answers itself. Its
-# only 503 refuses a connection: over the per-address cap, or at the
-# file-descriptor limit (CONTRACT §11).
-_SERVER_CODES = {
-    400: "malformed_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    413: "body_too_large",
-    415: "unsupported_content_encoding",
-    417: "expectation_failed",
-    431: "header_too_large",
-    503: "too_many_connections",
-    505: "http_version_not_supported",
-}
-
-
-def _server_error(status: int, detail: str, headers: Mapping[str, str] | None) -> Response:
-    """Errors the HTTP server answers itself (404, 405, 413, ...), as problems too."""
-    if status == 500:
-        return problem(
-            500, "Internal error", "the request could not be completed", kind="internal",
-            code="internal",
-        )  # fmt: skip
-    return problem(
-        status,
-        reason(status),
-        detail,
-        kind=f"http-{status}",
-        headers=dict(headers) if headers else None,
-        code=_SERVER_CODES.get(status, f"http_{status}"),
-    )
-
-
-def _store_unavailable() -> Response:
-    return problem(
-        503, "Service unavailable", "the message store is unavailable; retry later",
-        kind="store-unavailable", code="store_unavailable",
-        headers={"Retry-After": str(RETRY_AFTER_STORE)},
-    )  # fmt: skip
-
-
-def _store_timeout(timeout: float) -> Response:
-    return problem(
-        503, "Service unavailable",
-        f"the message store did not answer within {timeout:g} s; retry later",
-        kind="store-timeout", code="store_timeout",
-        headers={"Retry-After": str(RETRY_AFTER_STORE)},
-    )  # fmt: skip
 
 
 Handler = Callable[[Request, Account], Awaitable[Response]]
@@ -220,7 +132,7 @@ class HttpApi:
         self.server = HttpServer(
             self.routes,
             max_body_bytes=max_body_bytes,
-            error_response=_server_error,
+            error_response=server_error,
             header_timeout=header_timeout,
             max_connections_per_ip=max_connections_per_ip,
         )
@@ -292,7 +204,7 @@ class HttpApi:
         if key is not None:
             # CONTRACT §3: a repeat answers what the first answered.
             if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-                return _field_errors(
+                return field_errors(
                     [FieldError("Idempotency-Key", "invalid", "1 to 255 characters")]
                 )
             request_hash = hashlib.sha256(raw).digest()
@@ -316,10 +228,10 @@ class HttpApi:
             try:
                 req = msgspec.convert(doc, SendRequest)
             except msgspec.ValidationError as invalid:
-                return _field_errors([_field_error_of(invalid)])
+                return field_errors([field_error_of(invalid)])
         errors, sent, (encoding, parts) = self._validate(req, account)
         if errors:
-            return _field_errors(errors)
+            return field_errors(errors)
 
         admission = self.services.admission
         messages: list[tuple[str, Message]] = []
@@ -338,9 +250,9 @@ class HttpApi:
             elif outcome.field == "from":
                 # The sender is the request's, not a recipient's: the whole
                 # request is refused as a field error.
-                return _field_errors([FieldError("from", outcome.code, outcome.detail)])
+                return field_errors([FieldError("from", outcome.code, outcome.detail)])
             elif outcome.code == "invalid_number" and isinstance(req.to, str):
-                return _field_errors(
+                return field_errors(
                     [FieldError("to", "invalid_number", f"{req.to!r} is not an E.164 number")]
                 )
             else:
@@ -417,7 +329,7 @@ class HttpApi:
             # A request with the same key committed first: answer what it did.
             assert key is not None
             replayed = await self._replay(account, key, request_hash)
-            return replayed if replayed is not None else _store_unavailable()
+            return replayed if replayed is not None else store_unavailable()
         metrics.ingress_latency("http").observe(time.perf_counter() - started)
         for _, m in messages:
             log.debug("message accepted", message_id=str(m.id), account=account.id, ingress="http")
@@ -430,9 +342,9 @@ class HttpApi:
             async with asyncio.timeout(self.request_timeout):
                 stored = await queries.idempotent_answer(self.services.pool, account.id, key)
         except TimeoutError:
-            return _store_timeout(self.request_timeout)
-        except _STORE_DOWN:
-            return _store_unavailable()
+            return store_timeout(self.request_timeout)
+        except STORE_DOWN:
+            return store_unavailable()
         if stored is None:
             return None
         first_hash, status, body = stored
@@ -508,14 +420,14 @@ class HttpApi:
                 async with asyncio.timeout(self.request_timeout):
                     row = await queries.get_message(self.services.pool, message_id, account.id)
             except TimeoutError:
-                return _store_timeout(self.request_timeout)
-            except _STORE_DOWN:
-                return _store_unavailable()
+                return store_timeout(self.request_timeout)
+            except STORE_DOWN:
+                return store_unavailable()
         if row is None:
             return problem(404, "Not found", "no such message", kind="not-found")
         shown = _message_json(row)
         shown["events"] = [
-            {"at": _iso(e["at"]), "status": e["status"], "detail": e["detail"]}
+            {"at": iso(e["at"]), "status": e["status"], "detail": e["detail"]}
             for e in row["events"]
         ]
         return json_response(200, shown)
@@ -532,7 +444,7 @@ class HttpApi:
             errors.append(FieldError("status", "invalid", "one of " + ", ".join(_SHOWN_STATUSES)))
         since = None
         if query.get("since"):
-            since = _rfc3339(query["since"])
+            since = rfc3339(query["since"])
             if since is None:
                 errors.append(FieldError("since", "invalid", "an RFC 3339 time with its offset"))
         limit = DEFAULT_PAGE
@@ -547,7 +459,7 @@ class HttpApi:
             if before is None:
                 errors.append(FieldError("after", "invalid", "not a cursor this API gave"))
         if errors:
-            return _field_errors(errors)
+            return field_errors(errors)
         try:
             async with asyncio.timeout(self.request_timeout):
                 rows = await queries.list_messages(
@@ -555,9 +467,9 @@ class HttpApi:
                     client_ref=query.get("client_ref") or None, since=since, before=before,
                 )  # fmt: skip
         except TimeoutError:
-            return _store_timeout(self.request_timeout)
-        except _STORE_DOWN:
-            return _store_unavailable()
+            return store_timeout(self.request_timeout)
+        except STORE_DOWN:
+            return store_unavailable()
         page, more = rows[:limit], len(rows) > limit
         next_cursor = _cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
         return json_response(
@@ -569,9 +481,9 @@ class HttpApi:
             async with asyncio.timeout(self.request_timeout):
                 found = await balances.balance(self.services.pool, account.id)
         except TimeoutError:
-            return _store_timeout(self.request_timeout)
-        except _STORE_DOWN:
-            return _store_unavailable()
+            return store_timeout(self.request_timeout)
+        except STORE_DOWN:
+            return store_unavailable()
         credit, currency = found if found else (Decimal(0), account.currency)
         return json_response(
             200, {"credit": credit, "currency": currency, "credit_limit": account.credit_limit}
@@ -619,10 +531,10 @@ def _message_json(row: dict[str, Any]) -> dict[str, Any]:
         "encoding": row["encoding"],
         "price": row["price"],
         "client_ref": row["client_ref"],
-        "created_at": _iso(row["created_at"]),
-        "sent_at": _iso(row["sent_at"]),
-        "done_at": _iso(row["done_at"]),
-        "send_at": _iso(row["send_at"]),
+        "created_at": iso(row["created_at"]),
+        "sent_at": iso(row["sent_at"]),
+        "done_at": iso(row["done_at"]),
+        "send_at": iso(row["send_at"]),
     }
 
 
@@ -658,24 +570,5 @@ def _cursor_position(cursor: str) -> tuple[datetime, uuid.UUID] | None:
     return at, uuid.UUID(bytes=raw[8:])
 
 
-def _rfc3339(value: str) -> datetime | None:
-    try:
-        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return at if at.tzinfo is not None else None
-
-
 def _refusal(r: Refusal) -> dict[str, str]:
     return {"to": r.to, "code": r.code, "detail": r.detail}
-
-
-def _field_error_of(exc: msgspec.ValidationError) -> FieldError:
-    """msgspec's "Expected `str`, got `int` - at `$.from`" → FieldError('from', …)."""
-    text = str(exc)
-    message, _, where = text.partition(" - at `$.")
-    field = where.rstrip("`").split("[")[0].split(".")[0] if where else ""
-    if not field and text.startswith("Object missing required field"):
-        field = text.split("`")[1]
-        return FieldError(field, "required", f"{field} is required")
-    return FieldError(field or "(body)", "invalid", message)

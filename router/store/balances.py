@@ -13,7 +13,7 @@ async def ensure_accounts(pool: asyncpg.Pool, accounts: Sequence[tuple[str, Deci
     """Create the balance rows of configured accounts (credit from config once)."""
     async with pool.acquire() as conn:
         await conn.executemany(
-            "INSERT INTO accounts (id, credit, currency) VALUES ($1, $2, $3)"
+            "INSERT INTO accounts (id, credit, initial_credit, currency) VALUES ($1, $2, $2, $3)"
             " ON CONFLICT (id) DO NOTHING",
             accounts,
         )

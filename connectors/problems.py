@@ -1,0 +1,135 @@
+"""RFC 9457 problems and JSON answers, shared by the app API (CONTRACT §3)
+and the operator API (CONTRACT §8): one shape of error, one `code` list."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from smsrouter.connectors.http_server import Response, reason
+from smsrouter.router.admission import FieldError
+
+PROBLEM_BASE = "https://smsrouter.dev/problems/"
+# Retry-After of a 503 for a database that is down or did not answer in time.
+RETRY_AFTER_STORE = 1
+
+# What a read meets when the database is away or refusing: 503, not 500
+# (CONTRACT §11: while PostgreSQL is unreachable, ingress answers 503).
+STORE_DOWN: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+)
+
+
+_json = msgspec.json.Encoder(decimal_format="string")
+
+
+def iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.isoformat().replace("+00:00", "Z")
+
+
+def problem(
+    status: int, title: str, detail: str, *, kind: str, headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:  # fmt: skip
+    """An RFC 9457 problem. Its `code` (CONTRACT §3) is the kind in snake
+    case unless `code=` names another."""
+    body = {
+        "type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail,
+        "code": kind.replace("-", "_"),
+    }  # fmt: skip
+    body.update(extra)
+    return Response(
+        status, _json.encode(body), content_type="application/problem+json", headers=headers
+    )
+
+
+def json_response(status: int, body: Any) -> Response:
+    return Response(status, _json.encode(body))
+
+
+def field_errors(errors: list[FieldError]) -> Response:
+    return problem(
+        422,
+        "Invalid request",
+        "; ".join(f"{e.field}: {e.detail}" for e in errors),
+        kind="invalid-request",
+        errors=[{"field": e.field, "code": e.code, "detail": e.detail} for e in errors],
+    )
+
+
+# The `code` (CONTRACT §3) of each error the HTTP server answers itself. Its
+# only 503 refuses a connection: over the per-address cap, or at the
+# file-descriptor limit (CONTRACT §11).
+SERVER_CODES = {
+    400: "malformed_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "body_too_large",
+    415: "unsupported_content_encoding",
+    417: "expectation_failed",
+    431: "header_too_large",
+    503: "too_many_connections",
+    505: "http_version_not_supported",
+}
+
+
+def server_error(status: int, detail: str, headers: Mapping[str, str] | None) -> Response:
+    """Errors the HTTP server answers itself (404, 405, 413, ...), as problems too."""
+    if status == 500:
+        return problem(
+            500, "Internal error", "the request could not be completed", kind="internal",
+            code="internal",
+        )  # fmt: skip
+    return problem(
+        status,
+        reason(status),
+        detail,
+        kind=f"http-{status}",
+        headers=dict(headers) if headers else None,
+        code=SERVER_CODES.get(status, f"http_{status}"),
+    )
+
+
+def store_unavailable() -> Response:
+    return problem(
+        503, "Service unavailable", "the message store is unavailable; retry later",
+        kind="store-unavailable", code="store_unavailable",
+        headers={"Retry-After": str(RETRY_AFTER_STORE)},
+    )  # fmt: skip
+
+
+def store_timeout(timeout: float) -> Response:
+    return problem(
+        503, "Service unavailable",
+        f"the message store did not answer within {timeout:g} s; retry later",
+        kind="store-timeout", code="store_timeout",
+        headers={"Retry-After": str(RETRY_AFTER_STORE)},
+    )  # fmt: skip
+
+
+def rfc3339(value: str) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
+
+
+def field_error_of(exc: msgspec.ValidationError) -> FieldError:
+    """msgspec's "Expected `str`, got `int` - at `$.from`" → FieldError('from', …)."""
+    text = str(exc)
+    message, _, where = text.partition(" - at `$.")
+    field = where.rstrip("`").split("[")[0].split(".")[0] if where else ""
+    if not field and text.startswith("Object missing required field"):
+        field = text.split("`")[1]
+        return FieldError(field, "required", f"{field} is required")
+    return FieldError(field or "(body)", "invalid", message)

@@ -1,0 +1,108 @@
+"""The credit ledger (CONTRACT §6 "Credit"): every change of a balance is a
+row, so that balance = initial credit + sum of the ledger, exactly.
+
+Reserves and refunds are written by the writer in the commit that stores
+or ends their messages (`writes`); top-ups and adjustments by the operator
+API, here, each in its own transaction with its balance update.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import asyncpg
+
+RESERVE = "reserve"
+REFUND = "refund"
+TOP_UP = "top_up"
+ADJUSTMENT = "adjustment"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    id: int
+    account_id: str
+    at: datetime
+    kind: str
+    amount: Decimal
+    balance: Decimal
+    message_id: uuid.UUID | None
+    messages: int
+    reference: str | None
+    actor: str | None
+
+    def as_json(self, *, with_actor: bool) -> dict[str, object]:
+        shown: dict[str, object] = {
+            "id": self.id,
+            "account": self.account_id,
+            "at": self.at.isoformat().replace("+00:00", "Z"),
+            "kind": self.kind,
+            "amount": self.amount,
+            "balance": self.balance,
+            "message_id": None if self.message_id is None else str(self.message_id),
+            "messages": self.messages,
+            "reference": self.reference,
+        }
+        if with_actor:
+            shown["actor"] = self.actor
+        return shown
+
+
+_COLUMNS = "id, account_id, at, kind, amount, balance, message_id, messages, reference, actor"
+
+
+def _entry(row: asyncpg.Record) -> LedgerEntry:
+    return LedgerEntry(*row)
+
+
+async def add_credit(
+    conn: asyncpg.Connection, account_id: str, amount: Decimal, *, reference: str, actor: str
+) -> LedgerEntry | None:
+    """Add `amount` (negative: an adjustment down) to the account's credit
+    and write its ledger row, in one statement; None if no such account.
+    The caller's transaction, if any, holds both."""
+    kind = TOP_UP if amount > 0 else ADJUSTMENT
+    row = await conn.fetchrow(
+        "WITH u AS (UPDATE accounts SET credit = credit + $2, updated_at = now()"
+        "  WHERE id = $1 RETURNING id, credit)"
+        " INSERT INTO ledger (account_id, kind, amount, balance, reference, actor)"
+        " SELECT u.id, $3, $2, u.credit, $4, $5 FROM u"
+        f" RETURNING {_COLUMNS}",
+        account_id,
+        amount,
+        kind,
+        reference,
+        actor,
+    )
+    return None if row is None else _entry(row)
+
+
+async def list_ledger(
+    conn: asyncpg.Connection | asyncpg.Pool, account_id: str, *, limit: int, before: int | None
+) -> list[LedgerEntry]:
+    """The account's ledger, newest first, rows older than `before` (the
+    last id of the previous page), at most `limit`."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM ledger WHERE account_id = $1 AND ($2::bigint IS NULL OR id < $2)"
+        " ORDER BY id DESC LIMIT $3",
+        account_id,
+        before,
+        limit,
+    )
+    return [_entry(r) for r in rows]
+
+
+async def balance_identity(conn: asyncpg.Connection, account_id: str) -> tuple[Decimal, Decimal]:
+    """(credit, initial credit + sum of the ledger): equal, always."""
+    row = await conn.fetchrow(
+        "SELECT a.credit, a.initial_credit + coalesce("
+        "  (SELECT sum(amount) FROM ledger l WHERE l.account_id = a.id), 0) AS summed"
+        " FROM accounts a WHERE a.id = $1",
+        account_id,
+    )
+    if row is None:
+        raise LookupError(account_id)
+    return row["credit"], row["summed"]
