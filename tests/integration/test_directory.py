@@ -164,6 +164,19 @@ async def test_sync_overwrites_only_what_the_file_sets_and_never_the_balance(
     assert (last["before"]["max_tps"], last["after"]["max_tps"]) == (5.0, 9.0)
 
 
+async def test_instances_syncing_at_once_take_turns(db_pool: asyncpg.Pool) -> None:
+    # Several instances reload on one SIGHUP (CONTRACT §9): the second sync
+    # waits for the first and then finds its rows, instead of colliding.
+    async def one() -> None:
+        async with db_pool.acquire() as c:
+            await _sync(c, [_demo()], [NUMBER])
+
+    await asyncio.gather(*(one() for _ in range(4)))
+    async with db_pool.acquire() as c:
+        creates = [e for e in await _audit(c) if e["action"] == "account.create"]
+        assert len(creates) == 1
+
+
 async def test_a_sync_that_changes_nothing_writes_no_audit_row(conn: asyncpg.Connection) -> None:
     await _sync(conn, [_demo()], [NUMBER])
     count = len(await _audit(conn))
