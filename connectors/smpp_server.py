@@ -282,6 +282,39 @@ class PartnerSmsc:
             task.cancel()
         await asyncio.gather(*queries, return_exceptions=True)
 
+    def accounts_changed(self) -> None:
+        """The account directory changed (an operator, a reload): every bind
+        serves its account as it is now; a bind of an account now locked,
+        gone, or whose SMPP credentials changed is unbound (CONTRACT §6
+        "Account state": within 1 s of the lock)."""
+        for links in list(self._binds.values()):
+            for link in list(links):
+                bind = link.owner
+                assert isinstance(bind, EsmeBind)
+                now = self._accounts.get(bind.account.id)
+                if (
+                    now is None
+                    or now.locked
+                    or now.smpp_system_id != bind.account.smpp_system_id
+                    or now.smpp_password_hash != bind.account.smpp_password_hash
+                ):
+                    log.info(
+                        "esme unbound by the router", account=bind.account.id, peer=link.peer,
+                        reason="account locked" if now is not None and now.locked
+                        else "credentials changed",
+                    )  # fmt: skip
+                    task = self._loop.create_task(self._unbind(link))
+                    self._queries.add(task)
+                    task.add_done_callback(self._queries.discard)
+                else:
+                    bind.account = now
+
+    async def _unbind(self, link: SmppLink) -> None:
+        try:
+            await link.unbind(timeout=1.0)
+        finally:
+            link.close()
+
     def binds_of(self, account_id: str) -> int:
         return len(self._binds.get(account_id, ()))
 
@@ -344,39 +377,95 @@ class PartnerSmsc:
 
     def _bind(self, link: SmppLink, pdu: BindTransmitter | BindReceiver | BindTransceiver) -> None:
         peer_ip = link.peer.rsplit(":", 1)[0]
-        throttle = self._auth_throttle
-        status, reason = CommandStatus.ESME_ROK, ""
-        account: Account | None = None
-        close = False
         if not self._accepting:
-            status, reason = CommandStatus.ESME_RBINDFAIL, "draining"
-        elif throttle.retry_after(peer_ip) > 0:
+            self._bind_checked(link, pdu, None, CommandStatus.ESME_RBINDFAIL, "draining")
+            return
+        if self._auth_throttle.retry_after(peer_ip) > 0:
             # A cool-down refuses right and wrong passwords alike: a right
             # guess must not be confirmed (CONTRACT §11).
-            status, reason, close = CommandStatus.ESME_RBINDFAIL, "authentication cool-down", True
-        else:
-            account = self._accounts.by_system_id(pdu.system_id)
-            if account is None:
-                status, reason = CommandStatus.ESME_RINVSYSID, "unknown system_id"
-            elif not account.smpp_password_ok(pdu.password):
-                status, reason = CommandStatus.ESME_RINVPASWD, "wrong password"
-            elif account.locked:
-                status, reason = CommandStatus.ESME_RBINDFAIL, "account locked"
-            elif not account.ip_allowed(peer_ip):
-                status, reason = CommandStatus.ESME_RBINDFAIL, "address not allowed"
-            elif len(self._binds.get(account.id, ())) >= account.max_binds:
-                status, reason = CommandStatus.ESME_RBINDFAIL, "too many binds"
-            failed = status in (CommandStatus.ESME_RINVSYSID, CommandStatus.ESME_RINVPASWD)
-            if failed and throttle.failed(peer_ip):
-                # Once per cool-down, never with the password tried.
-                log.warning(
-                    "authentication cool-down started",
-                    peer=peer_ip,
-                    system_id=pdu.system_id,
-                    ingress="smpp",
-                    retry_after=round(throttle.retry_after(peer_ip)),
-                )
-                close = True
+            self._bind_checked(
+                link, pdu, None, CommandStatus.ESME_RBINDFAIL, "authentication cool-down", True
+            )
+            return
+        account = self._accounts.by_system_id(pdu.system_id)
+        if account is None or account.smpp_password_hash is None:
+            self._bind_checked(link, pdu, None, CommandStatus.ESME_RINVSYSID, "unknown system_id")
+            return
+        passwords = self._accounts.passwords
+        if passwords.known(pdu.password, account.smpp_password_hash):
+            self._bind_account(link, pdu, account, True)
+            return
+        # The first check of a password is a slow hash (scrypt), off the
+        # loop; the bind is answered when it is done. The ESME waits for its
+        # bind_resp before it sends anything else (SMPP 3.4 §2.2); the link
+        # reads nothing more meanwhile.
+        link.hold_requests()
+        task = self._loop.create_task(self._bind_slowly(link, pdu, account))
+        self._queries.add(task)
+        task.add_done_callback(self._queries.discard)
+
+    async def _bind_slowly(
+        self,
+        link: SmppLink,
+        pdu: BindTransmitter | BindReceiver | BindTransceiver,
+        account: Account,
+    ) -> None:
+        assert account.smpp_password_hash is not None
+        try:
+            ok = await self._accounts.passwords.check(pdu.password, account.smpp_password_hash)
+        finally:
+            link.release_requests()
+        if link.owner is not None or not link.is_open:
+            return  # gone (or bound by a bind sent in spite of the rules) meanwhile
+        # The directory may have changed meanwhile: bind what it holds now.
+        now = self._accounts.by_system_id(pdu.system_id)
+        if now is None or now.smpp_password_hash != account.smpp_password_hash:
+            ok = False
+        self._bind_account(link, pdu, now or account, ok)
+
+    def _bind_account(
+        self,
+        link: SmppLink,
+        pdu: BindTransmitter | BindReceiver | BindTransceiver,
+        account: Account,
+        password_ok: bool,
+    ) -> None:
+        peer_ip = link.peer.rsplit(":", 1)[0]
+        status, reason = CommandStatus.ESME_ROK, ""
+        if not password_ok:
+            status, reason = CommandStatus.ESME_RINVPASWD, "wrong password"
+        elif not self._accepting:
+            status, reason = CommandStatus.ESME_RBINDFAIL, "draining"
+        elif account.locked:
+            status, reason = CommandStatus.ESME_RBINDFAIL, "account locked"
+        elif not account.bind_allowed(peer_ip):
+            status, reason = CommandStatus.ESME_RBINDFAIL, "address not allowed"
+        elif len(self._binds.get(account.id, ())) >= account.max_binds:
+            status, reason = CommandStatus.ESME_RBINDFAIL, "too many binds"
+        self._bind_checked(link, pdu, account, status, reason)
+
+    def _bind_checked(
+        self,
+        link: SmppLink,
+        pdu: BindTransmitter | BindReceiver | BindTransceiver,
+        account: Account | None,
+        status: int,
+        reason: str,
+        close: bool = False,
+    ) -> None:
+        peer_ip = link.peer.rsplit(":", 1)[0]
+        throttle = self._auth_throttle
+        failed = status in (CommandStatus.ESME_RINVSYSID, CommandStatus.ESME_RINVPASWD)
+        if failed and throttle.failed(peer_ip):
+            # Once per cool-down, never with the password tried.
+            log.warning(
+                "authentication cool-down started",
+                peer=peer_ip,
+                system_id=pdu.system_id,
+                ingress="smpp",
+                retry_after=round(throttle.retry_after(peer_ip)),
+            )
+            close = True
         if status != CommandStatus.ESME_ROK:
             _limited.info(
                 "bind refused",

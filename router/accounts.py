@@ -1,20 +1,34 @@
 """Accounts: who may send, through which credentials, from where.
 
-API keys and SMPP passwords are kept only as SHA-256 digests once loaded,
-so a memory dump or a debug log of the directory shows no secret.
+The accounts live in PostgreSQL (`store.directory`, CONTRACT §6, §8); each
+process holds them in an `AccountDirectory`, filled from a snapshot of
+those rows and replaced whole when they change. API keys are held only as
+SHA-256 digests and SMPP passwords only as scrypt hashes, so a memory dump
+or a debug log of the directory shows no secret.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
+import secrets
 import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from smsrouter.router.config import AccountConfig
+from smsrouter.router.passwords import hash_password, verify_password
+from smsrouter.router.store.directory import (
+    AccountRow,
+    ApiKeyRow,
+    Directory,
+    SmppRow,
+    api_key_digest,
+)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _UTC = zoneinfo.ZoneInfo("UTC")
@@ -42,8 +56,10 @@ class Account:
     inbound_url: str
     allowed_networks: tuple[IPNetwork, ...]
     smpp_system_id: str | None
-    smpp_password_digest: bytes | None = field(repr=False)
+    smpp_password_hash: str | None = field(repr=False)
     max_binds: int
+    # Where binds may come from; empty: the account's allowed_networks.
+    smpp_networks: tuple[IPNetwork, ...] = ()
     max_tps: float = 0.0  # 0: no account-wide cap (CONTRACT §6 "Throughput plan")
     credit_limit: Decimal = Decimal(0)  # how far below zero (CONTRACT §6 "Credit")
     # CONTRACT §6 "Daily thresholds": 0 is none; the day is the zone's.
@@ -52,6 +68,7 @@ class Account:
     zone: zoneinfo.ZoneInfo = _UTC
     alert_url: str = ""
     price_plan: str = ""  # a [[price_plans]] name, before [[prices]]
+    lock_reason: str = ""
 
     def ip_allowed(self, ip: str | None) -> bool:
         """An empty allow list admits any source address (CONTRACT §2)."""
@@ -65,60 +82,138 @@ class Account:
             return False
         return any(addr in net for net in self.allowed_networks)
 
-    def smpp_password_ok(self, password: str) -> bool:
-        return self.smpp_password_digest is not None and hmac.compare_digest(
-            _digest(password), self.smpp_password_digest
-        )
+    def bind_allowed(self, ip: str | None) -> bool:
+        """SMPP binds: the credentials' own allow list, else the account's."""
+        if not self.smpp_networks:
+            return self.ip_allowed(ip)
+        try:
+            addr = ipaddress.ip_address(ip or "")
+        except ValueError:
+            return False
+        return any(addr in net for net in self.smpp_networks)
 
 
-def _account(cfg: AccountConfig) -> Account:
+def _networks(ips: Iterable[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in ips)
+
+
+def _account(row: AccountRow, smpp: SmppRow | None) -> Account:
     return Account(
-        id=cfg.id,
-        verified=cfg.verified,
-        locked=cfg.locked,
-        currency=cfg.currency,
-        callback_url=cfg.callback_url,
-        webhook_secret=cfg.webhook_secret,
-        inbound_url=cfg.inbound_url,
-        allowed_networks=tuple(ipaddress.ip_network(n, strict=False) for n in cfg.allowed_ips),
-        smpp_system_id=cfg.smpp.system_id if cfg.smpp else None,
-        smpp_password_digest=_digest(cfg.smpp.password) if cfg.smpp else None,
-        max_binds=cfg.smpp.max_binds if cfg.smpp else 0,
-        max_tps=cfg.max_tps,
-        credit_limit=cfg.credit_limit,
-        daily_alarm=cfg.daily_alarm,
-        daily_limit=cfg.daily_limit,
-        zone=zoneinfo.ZoneInfo(cfg.timezone),
-        alert_url=cfg.alert_url,
-        price_plan=cfg.price_plan,
+        id=row.id,
+        verified=row.verified,
+        locked=row.locked,
+        currency=row.currency,
+        callback_url=row.callback_url,
+        webhook_secret=row.webhook_secret,
+        inbound_url=row.inbound_url,
+        allowed_networks=_networks(row.allowed_ips),
+        smpp_system_id=smpp.system_id if smpp else None,
+        smpp_password_hash=smpp.password_hash if smpp else None,
+        max_binds=smpp.max_binds if smpp else 0,
+        smpp_networks=_networks(smpp.allowed_ips) if smpp else (),
+        max_tps=row.max_tps,
+        credit_limit=row.credit_limit,
+        daily_alarm=row.daily_alarm,
+        daily_limit=row.daily_limit,
+        zone=zoneinfo.ZoneInfo(row.timezone),
+        alert_url=row.alert_url,
+        price_plan=row.price_plan,
+        lock_reason=row.lock_reason,
     )
+
+
+def directory_of_config(accounts: Iterable[AccountConfig]) -> Directory:
+    """The rows the config's accounts become once synced (`store.directory.
+    sync_config`): what a directory holds before its first load, and in
+    tests without a database."""
+    rows, keys, smpp = [], [], []
+    for cfg in accounts:
+        rows.append(
+            AccountRow(
+                id=cfg.id, verified=cfg.verified, locked=cfg.locked, lock_reason="",
+                currency=cfg.currency, callback_url=cfg.callback_url,
+                webhook_secret=cfg.webhook_secret, inbound_url=cfg.inbound_url,
+                alert_url=cfg.alert_url, allowed_ips=tuple(cfg.allowed_ips),
+                max_tps=cfg.max_tps, daily_alarm=cfg.daily_alarm, daily_limit=cfg.daily_limit,
+                credit_limit=cfg.credit_limit, price_plan=cfg.price_plan,
+                timezone=cfg.timezone, stop_reply="", start_reply="", help_reply="",
+                templates_required=False, allowed_countries=(), managed_fields=None,
+            )
+        )  # fmt: skip
+        for key in cfg.api_keys:
+            keys.append(
+                ApiKeyRow(
+                    f"cfg_{api_key_digest(key).hex()[:16]}", cfg.id, api_key_digest(key), None
+                )
+            )
+        if cfg.smpp is not None:
+            smpp.append(
+                SmppRow(cfg.id, cfg.smpp.system_id, hash_password(cfg.smpp.password),
+                        cfg.smpp.max_binds, ())
+            )  # fmt: skip
+    return Directory(tuple(rows), tuple(keys), tuple(smpp), (), ())
+
+
+class PasswordCheck:
+    """SMPP passwords against their scrypt hashes, without stalling the loop.
+
+    scrypt costs ~50 ms of CPU by design, too long for the event loop, so
+    the first check of a password runs in a thread. A password that
+    checked out is remembered as an HMAC under a key of this process only
+    (never the password itself), so that the binds that follow — an ESME
+    reconnecting, its other sessions — are checked in microseconds.
+    """
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+        self._known: dict[str, bytes] = {}  # hash → HMAC of the password that matched
+
+    def _mac(self, password: str) -> bytes:
+        return hmac.digest(self._key, password.encode(), "sha256")
+
+    def known(self, password: str, encoded: str) -> bool:
+        """True if this password matched this hash before (constant time)."""
+        mac = self._known.get(encoded)
+        return mac is not None and hmac.compare_digest(mac, self._mac(password))
+
+    async def check(self, password: str, encoded: str) -> bool:
+        if self.known(password, encoded):
+            return True
+        ok = await asyncio.to_thread(verify_password, password, encoded)
+        if ok:
+            if len(self._known) > 10_000:
+                self._known.clear()  # bounded: hashes of accounts long gone
+            self._known[encoded] = self._mac(password)
+        return ok
 
 
 class AccountDirectory:
     """Look-ups by API key, SMPP system_id and id.
 
-    One directory serves every part for the life of the process; a config
-    reload replaces what it holds (`apply_config`), so that no part keeps
-    the accounts of an older config.
+    One directory serves every part for the life of the process; a change
+    of the rows replaces what it holds (`apply`), so that no part keeps
+    the accounts of an older snapshot.
     """
 
-    def __init__(self, accounts: Iterable[AccountConfig]) -> None:
+    def __init__(self, accounts: Iterable[AccountConfig] = ()) -> None:
         self._by_id: dict[str, Account] = {}
-        self._by_key: dict[bytes, Account] = {}
+        self._by_key: dict[bytes, tuple[Account, str, datetime | None]] = {}
         self._by_system_id: dict[str, Account] = {}
-        self.apply_config(accounts)
+        # When each key was last used, since the last `take_used`
+        # (written to api_keys.last_used_at in the background).
+        self._used: dict[str, datetime] = {}
+        self.passwords = PasswordCheck()
+        self.apply(directory_of_config(accounts))
 
-    def apply_config(self, accounts: Iterable[AccountConfig]) -> None:
-        by_id: dict[str, Account] = {}
-        by_key: dict[bytes, Account] = {}
-        by_system_id: dict[str, Account] = {}
-        for cfg in accounts:
-            account = _account(cfg)
-            by_id[account.id] = account
-            for key in cfg.api_keys:
-                by_key[_digest(key)] = account
-            if account.smpp_system_id is not None:
-                by_system_id[account.smpp_system_id] = account
+    def apply(self, directory: Directory) -> None:
+        smpp = {c.account_id: c for c in directory.smpp}
+        by_id = {row.id: _account(row, smpp.get(row.id)) for row in directory.accounts}
+        by_key = {
+            k.digest: (by_id[k.account_id], k.key_id, k.expires_at)
+            for k in directory.api_keys
+            if k.account_id in by_id
+        }
+        by_system_id = {a.smpp_system_id: a for a in by_id.values() if a.smpp_system_id is not None}
         # Swapped whole, in one turn of the loop: no look-up sees half of each.
         self._by_id, self._by_key, self._by_system_id = by_id, by_key, by_system_id
 
@@ -131,7 +226,20 @@ class AccountDirectory:
     def by_api_key(self, key: str) -> Account | None:
         # A dict look-up of the key's digest: the timing of a hash-table probe
         # tells an attacker nothing about the stored keys.
-        return self._by_key.get(_digest(key))
+        found = self._by_key.get(_digest(key))
+        if found is None:
+            return None
+        account, key_id, expires_at = found
+        now = datetime.now(UTC)
+        if expires_at is not None and expires_at <= now:
+            return None
+        self._used[key_id] = now
+        return account
+
+    def take_used(self) -> dict[str, datetime]:
+        """The keys used since the last call, with when each was last used."""
+        used, self._used = self._used, {}
+        return used
 
     def by_system_id(self, system_id: str) -> Account | None:
         return self._by_system_id.get(system_id)

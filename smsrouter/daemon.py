@@ -14,6 +14,7 @@ import gc
 import importlib.machinery
 import json
 import signal
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
@@ -52,7 +53,8 @@ from smsrouter.router.notifications import (
 from smsrouter.router.routes import Candidate, PriceTable, RouteTable
 from smsrouter.router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
 from smsrouter.router.store import group_commit
-from smsrouter.router.store.balances import ensure_accounts
+from smsrouter.router.store.directory import Directory, NumberRow, sync_config, touch_api_keys
+from smsrouter.router.store.directory_watch import DirectoryWatch
 from smsrouter.router.store.group_commit import GroupCommit, StoreError
 from smsrouter.router.store.listeners import CommitListeners
 from smsrouter.router.store.operations import NewNotification
@@ -81,7 +83,7 @@ def build_routes(config: Config) -> RouteTable:
     )
 
 
-def build_rates(config: Config) -> SenderRates:
+def build_rates(config: Config, numbers: Sequence[NumberRow] = ()) -> SenderRates:
     r = config.rates
     return SenderRates(
         RateDefaults(
@@ -91,16 +93,18 @@ def build_rates(config: Config) -> SenderRates:
             alphanumeric=r.alphanumeric,
         ),
         {cc: {NumberType(k): v for k, v in rates.items()} for cc, rates in r.country.items()},
-        {n.number: (NumberType(n.type), n.rate) for n in config.numbers},
+        {n.number: (NumberType(n.type), n.rate) for n in numbers},
     )
 
 
-def admission_rules(config: Config) -> dict[str, Any]:
-    """What `Admission` takes from the config (at start and on reload)."""
+def admission_rules(config: Config, numbers: Sequence[NumberRow] = ()) -> dict[str, Any]:
+    """What `Admission` takes from the config and the directory's numbers
+    (the file's [[numbers]] and the operator's, CONTRACT §8), at start and
+    whenever either changes."""
     return {
         "routes": build_routes(config),
         "prices": PriceTable((p.prefix, p.price) for p in config.prices),
-        "senders": {canonical_sender(n.number): n.account for n in config.numbers},
+        "senders": {canonical_sender(n.number): n.account_id for n in numbers},
         "plans": {
             plan.name: PriceTable((p.prefix, p.price) for p in plan.prices)
             for plan in config.price_plans
@@ -171,7 +175,11 @@ class Router:
         self.config_path = config_path
         # One directory and one admission for the life of the process: a
         # reload replaces what they hold (apply_config), every part sees it.
-        self.accounts = AccountDirectory(config.accounts)
+        # Filled from the database once it is up (store.directory), kept
+        # current by a DirectoryWatch.
+        self.accounts = AccountDirectory()
+        self._numbers: tuple[NumberRow, ...] = ()
+        self.directory_watch: DirectoryWatch
         self.admission = Admission(**admission_rules(config), on_alarm=self._daily_alarm)
         self.embedded_pg: EmbeddedPostgres | None = None
         # What /healthz and /readyz answer about the database (CONTRACT §11),
@@ -202,6 +210,7 @@ class Router:
         self.auth_throttle = AuthThrottle()
         # The stops of everything started, unwound by stop().
         self._stack = contextlib.AsyncExitStack()
+        self._reloading: asyncio.Task[None] | None = None
         # Seconds the unwinding gives in-flight work: none for a failed
         # start, [shutdown] drain_seconds for a stop.
         self._drain = 0.0
@@ -263,9 +272,14 @@ class Router:
             applied = await apply_migrations(conn)
         if applied:
             log.info("migrations applied", versions=applied)
-        await ensure_accounts(
-            self.pool, [(a.id, a.credit, a.currency, a.credit_limit) for a in cfg.accounts]
-        )
+        # The file's accounts and numbers into their rows, then the rows into
+        # this process; a NOTIFY of any later change loads them again.
+        async with self.pool.acquire() as conn:
+            await sync_config(conn, cfg.accounts, cfg.numbers, cfg.account_fields)
+        self.directory_watch = DirectoryWatch(self.pool, self._apply_directory)
+        await self.directory_watch.reload()
+        self.directory_watch.start()
+        stack.push_async_callback(self.directory_watch.stop)
 
     async def _start_simulators(self, stack: contextlib.AsyncExitStack) -> None:
         for sim in self.config.simulators:
@@ -333,7 +347,7 @@ class Router:
             writer=self.writer,
             carriers=self.carriers,
             routes=self.admission.routes,
-            rates=build_rates(cfg),
+            rates=build_rates(cfg, self._numbers),
             max_per_sender=cfg.queues.max_per_sender,
         )
         self.intake = Intake(self.ingest_writer, self.engine, self.admission.not_stored)
@@ -493,6 +507,15 @@ class Router:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             self.inbound.sweep()
+            used = self.accounts.take_used()
+            if used:
+                # api_keys.last_used_at (CONTRACT §8), a few seconds late:
+                # one statement per sweep, not a write per request.
+                try:
+                    async with self.pool.acquire() as conn:
+                        await touch_api_keys(conn, used)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("API key use not recorded", error=repr(exc))
             if loop.time() >= keys_at:
                 keys_at = loop.time() + FORGET_KEYS_SECONDS
                 try:
@@ -515,15 +538,43 @@ class Router:
         except Exception as exc:
             log.error("config reload failed; keeping the running config", error=str(exc))
             return
-        self.apply_config(config)
+        previous = self._reloading
+        self._reloading = asyncio.get_running_loop().create_task(
+            self._reload(config, previous), name="config-reload"
+        )
+
+    async def _reload(self, config: Config, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)  # one at a time, in order
+        try:
+            await self.apply_config(config)
+        except Exception as exc:
+            log.error("config reload failed; keeping the running config", error=repr(exc))
+            return
         log.info("config reloaded", path=str(self.config_path))
 
-    def apply_config(self, config: Config) -> None:
-        """Each part takes what it reads of a new config, in one turn."""
+    async def apply_config(self, config: Config) -> None:
+        """Each part takes what it reads of a new config: the file's accounts
+        and numbers are written to their rows first (every instance hears
+        of it), then this process takes the rest in one turn."""
+        async with self.pool.acquire() as conn:
+            await sync_config(conn, config.accounts, config.numbers, config.account_fields)
         self.config = config
-        self.accounts.apply_config(config.accounts)
-        self.admission.apply_config(**admission_rules(config))
-        self.engine.apply_config(self.admission.routes, build_rates(config))
+        self.admission.apply_config(**admission_rules(config, self._numbers))
+        self.engine.apply_config(self.admission.routes, build_rates(config, self._numbers))
+        await self.directory_watch.reload()
+
+    def _apply_directory(self, directory: Directory) -> None:
+        """A new snapshot of the accounts' rows: every part sees it at once."""
+        self.accounts.apply(directory)
+        if directory.numbers != self._numbers:
+            self._numbers = directory.numbers
+            self.admission.apply_config(**admission_rules(self.config, self._numbers))
+            if hasattr(self, "engine"):
+                rates = build_rates(self.config, self._numbers)
+                self.engine.apply_config(self.admission.routes, rates)
+        if hasattr(self, "smsc"):
+            self.smsc.accounts_changed()
 
     # ------------------------------------------------------------- stop
 
@@ -531,6 +582,8 @@ class Router:
         """Drain: ingress first, then in-flight carrier work, then the rest."""
         self._drain = self.config.shutdown.drain_seconds
         log.info("draining", drain_seconds=self._drain)
+        if self._reloading is not None:
+            await asyncio.gather(self._reloading, return_exceptions=True)
         await self._stack.aclose()
         log.info("stopped")
 

@@ -11,7 +11,7 @@ The router's modules import from those; the names are also here, as one
 namespace for tests and tools.
 """
 
-from smsrouter.router.store.balances import balance, ensure_accounts
+from smsrouter.router.store.balances import balance
 from smsrouter.router.store.group_commit import (
     RETRY_FIRST_SECONDS,
     RETRY_MAX_SECONDS,
@@ -63,7 +63,6 @@ __all__ = [
     "StoreError",
     "Waiter",
     "balance",
-    "ensure_accounts",
     "final_of_parts",
     "get_message",
     "pending_messages",

@@ -213,6 +213,7 @@ prefix = "1"
 price = "0.001"
 [[accounts]]
 id = "app"
+credit = "1000000"
 api_keys = ["app-key"]
 [[numbers]]
 number = "{sender}"

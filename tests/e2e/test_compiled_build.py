@@ -26,6 +26,7 @@ prefix = "1"
 price = "0.01"
 [[accounts]]
 id = "c"
+credit = "1000000"
 api_keys = ["c-key"]
 [[numbers]]
 number = "+14155550101"

@@ -51,6 +51,7 @@ prefix = "1"
 price = "0.01"
 [[accounts]]
 id = "load"
+credit = "1000000"
 api_keys = ["load-key"]
 callback_url = "{webhook_url}"
 webhook_secret = "hook-secret"

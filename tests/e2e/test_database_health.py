@@ -36,6 +36,7 @@ prefix = "1"
 price = "0.01"
 [[accounts]]
 id = "db"
+credit = "1000000"
 api_keys = ["db-key"]
 [[numbers]]
 number = "{sender}"

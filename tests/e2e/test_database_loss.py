@@ -53,6 +53,7 @@ prefix = "1"
 price = "0.01"
 [[accounts]]
 id = "acc"
+credit = "1000000"
 api_keys = ["acc-key"]
 callback_url = "{webhook_url}"
 webhook_secret = "hook-secret"

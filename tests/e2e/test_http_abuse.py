@@ -34,6 +34,7 @@ prefix = "1"
 price = "0.0062"
 [[accounts]]
 id = "abuse"
+credit = "1000000"
 api_keys = ["{KEY}"]
 [[numbers]]
 number = "{SENDER}"

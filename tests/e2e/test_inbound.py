@@ -20,11 +20,13 @@ prefix = "1"
 price = "0.01"
 [[accounts]]
 id = "app"
+credit = "1000000"
 api_keys = ["app-key"]
 webhook_secret = "hook-secret"
 inbound_url = "{inbound_url}"
 [[accounts]]
 id = "partner"
+credit = "1000000"
 smpp = {{ system_id = "partner", password = "pw-1", max_binds = 2 }}
 [[numbers]]
 number = "+14155550101"

@@ -73,6 +73,7 @@ prefix = "1"
 price = "0.0062"
 [[accounts]]
 id = "kannel"
+credit = "1000000"
 api_keys = ["{api_key}"]
 smpp = {{ system_id = "{system_id}", password = "{password}", max_binds = 2 }}
 [[numbers]]

@@ -44,11 +44,13 @@ prefix = "1"
 price = "0.01"
 [[accounts]]
 id = "life"
+credit = "1000000"
 api_keys = ["life-key"]
 webhook_secret = "hook-secret"
 callback_url = "{webhook_url}"
 [[accounts]]
 id = "other"
+credit = "1000000"
 api_keys = ["other-key"]
 [[numbers]]
 number = "{sender}"

@@ -21,6 +21,7 @@ prefix = "1"
 price = "0.01"
 [[accounts]]
 id = "acc"
+credit = "1000000"
 api_keys = ["acc-key"]
 [[numbers]]
 number = "12345"

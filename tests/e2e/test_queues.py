@@ -24,6 +24,7 @@ prefix = "1"
 price = "0.01"
 [[accounts]]
 id = "q"
+credit = "1000000"
 api_keys = ["q-key"]
 smpp = {{ system_id = "q", password = "q-pw" }}
 [[numbers]]

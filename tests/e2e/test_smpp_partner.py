@@ -26,6 +26,7 @@ prefix = "1"
 price = "0.01"
 [[accounts]]
 id = "partner"
+credit = "1000000"
 smpp = {{ system_id = "partner", password = "pw-12345", max_binds = 2 }}
 [[numbers]]
 number = "{sender}"

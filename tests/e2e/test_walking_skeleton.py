@@ -36,6 +36,7 @@ prefix = "1"
 price = "0.0062"
 [[accounts]]
 id = "e2e"
+credit = "1000000"
 api_keys = ["e2e-key"]
 smpp = {{ system_id = "e2e", password = "e2e-pass", max_binds = 2 }}
 webhook_secret = "hook-secret"

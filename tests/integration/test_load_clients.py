@@ -998,6 +998,7 @@ prefix = "1"
 price = "0.0062"
 [[accounts]]
 id = "load"
+credit = "1000000"
 api_keys = ["load-key"]
 smpp = {{ system_id = "load", password = "load-pass", max_binds = 2 }}
 webhook_secret = "hook-secret"

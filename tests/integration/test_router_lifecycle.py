@@ -48,6 +48,7 @@ prefix = "{price_prefix}"
 price = "0.01"
 [[accounts]]
 id = "p"
+credit = "1000000"
 api_keys = ["p-key"]
 smpp = {{ system_id = "p", password = "p-pass", max_binds = 8 }}
 [[numbers]]
@@ -148,7 +149,7 @@ async def test_a_reload_reaches_both_ingresses_and_the_engine(database_url: str)
 
         assert isinstance(admit("12345"), Message)
         reloaded, _ = _config(database_url, sender="54321", price_prefix="14")
-        router.apply_config(reloaded)
+        await router.apply_config(reloaded)
         refused = admit("12345")
         assert isinstance(refused, Refusal) and refused.code == "unknown_sender"
         admitted = admit("54321")
