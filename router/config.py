@@ -254,6 +254,30 @@ class SimulatorConfig(_Section):
     control_port: int | None = None  # HTTP control API on 127.0.0.1
 
 
+class AdminToken(_Section):
+    """An operator's bearer token (CONTRACT §8); `name` is the actor the
+    audit log records for its changes."""
+
+    name: str
+    token: str
+
+    def __repr__(self) -> str:
+        # The token is a secret: never in a repr, a log line or a traceback.
+        return f"AdminToken(name={self.name!r}, token=<hidden>)"
+
+
+class AdminConfig(_Section):
+    """``[admin]``: the operator API's listener and tokens (CONTRACT §8)."""
+
+    listen: str = "127.0.0.1:8082"
+    tokens: list[AdminToken] = []
+
+
+# The shortest operator token accepted: 16 characters of even a small
+# alphabet make guessing over the network hopeless behind the auth throttle.
+ADMIN_TOKEN_MIN_LENGTH = 16
+
+
 class Config(_Section):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     smpp: SmppConfig = msgspec.field(default_factory=SmppConfig)
@@ -270,6 +294,12 @@ class Config(_Section):
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     simulators: list[SimulatorConfig] = []
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    # Account id → the keys its [[accounts]] table sets in the file: the
+    # fields the file manages, which the operator API refuses to change
+    # (CONTRACT §8, 409 managed_by_config). Filled from the raw TOML, since
+    # a key set to its default is still set by the file.
+    account_fields: dict[str, frozenset[str]] = {}
 
     def carrier(self, name: str) -> CarrierConfig | None:
         return next((c for c in self.carriers if c.name == name), None)
@@ -284,6 +314,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "webhooks": WebhooksConfig,
     "shutdown": ShutdownConfig,
     "log": LogConfig,
+    "admin": AdminConfig,
 }
 _LISTS: dict[str, type[msgspec.Struct]] = {
     "carriers": CarrierConfig,
@@ -407,13 +438,25 @@ def parse_config(
             positions[key] = [i for i, item in enumerate(items) if item is not None]
         else:
             errors.append((key, "unknown section"))
-    config = Config(**values)
+    config = Config(**values, account_fields=_account_fields(raw.get("accounts")))
     if url := environ.get(ENV_PREFIX + "DATABASE_URL"):
         config.database.url = url
     errors.extend(_semantic_errors(config, positions))
     if errors:
         raise ConfigError(errors)
     return config
+
+
+def _account_fields(accounts: Any) -> dict[str, frozenset[str]]:
+    """Account id → the keys of its table in the file (tables without a
+    string id are the converter's errors, not this map's)."""
+    if not isinstance(accounts, list):
+        return {}
+    return {
+        table["id"]: frozenset(table)
+        for table in accounts
+        if isinstance(table, dict) and isinstance(table.get("id"), str)
+    }
 
 
 def load_config(
@@ -463,7 +506,7 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
         pos = positions.get(section)
         return f"{section}[{pos[i] if pos else i}]"
 
-    for key in ("http", "smpp"):
+    for key in ("http", "smpp", "admin"):
         try:
             parse_listen(getattr(config, key).listen)
         except ValueError as exc:
@@ -586,6 +629,8 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
             elif value < 0:
                 errors.append((f"rates.country.{code}.{kind}", "must not be negative"))
 
+    errors.extend(_admin_errors(config.admin))
+
     for i, s in enumerate(config.simulators):
         if not 1 <= s.port <= 65535:
             errors.append((f"{at('simulators', i)}.port", "must be 1..65535"))
@@ -606,4 +651,25 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
     for section, key in positive:
         if getattr(getattr(config, section), key) <= 0:
             errors.append((f"{section}.{key}", "must be positive"))
+    return errors
+
+
+def _admin_errors(admin: AdminConfig) -> list[tuple[str, str]]:
+    """Operator tokens (CONTRACT §8): each named once (its name is the
+    audit log's actor) and long enough not to be guessed."""
+    errors: list[tuple[str, str]] = []
+    names: set[str] = set()
+    for i, t in enumerate(admin.tokens):
+        if not t.name.strip():
+            errors.append((f"admin.tokens[{i}].name", "must not be empty"))
+        elif t.name in names:
+            errors.append((f"admin.tokens[{i}].name", f"duplicate token name {t.name!r}"))
+        names.add(t.name)
+        if len(t.token) < ADMIN_TOKEN_MIN_LENGTH:
+            errors.append(
+                (
+                    f"admin.tokens[{i}].token",
+                    f"must be at least {ADMIN_TOKEN_MIN_LENGTH} characters",
+                )
+            )
     return errors

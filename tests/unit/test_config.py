@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from smsrouter.router.config import ConfigError, load_config, parse_config, parse_listen
+from smsrouter.router.config import (
+    AdminToken,
+    ConfigError,
+    load_config,
+    parse_config,
+    parse_listen,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -230,3 +236,73 @@ def test_price_plans_are_checked_and_an_account_names_an_existing_one() -> None:
     assert ok.accounts[0].price_plan == "w" and ok.price_plans[0].prices[0].price == Decimal(
         "0.005"
     )
+
+
+def test_account_fields_are_the_keys_each_accounts_table_sets(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[accounts]]\nid = "a"\napi_keys = ["k-a"]\ncredit = "5"\nverified = true\n'
+        'smpp = { system_id = "a", password = "p" }\n\n'
+        '[[accounts]]\nid = "b"\nmax_tps = 0\n',
+        encoding="utf-8",
+    )
+    config = load_config(path, environ={})
+    # A key set to its default value is still set by the file.
+    assert config.account_fields == {
+        "a": frozenset({"id", "api_keys", "credit", "verified", "smpp"}),
+        "b": frozenset({"id", "max_tps"}),
+    }
+    assert parse_config({}, environ={}).account_fields == {}
+
+
+def test_admin_section_defaults_and_tokens() -> None:
+    default = parse_config({}, environ={})
+    assert default.admin.listen == "127.0.0.1:8082" and default.admin.tokens == []
+    config = parse_config(
+        {
+            "admin": {
+                "listen": "0.0.0.0:9000",
+                "tokens": [{"name": "ops", "token": "0123456789abcdef"}],
+            }
+        },
+        environ={},
+    )
+    assert config.admin.listen == "0.0.0.0:9000"
+    assert config.admin.tokens == [AdminToken(name="ops", token="0123456789abcdef")]
+    # The token is a secret: a repr of the config (a debug log) must not show it.
+    assert "0123456789abcdef" not in repr(config)
+
+
+def test_admin_listen_can_come_from_the_environment() -> None:
+    config = parse_config({}, environ={"SMSROUTER_ADMIN_LISTEN": "127.0.0.1:18082"})
+    assert config.admin.listen == "127.0.0.1:18082"
+
+
+def test_admin_errors_name_their_keys() -> None:
+    raw = {
+        "admin": {
+            "listen": "nowhere",
+            "tokens": [
+                {"name": "ops", "token": "0123456789abcdef"},
+                {"name": "ops", "token": "fedcba9876543210"},
+                {"name": "", "token": "0123456789abcdeX"},
+                {"name": "short", "token": "0123456789abcde"},
+            ],
+        }
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, environ={})
+    assert sorted(path for path, _ in info.value.errors) == [
+        "admin.listen",
+        "admin.tokens[1].name",
+        "admin.tokens[2].name",
+        "admin.tokens[3].token",
+    ]
+    # An error message never repeats a token.
+    assert "0123456789abcde" not in str(info.value)
+
+
+def test_an_admin_token_without_its_token_names_the_entry() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"admin": {"tokens": [{"name": "ops"}]}}, environ={})
+    assert [path for path, _ in info.value.errors] == ["admin.tokens[0]"]
