@@ -407,8 +407,8 @@ class AdminApi:
         if amount is not None and amount == 0:
             errors.append(FieldError("amount", "invalid", "must not be zero"))
         reference = _text("reference", body.reference, errors, 1, MAX_REFERENCE)
-        _refuse(errors)
-        assert amount is not None
+        if amount is None or errors:
+            raise _Answer(field_errors(errors))
         entry = await self._store(
             lambda conn: directory.add_credit(conn, actor, account_id, amount, reference)
         )

@@ -255,6 +255,8 @@ async def test_every_bad_field_of_a_body_is_named_in_one_422(admin: Admin) -> No
         ({"id": "a", "allowed_countries": ["fr"]}, "allowed_countries", "invalid"),
         ({"id": "a", "verified": "yes"}, "verified", "invalid"),
         ({"id": "a", "daily_alarm": 1.5}, "daily_alarm", "invalid"),
+        ({"id": "a", "max_tps": -1}, "max_tps", "invalid"),
+        ({"id": "a", "lock_reason": "x" * 501}, "lock_reason", "invalid"),
         ({"currency": "EUR"}, "id", "required"),
     ],
 )
@@ -634,5 +636,24 @@ async def test_a_database_that_is_away_is_503(database_url: str) -> None:
             status, problem = await admin.call("GET", "/accounts")
             assert status == 503
             assert problem["code"] == "store_unavailable"
+    finally:
+        await api.server.stop()
+
+
+async def test_a_database_that_does_not_answer_in_time_is_503(db_pool: asyncpg.Pool) -> None:
+    api = AdminApi(db_pool, [("ops", OPS_TOKEN)], price_plans=lambda: PLANS, request_timeout=0.5)
+    await api.server.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{api.server.port}") as session:
+            admin = Admin(session, api)
+            await _account(admin, "acme")
+            async with db_pool.acquire() as holder, holder.transaction():
+                # The account's row stays locked past the request's deadline.
+                await holder.execute("SELECT 1 FROM accounts WHERE id = 'acme' FOR UPDATE")
+                status, problem = await admin.call("PATCH", "/accounts/acme", {"locked": True})
+            assert status == 503
+            assert problem["code"] == "store_timeout"
+            status, account = await admin.call("GET", "/accounts/acme")
+            assert (status, account["locked"]) == (200, False)
     finally:
         await api.server.stop()
