@@ -26,6 +26,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from smsrouter.connectors.cursors import id_cursor, id_of_cursor
 from smsrouter.connectors.http_server import (
     HEADER_TIMEOUT,
     MAX_CONNECTIONS_PER_IP,
@@ -40,6 +41,7 @@ from smsrouter.connectors.problems import (
     field_errors,
     iso,
     json_response,
+    page_limit,
     problem,
     rfc3339,
     server_error,
@@ -65,6 +67,7 @@ from smsrouter.router.messages import Message, utcnow
 from smsrouter.router.scheduler import SenderQueueFull
 from smsrouter.router.store import balances, queries
 from smsrouter.router.store.group_commit import StoreError
+from smsrouter.router.store.ledger import list_ledger
 from smsrouter.router.store.operations import IdempotentAnswer
 from smsrouter.sms.text import Encoding
 
@@ -125,6 +128,7 @@ class HttpApi:
             },
             "/v1/messages/{id}": {"GET": self._authed(self.get_message)},
             "/v1/balance": {"GET": self._authed(self.balance)},
+            "/v1/ledger": {"GET": self._authed(self.ledger)},
             "/metrics": {"GET": self.metrics},
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
@@ -269,38 +273,37 @@ class HttpApi:
                     kind="throughput-exceeded", rejected=[_refusal(r) for r in rejected],
                     headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 )  # fmt: skip
-            return problem(
-                422, "Message rejected", "; ".join(f"{r.to}: {r.detail}" for r in rejected),
-                kind="rejected", rejected=[_refusal(r) for r in rejected],
-                errors=[{"field": "to", "code": r.code, "detail": r.detail} for r in rejected],
-            )  # fmt: skip
-        accepted = json_response(
-            202,
-            {
-                "messages": [
-                    {
-                        "id": str(m.id),
-                        "to": to,
-                        "status": "accepted",
-                        "parts": m.parts,
-                        "encoding": m.encoding,
-                        "price": m.price,
-                    }
-                    for to, m in messages
-                ],
-                "rejected": [_refusal(r) for r in rejected],
-            },
-        )
+            return _all_rejected(rejected)
+        accepted = _accepted(messages, rejected)
+
+        def unpaid_answer(unpaid: frozenset[uuid.UUID]) -> Response:
+            """CONTRACT §6 "Credit": the recipients the balance could not pay
+            for are refused `insufficient_credit`, the others accepted."""
+            refused = rejected + [
+                Refusal(to, "insufficient_credit", f"the balance cannot pay {m.price} for {to}")
+                for to, m in messages
+                if m.id in unpaid
+            ]
+            paid = [(to, m) for to, m in messages if m.id not in unpaid]
+            return _accepted(paid, refused) if paid else _all_rejected(refused)
+
+        def unpaid_stored(unpaid: frozenset[uuid.UUID]) -> tuple[int, bytes]:
+            again = unpaid_answer(unpaid)
+            return again.status, again.body
+
         answer = None
         if key is not None:
-            answer = IdempotentAnswer(account.id, key, request_hash, 202, accepted.body)
+            answer = IdempotentAnswer(
+                account.id, key, request_hash, 202, accepted.body, unpaid=unpaid_stored
+            )
         taken = False
+        unpaid: frozenset[uuid.UUID] = frozenset()
         try:
             # The commit waits at most request_timeout (CONTRACT §11 "A hung
             # database"). Intake.accept is cancellation-safe: a message whose
             # commit lands after the deadline is queued all the same.
             async with asyncio.timeout(self.request_timeout):
-                await self.services.intake.accept([m for _, m in messages], answer)
+                unpaid = await self.services.intake.accept([m for _, m in messages], answer)
         except KeyTaken:
             taken = True  # answered below: no await in an except clause
         except TimeoutError:
@@ -330,9 +333,15 @@ class HttpApi:
             assert key is not None
             replayed = await self._replay(account, key, request_hash)
             return replayed if replayed is not None else store_unavailable()
+        if unpaid:
+            metrics.rejected("http", "insufficient_credit").inc(len(unpaid))
+            accepted = unpaid_answer(unpaid)
         metrics.ingress_latency("http").observe(time.perf_counter() - started)
         for _, m in messages:
-            log.debug("message accepted", message_id=str(m.id), account=account.id, ingress="http")
+            if m.id not in unpaid:
+                log.debug(
+                    "message accepted", message_id=str(m.id), account=account.id, ingress="http"
+                )
         return accepted
 
     async def _replay(self, account: Account, key: str, request_hash: bytes) -> Response | None:
@@ -356,7 +365,9 @@ class HttpApi:
                 errors=[{"field": "Idempotency-Key", "code": "idempotency_key_reused",
                          "detail": "used with another request body"}],
             )  # fmt: skip
-        return Response(status, body, headers={"Idempotent-Replayed": "true"})
+        # A stored 422 (nothing could be paid for) is a problem like any other.
+        kind = "application/json" if status < 400 else "application/problem+json"
+        return Response(status, body, content_type=kind, headers={"Idempotent-Replayed": "true"})
 
     def _validate(
         self, req: SendRequest, account: Account
@@ -447,12 +458,9 @@ class HttpApi:
             since = rfc3339(query["since"])
             if since is None:
                 errors.append(FieldError("since", "invalid", "an RFC 3339 time with its offset"))
-        limit = DEFAULT_PAGE
-        if query.get("limit"):
-            raw_limit = query["limit"]
-            limit = int(raw_limit) if raw_limit.isdigit() else 0
-            if not 1 <= limit <= MAX_PAGE:
-                errors.append(FieldError("limit", "invalid", f"a whole number, 1 to {MAX_PAGE}"))
+        limit, limit_error = page_limit(query.get("limit"), DEFAULT_PAGE, MAX_PAGE)
+        if limit_error is not None:
+            errors.append(limit_error)
         before = None
         if query.get("after"):
             before = _cursor_position(query["after"])
@@ -487,6 +495,42 @@ class HttpApi:
         credit, currency = found if found else (Decimal(0), account.currency)
         return json_response(
             200, {"credit": credit, "currency": currency, "credit_limit": account.credit_limit}
+        )
+
+    async def ledger(self, request: Request, account: Account) -> Response:
+        """GET /v1/ledger: every change of the balance, newest first, a page
+        at a time (CONTRACT §6 "Credit")."""
+        query = request.query
+        errors = [
+            FieldError(name, "unknown", "not a parameter of this list")
+            for name in sorted(set(query) - {"limit", "after"})
+        ]
+        limit, limit_error = page_limit(query.get("limit"), DEFAULT_PAGE, MAX_PAGE)
+        if limit_error is not None:
+            errors.append(limit_error)
+        before = None
+        if query.get("after"):
+            before = id_of_cursor(query["after"])
+            if before is None:
+                errors.append(FieldError("after", "invalid", "not a cursor this API gave"))
+        if errors:
+            return field_errors(errors)
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                entries = await list_ledger(
+                    self.services.pool, account.id, limit=limit + 1, before=before
+                )
+        except TimeoutError:
+            return store_timeout(self.request_timeout)
+        except STORE_DOWN:
+            return store_unavailable()
+        page, more = entries[:limit], len(entries) > limit
+        return json_response(
+            200,
+            {
+                "entries": [e.as_json(with_actor=False) for e in page],
+                "next": id_cursor(page[-1].id) if more else None,
+            },
         )
 
     # ----------------------------------------------------------- ops
@@ -568,6 +612,36 @@ def _cursor_position(cursor: str) -> tuple[datetime, uuid.UUID] | None:
     except OverflowError:
         return None
     return at, uuid.UUID(bytes=raw[8:])
+
+
+def _accepted(messages: list[tuple[str, Message]], rejected: list[Refusal]) -> Response:
+    """The 202 of POST /v1/messages (CONTRACT §3)."""
+    return json_response(
+        202,
+        {
+            "messages": [
+                {
+                    "id": str(m.id),
+                    "to": to,
+                    "status": "accepted",
+                    "parts": m.parts,
+                    "encoding": m.encoding,
+                    "price": m.price,
+                }
+                for to, m in messages
+            ],
+            "rejected": [_refusal(r) for r in rejected],
+        },
+    )
+
+
+def _all_rejected(rejected: list[Refusal]) -> Response:
+    """The 422 of a POST /v1/messages none of whose recipients passed (CONTRACT §6)."""
+    return problem(
+        422, "Message rejected", "; ".join(f"{r.to}: {r.detail}" for r in rejected),
+        kind="rejected", rejected=[_refusal(r) for r in rejected],
+        errors=[{"field": "to", "code": r.code, "detail": r.detail} for r in rejected],
+    )  # fmt: skip
 
 
 def _refusal(r: Refusal) -> dict[str, str]:

@@ -133,3 +133,13 @@ def field_error_of(exc: msgspec.ValidationError) -> FieldError:
         field = text.split("`")[1]
         return FieldError(field, "required", f"{field} is required")
     return FieldError(field or "(body)", "invalid", message)
+
+
+def page_limit(raw: str | None, default: int, most: int) -> tuple[int, FieldError | None]:
+    """A list's `limit` parameter (CONTRACT §3, §8): a whole number, 1 to `most`."""
+    if not raw:
+        return default, None
+    limit = int(raw) if raw.isdigit() else 0
+    if not 1 <= limit <= most:
+        return default, FieldError("limit", "invalid", f"a whole number, 1 to {most}")
+    return limit, None

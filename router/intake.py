@@ -18,7 +18,7 @@ from smsrouter.router import metrics
 from smsrouter.router.engine import DeliveryEngine
 from smsrouter.router.messages import Message
 from smsrouter.router.store.group_commit import GroupCommit, StoreError
-from smsrouter.router.store.operations import KEY_TAKEN, IdempotentAnswer, InsertMessage
+from smsrouter.router.store.operations import KEY_TAKEN, IdempotentAnswer, InsertMessage, Unpaid
 
 log = structlog.get_logger("intake")
 
@@ -104,10 +104,12 @@ class Intake:
 
     async def accept(
         self, messages: Sequence[Message], answer: IdempotentAnswer | None = None
-    ) -> None:
-        """Commit the messages and queue them; raises StoreError if the commit
-        failed, KeyTaken if `answer`'s Idempotency-Key belongs to another
-        request (then nothing was stored).
+    ) -> frozenset[uuid.UUID]:
+        """Commit the messages and queue them; returns the ids of those the
+        account's balance could not pay for (not stored: CONTRACT §6
+        "Credit"). Raises StoreError if the commit failed, KeyTaken if
+        `answer`'s Idempotency-Key belongs to another request (then nothing
+        was stored).
 
         The messages are queued inside the writer once committed, not after
         this coroutine resumes: a caller that stops waiting (a request past
@@ -115,17 +117,22 @@ class Intake:
         outside its sender queue.
         """
         self.check_room(messages)
-        done: asyncio.Future[StoreError | KeyTaken | None] = (
+        done: asyncio.Future[StoreError | KeyTaken | frozenset[uuid.UUID]] = (
             asyncio.get_running_loop().create_future()
         )
 
         def committed(result: object, error: StoreError | None) -> None:
-            outcome: StoreError | KeyTaken | None = error
+            outcome: StoreError | KeyTaken | frozenset[uuid.UUID] = frozenset()
             if error is not None:
+                outcome = error
                 self._failed(messages, error)
             elif result == KEY_TAKEN:
                 outcome = KeyTaken()
                 self._not_stored(messages)
+            elif isinstance(result, Unpaid):
+                outcome = result.message_ids
+                self._not_stored([m for m in messages if m.id in outcome])
+                self._queue([m for m in messages if m.id not in outcome])
             else:
                 self._queue(messages)
             if not done.done():
@@ -133,21 +140,30 @@ class Intake:
 
         self.writer.submit_then(InsertMessage(messages, answer), committed)
         outcome = await done
-        if outcome is not None:
+        if isinstance(outcome, BaseException):
             raise outcome
+        return outcome
 
-    def accept_one(self, message: Message, answer: Callable[[StoreError | None], None]) -> None:
-        """The same for one message without a task or a future: `answer(None)`
-        is called inside the writer once the message is committed and queued,
-        `answer(error)` if the commit failed (SMPP's hot path: the
-        submit_sm_resp goes out in the turn its commit settles)."""
+    def accept_one(
+        self, message: Message, answer: Callable[[StoreError | None, bool], None]
+    ) -> None:
+        """The same for one message without a task or a future: `answer(None,
+        True)` is called inside the writer once the message is committed and
+        queued, `answer(None, False)` if the balance could not pay for it
+        (not stored), `answer(error, False)` if the commit failed (SMPP's
+        hot path: the submit_sm_resp goes out in the turn its commit
+        settles)."""
         self.check_room((message,))
 
-        def committed(_: object, error: StoreError | None) -> None:
-            if error is None:
-                self._queue((message,))
-            else:
+        def committed(result: object, error: StoreError | None) -> None:
+            if error is not None:
                 self._failed((message,), error)
-            answer(error)
+                answer(error, False)
+            elif isinstance(result, Unpaid):
+                self._not_stored((message,))
+                answer(None, False)
+            else:
+                self._queue((message,))
+                answer(None, True)
 
         self.writer.submit_then(InsertMessage((message,)), committed)

@@ -263,7 +263,9 @@ class Router:
             applied = await apply_migrations(conn)
         if applied:
             log.info("migrations applied", versions=applied)
-        await ensure_accounts(self.pool, [(a.id, a.credit, a.currency) for a in cfg.accounts])
+        await ensure_accounts(
+            self.pool, [(a.id, a.credit, a.currency, a.credit_limit) for a in cfg.accounts]
+        )
 
     async def _start_simulators(self, stack: contextlib.AsyncExitStack) -> None:
         for sim in self.config.simulators:

@@ -7,7 +7,7 @@ import asyncio
 import os
 import shutil
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -44,3 +44,15 @@ async def eventually(predicate: Callable[[], bool], what: str, timeout: float = 
                 await asyncio.sleep(0.01)
     except TimeoutError:
         pytest.fail(f"timed out waiting for {what}")
+
+
+async def open_accounts(
+    pool: Any, *account_ids: str, credit: str = "1000000", credit_limit: str = "0"
+) -> None:
+    """Balance rows for accounts whose messages a test stores: a priced
+    message is stored only if its account can pay for it (CONTRACT §6)."""
+    await pool.executemany(
+        "INSERT INTO accounts (id, credit, initial_credit, currency, credit_limit)"
+        " VALUES ($1, $2::numeric, $2::numeric, 'EUR', $3::numeric) ON CONFLICT (id) DO NOTHING",
+        [(a, credit, credit_limit) for a in account_ids],
+    )

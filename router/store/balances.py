@@ -9,12 +9,16 @@ from decimal import Decimal
 import asyncpg
 
 
-async def ensure_accounts(pool: asyncpg.Pool, accounts: Sequence[tuple[str, Decimal, str]]) -> None:
-    """Create the balance rows of configured accounts (credit from config once)."""
+async def ensure_accounts(
+    pool: asyncpg.Pool, accounts: Sequence[tuple[str, Decimal, str, Decimal]]
+) -> None:
+    """Create the balance rows of configured accounts (credit from config
+    once); the credit limit is the config's at every start."""
     async with pool.acquire() as conn:
         await conn.executemany(
-            "INSERT INTO accounts (id, credit, initial_credit, currency) VALUES ($1, $2, $2, $3)"
-            " ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO accounts (id, credit, initial_credit, currency, credit_limit)"
+            " VALUES ($1, $2, $2, $3, $4)"
+            " ON CONFLICT (id) DO UPDATE SET credit_limit = EXCLUDED.credit_limit",
             accounts,
         )
 

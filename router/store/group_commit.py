@@ -27,7 +27,7 @@ from smsrouter.router import metrics
 from smsrouter.router.log_limits import LimitedLog
 from smsrouter.router.store.listeners import CommitListener, CommitListeners
 from smsrouter.router.store.operations import InsertMessage, Notification, Operation
-from smsrouter.router.store.writes import WRITER_SETTINGS, apply, insert_messages
+from smsrouter.router.store.writes import WRITER_SETTINGS, apply, charges, insert_messages
 
 log = structlog.get_logger("store")
 
@@ -271,7 +271,7 @@ class GroupCommit:
         failure: Exception | None = None
         try:
             conn = await self._connection()
-            if by_class.keys() == {InsertMessage} and _without_keys(batch):
+            if by_class.keys() == {InsertMessage} and _alone(batch):
                 # One statement is its own transaction: no BEGIN/COMMIT trips.
                 await insert_messages(conn, [op for op, _ in batch])  # type: ignore[misc]
             else:
@@ -325,10 +325,12 @@ class GroupCommit:
                 _tell(waiter, None, error)
 
 
-def _without_keys(batch: list[tuple[Operation, Any]]) -> bool:
-    """No Idempotency-Key to take: the messages alone are one statement.
-    A key and its messages need a transaction of their own."""
-    return not any(isinstance(op, InsertMessage) and op.answer is not None for op, _ in batch)
+def _alone(batch: list[tuple[Operation, Any]]) -> bool:
+    """No Idempotency-Key to take and nothing to charge: the messages alone
+    are one statement. A key, or a balance to debit, and its messages need
+    a transaction of their own."""
+    inserts: list[InsertMessage] = [op for op, _ in batch]  # type: ignore[misc]
+    return not any(op.answer is not None for op in inserts) and not charges(inserts)
 
 
 def _tell(settled: Settled, result: Any, error: StoreError | None) -> None:

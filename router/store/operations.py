@@ -9,8 +9,8 @@ COMPILED_INITS).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from smsrouter.router.messages import Message, Status
@@ -26,11 +26,26 @@ class IdempotentAnswer:
     request_hash: bytes  # SHA-256 of the request body
     status: int
     body: bytes
+    # The answer again when some recipients could not be paid for (then
+    # refused `insufficient_credit`, CONTRACT §6): status and body given
+    # the ids of those messages. Told inside the commit, so that the
+    # answer stored with the key is the one the request gets.
+    unpaid: Callable[[frozenset[uuid.UUID]], tuple[int, bytes]] | None = field(
+        default=None, compare=False
+    )
 
 
 # InsertMessage's result when its Idempotency-Key was taken by another
 # request: none of its messages was stored.
 KEY_TAKEN = "key_taken"
+
+
+@dataclass(frozen=True, slots=True)
+class Unpaid:
+    """InsertMessage's result when the balance could not pay for some of its
+    messages (CONTRACT §6 "Credit"): those were not stored, the others were."""
+
+    message_ids: frozenset[uuid.UUID]
 
 
 @dataclass(slots=True)

@@ -27,6 +27,7 @@ from smsrouter.router.store.operations import (
     OutboxDone,
     OutboxRetry,
     PartSent,
+    Unpaid,
 )
 from smsrouter.router.store.schema import FINAL_SQL, MESSAGE_COLUMNS
 
@@ -42,9 +43,9 @@ async def insert_messages(conn: asyncpg.Connection, ops: list[InsertMessage]) ->
     results: list[Any] = [None] * len(ops)
     if any(op.answer is not None for op in ops):
         results = await _take_keys(conn, ops)
-        ops = [op for op, r in zip(ops, results, strict=True) if r is None]
-        if not ops:
-            return results
+    storing = [op for op, r in zip(ops, results, strict=True) if r is None]
+    if not storing:
+        return results
     await conn.copy_records_to_table(
         "messages",
         columns=MESSAGE_COLUMNS,
@@ -69,11 +70,154 @@ async def insert_messages(conn: asyncpg.Connection, ops: list[InsertMessage]) ->
                 m.valid_until,
                 m.send_at,
             )
-            for op in ops
+            for op in storing
             for m in op.messages
         ],
     )
+    unpaid = await _reserve(conn, storing)
+    if unpaid:
+        await _unstore(conn, ops, results, unpaid)
     return results
+
+
+def charges(ops: Sequence[InsertMessage]) -> bool:
+    """Whether any of these messages costs something: only then does storing
+    them need the balance (and a transaction)."""
+    return any(m.price for op in ops for m in op.messages)
+
+
+# CONTRACT §6 "Credit": the price of every part is debited in the
+# transaction that stores the message. One UPDATE per account per flush,
+# not per message (a row lock per message would serialize the writer), and
+# one ledger row for what the flush stored of that account. The floor
+# check is in the UPDATE itself: an account whose balance cannot pay for
+# all of its messages of the flush is left alone here and paid message by
+# message under a row lock (`_reserve_each`).
+_RESERVE = (
+    "WITH d AS (SELECT * FROM unnest($1::text[], $2::numeric[], $3::int4[], $4::uuid[])"
+    "   AS d(id, amount, n, first_id)),"
+    " u AS (UPDATE accounts a SET credit = a.credit - d.amount FROM d"
+    "   WHERE a.id = d.id AND ($5 OR a.credit - d.amount >= -a.credit_limit)"
+    "   RETURNING a.id, a.credit)"
+    " INSERT INTO ledger (account_id, at, kind, amount, balance, message_id, messages)"
+    " SELECT u.id, $6, 'reserve', -d.amount, u.credit, d.first_id, d.n FROM u JOIN d ON d.id = u.id"
+    " RETURNING account_id"
+)
+
+
+async def _debit(
+    conn: asyncpg.Connection, totals: dict[str, list[Any]], *, checked: bool
+) -> set[str]:
+    """Debit each account its total ([amount, count, first message id]);
+    the accounts debited. `checked`: the floor was checked under a row
+    lock already."""
+    if not totals:
+        return set()
+    ids = list(totals)
+    if len(ids) > 1 and not checked:
+        await lock_accounts(conn, ids)
+    rows = await conn.fetch(
+        _RESERVE,
+        ids,
+        [totals[a][0] for a in ids],
+        [totals[a][1] for a in ids],
+        [totals[a][2] for a in ids],
+        checked,
+        datetime.now(UTC),
+    )
+    return {r[0] for r in rows}
+
+
+async def lock_accounts(conn: asyncpg.Connection, account_ids: Sequence[str]) -> None:
+    """Lock balance rows in one order (by id) before updating several: two
+    flushes that each update two accounts would otherwise be able to take
+    them in opposite orders and deadlock."""
+    await conn.execute(
+        "SELECT 1 FROM accounts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+        list(account_ids),
+    )
+
+
+async def _reserve(conn: asyncpg.Connection, ops: list[InsertMessage]) -> set[uuid.UUID]:
+    """Pay for the messages of these operations; the ids of those the
+    balance could not pay for (still to be removed)."""
+    totals: dict[str, list[Any]] = {}
+    for op in ops:
+        for m in op.messages:
+            if not m.price:
+                continue
+            total = totals.get(m.account_id)
+            if total is None:
+                totals[m.account_id] = [m.price, 1, m.id]
+            else:
+                total[0] += m.price
+                total[1] += 1
+    paid = await _debit(conn, totals, checked=False)
+    short = [a for a in totals if a not in paid]
+    if not short:
+        return set()
+    return await _reserve_each(conn, ops, short)
+
+
+async def _reserve_each(
+    conn: asyncpg.Connection, ops: list[InsertMessage], accounts: list[str]
+) -> set[uuid.UUID]:
+    """Pay message by message, in the order they came, for accounts whose
+    balance cannot pay for all: the balance is read under a row lock, so a
+    concurrent flush waits, and never goes below -credit_limit."""
+    rows = await conn.fetch(
+        "SELECT id, credit, credit_limit FROM accounts WHERE id = ANY($1::text[])"
+        " ORDER BY id FOR UPDATE",
+        accounts,
+    )
+    room = {r["id"]: r["credit"] + r["credit_limit"] for r in rows}
+    totals: dict[str, list[Any]] = {}
+    unpaid: set[uuid.UUID] = set()
+    short = set(accounts)
+    for op in ops:
+        for m in op.messages:
+            if not m.price or m.account_id not in short:
+                continue
+            left = room.get(m.account_id)
+            if left is None or left < m.price:
+                unpaid.add(m.id)  # an account without a balance row pays nothing
+                continue
+            room[m.account_id] = left - m.price
+            total = totals.get(m.account_id)
+            if total is None:
+                totals[m.account_id] = [m.price, 1, m.id]
+            else:
+                total[0] += m.price
+                total[1] += 1
+    await _debit(conn, totals, checked=True)
+    return unpaid
+
+
+async def _unstore(
+    conn: asyncpg.Connection, ops: list[InsertMessage], results: list[Any], unpaid: set[uuid.UUID]
+) -> None:
+    """Remove the messages nobody paid for, in the transaction that stored
+    them, and tell each operation which of its messages they were; a
+    request's stored answer is made to say so too."""
+    await conn.execute("DELETE FROM messages WHERE id = ANY($1::uuid[])", list(unpaid))
+    for i, op in enumerate(ops):
+        if results[i] is not None:
+            continue
+        mine = frozenset(m.id for m in op.messages if m.id in unpaid)
+        if not mine:
+            continue
+        results[i] = Unpaid(mine)
+        answer = op.answer
+        if answer is not None and answer.unpaid is not None:
+            status, body = answer.unpaid(mine)
+            await conn.execute(
+                "UPDATE idempotency_keys SET status = $3, body = $4"
+                " WHERE account_id = $1 AND key = $2",
+                answer.account_id,
+                answer.key,
+                status,
+                body,
+            )
 
 
 # A key is taken by inserting it: another request's key in the table, or
@@ -164,7 +308,30 @@ _MESSAGES_ENDED = (
     " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])"
     "   AS u(id, status, error_code, at, carrier)"
     f" WHERE m.id = u.id AND m.status NOT IN {FINAL_SQL}"
-    f" RETURNING {_FINISHED_OF_M}"
+    f" RETURNING {_FINISHED_OF_M}, m.account_id, m.price,"
+    # Whether any part reached a carrier (a submit_sm it accepted).
+    "  EXISTS (SELECT 1 FROM carrier_submits cs WHERE cs.message_id = m.id) AS submitted"
+)
+
+# CONTRACT §6 "Credit": a message that ends without reaching a carrier
+# (rejected, failed before any submit_sm was accepted, expired while
+# queued) is refunded, in the commit that ends it; a ledger row per message.
+_REFUNDED = frozenset({Status.REJECTED, Status.FAILED, Status.EXPIRED})
+
+_REFUND = (
+    "WITH r AS (SELECT * FROM unnest($1::text[], $2::uuid[], $3::numeric[])"
+    "   WITH ORDINALITY AS r(account_id, message_id, amount, n)),"
+    " t AS (SELECT account_id, sum(amount) AS amount FROM r GROUP BY account_id),"
+    " u AS (UPDATE accounts a SET credit = a.credit + t.amount FROM t WHERE a.id = t.account_id"
+    "   RETURNING a.id, a.credit)"
+    " INSERT INTO ledger (account_id, at, kind, amount, balance, message_id, messages)"
+    # Each row's balance is the one after it: the new credit less the
+    # refunds of the account that come after it in the batch.
+    " SELECT r.account_id, $4, 'refund', r.amount,"
+    "   u.credit - coalesce(sum(r.amount) OVER (PARTITION BY r.account_id ORDER BY r.n DESC"
+    "     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0),"
+    "   r.message_id, 1"
+    " FROM r JOIN u ON u.id = r.account_id ORDER BY r.n"
 )
 
 
@@ -178,6 +345,18 @@ async def _messages_ended(conn: asyncpg.Connection, ops: list[MessageEnded]) -> 
         [o.carrier for o in ops],
     )
     finished = {f.message_id: f for f in _finished(rows)}
+    refunds = [
+        (r["account_id"], r["id"], r["price"])
+        for r in rows
+        if r["price"] and not r["submitted"] and STATUS_OF[r["status"]] in _REFUNDED
+    ]
+    if refunds:
+        accounts = sorted({a for a, _, _ in refunds})
+        if len(accounts) > 1:
+            await lock_accounts(conn, accounts)
+        await conn.execute(
+            _REFUND, *[list(c) for c in zip(*refunds, strict=True)], datetime.now(UTC)
+        )
     return [finished.get(o.message_id) for o in ops]
 
 

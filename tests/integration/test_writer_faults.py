@@ -13,6 +13,7 @@ import asyncpg
 from smsrouter.router.messages import Message, new_message_id
 from smsrouter.router.store import GroupCommit, InsertMessage, PartSent, StoreError
 from tests.own_pg import OwnPostgres
+from tests.tools import open_accounts
 
 WAIT = 60.0
 
@@ -94,6 +95,7 @@ async def test_retrying_writer_holds_operations_through_an_outage(own_pg: OwnPos
     keeps the operations, and commits them once the server is back; an
     intake writer fails its callers at once."""
     pool = await asyncpg.create_pool(own_pg.dsn, min_size=1, max_size=4)
+    await open_accounts(pool, "acc")
     ingest = GroupCommit(pool, name="ingest")
     writer = GroupCommit(pool, retry=True)
     ingest.start()
@@ -132,6 +134,7 @@ async def test_retrying_writer_holds_operations_through_an_outage(own_pg: OwnPos
 async def test_stop_gives_up_after_its_deadline(own_pg: OwnPostgres) -> None:
     """A database that never returns cannot hold shutdown for ever."""
     pool = await asyncpg.create_pool(own_pg.dsn, min_size=1, max_size=2)
+    await open_accounts(pool, "acc")
     writer = GroupCommit(pool, retry=True)
     writer.start()
     try:
