@@ -53,6 +53,9 @@ class Admin:
 
 @pytest.fixture
 async def admin(db_pool: asyncpg.Pool) -> AsyncIterator[Admin]:
+    # These tests list and count accounts: they start from an empty
+    # directory, without the funded accounts of tests/integration/conftest.py.
+    await db_pool.execute("DELETE FROM accounts")
     api = AdminApi(
         db_pool, [("ops", OPS_TOKEN), ("auditor", AUDITOR_TOKEN)], price_plans=lambda: PLANS
     )
@@ -646,14 +649,14 @@ async def test_a_database_that_does_not_answer_in_time_is_503(db_pool: asyncpg.P
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{api.server.port}") as session:
             admin = Admin(session, api)
-            await _account(admin, "acme")
+            await _account(admin, "late")
             async with db_pool.acquire() as holder, holder.transaction():
                 # The account's row stays locked past the request's deadline.
-                await holder.execute("SELECT 1 FROM accounts WHERE id = 'acme' FOR UPDATE")
-                status, problem = await admin.call("PATCH", "/accounts/acme", {"locked": True})
+                await holder.execute("SELECT 1 FROM accounts WHERE id = 'late' FOR UPDATE")
+                status, problem = await admin.call("PATCH", "/accounts/late", {"locked": True})
             assert status == 503
             assert problem["code"] == "store_timeout"
-            status, account = await admin.call("GET", "/accounts/acme")
+            status, account = await admin.call("GET", "/accounts/late")
             assert (status, account["locked"]) == (200, False)
     finally:
         await api.server.stop()
