@@ -24,6 +24,7 @@ INTERPRETED = {
     "smsrouter/router/config.py",
     "smsrouter/router/payloads.py",
     "smsrouter/connectors/send_request.py",
+    "smsrouter/connectors/admin_requests.py",
     # Compiled, its enums' members become constants to the modules that
     # read them, and a PDU class's `command_id: ClassVar[...] = CommandId.X`
     # then turns into a dataclass field (mypyc of mypy 2.4).
