@@ -416,11 +416,13 @@ def _decode(raw: bytes) -> Any:
 
 
 def items_key(body: Any) -> str | None:
-    """The list's name in a list answer ({"accounts": [...], "next": ...})."""
+    """The list's name in a list answer ({"accounts": [...], "next": ...}):
+    its one key besides `next`, holding a list (an object with a list field,
+    such as a sender ID's countries, is not one)."""
     if not isinstance(body, dict):
         return None
-    keys = [k for k, v in body.items() if k != "next" and isinstance(v, list)]
-    return keys[0] if len(keys) == 1 else None
+    keys = [k for k in body if k != "next"]
+    return keys[0] if len(keys) == 1 and isinstance(body[keys[0]], list) else None
 
 
 def fetch_all(transport: Transport, request: AdminRequest) -> Answer:
@@ -627,7 +629,10 @@ class _Leaves:
         self.common = common
 
     def add(self, sub: Any, name: str, action: str, help: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(name, help=help, parents=[self.common])
+        # No abbreviations: `--password` must not stand for `--password-file`.
+        p: argparse.ArgumentParser = sub.add_parser(
+            name, help=help, parents=[self.common], allow_abbrev=False
+        )
         p.set_defaults(admin_action=action, all=False, limit=None, after=None)
         return p
 
@@ -681,6 +686,16 @@ def _add_keys(sub: Any, leaves: _Leaves) -> None:
     p.add_argument("key_id", metavar="KEY_ID")
 
 
+class _RefusedPassword(argparse.Action):
+    """`--password X`: refused without echoing X, which the process list
+    has shown already; the password comes from a file or the prompt."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        parser.error(
+            "a password is never taken from the command line: use --password-file FILE or type it at the prompt"
+        )
+
+
 def _add_smpp(sub: Any, leaves: _Leaves) -> None:
     smpp = sub.add_parser("smpp", help="an account's SMPP credentials")
     s = smpp.add_subparsers(dest="smpp_command", required=True, metavar="COMMAND")
@@ -689,6 +704,7 @@ def _add_smpp(sub: Any, leaves: _Leaves) -> None:
     p.add_argument("--system-id", required=True)
     p.add_argument("--max-binds", type=int, required=True, metavar="N")
     p.add_argument("--allowed-ip", action="append", metavar="CIDR", help="repeatable")
+    p.add_argument("--password", action=_RefusedPassword, help=argparse.SUPPRESS)
     p.add_argument(
         "--password-file",
         metavar="FILE",
