@@ -569,17 +569,14 @@ def cmd_admin(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         return EXIT_USAGE
     transport = Transport(url, token)
     try:
-        if getattr(args, "all", False):
-            answer = fetch_all(transport, request)
-        else:
-            answer = transport.send(*request)
+        answer = fetch_all(transport, request) if args.all else transport.send(*request)
     except Unreachable as exc:
         print(f"smsrouter admin: cannot reach the operator API at {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     return show(answer, args.output)
 
 
-def _connection_options(p: argparse.ArgumentParser, default: Any) -> None:
+def _connection_options(p: argparse.ArgumentParser, *, on_leaf: bool) -> None:
     """The options every admin command takes, before or after its words.
 
     On the leaves their default is SUPPRESS, so that one given before the
@@ -587,7 +584,7 @@ def _connection_options(p: argparse.ArgumentParser, default: Any) -> None:
     """
 
     def d(value: Any) -> Any:
-        return value if default is None else default
+        return argparse.SUPPRESS if on_leaf else value
 
     p.add_argument(
         "--url",
@@ -775,9 +772,9 @@ def add_admin_parser(sub: Any) -> argparse.ArgumentParser:
         f"Exit 0 ok, {EXIT_PROBLEM} the API answered a problem, {EXIT_USAGE} usage, "
         f"{EXIT_UNREACHABLE} no answer.",
     )
-    _connection_options(admin, None)
+    _connection_options(admin, on_leaf=False)
     common = argparse.ArgumentParser(add_help=False)
-    _connection_options(common, argparse.SUPPRESS)
+    _connection_options(common, on_leaf=True)
     leaves = _Leaves(common)
     words = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
     _add_accounts(words, leaves)
