@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from smsrouter.admin_cli import add_admin_parser
 from smsrouter.config import load_config
 from smsrouter.router.config import Config, ConfigError
 
@@ -392,6 +393,7 @@ def parser() -> argparse.ArgumentParser:
     carrier.add_argument("--log-format", choices=["json", "console"])
     carrier.set_defaults(func=cmd_sim_carrier)
     _add_load_parsers(sim_sub)
+    add_admin_parser(sub)
     return p
 
 
