@@ -24,6 +24,7 @@ import asyncpg
 import structlog
 
 from smsrouter.config import load_config
+from smsrouter.connectors.admin_api import AdminApi
 from smsrouter.connectors.carriers import CarrierPool, mo_receiver
 from smsrouter.connectors.http_api import HttpApi
 from smsrouter.connectors.smpp_server import PartnerSmsc
@@ -203,6 +204,7 @@ class Router:
         self.simulators: list[CarrierSimulator] = []
         self.http_port = 0
         self.smpp_port = 0
+        self.admin_port = 0
         self._recovered = asyncio.Event()
         # Failed authentications per source address, counted across both
         # ingresses: a guess at an API key and one at an SMPP password come
@@ -382,6 +384,20 @@ class Router:
         )
         # Requests still running finish within the drain, after the binds.
         stack.push_async_callback(lambda: self.api.server.stop(self._drain))
+        self.admin: AdminApi | None = None
+        if cfg.admin.tokens:
+            # CONTRACT §8: the operator API, on a listener of its own; none
+            # without a token that could use it.
+            self.admin = AdminApi(
+                self.pool,
+                [(t.name, t.token) for t in cfg.admin.tokens],
+                price_plans=lambda: {plan.name for plan in self.config.price_plans},
+                request_timeout=cfg.http.request_timeout,
+                header_timeout=cfg.http.header_timeout,
+                auth_throttle=self.auth_throttle,
+            )
+            admin_server = self.admin.server
+            stack.push_async_callback(lambda: admin_server.stop(self._drain))
         self.smsc = PartnerSmsc(
             accounts=self.accounts,
             admission=self.admission,
@@ -436,6 +452,12 @@ class Router:
         await self.api.server.start(host, port, backlog=1024)
         stack.callback(self.api.server.stop_listening)
         self.http_port = self.api.server.port
+        if self.admin is not None:
+            host, port = parse_listen(cfg.admin.listen)
+            await self.admin.server.start(host, port)
+            stack.callback(self.admin.server.stop_listening)
+            self.admin_port = self.admin.server.port
+            log.info("operator API listening", admin=f"http://{host}:{self.admin_port}")
 
     async def _start_days(self) -> None:
         """Each account's count of its current day, from what is stored: a

@@ -6,7 +6,6 @@ the top-up and the message's reserve row (CONTRACT §6 "Credit")."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import socket
@@ -16,15 +15,9 @@ from decimal import Decimal
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tests.e2e.conftest import StartRouter
 from tests.e2e.daemon import RouterProcess
-
-pytestmark = pytest.mark.skipif(
-    not importlib.util.find_spec("smsrouter.connectors.admin_api"),
-    reason="the daemon does not serve the operator API yet (connectors/admin_api.py)",
-)
 
 OPS_TOKEN = "ops-token-0123456789abcdefghijkl"  # 32 characters
 
