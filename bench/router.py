@@ -104,6 +104,12 @@ def config_text(
         f'smpp = {{ system_id = "{SMPP_SYSTEM_ID}", password = "{SMPP_PASSWORD}", max_binds = 8 }}',
         "verified = true",
         'credit = "1000000000.00"',
+        # The account rules of CONTRACT §6 active, none of them binding: a
+        # throughput plan, both daily thresholds and a credit limit.
+        "max_tps = 1000000",
+        "daily_alarm = 1000000000",
+        "daily_limit = 2000000000",
+        'credit_limit = "10"',
         f'webhook_secret = "{WEBHOOK_SECRET}"',
         "[rates]",
         f"long_code = {senders.long_code_rate}",
@@ -265,6 +271,9 @@ class SmsrouterSystem:
             self.base_url,
             "--key",
             API_KEY,
+            # CONTRACT §3: every request with its own Idempotency-Key, as
+            # the issue 17 budget measures (bench/RESULTS.md).
+            "--idempotency-keys",
             "--webhook-secret",
             WEBHOOK_SECRET,
         ]

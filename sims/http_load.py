@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
@@ -68,6 +69,7 @@ class HttpOptions:
     url: str = "http://127.0.0.1:8080"
     api: str = "smsrouter"
     key: str = ""  # smsrouter API key
+    idempotency_keys: bool = False  # smsrouter: an Idempotency-Key on every request
     username: str = ""  # kannel / jasmin
     password: str = ""
     concurrency: int = 50
@@ -176,8 +178,10 @@ class SmsrouterApi:
             f"Host: {target.authority}\r\n"
             f"Authorization: Bearer {options.key}\r\n"
             "Content-Type: application/json\r\n"
-            "Content-Length: "
         ).encode()
+        # A key per request, unique to this run (CONTRACT §3), as a client
+        # that retries after a timeout sends them.
+        self.keys = f"{secrets.token_hex(8)}-" if options.idempotency_keys else ""
         # The body is {"from", "to", "text"[, "callback_url"]}: all after "to"
         # is the same in every request.
         rest: dict[str, str] = {"text": options.text}
@@ -188,7 +192,13 @@ class SmsrouterApi:
     def request(self, n: int, sender: str, recipients: list[str]) -> tuple[bytes, str | None]:
         to = recipients[0] if len(recipients) == 1 else recipients
         body = b'{"from":' + _encode_json(sender) + b',"to":' + _encode_json(to) + self.body_tail
-        return b"%s%d\r\n\r\n%s" % (self.head, len(body), body), None
+        if self.keys:
+            return (
+                b"%sIdempotency-Key: %s%d\r\nContent-Length: %d\r\n\r\n%s"
+                % (self.head, self.keys.encode(), n, len(body), body),
+                None,
+            )
+        return b"%sContent-Length: %d\r\n\r\n%s" % (self.head, len(body), body), None
 
     def parse(self, status: int, body: bytes, recipients: list[str], ref: str | None) -> Outcome:
         if status != 202:

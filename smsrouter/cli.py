@@ -210,6 +210,7 @@ def cmd_sim_http(args: argparse.Namespace) -> int:
             url=args.url,
             api=args.api,
             key=args.key,
+            idempotency_keys=args.idempotency_keys,
             username=args.username,
             password=args.password,
             concurrency=args.concurrency,
@@ -294,6 +295,9 @@ def _add_load_parsers(sim_sub: Any) -> None:
     http.add_argument("--url", default="http://127.0.0.1:8080", help="base URL of the API")
     http.add_argument("--api", choices=["smsrouter", "kannel", "jasmin"], default="smsrouter")
     http.add_argument("--key", default="demo-key", help="smsrouter API key")
+    http.add_argument(
+        "--idempotency-keys", action="store_true", help="smsrouter: an Idempotency-Key per request"
+    )
     http.add_argument("--username", default="", help="kannel / jasmin user")
     http.add_argument("--password", default="", help="kannel / jasmin password")
     http.add_argument("--concurrency", type=int, default=50, help="keep-alive connections")

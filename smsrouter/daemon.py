@@ -236,12 +236,13 @@ class Router:
             await self._start_delivery(stack)
             await self._start_listeners(stack)
             self._stack = stack.pop_all()
-        log.info(
-            "smsrouter ready",
-            http=f"http://{parse_listen(self.config.http.listen)[0]}:{self.http_port}",
-            smpp=f"{parse_listen(self.config.smpp.listen)[0]}:{self.smpp_port}",
-            build=build_kind(),
-        )
+        where = {
+            "http": f"http://{parse_listen(self.config.http.listen)[0]}:{self.http_port}",
+            "smpp": f"{parse_listen(self.config.smpp.listen)[0]}:{self.smpp_port}",
+        }
+        if self.admin is not None:
+            where["admin"] = f"http://{parse_listen(self.config.admin.listen)[0]}:{self.admin_port}"
+        log.info("smsrouter ready", **where, build=build_kind())
 
     async def _start_database(self, stack: contextlib.AsyncExitStack) -> None:
         """The embedded server (or the configured one), the pool, the
@@ -457,7 +458,6 @@ class Router:
             await self.admin.server.start(host, port)
             stack.callback(self.admin.server.stop_listening)
             self.admin_port = self.admin.server.port
-            log.info("operator API listening", admin=f"http://{host}:{self.admin_port}")
 
     async def _start_days(self) -> None:
         """Each account's count of its current day, from what is stored: a

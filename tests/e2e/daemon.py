@@ -27,6 +27,7 @@ class RouterProcess:
         self.raw_lines: list[str] = []
         self.http_port = 0
         self.smpp_port = 0
+        self.admin_port = 0  # with [admin] tokens: the operator API's port
         self._reader: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -62,6 +63,8 @@ class RouterProcess:
                 self.ready = event
                 self.http_port = int(event["http"].rsplit(":", 1)[1])
                 self.smpp_port = int(event["smpp"].rsplit(":", 1)[1])
+                if event.get("admin"):
+                    self.admin_port = int(event["admin"].rsplit(":", 1)[1])
                 self._ready.set()
 
     async def wait_for_event(self, event: str, timeout: float = 15.0) -> dict[str, Any]:

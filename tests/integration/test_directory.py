@@ -27,6 +27,9 @@ from smsrouter.router.store.ledger import balance_identity
 
 ACTOR = "ops"
 
+# The accounts of these tests are the ones they make (tests/integration/conftest.py).
+OWN_ACCOUNTS = True
+
 
 @dataclass(eq=False)
 class Heard:
