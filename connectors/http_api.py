@@ -211,10 +211,10 @@ class HttpApi:
                 return field_errors(
                     [FieldError("Idempotency-Key", "invalid", "1 to 255 characters")]
                 )
+            # No look-up of the key here: a new key (nearly every request)
+            # is taken by the commit that stores the messages, and a repeat
+            # finds it taken there and answers what the first answered.
             request_hash = hashlib.sha256(raw).digest()
-            replayed = await self._replay(account, key, request_hash)
-            if replayed is not None:
-                return replayed
         req: SendRequest
         try:
             req = decode_send(raw)
@@ -263,6 +263,12 @@ class HttpApi:
                 rejected.append(outcome)
         for r in rejected:
             metrics.rejected("http", r.code).inc()
+        if not messages and key is not None:
+            # A repeat whose first was stored may be refused now (its day's
+            # limit reached since): it still answers what the first did.
+            replayed = await self._replay(account, key, request_hash)
+            if replayed is not None:
+                return replayed
         if not messages:
             throttled = [r for r in rejected if r.code == "throughput_exceeded"]
             if throttled:
@@ -297,6 +303,7 @@ class HttpApi:
                 account.id, key, request_hash, 202, accepted.body, unpaid=unpaid_stored
             )
         taken = False
+        queue_full: SenderQueueFull | None = None
         unpaid: frozenset[uuid.UUID] = frozenset()
         try:
             # The commit waits at most request_timeout (CONTRACT §11 "A hung
@@ -316,17 +323,23 @@ class HttpApi:
                 headers={"Retry-After": str(RETRY_AFTER_STORE)},
             )  # fmt: skip
         except SenderQueueFull as full:
-            return problem(
-                429, "Sender queue full",
-                f"the queue of sender {req.from_} holds {full.queued_parts} parts; retry later",
-                kind="sender-queue-full", headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)},
-                code="sender_queue_full",
-            )  # fmt: skip
+            queue_full = full  # answered below: no await in an except clause
         except StoreError:
             return problem(
                 503, "Service unavailable", "the message store is unavailable; nothing was accepted",
                 kind="store-unavailable", code="store_unavailable",
                 headers={"Retry-After": str(RETRY_AFTER_STORE)},
+            )  # fmt: skip
+        if queue_full is not None:
+            replayed = await self._replay(account, key, request_hash) if key else None
+            if replayed is not None:
+                return replayed
+            return problem(
+                429, "Sender queue full",
+                f"the queue of sender {req.from_} holds {queue_full.queued_parts} parts;"
+                " retry later",
+                kind="sender-queue-full", headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)},
+                code="sender_queue_full",
             )  # fmt: skip
         if taken:
             # A request with the same key committed first: answer what it did.

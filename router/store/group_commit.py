@@ -27,7 +27,7 @@ from smsrouter.router import metrics
 from smsrouter.router.log_limits import LimitedLog
 from smsrouter.router.store.listeners import CommitListener, CommitListeners
 from smsrouter.router.store.operations import InsertMessage, Notification, Operation
-from smsrouter.router.store.writes import WRITER_SETTINGS, apply, charges, insert_messages
+from smsrouter.router.store.writes import WRITER_SETTINGS, apply, credit_short, insert_messages
 
 log = structlog.get_logger("store")
 
@@ -271,14 +271,27 @@ class GroupCommit:
         failure: Exception | None = None
         try:
             conn = await self._connection()
-            if by_class.keys() == {InsertMessage} and _alone(batch):
+            if by_class.keys() == {InsertMessage} and _without_keys(batch):
                 # One statement is its own transaction: no BEGIN/COMMIT trips.
-                await insert_messages(conn, [op for op, _ in batch])  # type: ignore[misc]
+                # Its charge is its own too (the reserve trigger, migration 0005).
+                inserts: list[InsertMessage] = [op for op, _ in batch]  # type: ignore[misc]
+                results = await insert_messages(conn, inserts)
             else:
                 async with conn.transaction():
                     created = await apply(conn, batch, by_class, results, self._listener)
         except Exception as exc:
             failure = exc  # handled below: no await in an except clause
+        if failure is not None and conn is not None and credit_short(failure):
+            # A balance could not pay for all of the flush, which stored
+            # nothing: again, paying message by message (CONTRACT §6).
+            failure, results = None, [None] * len(batch)
+            try:
+                async with conn.transaction():
+                    created = await apply(
+                        conn, batch, by_class, results, self._listener, careful=True
+                    )
+            except Exception as exc:
+                failure = exc
         if failure is not None:
             # Once per interval: a database that is away fails every flush.
             self._failure_log.error(
@@ -325,12 +338,10 @@ class GroupCommit:
                 _tell(waiter, None, error)
 
 
-def _alone(batch: list[tuple[Operation, Any]]) -> bool:
-    """No Idempotency-Key to take and nothing to charge: the messages alone
-    are one statement. A key, or a balance to debit, and its messages need
-    a transaction of their own."""
-    inserts: list[InsertMessage] = [op for op, _ in batch]  # type: ignore[misc]
-    return not any(op.answer is not None for op in inserts) and not charges(inserts)
+def _without_keys(batch: list[tuple[Operation, Any]]) -> bool:
+    """No Idempotency-Key to take: the messages alone are one statement.
+    A key and its messages need a transaction of their own."""
+    return not any(isinstance(op, InsertMessage) and op.answer is not None for op, _ in batch)
 
 
 def _tell(settled: Settled, result: Any, error: StoreError | None) -> None:

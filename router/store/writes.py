@@ -39,13 +39,23 @@ from smsrouter.router.store.schema import FINAL_SQL, MESSAGE_COLUMNS
 # column: half the router's CPU per row (asyncpg checks every array element
 # against collections.abc; a COPY row goes straight through each column's
 # codec) and cheaper for the database too.
-async def insert_messages(conn: asyncpg.Connection, ops: list[InsertMessage]) -> list[Any]:
+async def insert_messages(
+    conn: asyncpg.Connection, ops: list[InsertMessage], *, careful: bool = False
+) -> list[Any]:
+    """Store the messages of these operations. Their charge is the insert's
+    own (migration 0005: a statement trigger debits each account once per
+    insert, with its ledger row) and refuses the whole insert (CREDIT_SHORT)
+    when a balance cannot pay for all of it; then the writer comes back
+    `careful`: the accounts' rows locked, the messages that fit chosen in
+    the order they came, only those stored, the others' operations told
+    `Unpaid`."""
     results: list[Any] = [None] * len(ops)
     if any(op.answer is not None for op in ops):
         results = await _take_keys(conn, ops)
     storing = [op for op, r in zip(ops, results, strict=True) if r is None]
     if not storing:
         return results
+    unpaid = await _unaffordable(conn, storing) if careful else set()
     await conn.copy_records_to_table(
         "messages",
         columns=MESSAGE_COLUMNS,
@@ -72,60 +82,21 @@ async def insert_messages(conn: asyncpg.Connection, ops: list[InsertMessage]) ->
             )
             for op in storing
             for m in op.messages
+            if m.id not in unpaid
         ],
     )
-    unpaid = await _reserve(conn, storing)
     if unpaid:
-        await _unstore(conn, ops, results, unpaid)
+        await _tell_unpaid(conn, ops, results, unpaid)
     return results
 
 
-def charges(ops: Sequence[InsertMessage]) -> bool:
-    """Whether any of these messages costs something: only then does storing
-    them need the balance (and a transaction)."""
-    return any(m.price for op in ops for m in op.messages)
+# SQLSTATE of the reserve trigger (migration 0005): a balance could not pay
+# for all of an insert, which stored nothing.
+CREDIT_SHORT = "SR001"
 
 
-# CONTRACT §6 "Credit": the price of every part is debited in the
-# transaction that stores the message. One UPDATE per account per flush,
-# not per message (a row lock per message would serialize the writer), and
-# one ledger row for what the flush stored of that account. The floor
-# check is in the UPDATE itself: an account whose balance cannot pay for
-# all of its messages of the flush is left alone here and paid message by
-# message under a row lock (`_reserve_each`).
-_RESERVE = (
-    "WITH d AS (SELECT * FROM unnest($1::text[], $2::numeric[], $3::int4[], $4::uuid[])"
-    "   AS d(id, amount, n, first_id)),"
-    " u AS (UPDATE accounts a SET credit = a.credit - d.amount FROM d"
-    "   WHERE a.id = d.id AND ($5 OR a.credit - d.amount >= -a.credit_limit)"
-    "   RETURNING a.id, a.credit)"
-    " INSERT INTO ledger (account_id, at, kind, amount, balance, message_id, messages)"
-    " SELECT u.id, $6, 'reserve', -d.amount, u.credit, d.first_id, d.n FROM u JOIN d ON d.id = u.id"
-    " RETURNING account_id"
-)
-
-
-async def _debit(
-    conn: asyncpg.Connection, totals: dict[str, list[Any]], *, checked: bool
-) -> set[str]:
-    """Debit each account its total ([amount, count, first message id]);
-    the accounts debited. `checked`: the floor was checked under a row
-    lock already."""
-    if not totals:
-        return set()
-    ids = list(totals)
-    if len(ids) > 1 and not checked:
-        await lock_accounts(conn, ids)
-    rows = await conn.fetch(
-        _RESERVE,
-        ids,
-        [totals[a][0] for a in ids],
-        [totals[a][1] for a in ids],
-        [totals[a][2] for a in ids],
-        checked,
-        datetime.now(UTC),
-    )
-    return {r[0] for r in rows}
+def credit_short(exc: BaseException) -> bool:
+    return isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == CREDIT_SHORT
 
 
 async def lock_accounts(conn: asyncpg.Connection, account_ids: Sequence[str]) -> None:
@@ -138,68 +109,38 @@ async def lock_accounts(conn: asyncpg.Connection, account_ids: Sequence[str]) ->
     )
 
 
-async def _reserve(conn: asyncpg.Connection, ops: list[InsertMessage]) -> set[uuid.UUID]:
-    """Pay for the messages of these operations; the ids of those the
-    balance could not pay for (still to be removed)."""
-    totals: dict[str, list[Any]] = {}
-    for op in ops:
-        for m in op.messages:
-            if not m.price:
-                continue
-            total = totals.get(m.account_id)
-            if total is None:
-                totals[m.account_id] = [m.price, 1, m.id]
-            else:
-                total[0] += m.price
-                total[1] += 1
-    paid = await _debit(conn, totals, checked=False)
-    short = [a for a in totals if a not in paid]
-    if not short:
-        return set()
-    return await _reserve_each(conn, ops, short)
-
-
-async def _reserve_each(
-    conn: asyncpg.Connection, ops: list[InsertMessage], accounts: list[str]
-) -> set[uuid.UUID]:
-    """Pay message by message, in the order they came, for accounts whose
-    balance cannot pay for all: the balance is read under a row lock, so a
-    concurrent flush waits, and never goes below -credit_limit."""
+async def _unaffordable(conn: asyncpg.Connection, ops: list[InsertMessage]) -> set[uuid.UUID]:
+    """The messages the balances cannot pay for, message by message in the
+    order they came (a later, cheaper one may still fit). The balances are
+    read under row locks held to the commit, so the insert that follows
+    (whose trigger debits what is stored) never goes below -credit_limit,
+    whatever commits meanwhile. An account without a balance row pays for
+    nothing."""
+    accounts = sorted({m.account_id for op in ops for m in op.messages if m.price})
     rows = await conn.fetch(
         "SELECT id, credit, credit_limit FROM accounts WHERE id = ANY($1::text[])"
         " ORDER BY id FOR UPDATE",
         accounts,
     )
     room = {r["id"]: r["credit"] + r["credit_limit"] for r in rows}
-    totals: dict[str, list[Any]] = {}
     unpaid: set[uuid.UUID] = set()
-    short = set(accounts)
     for op in ops:
         for m in op.messages:
-            if not m.price or m.account_id not in short:
+            if not m.price:
                 continue
             left = room.get(m.account_id)
             if left is None or left < m.price:
-                unpaid.add(m.id)  # an account without a balance row pays nothing
-                continue
-            room[m.account_id] = left - m.price
-            total = totals.get(m.account_id)
-            if total is None:
-                totals[m.account_id] = [m.price, 1, m.id]
+                unpaid.add(m.id)
             else:
-                total[0] += m.price
-                total[1] += 1
-    await _debit(conn, totals, checked=True)
+                room[m.account_id] = left - m.price
     return unpaid
 
 
-async def _unstore(
+async def _tell_unpaid(
     conn: asyncpg.Connection, ops: list[InsertMessage], results: list[Any], unpaid: set[uuid.UUID]
 ) -> None:
-    """Remove the messages nobody paid for, in the transaction that stored
-    them, and tell each operation which of its messages they were; a
-    request's stored answer is made to say so too."""
-    await conn.execute("DELETE FROM messages WHERE id = ANY($1::uuid[])", list(unpaid))
+    """Tell each operation which of its messages nobody paid for (not
+    stored); a request's stored answer is made to say so too."""
     for i, op in enumerate(ops):
         if results[i] is not None:
             continue
@@ -593,6 +534,8 @@ async def apply(
     by_class: dict[type, list[int]],
     results: list[Any],
     listener: CommitListener,
+    *,
+    careful: bool = False,
 ) -> list[Notification]:
     """Every operation of the batch (with whoever waits for it), in handler
     order, inside the caller's transaction; `by_class` holds the places of
@@ -604,7 +547,12 @@ async def apply(
         idx = by_class.get(cls)
         if not idx:
             continue
-        out = await handler(conn, [batch[i][0] for i in idx])
+        ops = [batch[i][0] for i in idx]
+        out = await (
+            insert_messages(conn, ops, careful=True)  # type: ignore[arg-type]
+            if careful and cls is InsertMessage
+            else handler(conn, ops)
+        )
         for i, r in zip(idx, out, strict=True):
             results[i] = r
             if isinstance(r, Finished):
