@@ -27,7 +27,7 @@ from smsrouter.router import metrics
 from smsrouter.router.log_limits import LimitedLog
 from smsrouter.router.store.listeners import CommitListener, CommitListeners
 from smsrouter.router.store.operations import InsertMessage, Notification, Operation
-from smsrouter.router.store.writes import WRITER_SETTINGS, apply, credit_short, insert_messages
+from smsrouter.router.store.writes import WRITER_SETTINGS, apply, insert_messages, store_carefully
 
 log = structlog.get_logger("store")
 
@@ -271,9 +271,10 @@ class GroupCommit:
         failure: Exception | None = None
         try:
             conn = await self._connection()
-            if by_class.keys() == {InsertMessage} and _without_keys(batch):
+            if by_class.keys() == {InsertMessage}:
                 # One statement is its own transaction: no BEGIN/COMMIT trips.
-                # Its charge is its own too (the reserve trigger, migration 0005).
+                # Its charge and its keys are its own too (the insert's
+                # trigger, migrations 0005 and 0006).
                 inserts: list[InsertMessage] = [op for op, _ in batch]  # type: ignore[misc]
                 results = await insert_messages(conn, inserts)
             else:
@@ -281,9 +282,10 @@ class GroupCommit:
                     created = await apply(conn, batch, by_class, results, self._listener)
         except Exception as exc:
             failure = exc  # handled below: no await in an except clause
-        if failure is not None and conn is not None and credit_short(failure):
-            # A balance could not pay for all of the flush, which stored
-            # nothing: again, paying message by message (CONTRACT §6).
+        if failure is not None and conn is not None and store_carefully(failure):
+            # A balance could not pay for all of the flush, or a key it
+            # carried was taken, and it stored nothing: again, paying
+            # message by message (CONTRACT §6), taking keys one by one (§3).
             failure, results = None, [None] * len(batch)
             try:
                 async with conn.transaction():
@@ -336,12 +338,6 @@ class GroupCommit:
                     waiter.set_exception(error)
             else:
                 _tell(waiter, None, error)
-
-
-def _without_keys(batch: list[tuple[Operation, Any]]) -> bool:
-    """No Idempotency-Key to take: the messages alone are one statement.
-    A key and its messages need a transaction of their own."""
-    return not any(isinstance(op, InsertMessage) and op.answer is not None for op, _ in batch)
 
 
 def _tell(settled: Settled, result: Any, error: StoreError | None) -> None:

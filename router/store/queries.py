@@ -95,9 +95,13 @@ async def idempotent_answer(
 ) -> tuple[bytes, int, bytes] | None:
     """(request hash, status, body) of what a POST with this Idempotency-Key
     answered in the last 24 h (CONTRACT §3), or None."""
+    # The answer is on the key's row, or on the message that took the key
+    # (migration 0006).
     row = await pool.fetchrow(
-        "SELECT request_hash, status, body FROM idempotency_keys"
-        " WHERE account_id = $1 AND key = $2 AND created_at >= now() - interval '24 hours'",
+        "SELECT k.request_hash, k.status, coalesce(k.body, m.answer_body) AS body"
+        " FROM idempotency_keys k LEFT JOIN messages m ON m.id = k.message_id"
+        " WHERE k.account_id = $1 AND k.key = $2"
+        "   AND k.created_at >= now() - interval '24 hours'",
         account_id,
         key,
     )

@@ -31,6 +31,17 @@ MESSAGE_COLUMNS: tuple[str, ...] = (
     "send_at",
 )
 
+# What the writer copies in: the columns above, and an Idempotency-Key with
+# its request's hash and answer on the first message of a request that
+# sent one (migration 0006: the insert's trigger takes the key).
+INSERTED_COLUMNS: tuple[str, ...] = (
+    *MESSAGE_COLUMNS,
+    "idempotency_key",
+    "request_hash",
+    "answer_status",
+    "answer_body",
+)
+
 
 def _sql_list(statuses: Iterable[Status]) -> str:
     return "(" + ", ".join(f"'{s}'" for s in statuses) + ")"

@@ -29,7 +29,7 @@ from smsrouter.router.store.operations import (
     PartSent,
     Unpaid,
 )
-from smsrouter.router.store.schema import FINAL_SQL, MESSAGE_COLUMNS
+from smsrouter.router.store.schema import FINAL_SQL, INSERTED_COLUMNS
 
 
 # A binary COPY of the batch: one round trip, its own transaction when
@@ -50,53 +50,60 @@ async def insert_messages(
     the order they came, only those stored, the others' operations told
     `Unpaid`."""
     results: list[Any] = [None] * len(ops)
-    if any(op.answer is not None for op in ops):
+    if careful and any(op.answer is not None for op in ops):
         results = await _take_keys(conn, ops)
     storing = [op for op, r in zip(ops, results, strict=True) if r is None]
     if not storing:
         return results
     unpaid = await _unaffordable(conn, storing) if careful else set()
-    await conn.copy_records_to_table(
-        "messages",
-        columns=MESSAGE_COLUMNS,
-        records=[
-            (
-                m.id,
-                m.account_id,
-                m.ingress,
-                m.sender,
-                m.recipient,
-                m.body,
-                m.encoding,
-                m.data_coding,
-                m.udh,
-                m.parts,
-                m.price,
-                m.client_ref,
-                m.callback_url,
-                m.registered_delivery,
-                str(m.status),
-                m.created_at,
-                m.valid_until,
-                m.send_at,
-            )
-            for op in storing
-            for m in op.messages
-            if m.id not in unpaid
-        ],
-    )
+    records = []
+    for op in storing:
+        # The key goes with the request's first message (migration 0006);
+        # taken already when `careful`.
+        answer = None if careful else op.answer
+        for m in op.messages:
+            if m.id in unpaid:
+                continue
+            records.append(
+                (
+                    m.id, m.account_id, m.ingress, m.sender, m.recipient, m.body, m.encoding,
+                    m.data_coding, m.udh, m.parts, m.price, m.client_ref, m.callback_url,
+                    m.registered_delivery, str(m.status), m.created_at, m.valid_until,
+                    m.send_at,
+                    *(
+                        (answer.key, answer.request_hash, answer.status, answer.body)
+                        if answer is not None
+                        else _NO_KEY
+                    ),
+                )
+            )  # fmt: skip
+            answer = None
+    await conn.copy_records_to_table("messages", columns=INSERTED_COLUMNS, records=records)
     if unpaid:
         await _tell_unpaid(conn, ops, results, unpaid)
     return results
 
+
+_NO_KEY = (None, None, None, None)
 
 # SQLSTATE of the reserve trigger (migration 0005): a balance could not pay
 # for all of an insert, which stored nothing.
 CREDIT_SHORT = "SR001"
 
 
-def credit_short(exc: BaseException) -> bool:
-    return isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == CREDIT_SHORT
+def store_carefully(exc: BaseException) -> bool:
+    """Whether a flush that failed so is to be stored again `careful`: a
+    balance could not pay for all of it, or one of its Idempotency-Keys was
+    in the table already (a repeat, the same key twice in the flush, or a
+    key past its 24 h not yet swept)."""
+    if not isinstance(exc, asyncpg.PostgresError):
+        return False
+    if exc.sqlstate == CREDIT_SHORT:
+        return True
+    return (
+        isinstance(exc, asyncpg.UniqueViolationError)
+        and exc.constraint_name == "idempotency_keys_pkey"
+    )
 
 
 async def lock_accounts(conn: asyncpg.Connection, account_ids: Sequence[str]) -> None:
@@ -170,7 +177,7 @@ _TAKE_KEYS = (
     " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int2[], $5::bytea[])"
     " ON CONFLICT (account_id, key) DO UPDATE"
     " SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,"
-    "     body = EXCLUDED.body, created_at = now()"
+    "     body = EXCLUDED.body, message_id = NULL, created_at = now()"
     " WHERE idempotency_keys.created_at < now() - interval '24 hours'"
     " RETURNING account_id, key"
 )
