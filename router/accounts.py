@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import time
 import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -201,7 +202,7 @@ class AccountDirectory:
         self._by_system_id: dict[str, Account] = {}
         # When each key was last used, since the last `take_used`
         # (written to api_keys.last_used_at in the background).
-        self._used: dict[str, datetime] = {}
+        self._used: dict[str, float] = {}
         self.passwords = PasswordCheck()
         self.apply(directory_of_config(accounts))
 
@@ -230,8 +231,8 @@ class AccountDirectory:
         if found is None:
             return None
         account, key_id, expires_at = found
-        now = datetime.now(UTC)
-        if expires_at is not None and expires_at <= now:
+        now = time.time()  # a float here, a datetime only in take_used()
+        if expires_at is not None and expires_at.timestamp() <= now:
             return None
         self._used[key_id] = now
         return account
@@ -239,7 +240,7 @@ class AccountDirectory:
     def take_used(self) -> dict[str, datetime]:
         """The keys used since the last call, with when each was last used."""
         used, self._used = self._used, {}
-        return used
+        return {key_id: datetime.fromtimestamp(at, UTC) for key_id, at in used.items()}
 
     def by_system_id(self, system_id: str) -> Account | None:
         return self._by_system_id.get(system_id)

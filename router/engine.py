@@ -55,6 +55,12 @@ STICKY_GROUPS = 100_000
 RETRY_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
+# Seconds between looks at a held account's next part (CONTRACT §6: a
+# locked account's messages wait for the unlock); each look costs the part
+# its sender's token again, which a locked account's senders can spare.
+HELD_ACCOUNT_RETRY = 1.0
+
+
 class CarrierError(Exception):
     """A carrier refused or lost a part.
 
@@ -136,8 +142,13 @@ class DeliveryEngine:
         clock: Callable[[], float] = time.monotonic,
         health: CarrierHealth | None = None,
         rng: random.Random | None = None,
+        held: Callable[[str], bool] = lambda account_id: False,
     ) -> None:
         self.writer = writer
+        # Whether an account's messages are held (CONTRACT §6 "Account
+        # state": a locked account's queued messages wait for the unlock,
+        # or expire).
+        self.account_held = held
         self.health = health or CarrierHealth(clock=clock)
         self._rng = rng or random.Random()
         self.carriers = carriers
@@ -368,6 +379,9 @@ class DeliveryEngine:
     ) -> None:
         if message.valid_until is not None and utcnow() >= message.valid_until:
             await self._end(message, Status.EXPIRED, "validity_expired")
+            return
+        if self.account_held(message.account_id):
+            asyncio.get_running_loop().call_later(HELD_ACCOUNT_RETRY, self._requeue, message, part)
             return
         digits = message.recipient.lstrip("+")
         candidates = self._candidates(digits, message.concat_group)

@@ -352,6 +352,7 @@ class Router:
             routes=self.admission.routes,
             rates=build_rates(cfg, self._numbers),
             max_per_sender=cfg.queues.max_per_sender,
+            held=self._account_locked,
         )
         self.intake = Intake(self.ingest_writer, self.engine, self.admission.not_stored)
         await self._start_days()
@@ -585,6 +586,10 @@ class Router:
         self.admission.apply_config(**admission_rules(config, self._numbers))
         self.engine.apply_config(self.admission.routes, build_rates(config, self._numbers))
         await self.directory_watch.reload()
+
+    def _account_locked(self, account_id: str) -> bool:
+        account = self.accounts.get(account_id)
+        return account is not None and account.locked
 
     def _apply_directory(self, directory: Directory) -> None:
         """A new snapshot of the accounts' rows: every part sees it at once."""

@@ -25,7 +25,7 @@ from smsrouter.connectors.smpp import (
 from smsrouter.connectors.smpp_link import SmppLink
 from smsrouter.router import store
 from smsrouter.router.config import CarrierConfig
-from smsrouter.router.engine import DeliveryEngine
+from smsrouter.router.engine import HELD_ACCOUNT_RETRY, DeliveryEngine
 from smsrouter.router.messages import Message, new_message_id
 from smsrouter.router.routes import Candidate, RouteTable
 from smsrouter.router.senders import RateDefaults, SenderRates
@@ -214,3 +214,22 @@ async def test_parts_of_one_concatenated_message_stay_on_one_carrier(rig: Rig) -
     other = await rig.send()  # not a part: the cheap carrier takes it
     assert (await rig.status_of(second, {"sent", "delivered"}))["carrier"] == "good"
     assert (await rig.status_of(other, {"sent"}))["carrier"] == "cheap"
+
+
+async def test_a_held_accounts_messages_wait_for_the_unlock_or_expire(rig: Rig) -> None:
+    # CONTRACT §6 "Account state": a locked account's queued messages are
+    # held until it is unlocked, or until they expire.
+    locked = {"acc": True}
+    rig.engine.account_held = lambda account_id: locked.get(account_id, False)
+    waiting = await rig.send()
+    expiring = await rig.send(valid_until=datetime.now(UTC) + timedelta(seconds=1))
+    await asyncio.sleep(2 * HELD_ACCOUNT_RETRY + 0.5)
+    assert rig.sim.submits == [] and rig.bad.submits == []
+    assert (await rig.status_of(waiting, {"accepted", "queued"}))["status"] in (
+        "accepted",
+        "queued",
+    )
+    row = await rig.status_of(expiring, {"expired"})
+    assert row["error_code"] == "validity_expired"
+    locked["acc"] = False
+    assert (await rig.status_of(waiting, {"delivered"}))["carrier"] == "good"
