@@ -278,6 +278,12 @@ class Admission:
         self._zones[account.id] = account.zone
         self.daily.start(account.id, day, stored, account.daily_alarm)
 
+    def catch_up_day(self, account: Account, day: date, stored: int) -> None:
+        """Later: the messages stored on its day by an account that got its
+        daily thresholds while the router ran (an operator's change)."""
+        self._zones[account.id] = account.zone
+        self.daily.catch_up(account.id, day, stored, account.daily_alarm)
+
     def not_stored(self, messages: Sequence[Message]) -> None:
         """Admitted messages that were not stored after all (the commit
         failed, a queue was full, the Idempotency-Key was taken): they do

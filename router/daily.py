@@ -69,3 +69,11 @@ class DailyCounts:
         """The count of the current day found in the database at start; an
         alarm already passed that day is not raised again."""
         self._days[account_id] = _Day(day, count, alarmed=bool(alarm) and count >= alarm)
+
+    def catch_up(self, account_id: str, day: date, stored: int, alarm: int) -> None:
+        """The day's count read from the database for an account that got
+        its thresholds while the router ran: what it counted meanwhile
+        stays, the stored count is the floor."""
+        today = self._today(account_id, day)
+        today.count = max(today.count, stored)
+        today.alarmed = today.alarmed or (bool(alarm) and stored >= alarm)

@@ -213,6 +213,10 @@ class Router:
         # The stops of everything started, unwound by stop().
         self._stack = contextlib.AsyncExitStack()
         self._reloading: asyncio.Task[None] | None = None
+        # Accounts whose day's count was read from the database, and the
+        # reads under way for accounts given thresholds at run time.
+        self._days_counted: set[str] = set()
+        self._day_tasks: set[asyncio.Task[None]] = set()
         # Seconds the unwinding gives in-flight work: none for a failed
         # start, [shutdown] drain_seconds for a stop.
         self._drain = 0.0
@@ -467,6 +471,7 @@ class Router:
         for account in self.accounts:
             if not (account.daily_limit or account.daily_alarm):
                 continue
+            self._days_counted.add(account.id)
             local = now.astimezone(account.zone)
             day_start = datetime.combine(local.date(), dt_time(0), account.zone)
             stored = await stored_since(self.pool, account.id, day_start)
@@ -602,6 +607,31 @@ class Router:
                 self.engine.apply_config(self.admission.routes, rates)
         if hasattr(self, "smsc"):
             self.smsc.accounts_changed()
+            self._count_new_days()
+
+    def _count_new_days(self) -> None:
+        """An account given daily thresholds while the router runs (CONTRACT
+        §8) counts its day from what it has stored, read in the background."""
+        for account in self.accounts:
+            if (
+                account.daily_limit or account.daily_alarm
+            ) and account.id not in self._days_counted:
+                self._days_counted.add(account.id)
+                task = asyncio.get_running_loop().create_task(self._count_day(account))
+                self._day_tasks.add(task)
+                task.add_done_callback(self._day_tasks.discard)
+
+    async def _count_day(self, account: Account) -> None:
+        local = utcnow().astimezone(account.zone)
+        day_start = datetime.combine(local.date(), dt_time(0), account.zone)
+        try:
+            stored = await stored_since(self.pool, account.id, day_start)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("daily count not read", account=account.id, error=repr(exc))
+            self._days_counted.discard(account.id)  # read at the next change
+            return
+        self.admission.catch_up_day(account, local.date(), stored)
+        self._watch_alarm(account)
 
     # ------------------------------------------------------------- stop
 
@@ -611,6 +641,9 @@ class Router:
         log.info("draining", drain_seconds=self._drain)
         if self._reloading is not None:
             await asyncio.gather(self._reloading, return_exceptions=True)
+        for task in list(self._day_tasks):
+            task.cancel()
+        await asyncio.gather(*self._day_tasks, return_exceptions=True)
         await self._stack.aclose()
         log.info("stopped")
 

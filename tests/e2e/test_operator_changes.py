@@ -193,3 +193,26 @@ async def test_what_the_file_sets_is_the_files_but_its_credit_may_be_topped_up(
         actions = [(e["actor"], e["action"]) for e in audit["entries"]]
         assert ("ops", "credit.add") in actions and ("ops", "account.patch") in actions
         assert ("config", "account.create") in actions
+
+
+async def test_a_limit_set_at_run_time_counts_what_the_day_stored_already(
+    start_router: StartRouter,
+) -> None:
+    router = await start_router(CONFIG)
+    async with aiohttp.ClientSession() as http:
+        admin = Admin(http, router)
+        key = await _new_account(admin, "later")
+        await _took(lambda: _accepted(http, router, key), "a new key to work")
+        assert (await _send(http, router, key))[0] == 202  # two stored today
+        await admin.call("PATCH", "/accounts/later", {"daily_limit": 3})
+        # Nothing sent while the change travels (CONTRACT §8: within 1 s): a
+        # message accepted meanwhile would count before the limit came.
+        await asyncio.sleep(WITHIN)
+        # The third of the day passes, the fourth is refused: the count did
+        # not start again from zero when the limit came.
+        assert (await _send(http, router, key))[0] == 202
+        status, body = await _send(http, router, key)
+        assert (status, body["rejected"][0]["code"]) == (422, "limit_reached")
+        headers = {"Authorization": f"Bearer {key}"}
+        async with http.get(router.base_url + "/v1/messages", headers=headers) as resp:
+            assert len((await resp.json())["messages"]) == 3

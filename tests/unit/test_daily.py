@@ -49,3 +49,15 @@ def test_a_day_resumed_at_start_keeps_its_count_and_its_alarm() -> None:
     counts.take("b", MONDAY, 0)
     counts.take("b", MONDAY, 0)
     assert counts.alarm_due("b", MONDAY, 3) == 3
+
+
+def test_a_day_caught_up_later_keeps_the_higher_count_and_its_alarm() -> None:
+    counts = DailyCounts()
+    day = date(2026, 12, 7)
+    assert counts.take("a", day, 0)
+    counts.catch_up("a", day, stored=5, alarm=3)
+    assert counts.count("a", day) == 5 and counts.alarmed("a", day)
+    counts.catch_up("a", day, stored=2, alarm=3)
+    assert counts.count("a", day) == 5
+    counts.catch_up("b", day, stored=1, alarm=3)
+    assert counts.count("b", day) == 1 and not counts.alarmed("b", day)
