@@ -237,12 +237,18 @@ def _serialize(response: Response, *, keep_alive: bool, http10: bool, head: bool
             "latin-1"
         )
     body = response.body
-    head_bytes = b"%sContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\n" % (
-        line,
-        content_type,
-        len(body),
-        _date.get(),
-    )
+    if status == 204:
+        # RFC 9110 §8.6 and §15.3.5: no Content-Length and no content in a
+        # 204 (the operator API's DELETE answers).
+        head_bytes = b"%sDate: %s\r\n" % (line, _date.get())
+        body = b""
+    else:
+        head_bytes = b"%sContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\n" % (
+            line,
+            content_type,
+            len(body),
+            _date.get(),
+        )
     if response.headers:
         for name, value in response.headers.items():
             # Field values come from code, never from a request; a CR or LF

@@ -714,3 +714,24 @@ SCENARIOS: list[Callable[[], Coroutine[Any, Any, None]]] = [
 def test_scenario_on_uvloop(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(bounded(scenario(), timeout=4 * BOUND))
+
+
+async def test_a_204_has_no_content_length_and_the_next_reply_follows_it() -> None:
+    # RFC 9110 §8.6: no Content-Length in a 204; a client reads the next
+    # response right after its header section.
+    async def gone(request: Request) -> Response:
+        return Response(204, b"ignored")
+
+    server = HttpServer({"/gone": {"DELETE": gone}, **App().routes()}, max_body_bytes=LIMIT)
+    await server.start("127.0.0.1", 0)
+    try:
+        reader, writer = await connect(server)
+        writer.write(b"DELETE /gone HTTP/1.1\r\nHost: test\r\n\r\n" + get("/hello"))
+        raw = await bounded(reader.readuntil(b"\r\n\r\n"))
+        assert raw.startswith(b"HTTP/1.1 204 ")
+        assert b"content-length" not in raw.lower() and b"content-type" not in raw.lower()
+        reply = await read_reply(reader)
+        assert reply.status == 200 and reply.body == b"hello"
+        writer.close()
+    finally:
+        await bounded(server.stop(1.0))
