@@ -57,6 +57,7 @@ COMPILED_INITS = (
     "smsrouter/router/messages.py:Message",
     "smsrouter/router/store/operations.py:CarrierReceipt",
     "smsrouter/router/store/operations.py:Finished",
+    "smsrouter/router/store/operations.py:IdempotentAnswer",
     "smsrouter/router/store/operations.py:InsertMessage",
     "smsrouter/router/store/operations.py:Notification",
     "smsrouter/router/store/operations.py:OutboxDone",

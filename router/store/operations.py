@@ -16,7 +16,7 @@ from datetime import datetime
 from smsrouter.router.messages import Message, Status
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IdempotentAnswer:
     """What a POST /v1/messages with an Idempotency-Key answered (CONTRACT
     §3), stored with its messages: a repeat answers it again."""
@@ -33,6 +33,24 @@ class IdempotentAnswer:
     unpaid: Callable[[frozenset[uuid.UUID]], tuple[int, bytes]] | None = field(
         default=None, compare=False
     )
+
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS): one
+    # is made per request that sends a key.
+    def __init__(
+        self,
+        account_id: str,
+        key: str,
+        request_hash: bytes,
+        status: int,
+        body: bytes,
+        unpaid: Callable[[frozenset[uuid.UUID]], tuple[int, bytes]] | None = None,
+    ) -> None:
+        self.account_id = account_id
+        self.key = key
+        self.request_hash = request_hash
+        self.status = status
+        self.body = body
+        self.unpaid = unpaid
 
 
 # InsertMessage's result when its Idempotency-Key was taken by another
