@@ -274,7 +274,7 @@ class GroupCommit:
             if by_class.keys() == {InsertMessage}:
                 # One statement is its own transaction: no BEGIN/COMMIT trips.
                 # Its charge and its keys are its own too (the insert's
-                # trigger, migrations 0005 and 0006).
+                # trigger, migration 0005).
                 inserts: list[InsertMessage] = [op for op, _ in batch]  # type: ignore[misc]
                 results = await insert_messages(conn, inserts)
             else:

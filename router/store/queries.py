@@ -96,7 +96,7 @@ async def idempotent_answer(
     """(request hash, status, body) of what a POST with this Idempotency-Key
     answered in the last 24 h (CONTRACT §3), or None."""
     # The answer is on the key's row, or on the message that took the key
-    # (migration 0006).
+    # (migration 0005).
     row = await pool.fetchrow(
         "SELECT k.request_hash, k.status, coalesce(k.body, m.answer_body) AS body"
         " FROM idempotency_keys k LEFT JOIN messages m ON m.id = k.message_id"

@@ -33,7 +33,7 @@ MESSAGE_COLUMNS: tuple[str, ...] = (
 
 # What the writer copies in: the columns above, and an Idempotency-Key with
 # its request's hash and answer on the first message of a request that
-# sent one (migration 0006: the insert's trigger takes the key).
+# sent one (migration 0005: the insert's trigger takes the key).
 INSERTED_COLUMNS: tuple[str, ...] = (
     *MESSAGE_COLUMNS,
     "idempotency_key",

@@ -58,7 +58,7 @@ async def insert_messages(
     unpaid = await _unaffordable(conn, storing) if careful else set()
     records = []
     for op in storing:
-        # The key goes with the request's first message (migration 0006);
+        # The key goes with the request's first message (migration 0005);
         # taken already when `careful`.
         answer = None if careful else op.answer
         for m in op.messages:
