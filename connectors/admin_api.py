@@ -39,6 +39,7 @@ from smsrouter.connectors.admin_requests import (
     SenderIdPut,
     SmppPut,
 )
+from smsrouter.connectors.bearer import bearer_credential, unknown_credential
 from smsrouter.connectors.cursors import id_cursor, id_of_cursor, key_cursor, key_of_cursor
 from smsrouter.connectors.http_server import (
     HEADER_TIMEOUT,
@@ -191,46 +192,17 @@ class AdminApi:
 
     def _refusal(self, request: Request) -> Response | str:
         """The 401/429 answer, or the name of the request's token."""
-        address = request.peer or ""
-        wait = self.auth_throttle.retry_after(address)
-        if wait > 0:
-            # In a cool-down every token is refused, a right one too: a right
-            # guess must not be confirmed (CONTRACT §11).
-            retry = max(1, math.ceil(wait))
-            return problem(
-                429, "Too many failed authentications",
-                f"too many failed authentications from {address}; retry in {retry} s",
-                kind="auth-throttled", code="auth_throttled",
-                headers={"Retry-After": str(retry)},
-            )  # fmt: skip
-        auth = request.header("authorization")
-        scheme, _, token = (auth or "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            if auth:
-                # A credential of another form is a failed guess too; a
-                # request with none is not counted.
-                self._auth_failed(address)
-            return problem(
-                401, "Unauthorized", "send Authorization: Bearer <operator token>",
-                kind="unauthorized", headers={"WWW-Authenticate": "Bearer"},
-            )  # fmt: skip
+        token = bearer_credential(
+            request, self.auth_throttle, what="operator token", ingress="admin"
+        )
+        if isinstance(token, Response):
+            return token
         name = self._token_names.get(_digest(token))
         if name is None:
-            self._auth_failed(address)
-            return problem(
-                401, "Unauthorized", "unknown operator token", kind="unauthorized",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )  # fmt: skip
+            return unknown_credential(
+                request, self.auth_throttle, what="operator token", ingress="admin"
+            )
         return name
-
-    def _auth_failed(self, address: str) -> None:
-        if self.auth_throttle.failed(address):
-            # Once per cool-down; the address, never the token.
-            log.warning(
-                "authentication throttled", address=address, ingress="admin",
-                cooldown_seconds=round(self.auth_throttle.retry_after(address)),
-            )  # fmt: skip
 
     async def _answer(self, handler: Handler, request: Request, actor: str) -> Response:
         """Run the handler; its refusals and the directory's become problems."""

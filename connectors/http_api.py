@@ -26,6 +26,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from smsrouter.connectors.bearer import bearer_credential, unknown_credential
 from smsrouter.connectors.cursors import id_cursor, id_of_cursor
 from smsrouter.connectors.http_server import (
     HEADER_TIMEOUT,
@@ -36,7 +37,6 @@ from smsrouter.connectors.http_server import (
 )
 from smsrouter.connectors.problems import (
     RETRY_AFTER_STORE,
-    STORE_DOWN,
     field_error_of,
     field_errors,
     iso,
@@ -45,7 +45,7 @@ from smsrouter.connectors.problems import (
     problem,
     rfc3339,
     server_error,
-    store_timeout,
+    store_read,
     store_unavailable,
 )
 from smsrouter.connectors.send_request import SendRequest, decode_send
@@ -145,39 +145,14 @@ class HttpApi:
 
     def _authed(self, handler: Handler) -> ServerHandler:
         async def wrapper(request: Request) -> Response:
-            address = request.peer or ""
-            throttle = self.auth_throttle
-            wait = throttle.retry_after(address)
-            if wait > 0:
-                # In a cool-down every authentication is refused, a right key
-                # too: a right guess must not be confirmed (CONTRACT §11).
-                retry = max(1, math.ceil(wait))
-                return problem(
-                    429, "Too many failed authentications",
-                    f"too many failed authentications from {address}; retry in {retry} s",
-                    kind="auth-throttled", code="auth_throttled",
-                    headers={"Retry-After": str(retry)},
-                )  # fmt: skip
-            auth = request.header("authorization")
-            scheme, _, key = (auth or "").partition(" ")
-            if scheme.lower() != "bearer" or not key.strip():
-                if auth:
-                    # A credential of another form is a failed guess too; a
-                    # request with none is not counted.
-                    self._auth_failed(address)
-                return problem(
-                    401, "Unauthorized", "send Authorization: Bearer <api key>",
-                    kind="unauthorized", headers={"WWW-Authenticate": "Bearer"},
-                    code="unauthorized",
-                )  # fmt: skip
-            account = self.services.accounts.by_api_key(key.strip())
+            key = bearer_credential(request, self.auth_throttle, what="api key", ingress="http")
+            if isinstance(key, Response):
+                return key
+            account = self.services.accounts.by_api_key(key)
             if account is None:
-                self._auth_failed(address)
-                return problem(
-                    401, "Unauthorized", "unknown API key", kind="unauthorized",
-                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-                    code="unauthorized",
-                )  # fmt: skip
+                return unknown_credential(
+                    request, self.auth_throttle, what="API key", ingress="http"
+                )
             if account.locked:
                 return problem(403, "Forbidden", "the account is locked", kind="account-locked")
             if not account.ip_allowed(request.peer):
@@ -188,15 +163,6 @@ class HttpApi:
             return await handler(request, account)
 
         return wrapper
-
-    def _auth_failed(self, address: str) -> None:
-        throttle = self.auth_throttle
-        if throttle.failed(address):
-            # Once per cool-down; the address, never the key.
-            log.warning(
-                "authentication throttled", address=address, ingress="http",
-                cooldown_seconds=round(throttle.retry_after(address)),
-            )  # fmt: skip
 
     # ----------------------------------------------------------- /v1/messages
 
@@ -360,13 +326,11 @@ class HttpApi:
     async def _replay(self, account: Account, key: str, request_hash: bytes) -> Response | None:
         """What the request that took this Idempotency-Key answered, or None
         if no request took it (in the last 24 h)."""
-        try:
-            async with asyncio.timeout(self.request_timeout):
-                stored = await queries.idempotent_answer(self.services.pool, account.id, key)
-        except TimeoutError:
-            return store_timeout(self.request_timeout)
-        except STORE_DOWN:
-            return store_unavailable()
+        stored = await store_read(
+            queries.idempotent_answer(self.services.pool, account.id, key), self.request_timeout
+        )
+        if isinstance(stored, Response):
+            return stored
         if stored is None:
             return None
         first_hash, status, body = stored
@@ -438,15 +402,14 @@ class HttpApi:
             message_id = uuid.UUID(request.match_info["id"])
         except ValueError:
             message_id = None
-        row = None
-        if message_id is not None:
-            try:
-                async with asyncio.timeout(self.request_timeout):
-                    row = await queries.get_message(self.services.pool, message_id, account.id)
-            except TimeoutError:
-                return store_timeout(self.request_timeout)
-            except STORE_DOWN:
-                return store_unavailable()
+        if message_id is None:
+            return problem(404, "Not found", "no such message", kind="not-found")
+        row = await store_read(
+            queries.get_message(self.services.pool, message_id, account.id),
+            self.request_timeout,
+        )
+        if isinstance(row, Response):
+            return row
         if row is None:
             return problem(404, "Not found", "no such message", kind="not-found")
         shown = _message_json(row)
@@ -481,16 +444,20 @@ class HttpApi:
                 errors.append(FieldError("after", "invalid", "not a cursor this API gave"))
         if errors:
             return field_errors(errors)
-        try:
-            async with asyncio.timeout(self.request_timeout):
-                rows = await queries.list_messages(
-                    self.services.pool, account.id, limit=limit + 1, status=status,
-                    client_ref=query.get("client_ref") or None, since=since, before=before,
-                )  # fmt: skip
-        except TimeoutError:
-            return store_timeout(self.request_timeout)
-        except STORE_DOWN:
-            return store_unavailable()
+        rows = await store_read(
+            queries.list_messages(
+                self.services.pool,
+                account.id,
+                limit=limit + 1,
+                status=status,
+                client_ref=query.get("client_ref") or None,
+                since=since,
+                before=before,
+            ),
+            self.request_timeout,
+        )
+        if isinstance(rows, Response):
+            return rows
         page, more = rows[:limit], len(rows) > limit
         next_cursor = _cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
         return json_response(
@@ -498,13 +465,11 @@ class HttpApi:
         )
 
     async def balance(self, request: Request, account: Account) -> Response:
-        try:
-            async with asyncio.timeout(self.request_timeout):
-                found = await balances.balance(self.services.pool, account.id)
-        except TimeoutError:
-            return store_timeout(self.request_timeout)
-        except STORE_DOWN:
-            return store_unavailable()
+        found = await store_read(
+            balances.balance(self.services.pool, account.id), self.request_timeout
+        )
+        if isinstance(found, Response):
+            return found
         credit, currency = found if found else (Decimal(0), account.currency)
         return json_response(
             200, {"credit": credit, "currency": currency, "credit_limit": account.credit_limit}
@@ -528,15 +493,12 @@ class HttpApi:
                 errors.append(FieldError("after", "invalid", "not a cursor this API gave"))
         if errors:
             return field_errors(errors)
-        try:
-            async with asyncio.timeout(self.request_timeout):
-                entries = await list_ledger(
-                    self.services.pool, account.id, limit=limit + 1, before=before
-                )
-        except TimeoutError:
-            return store_timeout(self.request_timeout)
-        except STORE_DOWN:
-            return store_unavailable()
+        entries = await store_read(
+            list_ledger(self.services.pool, account.id, limit=limit + 1, before=before),
+            self.request_timeout,
+        )
+        if isinstance(entries, Response):
+            return entries
         page, more = entries[:limit], len(entries) > limit
         return json_response(
             200,

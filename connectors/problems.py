@@ -3,9 +3,10 @@ and the operator API (CONTRACT §8): one shape of error, one `code` list."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -143,3 +144,19 @@ def page_limit(raw: str | None, default: int, most: int) -> tuple[int, FieldErro
     if not 1 <= limit <= most:
         return default, FieldError("limit", "invalid", f"a whole number, 1 to {most}")
     return limit, None
+
+
+T = TypeVar("T")
+
+
+async def store_read(read: Awaitable[T], timeout: float) -> T | Response:
+    """A read of the database for a request, at most `timeout` seconds
+    (CONTRACT §11 "A hung database"): its result, or the 503 that answers a
+    database that is away or too slow."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await read
+    except TimeoutError:
+        return store_timeout(timeout)
+    except STORE_DOWN:
+        return store_unavailable()
