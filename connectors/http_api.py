@@ -9,7 +9,6 @@ bad field, the way Twilio and Plivo report them. The routes are served by
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import math
@@ -273,10 +272,11 @@ class HttpApi:
         unpaid: frozenset[uuid.UUID] = frozenset()
         try:
             # The commit waits at most request_timeout (CONTRACT §11 "A hung
-            # database"). Intake.accept is cancellation-safe: a message whose
-            # commit lands after the deadline is queued all the same.
-            async with asyncio.timeout(self.request_timeout):
-                unpaid = await self.services.intake.accept([m for _, m in messages], answer)
+            # database"); a message whose commit lands after the deadline is
+            # queued all the same.
+            unpaid = await self.services.intake.accept(
+                [m for _, m in messages], answer, timeout=self.request_timeout
+            )
         except KeyTaken:
             taken = True  # answered below: no await in an except clause
         except TimeoutError:

@@ -11,7 +11,8 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import time as dtime
 from decimal import Decimal
 
 import phonenumbers
@@ -209,6 +210,8 @@ class Admission:
         # An account's day passed its daily_alarm (once a day): told here.
         self.on_alarm = on_alarm
         self._zones: dict[str, tzinfo] = {}  # of the accounts counted per day
+        # Account id → (its day, that day's start and end in UTC, the zone).
+        self._days: dict[str, tuple[date, datetime, datetime, tzinfo]] = {}
 
     def apply_config(
         self,
@@ -259,8 +262,7 @@ class Admission:
                     retry_after=wait,
                 )
         if account.daily_limit or account.daily_alarm:
-            day = now.astimezone(account.zone).date()
-            self._zones[account.id] = account.zone
+            day = self._day_of(account, now)
             if not self.daily.take(account.id, day, account.daily_limit):
                 return Refusal(
                     draft.to,
@@ -272,6 +274,21 @@ class Admission:
             if count is not None and self.on_alarm is not None:
                 self.on_alarm(account, count, day)
         return self.new_message(account, draft, recipient, now)
+
+    def _day_of(self, account: Account, now: datetime) -> date:
+        """The account's day at `now` (UTC). Converting every message's time
+        to the account's zone cost a time zone look-up per message; the day
+        changes once a day, so its bounds are kept and `now` compared with
+        them (both in UTC: no zone is consulted)."""
+        known = self._days.get(account.id)
+        if known is not None and known[3] is account.zone and known[1] <= now < known[2]:
+            return known[0]
+        day = now.astimezone(account.zone).date()
+        start = datetime.combine(day, dtime.min, account.zone).astimezone(UTC)
+        end = datetime.combine(day + timedelta(days=1), dtime.min, account.zone).astimezone(UTC)
+        self._days[account.id] = (day, start, end, account.zone)
+        self._zones[account.id] = account.zone
+        return day
 
     def start_day(self, account: Account, day: date, stored: int) -> None:
         """At start: the messages the account had stored on its current day."""

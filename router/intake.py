@@ -34,6 +34,16 @@ class KeyTaken(Exception):
     none of this one's messages was stored (CONTRACT §3)."""
 
 
+# What `Intake.accept` hears: the ids the balance could not pay for, or why
+# nothing was stored, or that its deadline passed first.
+Outcome = StoreError | KeyTaken | TimeoutError | frozenset[uuid.UUID]
+
+
+def _time_out(done: asyncio.Future[Outcome]) -> None:
+    if not done.done():
+        done.set_result(TimeoutError())
+
+
 class Intake:
     def __init__(
         self,
@@ -103,7 +113,10 @@ class Intake:
             raise full
 
     async def accept(
-        self, messages: Sequence[Message], answer: IdempotentAnswer | None = None
+        self,
+        messages: Sequence[Message],
+        answer: IdempotentAnswer | None = None,
+        timeout: float | None = None,
     ) -> frozenset[uuid.UUID]:
         """Commit the messages and queue them; returns the ids of those the
         account's balance could not pay for (not stored: CONTRACT §6
@@ -115,14 +128,17 @@ class Intake:
         this coroutine resumes: a caller that stops waiting (a request past
         its deadline, CONTRACT §11) must not leave a committed message
         outside its sender queue.
+
+        With `timeout`, TimeoutError once that many seconds pass without
+        the commit's outcome; the commit goes on and what it stores is
+        queued all the same.
         """
         self.check_room(messages)
-        done: asyncio.Future[StoreError | KeyTaken | frozenset[uuid.UUID]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        loop = self.writer.loop
+        done: asyncio.Future[Outcome] = loop.create_future()
 
         def committed(result: object, error: StoreError | None) -> None:
-            outcome: StoreError | KeyTaken | frozenset[uuid.UUID] = frozenset()
+            outcome: Outcome = frozenset()
             if error is not None:
                 outcome = error
                 self._failed(messages, error)
@@ -139,7 +155,17 @@ class Intake:
                 done.set_result(outcome)
 
         self.writer.submit_then(InsertMessage(messages, answer), committed)
-        outcome = await done
+        if timeout is None:
+            outcome = await done
+        else:
+            # A timer on the future rather than asyncio.timeout(), which
+            # per request looked the loop up, rescheduled and uncancelled
+            # the task: 3 % of the router's time under scenario 1.
+            timer = loop.call_later(timeout, _time_out, done)
+            try:
+                outcome = await done
+            finally:
+                timer.cancel()
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome

@@ -52,6 +52,16 @@ class GroupCommit:
     woke in (a task started per flush would cost the acknowledgement one
     more turn of the loop).
 
+    A flush beside one in flight starts only once `parallel_batch`
+    operations wait: a flush costs the database a transaction and a
+    statement trigger (migration 0005: the charge, its ledger row) and the
+    router its round trips, whatever it carries, so a trickle that the
+    flush in flight will take when it lands is cheaper taken then. Without
+    that bound, fifty HTTP clients of one message each made three flushes
+    of a dozen at a time, where one of forty cost a fifth less per message
+    (bench/RESULTS.md, issue 17); a backlog that does reach it (an ESME's
+    window of submit_sm) still commits in parallel.
+
     With `min_interval`, a flush starts no sooner than that many seconds
     after the previous one started, so that what trickles in meanwhile
     shares its transaction: each transaction costs the database a WAL
@@ -66,6 +76,7 @@ class GroupCommit:
         listener: CommitListener | None = None,
         name: str = "status",
         connections: int = 1,
+        parallel_batch: int = 1,
         min_interval: float = 0.0,
         retry: bool = False,
     ) -> None:
@@ -73,6 +84,8 @@ class GroupCommit:
         self._pool = pool
         self._idle: list[asyncpg.Connection] = []
         self._connections = connections
+        self._parallel_batch = parallel_batch
+        self._flushing = 0  # flushes in flight
         self._max_batch = max_batch
         self._min_interval = min_interval
         self._flushed_at = -math.inf  # loop time the latest flush started
@@ -152,6 +165,11 @@ class GroupCommit:
             await self._release(conn, broken=True)
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the writer runs in (kept: see `start`)."""
+        return self._loop
+
+    @property
     def waiting(self) -> int:
         """Operations queued and not yet taken by a flush."""
         return len(self._waiting)
@@ -170,7 +188,11 @@ class GroupCommit:
                 log.exception("writer health listener failed")
 
     def _wake(self) -> None:
-        if not self._waking and self._idle_workers:
+        if (
+            not self._waking
+            and self._idle_workers
+            and (not self._flushing or len(self._waiting) >= self._parallel_batch)
+        ):
             self._waking = True
             self._idle_workers.pop().set_result(None)
 
@@ -195,7 +217,11 @@ class GroupCommit:
 
     async def _work(self) -> None:
         while True:
-            if not self._waiting:
+            # Idle while nothing waits, or while what waits is left to the
+            # flush in flight (`parallel_batch`).
+            if not self._waiting or (
+                self._flushing and len(self._waiting) < self._parallel_batch and not self._closing
+            ):
                 if self._closing:
                     break
                 woken = self._loop.create_future()
@@ -212,7 +238,12 @@ class GroupCommit:
             batch = self._waiting[: self._max_batch]
             del self._waiting[: self._max_batch]
             previous, self._settled = self._settled, self._loop.create_future()
-            if not await self._flush(batch, previous, self._settled):
+            self._flushing += 1
+            try:
+                flushed = await self._flush(batch, previous, self._settled)
+            finally:
+                self._flushing -= 1
+            if not flushed:
                 # Back to the head of the queue, in order, and a pause that
                 # doubles while the database stays away.
                 self._waiting[:0] = batch

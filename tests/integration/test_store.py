@@ -360,6 +360,48 @@ async def test_overlapping_commits_settle_in_the_order_they_were_taken(
     assert settled == ["first", "second"]
 
 
+async def test_a_flush_beside_one_in_flight_waits_for_a_parallel_batch(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """With `parallel_batch`, what trickles in while a flush is in flight
+    waits for it (one fuller flush after it), until that many operations
+    wait: then a second flush commits beside the first."""
+    writer = await _writer(db_pool, name="ingest", connections=3, parallel_batch=3)
+    first = _message(70)
+    later = [_message(71 + n) for n in range(3)]
+
+    async def stored(m: Message) -> bool:
+        return bool(await db_pool.fetchval("SELECT count(*) FROM messages WHERE id = $1", m.id))
+
+    async with db_pool.acquire() as blocker:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute(
+            "INSERT INTO messages (id, account_id, ingress, sender, recipient, body, encoding,"
+            " data_coding, parts, price, status, created_at)"
+            " VALUES ($1, 'acc', 'http', 's', 'r', 'b', 'gsm7', 0, 1, 0, 'queued', now())",
+            first.id,
+        )
+        one = writer.submit(InsertMessage([first]))
+        await _until_blocked(db_pool)
+        two = [writer.submit(InsertMessage([m])) for m in later[:2]]
+        await asyncio.sleep(0.2)
+        assert writer.waiting == 2
+        assert not await stored(later[0])
+        three = writer.submit(InsertMessage([later[2]]))
+        for _ in range(500):
+            if await stored(later[2]):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("three waiting operations did not start a second flush")
+        assert writer.waiting == 0
+        assert all([await stored(m) for m in later])
+        await tx.rollback()
+    await asyncio.wait_for(asyncio.gather(one, *two, three), 10)
+    await writer.stop()
+
+
 async def test_a_callback_hears_its_outcome_and_one_that_raises_spoils_nothing(
     db_pool: asyncpg.Pool,
 ) -> None:

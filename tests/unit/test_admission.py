@@ -128,3 +128,34 @@ def test_private_callback_hosts(host: str, private: bool) -> None:
     from smsrouter.connectors.webhooks import is_private_address
 
     assert is_private_address(host) is private
+
+
+@pytest.mark.parametrize(
+    ("zone", "instants"),
+    [
+        # New York's midnight is 05:00 UTC in winter, 04:00 in summer.
+        ("America/New_York", ["2026-01-10T04:59:59", "2026-01-10T05:00:00"]),
+        ("America/New_York", ["2026-07-10T03:59:59", "2026-07-10T04:00:00"]),
+        # The spring-forward day is 23 hours long, the fall-back day 25.
+        ("Europe/Berlin", ["2026-03-28T22:59:59", "2026-03-28T23:00:00",
+                           "2026-03-29T21:59:59", "2026-03-29T22:00:00"]),
+        ("Europe/Berlin", ["2026-10-24T21:59:59", "2026-10-24T22:00:00",
+                           "2026-10-25T22:59:59", "2026-10-25T23:00:00"]),
+        ("Asia/Kathmandu", ["2026-05-01T18:14:59", "2026-05-01T18:15:00"]),
+    ],
+)  # fmt: skip
+def test_a_messages_day_is_the_accounts_local_day_across_midnight(
+    zone: str, instants: list[str]
+) -> None:
+    """CONTRACT §6 "Daily thresholds": the day is the account's time zone's,
+    kept between messages; each message still falls in the day its local
+    time says, on both sides of midnight and of a clock change."""
+    admission, _ = _admission()
+    (account,) = AccountDirectory([AccountConfig(id="z", timezone=zone, daily_limit=100)])
+    for at in instants:
+        now = datetime.fromisoformat(at).replace(tzinfo=UTC)
+        assert admission._day_of(account, now) == now.astimezone(account.zone).date(), at
+    # Back in time too (a clock step): never a stale day.
+    for at in reversed(instants):
+        now = datetime.fromisoformat(at).replace(tzinfo=UTC)
+        assert admission._day_of(account, now) == now.astimezone(account.zone).date(), at
