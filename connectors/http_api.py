@@ -73,6 +73,13 @@ from smsrouter.sms.text import Encoding
 log = structlog.get_logger("http")
 
 MAX_BATCH = 500
+# Refusals that are rate limits (CONTRACT §4: HTTP answers them 429), with
+# the problem's title when every recipient was refused so.
+_RATE_LIMITS = {
+    "throughput_exceeded": "Throughput plan exceeded",
+    "recipient_velocity": "Too many messages to this recipient",
+}
+
 # CONTRACT §3: an Idempotency-Key is up to 255 characters.
 MAX_IDEMPOTENCY_KEY = 255
 # Seconds a client should wait after a 429 for a full sender queue: one
@@ -212,6 +219,7 @@ class HttpApi:
                 ingress="http", sender=req.from_, to=to, body=req.text, encoding=encoding,
                 data_coding=data_coding, parts=parts, client_ref=req.client_ref,
                 callback_url=req.callback_url, validity=req.validity, send_at=req.send_at,
+                kind=req.kind or "transactional",
             )  # fmt: skip
             outcome = admission.admit(account, draft, now)
             if isinstance(outcome, Message):
@@ -235,13 +243,15 @@ class HttpApi:
             if replayed is not None:
                 return replayed
         if not messages:
-            throttled = [r for r in rejected if r.code == "throughput_exceeded"]
+            throttled = [r for r in rejected if r.code in _RATE_LIMITS]
             if throttled:
-                # CONTRACT §6 "Throughput plan": over it, 429 and when to retry.
+                # CONTRACT §6 "Throughput plan", "velocity": a rate limit is
+                # a 429 with when to retry (§4).
                 wait = min(r.retry_after for r in throttled)
                 return problem(
-                    429, "Throughput plan exceeded", throttled[0].detail,
-                    kind="throughput-exceeded", rejected=[_refusal(r) for r in rejected],
+                    429, _RATE_LIMITS[throttled[0].code], throttled[0].detail,
+                    kind=throttled[0].code.replace("_", "-"),
+                    rejected=[_refusal(r) for r in rejected],
                     headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 )  # fmt: skip
             return _all_rejected(rejected)

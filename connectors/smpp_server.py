@@ -72,6 +72,13 @@ _STATUS_OF_REFUSAL = {
     "unknown_sender": (CommandStatus.ESME_RINVSRCADR, "sender_not_allowed"),
     # CONTRACT §6 "Throughput plan": a temporary refusal the ESME retries.
     "throughput_exceeded": (CommandStatus.ESME_RTHROTTLED, "throughput_exceeded"),
+    # CONTRACT §6 "Sender-ID rules", "Geographic permissions and velocity".
+    # Everything else the rules refuse (opted_out, content_blocked,
+    # limit_reached, insufficient_credit, ...) is ESME_RX_P_APPN (§4).
+    "sender_id_not_allowed": (CommandStatus.ESME_RINVSRCADR, "sender_id_not_allowed"),
+    "sender_id_protected": (CommandStatus.ESME_RINVSRCADR, "sender_id_protected"),
+    "country_not_allowed": (CommandStatus.ESME_RINVDSTADR, "country_not_allowed"),
+    "recipient_velocity": (CommandStatus.ESME_RTHROTTLED, "recipient_velocity"),
 }
 
 

@@ -27,6 +27,7 @@ from smsrouter.router.store.directory import (
     AccountRow,
     ApiKeyRow,
     Directory,
+    SenderIdRow,
     SmppRow,
     api_key_digest,
 )
@@ -70,6 +71,16 @@ class Account:
     alert_url: str = ""
     price_plan: str = ""  # a [[price_plans]] name, before [[prices]]
     lock_reason: str = ""
+    # CONTRACT §6 "Opt-out": the answers to STOP/START/HELP ("" = default).
+    stop_reply: str = ""
+    start_reply: str = ""
+    help_reply: str = ""
+    templates_required: bool = False  # CONTRACT §6 "Templates"
+    # CONTRACT §6 "Geographic permissions": empty = every country.
+    allowed_countries: frozenset[str] = frozenset()
+    # Registered sender ID → the countries it is registered in (CONTRACT §6
+    # "Sender-ID rules per destination country").
+    sender_ids: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def ip_allowed(self, ip: str | None) -> bool:
         """An empty allow list admits any source address (CONTRACT §2)."""
@@ -98,7 +109,9 @@ def _networks(ips: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(n, strict=False) for n in ips)
 
 
-def _account(row: AccountRow, smpp: SmppRow | None) -> Account:
+def _account(
+    row: AccountRow, smpp: SmppRow | None, sender_ids: dict[str, frozenset[str]] | None = None
+) -> Account:
     return Account(
         id=row.id,
         verified=row.verified,
@@ -120,6 +133,12 @@ def _account(row: AccountRow, smpp: SmppRow | None) -> Account:
         alert_url=row.alert_url,
         price_plan=row.price_plan,
         lock_reason=row.lock_reason,
+        stop_reply=row.stop_reply,
+        start_reply=row.start_reply,
+        help_reply=row.help_reply,
+        templates_required=row.templates_required,
+        allowed_countries=frozenset(row.allowed_countries),
+        sender_ids=sender_ids or {},
     )
 
 
@@ -128,6 +147,7 @@ def directory_of_config(accounts: Iterable[AccountConfig]) -> Directory:
     sync_config`): what a directory holds before its first load, and in
     tests without a database."""
     rows, keys, smpp = [], [], []
+    sender_ids: list[SenderIdRow] = []
     for cfg in accounts:
         rows.append(
             AccountRow(
@@ -137,10 +157,14 @@ def directory_of_config(accounts: Iterable[AccountConfig]) -> Directory:
                 alert_url=cfg.alert_url, allowed_ips=tuple(cfg.allowed_ips),
                 max_tps=cfg.max_tps, daily_alarm=cfg.daily_alarm, daily_limit=cfg.daily_limit,
                 credit_limit=cfg.credit_limit, price_plan=cfg.price_plan,
-                timezone=cfg.timezone, stop_reply="", start_reply="", help_reply="",
-                templates_required=False, allowed_countries=(), managed_fields=None,
+                timezone=cfg.timezone, stop_reply=cfg.stop_reply, start_reply=cfg.start_reply,
+                help_reply=cfg.help_reply, templates_required=cfg.templates_required,
+                allowed_countries=tuple(cfg.allowed_countries), managed_fields=None,
             )
         )  # fmt: skip
+        sender_ids.extend(
+            SenderIdRow(cfg.id, sid.id, tuple(sid.countries)) for sid in cfg.sender_ids
+        )
         for key in cfg.api_keys:
             keys.append(
                 ApiKeyRow(
@@ -152,7 +176,7 @@ def directory_of_config(accounts: Iterable[AccountConfig]) -> Directory:
                 SmppRow(cfg.id, cfg.smpp.system_id, hash_password(cfg.smpp.password),
                         cfg.smpp.max_binds, ())
             )  # fmt: skip
-    return Directory(tuple(rows), tuple(keys), tuple(smpp), (), ())
+    return Directory(tuple(rows), tuple(keys), tuple(smpp), (), tuple(sender_ids))
 
 
 class PasswordCheck:
@@ -208,7 +232,13 @@ class AccountDirectory:
 
     def apply(self, directory: Directory) -> None:
         smpp = {c.account_id: c for c in directory.smpp}
-        by_id = {row.id: _account(row, smpp.get(row.id)) for row in directory.accounts}
+        registered: dict[str, dict[str, frozenset[str]]] = {}
+        for sid in directory.sender_ids:
+            registered.setdefault(sid.account_id, {})[sid.sender_id] = frozenset(sid.countries)
+        by_id = {
+            row.id: _account(row, smpp.get(row.id), registered.get(row.id))
+            for row in directory.accounts
+        }
         by_key = {
             k.digest: (by_id[k.account_id], k.key_id, k.expires_at)
             for k in directory.api_keys

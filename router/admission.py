@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from datetime import time as dtime
 from decimal import Decimal
@@ -19,10 +19,15 @@ import phonenumbers
 
 from smsrouter.router import metrics
 from smsrouter.router.accounts import Account
+from smsrouter.router.content import ContentRules, compile_content_rules
 from smsrouter.router.daily import DailyCounts
 from smsrouter.router.messages import Message, Status, new_message_id
+from smsrouter.router.opt_outs import OptOutList
 from smsrouter.router.routes import PriceTable, RouteTable
+from smsrouter.router.sender_ids import SenderIdRules
+from smsrouter.router.senders import NumberType, classify_sender
 from smsrouter.router.throughput import ThroughputPlans
+from smsrouter.router.velocity import RecipientVelocity
 from smsrouter.sms.text import Encoding, part_count
 
 # Longest text accepted over HTTP, in parts. Twilio caps a message body at
@@ -78,6 +83,7 @@ class Draft:
     validity: float | None = None
     valid_until: datetime | None = None
     send_at: datetime | None = None
+    kind: str | None = None  # "transactional" | "promotional"; None over SMPP
 
     # Written out so that mypyc compiles it (setup.py: COMPILED_INITS): one
     # is made for every message of both ingresses.
@@ -97,6 +103,7 @@ class Draft:
         validity: float | None = None,
         valid_until: datetime | None = None,
         send_at: datetime | None = None,
+        kind: str | None = None,
     ) -> None:
         self.ingress = ingress
         self.sender = sender
@@ -112,6 +119,7 @@ class Draft:
         self.validity = validity
         self.valid_until = valid_until
         self.send_at = send_at
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +196,17 @@ def country_of(number: phonenumbers.PhoneNumber, digits: str) -> str | None:
     return country
 
 
+@dataclass(frozen=True, slots=True)
+class Compliance:
+    """The router-wide rules of CONTRACT §6 that `Admission` applies, built
+    from the config (`compliance_of`) and replaced whole on reload."""
+
+    sender_types: dict[str, NumberType] = field(default_factory=dict)  # [[numbers]] types
+    sender_ids: SenderIdRules = field(default_factory=lambda: SenderIdRules((), ()))
+    content: ContentRules = field(default_factory=lambda: compile_content_rules(()))
+    max_per_recipient_per_hour: int = 0
+
+
 class Admission:
     """Decisions about one account's message; its rules come from the
     config and are replaced on reload (`apply_config`)."""
@@ -199,12 +218,20 @@ class Admission:
         prices: PriceTable,
         senders: dict[str, str],
         plans: dict[str, PriceTable] | None = None,
+        compliance: Compliance | None = None,
+        opt_outs: OptOutList | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_alarm: Callable[[Account, int, date], None] | None = None,
     ) -> None:
-        self.apply_config(routes=routes, prices=prices, senders=senders, plans=plans)
+        # CONTRACT §6 "Opt-out": kept current by whoever changes it (the
+        # MO keywords, the APIs, other processes' NOTIFY), not by reloads.
+        self.opt_outs = opt_outs if opt_outs is not None else OptOutList()
         # Counts outlive a reload: a new config does not refill the buckets
         # nor reopen a day's limit.
+        self.velocity = RecipientVelocity(0, clock=clock)
+        self.apply_config(
+            routes=routes, prices=prices, senders=senders, plans=plans, compliance=compliance
+        )
         self.throughput = ThroughputPlans(clock)
         self.daily = DailyCounts()
         # An account's day passed its daily_alarm (once a day): told here.
@@ -220,6 +247,7 @@ class Admission:
         prices: PriceTable,
         senders: dict[str, str],
         plans: dict[str, PriceTable] | None = None,
+        compliance: Compliance | None = None,
     ) -> None:
         self.routes = routes
         self.prices = prices
@@ -227,6 +255,9 @@ class Admission:
         self.plans = plans or {}
         # sender number → owning account id ([[numbers]])
         self.senders = senders
+        # CONTRACT §6's router-wide rules: sender IDs per country, content.
+        self.compliance = compliance or Compliance()
+        self.velocity.set_limit(self.compliance.max_per_recipient_per_hour)
 
     def admit(self, account: Account, draft: Draft, now: datetime) -> Message | Refusal:
         """The one decision both ingresses ask: the message to commit, or why not.
@@ -245,15 +276,50 @@ class Admission:
         recipient = parse_recipient(draft.to)
         if recipient is None:
             return Refusal(draft.to, "invalid_number", "not an E.164 number")
+        if self.opt_outs.opted_out(account.id, recipient.digits):
+            return Refusal(
+                draft.to,
+                "opted_out",
+                f"{recipient.e164} opted out of this account's messages (a STOP or an"
+                " opt-out list); only the subscriber's START lifts a STOP",
+            )
+        country = recipient.country
+        if account.allowed_countries and country not in account.allowed_countries:
+            return Refusal(
+                draft.to,
+                "country_not_allowed",
+                f"{recipient.e164} is in {country or 'no known country'}; the account may send"
+                f" to {', '.join(sorted(account.allowed_countries))} (allowed_countries)",
+            )
         refusal = self.refuse(draft.to, recipient, account)
         if refusal is not None:
             return refusal
-        # Last of the rules: only a message that every other rule admits
-        # counts against the account's throughput plan.
+        rules = self.compliance
+        sender_type = rules.sender_types.get(draft.sender) or classify_sender(draft.sender)
+        sender_id = rules.sender_ids.check(draft.sender, sender_type, country, account.sender_ids)
+        if sender_id is not None:
+            return Refusal(draft.to, sender_id.code, sender_id.detail)
+        verdict = rules.content.check(draft.body, draft.kind, sender_type, country)
+        if verdict.blocked is not None:
+            return Refusal(draft.to, "content_blocked", verdict.detail)
+        # The counters last, so that only a message every other rule admits
+        # is counted; one refused by a later counter is uncounted by those
+        # before it.
+        velocity = self.velocity.limit
+        if velocity and not self.velocity.take(account.id, recipient.e164):
+            return Refusal(
+                draft.to,
+                "recipient_velocity",
+                f"the account sent {velocity} messages to {recipient.e164} in the last hour"
+                " ([compliance] max_per_recipient_per_hour)",
+                retry_after=self.velocity.wait(account.id, recipient.e164),
+            )
         if account.max_tps > 0:
             wait = self.throughput.take(account.id, account.max_tps)
             if wait > 0:
                 metrics.throttled("max_tps").inc()
+                if velocity:
+                    self.velocity.give_back(account.id, recipient.e164)
                 return Refusal(
                     draft.to,
                     "throughput_exceeded",
@@ -264,6 +330,8 @@ class Admission:
         if account.daily_limit or account.daily_alarm:
             day = self._day_of(account, now)
             if not self.daily.take(account.id, day, account.daily_limit):
+                if velocity:
+                    self.velocity.give_back(account.id, recipient.e164)
                 return Refusal(
                     draft.to,
                     "limit_reached",
@@ -273,6 +341,8 @@ class Admission:
             count = self.daily.alarm_due(account.id, day, account.daily_alarm)
             if count is not None and self.on_alarm is not None:
                 self.on_alarm(account, count, day)
+        for rule in verdict.flagged:
+            metrics.content_flagged(rule).inc()
         return self.new_message(account, draft, recipient, now)
 
     def _day_of(self, account: Account, now: datetime) -> date:
@@ -305,10 +375,13 @@ class Admission:
         """Admitted messages that were not stored after all (the commit
         failed, a queue was full, the Idempotency-Key was taken): they do
         not count against their day."""
+        velocity = self.velocity.limit
         for m in messages:
             zone = self._zones.get(m.account_id)
             if zone is not None:
                 self.daily.give_back(m.account_id, m.created_at.astimezone(zone).date())
+            if velocity:
+                self.velocity.give_back(m.account_id, m.recipient)
 
     def sender_allowed(self, account: Account, sender: str) -> bool:
         return self.senders.get(sender) == account.id
@@ -365,6 +438,7 @@ class Admission:
             send_at=draft.send_at,
             status=Status.QUEUED,
             country=recipient.country,
+            kind=draft.kind,
         )
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+import phonenumbers
 
+from smsrouter.router.content import ContentRule, ContentRuleError, compile_content_rules
 from smsrouter.router.netaddr import url_refusal
 
 ENV_PREFIX = "SMSROUTER_"
@@ -158,6 +160,15 @@ class AccountSmpp(_Section):
     max_binds: int = 4
 
 
+class SenderIdConfig(_Section):
+    """A sender ID registered for an account and the destination countries
+    it is registered in (CONTRACT §6 "Sender-ID rules per destination
+    country"): ``sender_ids = [{ id = "ACME", countries = ["AE"] }]``."""
+
+    id: str
+    countries: list[str]
+
+
 class AccountConfig(_Section):
     id: str
     api_keys: list[str] = []
@@ -183,6 +194,52 @@ class AccountConfig(_Section):
     timezone: str = "UTC"
     alert_url: str = ""
     price_plan: str = ""  # a [[price_plans]] name; "" = [[prices]] only
+    # CONTRACT §6 "Opt-out": the answers to STOP, START and HELP; empty =
+    # the default text, which names the account and how to opt back in.
+    stop_reply: str = ""
+    start_reply: str = ""
+    help_reply: str = ""
+    # CONTRACT §6 "Templates": only texts of approved templates.
+    templates_required: bool = False
+    # CONTRACT §6 "Geographic permissions": ISO 3166 alpha-2; empty = all.
+    allowed_countries: list[str] = []
+    sender_ids: list[SenderIdConfig] = []
+
+
+class ComplianceConfig(_Section):
+    """``[compliance]``: the router-wide rules of CONTRACT §6."""
+
+    # "Opt-out rate": per sender over a rolling 24 h, counted from this many
+    # distinct recipients; flagged, then suspended, at these rates.
+    opt_out_min_recipients: int = 100
+    opt_out_flag_rate: float = 0.05
+    opt_out_suspend_rate: float = 0.10
+    # Brands, banks, governments: refused as senders unless registered for
+    # the account ("Sender-ID rules").
+    protected_sender_ids: list[str] = []
+    # "Geographic permissions and velocity": messages from one account to
+    # one subscriber in a sliding hour; 0 = off.
+    max_per_recipient_per_hour: int = 0
+
+
+class SenderRuleConfig(_Section):
+    """``[[sender_rules]]``: which senders a destination country admits."""
+
+    country: str
+    alphanumeric: Literal["allowed", "refused", "registered"] = "allowed"
+    numeric: Literal["allowed", "registered"] = "allowed"
+
+
+class ContentRuleConfig(_Section):
+    """``[[content_rules]]``: a pattern run on every text (CONTRACT §6
+    "Content") by a linear-time engine; `block` refuses, `flag` counts."""
+
+    name: str
+    pattern: str
+    action: Literal["block", "flag"] = "block"
+    kinds: list[Literal["transactional", "promotional"]] = []
+    sender_types: list[Literal["long_code", "toll_free", "short_code", "alphanumeric"]] = []
+    countries: list[str] = []
 
 
 class RatesConfig(_Section):
@@ -295,6 +352,9 @@ class Config(_Section):
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     simulators: list[SimulatorConfig] = []
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    compliance: ComplianceConfig = msgspec.field(default_factory=ComplianceConfig)
+    sender_rules: list[SenderRuleConfig] = []
+    content_rules: list[ContentRuleConfig] = []
     # Account id → the keys its [[accounts]] table sets in the file: the
     # fields the file manages, which the operator API refuses to change
     # (CONTRACT §8, 409 managed_by_config). Filled from the raw TOML, since
@@ -315,6 +375,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "shutdown": ShutdownConfig,
     "log": LogConfig,
     "admin": AdminConfig,
+    "compliance": ComplianceConfig,
 }
 _LISTS: dict[str, type[msgspec.Struct]] = {
     "carriers": CarrierConfig,
@@ -324,6 +385,8 @@ _LISTS: dict[str, type[msgspec.Struct]] = {
     "accounts": AccountConfig,
     "numbers": NumberConfig,
     "simulators": SimulatorConfig,
+    "sender_rules": SenderRuleConfig,
+    "content_rules": ContentRuleConfig,
 }
 
 
@@ -613,6 +676,18 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
                     errors.append((f"{at('accounts', i)}.{key}", "must not be negative"))
             except InvalidOperation:
                 errors.append((f"{at('accounts', i)}.{key}", "not a decimal amount"))
+        _check_countries(a.allowed_countries, f"{at('accounts', i)}.allowed_countries", errors)
+        registered: set[str] = set()
+        for j, sid in enumerate(a.sender_ids):
+            where = f"{at('accounts', i)}.sender_ids[{j}]"
+            if not sid.id.strip():
+                errors.append((f"{where}.id", "must not be empty"))
+            elif sid.id in registered:
+                errors.append((f"{where}.id", f"sender ID {sid.id!r} registered twice"))
+            registered.add(sid.id)
+            if not sid.countries:
+                errors.append((f"{where}.countries", "needs at least one country"))
+            _check_countries(sid.countries, f"{where}.countries", errors)
 
     for i, n in enumerate(config.numbers):
         if n.account not in account_ids:
@@ -630,6 +705,7 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
                 errors.append((f"rates.country.{code}.{kind}", "must not be negative"))
 
     errors.extend(_admin_errors(config.admin))
+    errors.extend(_compliance_errors(config, at))
 
     for i, s in enumerate(config.simulators):
         if not 1 <= s.port <= 65535:
@@ -652,6 +728,72 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
         if getattr(getattr(config, section), key) <= 0:
             errors.append((f"{section}.{key}", "must be positive"))
     return errors
+
+
+def _check_countries(countries: list[str], where: str, errors: list[tuple[str, str]]) -> None:
+    """ISO 3166 alpha-2 codes that numbering plans know ("UK" is GB)."""
+    for j, code in enumerate(countries):
+        if code not in phonenumbers.SUPPORTED_REGIONS:
+            errors.append((f"{where}[{j}]", f"not an ISO 3166 alpha-2 country code: {code!r}"))
+
+
+def _compliance_errors(config: Config, at: Callable[[str, int], str]) -> list[tuple[str, str]]:
+    """`[compliance]`, `[[sender_rules]]` and `[[content_rules]]` (CONTRACT §6)."""
+    errors: list[tuple[str, str]] = []
+    c = config.compliance
+    if c.opt_out_min_recipients < 1:
+        errors.append(("compliance.opt_out_min_recipients", "must be at least 1"))
+    for key in ("opt_out_flag_rate", "opt_out_suspend_rate"):
+        if not 0 < getattr(c, key) <= 1:
+            errors.append((f"compliance.{key}", "must be a rate in (0, 1]"))
+    if c.opt_out_flag_rate > c.opt_out_suspend_rate:
+        errors.append(("compliance.opt_out_flag_rate", "must not exceed opt_out_suspend_rate"))
+    if c.max_per_recipient_per_hour < 0:
+        errors.append(("compliance.max_per_recipient_per_hour", "must be 0 (off) or positive"))
+    for j, sid in enumerate(c.protected_sender_ids):
+        if not sid.strip():
+            errors.append((f"compliance.protected_sender_ids[{j}]", "must not be empty"))
+    countries: set[str] = set()
+    for i, rule in enumerate(config.sender_rules):
+        where = f"{at('sender_rules', i)}.country"
+        if rule.country not in phonenumbers.SUPPORTED_REGIONS:
+            errors.append((where, f"not an ISO 3166 alpha-2 country code: {rule.country!r}"))
+        elif rule.country in countries:
+            errors.append((where, f"country {rule.country!r} has two rules"))
+        countries.add(rule.country)
+    names: set[str] = set()
+    for i, content in enumerate(config.content_rules):
+        where = at("content_rules", i)
+        if not content.name.strip():
+            errors.append((f"{where}.name", "must not be empty"))
+        elif content.name in names:
+            errors.append((f"{where}.name", f"duplicate content rule name {content.name!r}"))
+        names.add(content.name)
+        _check_countries(content.countries, f"{where}.countries", errors)
+        try:
+            # Each pattern on its own, so that every bad one is named.
+            compile_content_rules([content_rule(content)])
+        except ContentRuleError as bad:
+            if bad.field == "pattern":
+                errors.append((f"{where}.pattern", bad.detail))
+    if len(names) == len(config.content_rules) and not errors:
+        try:
+            compile_content_rules(content_rule(c) for c in config.content_rules)
+        except ContentRuleError as bad:
+            errors.append(("content_rules", bad.detail))
+    return errors
+
+
+def content_rule(entry: ContentRuleConfig) -> ContentRule:
+    """A `[[content_rules]]` entry as the content rules take it."""
+    return ContentRule(
+        entry.name,
+        entry.pattern,
+        entry.action,
+        frozenset(entry.kinds),
+        frozenset(entry.sender_types),
+        frozenset(entry.countries),
+    )
 
 
 def _admin_errors(admin: AdminConfig) -> list[tuple[str, str]]:

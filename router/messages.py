@@ -108,6 +108,9 @@ class Message:
     status: Status = Status.QUEUED
     # Destination country (ISO 3166), for per-country sender rates.
     country: str | None = None
+    # "transactional" | "promotional" as the HTTP request said (CONTRACT §3,
+    # §6 "Content"); None over SMPP, which has no such field.
+    kind: str | None = None
     payloads: list[bytes] = field(default_factory=list)
     # Parts already accepted by a carrier (after a restart, resume after them).
     parts_sent: int = 0
@@ -144,6 +147,7 @@ class Message:
         send_at: datetime | None = None,
         status: Status = Status.QUEUED,
         country: str | None = None,
+        kind: str | None = None,
         payloads: list[bytes] | None = None,
         parts_sent: int = 0,
         sent_whole: bool = False,
@@ -170,6 +174,7 @@ class Message:
         self.send_at = send_at
         self.status = status
         self.country = country
+        self.kind = kind
         self.payloads = [] if payloads is None else payloads
         self.parts_sent = parts_sent
         self.sent_whole = sent_whole

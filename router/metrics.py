@@ -98,6 +98,12 @@ ACCOUNT_ALARM = Gauge(
     ["account"],
     namespace=_NS,
 )
+CONTENT_FLAGGED = Counter(
+    "content_flagged",
+    "Messages let through that a flagging [[content_rules]] entry matched (CONTRACT §6)",
+    ["rule"],
+    namespace=_NS,
+)
 ESME_BINDS = Gauge("esme_binds", "Partner ESME binds by account", ["account"], namespace=_NS)
 COMMIT_LATENCY = Histogram(
     "commit_seconds",
@@ -164,3 +170,4 @@ ingress_latency = Children(INGRESS_LATENCY)
 callbacks = Children(CALLBACKS)
 commit_latency = Children(COMMIT_LATENCY)
 commit_batch = Children(COMMIT_BATCH)
+content_flagged = Children(CONTENT_FLAGGED)

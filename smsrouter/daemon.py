@@ -34,9 +34,10 @@ from smsrouter.embedded_pg import EmbeddedPostgres
 from smsrouter.pg_supervisor import PostgresSupervisor
 from smsrouter.router import metrics
 from smsrouter.router.accounts import Account, AccountDirectory
-from smsrouter.router.admission import Admission, parse_recipient
+from smsrouter.router.admission import Admission, Compliance, parse_recipient
 from smsrouter.router.auth_throttle import AuthThrottle
-from smsrouter.router.config import Config, parse_listen
+from smsrouter.router.config import Config, content_rule, parse_listen
+from smsrouter.router.content import compile_content_rules
 from smsrouter.router.engine import DeliveryEngine
 from smsrouter.router.inbound import Inbound
 from smsrouter.router.intake import Intake
@@ -52,6 +53,7 @@ from smsrouter.router.notifications import (
     OutboxPlanner,
 )
 from smsrouter.router.routes import Candidate, PriceTable, RouteTable
+from smsrouter.router.sender_ids import SenderIdRules, SenderRule
 from smsrouter.router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
 from smsrouter.router.store import group_commit
 from smsrouter.router.store.directory import Directory, NumberRow, sync_config, touch_api_keys
@@ -114,7 +116,23 @@ def admission_rules(config: Config, numbers: Sequence[NumberRow] = ()) -> dict[s
             plan.name: PriceTable((p.prefix, p.price) for p in plan.prices)
             for plan in config.price_plans
         },
+        "compliance": compliance_of(config, numbers),
     }
+
+
+def compliance_of(config: Config, numbers: Sequence[NumberRow] = ()) -> Compliance:
+    """CONTRACT §6's router-wide rules from `[compliance]`, `[[sender_rules]]`
+    and `[[content_rules]]` (checked already by the config's loader), with
+    the type of each sender number."""
+    return Compliance(
+        sender_types={canonical_sender(n.number): NumberType(n.type) for n in numbers},
+        sender_ids=SenderIdRules(
+            (SenderRule(r.country, r.alphanumeric, r.numeric) for r in config.sender_rules),
+            config.compliance.protected_sender_ids,
+        ),
+        content=compile_content_rules(content_rule(c) for c in config.content_rules),
+        max_per_recipient_per_hour=config.compliance.max_per_recipient_per_hour,
+    )
 
 
 def message_of(row: asyncpg.Record) -> Message:
@@ -141,6 +159,7 @@ def message_of(row: asyncpg.Record) -> Message:
         status=Status(row["status"]),
         parts_sent=row["parts_sent"],
         country=recipient.country if recipient else None,
+        kind=row["kind"],
     )
 
 

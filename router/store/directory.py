@@ -71,7 +71,7 @@ PATCHABLE = frozenset(
 _CONFIG_COLUMNS = PATCHABLE | {"currency", "webhook_secret"}
 # Keys of an [[accounts]] table that are not columns but still the file's:
 # the operator API must not change the file's credentials either.
-_CONFIG_NON_COLUMNS = frozenset({"smpp", "api_keys"})
+_CONFIG_NON_COLUMNS = frozenset({"smpp", "api_keys", "sender_ids"})
 # What a column's value is in the database driver's terms (a JSON 5 for
 # max_tps is an int; float8 wants a float).
 _COERCE: dict[str, Any] = {
@@ -589,6 +589,51 @@ async def _sync_numbers(conn: asyncpg.Connection, numbers: Sequence[NumberConfig
         await _audit(conn, CONFIG_ACTOR, "number.put", number, before.get(number), _number_json(r))
 
 
+async def _sync_sender_ids(conn: asyncpg.Connection, accounts: Sequence[AccountConfig]) -> None:
+    """The file's `sender_ids` of each of its accounts: added, changed, and
+    removed when the file no longer lists them. An operator's registration
+    of another ID stays."""
+    account_ids, sender_ids, countries = [], [], []
+    for cfg in accounts:
+        for sid in cfg.sender_ids:
+            account_ids.append(cfg.id)
+            sender_ids.append(sid.id)
+            # A text[] per row travels as one '{...}' literal: unnest cannot
+            # take an array of arrays of different lengths.
+            countries.append("{" + ",".join(sid.countries) + "}")
+    removed = await conn.fetch(
+        "DELETE FROM sender_ids s WHERE managed_by_config AND s.account_id = ANY($1::text[])"
+        " AND NOT EXISTS (SELECT 1 FROM unnest($2::text[], $3::text[]) AS w(account_id, sender_id)"
+        "  WHERE w.account_id = s.account_id AND w.sender_id = s.sender_id)"
+        " RETURNING account_id, sender_id, countries",
+        [cfg.id for cfg in accounts],
+        account_ids,
+        sender_ids,
+    )
+    for r in removed:
+        await _audit(
+            conn, CONFIG_ACTOR, "sender_id.delete",
+            _sender_id_target(r["account_id"], r["sender_id"]), _sender_id_json(r), None,
+        )  # fmt: skip
+    written = await conn.fetch(
+        "INSERT INTO sender_ids (account_id, sender_id, countries, managed_by_config)"
+        " SELECT a, s, c::text[], true FROM unnest($1::text[], $2::text[], $3::text[]) AS w(a, s, c)"
+        " ON CONFLICT (account_id, sender_id) DO UPDATE SET countries = excluded.countries,"
+        "  managed_by_config = true"
+        " WHERE (sender_ids.countries, sender_ids.managed_by_config)"
+        "  IS DISTINCT FROM (excluded.countries, true)"
+        " RETURNING account_id, sender_id, countries",
+        account_ids,
+        sender_ids,
+        countries,
+    )
+    for r in written:
+        await _audit(
+            conn, CONFIG_ACTOR, "sender_id.put",
+            _sender_id_target(r["account_id"], r["sender_id"]), None, _sender_id_json(r),
+        )  # fmt: skip
+
+
 async def sync_config(
     conn: asyncpg.Connection,
     accounts: Sequence[AccountConfig],
@@ -618,6 +663,7 @@ async def sync_config(
         await _sync_api_keys(conn, accounts)
         await _sync_smpp(conn, accounts)
         await _sync_numbers(conn, numbers)
+        await _sync_sender_ids(conn, accounts)
         await _audit_accounts(conn, before, [*config_ids, *removed])
         await _notify(conn, CONFIG_ACTOR)
 

@@ -198,6 +198,21 @@ class OutboxRetry:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class OptOutChange:
+    """A subscriber opted out of an account, or back in (CONTRACT §6
+    "Opt-out"). `source` is who made the change: 'subscriber' (a STOP or
+    START by MO), 'account' (the customer's API) or 'import' (an
+    operator). Opting back in removes only an entry of the same source,
+    except a subscriber's START, which lifts any. The result is True if
+    the list changed."""
+
+    account_id: str
+    recipient: str  # E.164 with '+'
+    opted_out: bool
+    source: str
+
+
 Operation = (
     InsertMessage
     | PartSent
@@ -207,6 +222,7 @@ Operation = (
     | NewNotification
     | OutboxDone
     | OutboxRetry
+    | OptOutChange
 )
 
 

@@ -29,6 +29,7 @@ MESSAGE_COLUMNS: tuple[str, ...] = (
     "created_at",
     "valid_until",
     "send_at",
+    "kind",
 )
 
 # What the writer copies in: the columns above, and an Idempotency-Key with

@@ -24,6 +24,7 @@ from smsrouter.router.store.operations import (
     NewNotification,
     Notification,
     Operation,
+    OptOutChange,
     OutboxDone,
     OutboxRetry,
     PartSent,
@@ -69,7 +70,7 @@ async def insert_messages(
                     m.id, m.account_id, m.ingress, m.sender, m.recipient, m.body, m.encoding,
                     m.data_coding, m.udh, m.parts, m.price, m.client_ref, m.callback_url,
                     m.registered_delivery, str(m.status), m.created_at, m.valid_until,
-                    m.send_at,
+                    m.send_at, m.kind,
                     *(
                         (answer.key, answer.request_hash, answer.status, answer.body)
                         if answer is not None
@@ -481,6 +482,46 @@ async def _outbox_retry(conn: asyncpg.Connection, ops: list[OutboxRetry]) -> lis
 
 # Order matters inside one transaction: a part must be recorded as sent
 # before a receipt for it in the same flush can match.
+async def _opt_out_changes(conn: asyncpg.Connection, ops: list[OptOutChange]) -> list[Any]:
+    """Each change in order, in the flush's transaction, with a NOTIFY per
+    change that other processes apply to their lists (CONTRACT §6: an MO's
+    STOP is committed before its deliver_sm_resp)."""
+    results: list[Any] = []
+    for op in ops:
+        if op.opted_out:
+            changed = await conn.fetchval(
+                "INSERT INTO opt_outs (account_id, recipient, source) VALUES ($1, $2, $3)"
+                " ON CONFLICT (account_id, recipient) DO NOTHING RETURNING true",
+                op.account_id, op.recipient, op.source,
+            )  # fmt: skip
+        else:
+            # A subscriber's START lifts any entry; the account and the
+            # operator lift only their own (never a subscriber's STOP).
+            changed = await conn.fetchval(
+                "DELETE FROM opt_outs WHERE account_id = $1 AND recipient = $2"
+                " AND ($3 = 'subscriber' OR source = $3) RETURNING true",
+                op.account_id, op.recipient, op.source,
+            )  # fmt: skip
+        if changed:
+            await conn.execute(
+                "SELECT pg_notify($1, $2)",
+                OPT_OUTS_CHANNEL,
+                opt_out_notice(op.account_id, op.recipient, op.opted_out),
+            )
+        results.append(bool(changed))
+    return results
+
+
+# NOTIFY channel of opt-out changes; the payload is "+" or "-", then the
+# account id and the number, tab-separated ("*" for a whole account's list
+# after a bulk change).
+OPT_OUTS_CHANNEL = "smsrouter_opt_outs"
+
+
+def opt_out_notice(account_id: str, recipient: str, opted_out: bool) -> str:
+    return f"{'+' if opted_out else '-'}\t{account_id}\t{recipient}"
+
+
 _HANDLERS: list[tuple[type, Callable[[asyncpg.Connection, list[Any]], Awaitable[list[Any]]]]] = [
     (InsertMessage, insert_messages),
     (PartSent, _parts_sent),
@@ -489,6 +530,7 @@ _HANDLERS: list[tuple[type, Callable[[asyncpg.Connection, list[Any]], Awaitable[
     (MessageEvent, _events),
     (OutboxDone, _outbox_done),
     (OutboxRetry, _outbox_retry),
+    (OptOutChange, _opt_out_changes),
 ]
 
 

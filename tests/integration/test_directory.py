@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from smsrouter.router.config import AccountConfig, AccountSmpp, NumberConfig
+from smsrouter.router.config import AccountConfig, AccountSmpp, NumberConfig, SenderIdConfig
 from smsrouter.router.passwords import verify_password
 from smsrouter.router.store import directory
 from smsrouter.router.store.directory import (
@@ -346,6 +346,47 @@ async def test_config_numbers_follow_the_file_and_api_numbers_are_untouched(
         "+14155550101",
     )
 
+
+
+async def test_config_sender_ids_follow_the_file_and_the_operators_stay(
+    conn: asyncpg.Connection,
+) -> None:
+    """CONTRACT §6 "Sender-ID rules": an account's `sender_ids` in the file
+    become its registrations, changed and removed with the file; one an
+    operator registered stays, and the file's are not the operator's to
+    change (409 managed_by_config)."""
+    fields = {"demo": DEMO_FIELDS | {"sender_ids", "allowed_countries"}}
+    acme = SenderIdConfig(id="ACME", countries=["AE", "SA"])
+    shop = SenderIdConfig(id="SHOP", countries=["AE"])
+    await _sync(conn, [_demo(sender_ids=[acme, shop], allowed_countries=["AE"])], fields=fields)
+    await directory.put_sender_id(conn, ACTOR, "demo", "OPS", ["QA"])
+    with pytest.raises(Conflict) as info:
+        await directory.put_sender_id(conn, ACTOR, "demo", "ACME", ["QA"])
+    assert info.value.code == "managed_by_config"
+    loaded = await directory.load(conn)
+    assert sorted((r.sender_id, r.countries) for r in loaded.sender_ids) == [
+        ("ACME", ("AE", "SA")),
+        ("OPS", ("QA",)),
+        ("SHOP", ("AE",)),
+    ]
+    assert loaded.accounts[0].allowed_countries == ("AE",)
+
+    acme = SenderIdConfig(id="ACME", countries=["AE"])
+    await _sync(conn, [_demo(sender_ids=[acme])], fields=fields)
+    loaded = await directory.load(conn)
+    assert sorted((r.sender_id, r.countries) for r in loaded.sender_ids) == [
+        ("ACME", ("AE",)),
+        ("OPS", ("QA",)),
+    ]
+    actions = [(a["action"], a["target"]) for a in await _audit(conn)][:3]
+    assert sorted(a for a in actions if a[0].startswith("sender_id.")) == [
+        ("sender_id.delete", "demo/SHOP"),
+        ("sender_id.put", "demo/ACME"),
+    ]
+    # A sync that changes nothing writes nothing.
+    before = len(await _audit(conn))
+    await _sync(conn, [_demo(sender_ids=[acme])], fields=fields)
+    assert len(await _audit(conn)) == before
 
 # -- operator changes: each with its audit row and NOTIFY ---------------------------
 

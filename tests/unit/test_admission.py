@@ -13,9 +13,12 @@ from hypothesis import strategies as st
 from smsrouter.connectors.carriers import payloads
 from smsrouter.connectors.smpp.user_data import smpp_text
 from smsrouter.router.accounts import AccountDirectory
-from smsrouter.router.admission import Admission, Draft, country_of, parse_recipient
+from smsrouter.router.admission import Admission, Compliance, Draft, country_of, parse_recipient
 from smsrouter.router.config import AccountConfig
+from smsrouter.router.content import ContentRule, compile_content_rules
 from smsrouter.router.routes import Candidate, PriceTable, RouteTable
+from smsrouter.router.sender_ids import SenderIdRules, SenderRule
+from smsrouter.router.senders import NumberType
 from smsrouter.sms.text import Encoding
 
 
@@ -159,3 +162,45 @@ def test_a_messages_day_is_the_accounts_local_day_across_midnight(
     for at in reversed(instants):
         now = datetime.fromisoformat(at).replace(tzinfo=UTC)
         assert admission._day_of(account, now) == now.astimezone(account.zone).date(), at
+
+
+def test_the_compliance_rules_refuse_in_order_and_a_later_counter_gives_back_the_velocity() -> None:
+    """CONTRACT §6 in `admit`: the country, then the sender ID rule, then
+    content, then the counters; a message the throughput plan refuses is
+    not counted against its recipient's hour."""
+    clock = [0.0]
+    accounts = AccountDirectory([AccountConfig(id="a", allowed_countries=["US", "CA"], max_tps=1)])
+    admission = Admission(
+        routes=RouteTable([("1", [Candidate("sim", Decimal("0.004"))])]),
+        prices=PriceTable([("1", Decimal("0.01"))]),
+        senders={"ACME": "a", "+14155550101": "a"},
+        compliance=Compliance(
+            sender_types={"ACME": NumberType.ALPHANUMERIC, "+14155550101": NumberType.LONG_CODE},
+            sender_ids=SenderIdRules([SenderRule("US", "refused")], ()),
+            content=compile_content_rules([ContentRule("short", "bit\\.ly/", "block")]),
+            max_per_recipient_per_hour=1,
+        ),
+        clock=lambda: clock[0],
+    )
+    account = accounts.get("a")
+    assert account is not None
+    now = datetime.now(UTC)
+
+    def admit(sender: str, to: str, body: str = "hi") -> str:
+        draft = Draft(
+            ingress="http", sender=sender, to=to, body=body, encoding=Encoding.GSM7,
+            data_coding=0, parts=1,
+        )  # fmt: skip
+        outcome = admission.admit(account, draft, now)
+        return "ok" if not hasattr(outcome, "code") else outcome.code  # type: ignore[union-attr]
+
+    assert admit("ACME", "+447700900123") == "country_not_allowed"
+    assert admit("ACME", "+14155550123") == "sender_id_not_allowed"
+    assert admit("+14155550101", "+14155550123", "bit.ly/x") == "content_blocked"
+    assert admit("+14155550101", "+14155550123") == "ok"
+    assert admit("+14155550101", "+14155550123") == "recipient_velocity"
+    # The plan's one message a second is spent: refused, and the velocity
+    # of this other recipient given back.
+    assert admit("+14155550101", "+14165550123") == "throughput_exceeded"
+    clock[0] += 1.0
+    assert admit("+14155550101", "+14165550123") == "ok"

@@ -306,3 +306,96 @@ def test_an_admin_token_without_its_token_names_the_entry() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"admin": {"tokens": [{"name": "ops"}]}}, environ={})
     assert [path for path, _ in info.value.errors] == ["admin.tokens[0]"]
+
+
+def test_compliance_keys_name_their_errors() -> None:
+    """CONTRACT §6's keys: a country that is no ISO 3166 code ("UK" is GB),
+    a country with two sender rules, a pattern the linear-time engine
+    cannot run (a backreference), rates out of range: each names its key."""
+    raw = {
+        "compliance": {
+            "opt_out_flag_rate": 0.2,
+            "opt_out_suspend_rate": 0.1,
+            "opt_out_min_recipients": 0,
+            "max_per_recipient_per_hour": -1,
+            "protected_sender_ids": ["APPLE", " "],
+        },
+        "sender_rules": [
+            {"country": "US", "alphanumeric": "refused"},
+            {"country": "UK"},
+            {"country": "US"},
+            {"country": "AE", "numeric": "refused"},
+        ],
+        "content_rules": [
+            {"name": "ok", "pattern": "(?i)bit\\.ly/"},
+            {"name": "backref", "pattern": "(a)\\1", "action": "flag"},
+            {"name": "ok", "pattern": "x", "countries": ["XX"]},
+            {"name": "lookahead", "pattern": "a(?=b)", "kinds": ["marketing"]},
+        ],
+        "accounts": [
+            {
+                "id": "a",
+                "allowed_countries": ["US", "UK"],
+                "sender_ids": [
+                    {"id": "ACME", "countries": []},
+                    {"id": "ACME", "countries": ["AE"]},
+                ],
+            }
+        ],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, environ={})
+    assert sorted(path for path, _ in info.value.errors) == [
+        "accounts[0].allowed_countries[1]",
+        "accounts[0].sender_ids[0].countries",
+        "accounts[0].sender_ids[1].id",
+        "compliance.max_per_recipient_per_hour",
+        "compliance.opt_out_flag_rate",
+        "compliance.opt_out_min_recipients",
+        "compliance.protected_sender_ids[1]",
+        "content_rules[1].pattern",
+        "content_rules[2].countries[0]",
+        "content_rules[2].name",
+        "content_rules[3].kinds[0]",
+        "sender_rules[1].country",
+        "sender_rules[2].country",
+        "sender_rules[3].numeric",
+    ]
+    messages = dict(info.value.errors)
+    assert "RE2" in messages["content_rules[1].pattern"]
+
+
+def test_a_lookahead_pattern_is_refused_naming_its_key(tmp_path: Path) -> None:
+    """check-config refuses a pattern RE2 cannot compile, naming the key."""
+    config = tmp_path / "c.toml"
+    config.write_text('[[content_rules]]\nname = "la"\npattern = "a(?=b)"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(config, environ={})
+    assert [path for path, _ in info.value.errors] == ["content_rules[0].pattern"]
+
+
+def test_compliance_keys_are_taken_as_written() -> None:
+    config = parse_config(
+        {
+            "compliance": {"max_per_recipient_per_hour": 5, "protected_sender_ids": ["PAYPAL"]},
+            "sender_rules": [{"country": "AE", "alphanumeric": "registered"}],
+            "content_rules": [{"name": "s", "pattern": "bit\\.ly", "action": "flag"}],
+            "accounts": [
+                {
+                    "id": "a",
+                    "allowed_countries": ["AE"],
+                    "sender_ids": [{"id": "ACME", "countries": ["AE", "SA"]}],
+                    "stop_reply": "Bye",
+                    "templates_required": True,
+                }
+            ],
+        },
+        environ={},
+    )
+    assert config.compliance.max_per_recipient_per_hour == 5
+    assert config.sender_rules[0].alphanumeric == "registered"
+    assert config.sender_rules[0].numeric == "allowed"
+    assert config.content_rules[0].action == "flag"
+    account = config.accounts[0]
+    assert account.sender_ids[0].countries == ["AE", "SA"]
+    assert (account.stop_reply, account.templates_required) == ("Bye", True)

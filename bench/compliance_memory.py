@@ -1,0 +1,146 @@
+"""RecipientVelocity at 1,000,000 distinct (account, subscriber) pairs
+(CONTRACT §6 `max_per_recipient_per_hour`; issue 18 asks for its memory).
+
+    python -m bench.compliance_memory [--subscribers 1000000] [--accounts 20]
+
+Prints one JSON line:
+
+* ``bytes_per_subscriber``: memory the counter holds per (account,
+  subscriber) with one message in the window, measured with tracemalloc,
+  plus the subscriber's number string, which the counter keeps alive (in
+  the router nothing else holds it once the message is sent);
+  ``..._without_number`` is the counter's own structures alone.
+* ``bytes_per_subscriber_two_messages``: the same once every subscriber got
+  a second message (a list of two times instead of one float).
+* ``ns_per_take_new`` / ``ns_per_take_second`` / ``ns_per_take_refused``:
+  wall time per `take` for a subscriber not yet seen, for its second
+  message, and for one refused at the limit (2 here).
+
+Numbers are realistic E.164 (US, UK, German, Indian and Brazilian mobiles),
+spread unevenly over the accounts (account k gets a share in 1/k). The
+clock is virtual: every take is a new float, as time.monotonic() gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import random
+import sys
+import time
+import tracemalloc
+
+from smsrouter.router.velocity import RecipientVelocity
+
+LIMIT = 2
+
+
+class Clock:
+    """A clock that moves a microsecond per reading: each reading a new float."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        self.now += 1e-6
+        return self.now
+
+
+def _number(rng: random.Random) -> str:
+    kind = rng.randrange(5)
+    if kind == 0:  # NANP: NPA-NXX-XXXX
+        return (
+            f"+1{rng.randint(2, 9)}{rng.randint(0, 99):02d}"
+            f"{rng.randint(2, 9)}{rng.randint(0, 99):02d}{rng.randint(0, 9999):04d}"
+        )
+    if kind == 1:  # UK mobile
+        return f"+447{rng.randint(0, 999_999_999):09d}"
+    if kind == 2:  # German mobile (015x/016x/017x)
+        return f"+49{rng.choice(('151', '160', '170', '176'))}{rng.randint(0, 99_999_999):08d}"
+    if kind == 3:  # Indian mobile
+        return f"+91{rng.randint(6, 9)}{rng.randint(0, 999_999_999):09d}"
+    return f"+55{rng.randint(11, 99)}9{rng.randint(0, 99_999_999):08d}"  # Brazilian mobile
+
+
+def pairs(n: int, accounts: int, seed: int = 18) -> list[tuple[str, str]]:
+    """`n` distinct (account, subscriber) pairs, subscribers distinct too."""
+    rng = random.Random(seed)
+    names = [f"account-{k}" for k in range(accounts)]
+    weights = [1 / (k + 1) for k in range(accounts)]
+    seen: set[str] = set()
+    out: list[tuple[str, str]] = []
+    while len(out) < n:
+        number = _number(rng)
+        if number in seen:
+            continue
+        seen.add(number)
+        out.append((rng.choices(names, weights)[0], number))
+    return out
+
+
+def memory(load: list[tuple[str, str]]) -> tuple[float, float, float]:
+    """Bytes per pair: counter only, with the number string, with two messages."""
+    velocity = RecipientVelocity(LIMIT, 3600.0, Clock())
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for account, number in load:
+            velocity.take(account, number)
+        one = tracemalloc.get_traced_memory()[0] - base
+        for account, number in load:
+            velocity.take(account, number)
+        two = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert velocity.subscribers == len(load)
+    strings = sum(sys.getsizeof(number) for _, number in load)
+    n = len(load)
+    return one / n, (one + strings) / n, (two + strings) / n
+
+
+def timing(load: list[tuple[str, str]]) -> tuple[float, float, float]:
+    """Nanoseconds per take: new subscriber, second message, refused."""
+    velocity = RecipientVelocity(LIMIT, 3600.0, Clock())
+    take = velocity.take
+    figures = []
+    for _ in range(3):
+        gc.collect()
+        started = time.perf_counter()
+        for account, number in load:
+            take(account, number)
+        figures.append((time.perf_counter() - started) / len(load) * 1e9)
+    assert not take(*load[0])  # the third pass was refused
+    return figures[0], figures[1], figures[2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=1_000_000)
+    parser.add_argument("--accounts", type=int, default=20)
+    args = parser.parse_args()
+    load = pairs(args.subscribers, args.accounts)
+    own, with_number, two = memory(load)
+    new, second, refused = timing(load)
+    print(
+        json.dumps(
+            {
+                "bench": "compliance_memory",
+                "python": platform.python_version(),
+                "subscribers": args.subscribers,
+                "accounts": args.accounts,
+                "bytes_per_subscriber": round(with_number, 1),
+                "bytes_per_subscriber_without_number": round(own, 1),
+                "bytes_per_subscriber_two_messages": round(two, 1),
+                "ns_per_take_new": round(new),
+                "ns_per_take_second": round(second),
+                "ns_per_take_refused": round(refused),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
