@@ -52,6 +52,7 @@ from smsrouter.router.notifications import (
     Dispatcher,
     OutboxPlanner,
 )
+from smsrouter.router.opt_outs import OptOutList
 from smsrouter.router.routes import Candidate, PriceTable, RouteTable
 from smsrouter.router.sender_ids import SenderIdRules, SenderRule
 from smsrouter.router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
@@ -61,6 +62,7 @@ from smsrouter.router.store.directory_watch import DirectoryWatch
 from smsrouter.router.store.group_commit import GroupCommit, StoreError
 from smsrouter.router.store.listeners import CommitListeners
 from smsrouter.router.store.operations import NewNotification
+from smsrouter.router.store.opt_outs import load_opt_outs
 from smsrouter.router.store.queries import (
     forget_idempotency_keys,
     pending_messages,
@@ -204,7 +206,11 @@ class Router:
         self.accounts = AccountDirectory()
         self._numbers: tuple[NumberRow, ...] = ()
         self.directory_watch: DirectoryWatch
-        self.admission = Admission(**admission_rules(config), on_alarm=self._daily_alarm)
+        # CONTRACT §6 "Opt-out": every account's list, loaded at start.
+        self.opt_outs = OptOutList()
+        self.admission = Admission(
+            **admission_rules(config), opt_outs=self.opt_outs, on_alarm=self._daily_alarm
+        )
         self.embedded_pg: EmbeddedPostgres | None = None
         # What /healthz and /readyz answer about the database (CONTRACT §11),
         # fed by a SELECT 1 every second, read without a query per request.
@@ -384,6 +390,9 @@ class Router:
         )
         self.intake = Intake(self.ingest_writer, self.engine, self.admission.not_stored)
         await self._start_days()
+        opted_out = await load_opt_outs(self.pool, self.opt_outs)
+        if opted_out:
+            log.info("opt-outs loaded", numbers=opted_out)
         resumed = await pending_messages(self.pool)
         for row in resumed:
             message = message_of(row)
