@@ -7,6 +7,16 @@ outbox row for the account — a signed POST to its `inbound_url`, or a
 deliver_sm on its receiving bind — so a restart loses none that were
 acknowledged to the carrier as a whole. Parts still waiting for their
 siblings live in memory only: a crash loses those, as it does on handsets.
+
+An MO whose whole text is a keyword (CONTRACT §6 "Opt-out",
+`router/keywords.py`) also changes the account's opt-out list: the change
+is written by the same writer as the MO's outbox row, and the MO is
+acknowledged to the carrier only once both are committed, so a crash
+cannot lose a STOP the carrier was told was received. Once the change is
+committed it is applied to this process's list and the keyword's reply
+goes out through the normal path (committed and charged, queued behind its
+sender's bucket, routed, its receipt handled), skipping only the rules
+that would refuse it to the subscriber who just opted out.
 """
 
 from __future__ import annotations
@@ -21,15 +31,20 @@ import msgspec
 import structlog
 
 from smsrouter.router import metrics
-from smsrouter.router.accounts import AccountDirectory
-from smsrouter.router.admission import Admission
+from smsrouter.router.accounts import Account, AccountDirectory
+from smsrouter.router.admission import Admission, Draft, Recipient, parse_recipient
+from smsrouter.router.intake import Intake
+from smsrouter.router.keywords import HELP, OPT_IN, OPT_OUT, default_reply, keyword_of
 from smsrouter.router.messages import utcnow
 from smsrouter.router.notifications import MO
+from smsrouter.router.opt_outs import OptOutList
 from smsrouter.router.payloads import InboundMessage
+from smsrouter.router.scheduler import SenderQueueFull
 from smsrouter.router.senders import canonical_sender
-from smsrouter.router.store.group_commit import GroupCommit
-from smsrouter.router.store.operations import NewNotification
+from smsrouter.router.store.group_commit import GroupCommit, StoreError
+from smsrouter.router.store.operations import NewNotification, OptOutChange
 from smsrouter.sms.concat import Reassembled, Reassembler
+from smsrouter.sms.text import Encoding, part_count
 
 log = structlog.get_logger("inbound")
 
@@ -45,10 +60,16 @@ class Inbound:
         admission: Admission,
         accounts: AccountDirectory,
         retry_hours: float,
+        opt_outs: OptOutList | None = None,
         clock: Callable[[], float] = time.monotonic,
         reassembler: Reassembler | None = None,
     ) -> None:
         self.writer = writer
+        # The list admission reads: a subscriber's STOP or START joins it
+        # the moment it is committed.
+        self._opt_outs = opt_outs if opt_outs is not None else admission.opt_outs
+        # Where keyword replies are committed and queued (`use_intake`).
+        self._intake: Intake | None = None
         # Whose number an MO was sent to ([[numbers]]), and that account.
         self._admission = admission
         self._accounts = accounts
@@ -56,6 +77,12 @@ class Inbound:
         self._clock = clock
         self.reassembler = reassembler or Reassembler()
         self._decode: dict[tuple[object, ...], Callable[[bytes], str]] = {}
+
+    def use_intake(self, intake: Intake) -> None:
+        """The path keyword replies take. Given after construction: the
+        intake needs the engine, which needs the carriers, which hand their
+        MOs here."""
+        self._intake = intake
 
     def receive(
         self,
@@ -95,7 +122,7 @@ class Inbound:
 
     def _forward(
         self, r: Reassembled, decode: Callable[[bytes], str] | None
-    ) -> asyncio.Future[object]:
+    ) -> asyncio.Future[Any]:
         sender, to, carrier = r.key[0], r.key[1], r.key[2]
         decode = self._decode.pop(r.key, None) or decode
         text = decode(r.payload()) if decode else r.payload().decode("latin-1")
@@ -106,9 +133,10 @@ class Inbound:
         if account is None:
             log.warning("MO to a number of no account", to=to, carrier=carrier)
             metrics.MO_UNROUTED.inc()
-            done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
+        keyword = keyword_of(text)
         body = InboundMessage(
             type="mo",
             carrier=str(carrier),
@@ -118,8 +146,12 @@ class Inbound:
             parts=r.total,
             complete=r.complete,
             received_at=utcnow(),
+            keyword=keyword,
         )
-        return self.writer.submit(
+        changed: asyncio.Future[None] | None = None
+        if keyword is not None:
+            changed = self._keyword(account, keyword, str(sender), canonical_sender(str(to)))
+        forwarded = self.writer.submit(
             NewNotification(
                 MO,
                 account.id,
@@ -128,3 +160,116 @@ class Inbound:
                 utcnow() + self._retry,
             )
         )
+        if changed is None:
+            return forwarded
+        # CONTRACT §6: the carrier's deliver_sm_resp waits for the change and
+        # the forward both.
+        return asyncio.gather(changed, forwarded)
+
+    def _keyword(
+        self, account: Account, keyword: str, sender: str, number: str
+    ) -> asyncio.Future[None] | None:
+        """The opt-out change of a STOP or START (a future resolved once it is
+        committed), and each keyword's reply; None when there is no change
+        to wait for."""
+        subscriber = parse_recipient(sender)
+        if subscriber is None:
+            # A short code or an alphanumeric sender cannot be sent to: no
+            # list entry, no reply. The account still gets the MO.
+            log.warning("keyword from a sender that is no E.164 number", account=account.id)
+            return None
+        if keyword == HELP:
+            self._reply(account, keyword, number, subscriber)
+            return None
+        opted_out = keyword == OPT_OUT
+        done: asyncio.Future[None] = self.writer.loop.create_future()
+
+        def committed(result: object, error: StoreError | None) -> None:
+            if error is not None:
+                # The carrier hears a temporary error and delivers it again.
+                if not done.done():
+                    done.set_exception(error)
+                return
+            # The rows are the truth: whether or not this commit changed them
+            # (a second STOP), the subscriber now is (or is not) in them.
+            if opted_out:
+                self._opt_outs.add(account.id, subscriber.e164)
+            else:
+                self._opt_outs.remove(account.id, subscriber.e164)
+            log.info(
+                "subscriber opted out" if opted_out else "subscriber opted back in",
+                account=account.id, number=number, changed=bool(result),
+            )  # fmt: skip
+            # CONTRACT §6: the reply leaves after the change is committed.
+            self._reply(account, keyword, number, subscriber)
+            if not done.done():
+                done.set_result(None)
+
+        self.writer.submit_then(
+            OptOutChange(account.id, subscriber.e164, opted_out, "subscriber"), committed
+        )
+        return done
+
+    def _reply(self, account: Account, keyword: str, number: str, subscriber: Recipient) -> None:
+        """One message from `number` to the subscriber answering the keyword:
+        the account's own text or the default. Admitted without `admit`, whose
+        opt-out rule would refuse the answer to a STOP (CONTRACT §6: the reply
+        is allowed to the opted-out subscriber); committed and charged by the
+        intake like any message, or, if the balance cannot pay, not sent."""
+        intake = self._intake
+        if intake is None:
+            log.warning("keyword reply not sent: no intake", account=account.id)
+            return
+        text = _configured_reply(account, keyword) or default_reply(keyword, account.id)
+        refusal = self._admission.refuse(subscriber.e164, subscriber, account)
+        if refusal is not None:
+            log.warning(
+                "keyword reply not sent", account=account.id, reason=refusal.code,
+                detail=refusal.detail,
+            )  # fmt: skip
+            return
+        encoding, parts = part_count(text)
+        draft = Draft(
+            ingress=KEYWORD_INGRESS, sender=number, to=subscriber.e164, body=text,
+            encoding=encoding, data_coding=0 if encoding == Encoding.GSM7 else 8, parts=parts,
+            kind="transactional",
+        )  # fmt: skip
+        message = self._admission.new_message(account, draft, subscriber, utcnow())
+
+        def answered(error: StoreError | None, stored: bool) -> None:
+            if error is not None:
+                log.error(
+                    "keyword reply not stored", account=account.id, message_id=str(message.id),
+                    error=str(error),
+                )  # fmt: skip
+            elif not stored:
+                log.warning(
+                    "keyword reply not sent: the balance cannot pay for it",
+                    account=account.id, message_id=str(message.id), price=str(message.price),
+                )  # fmt: skip
+            else:
+                log.info(
+                    "keyword reply accepted", account=account.id, message_id=str(message.id),
+                    keyword=keyword,
+                )  # fmt: skip
+
+        try:
+            intake.accept_one(message, answered)
+        except SenderQueueFull:
+            log.warning(
+                "keyword reply not sent: its sender queue is full",
+                account=account.id, message_id=str(message.id), number=number,
+            )  # fmt: skip
+
+
+# The `ingress` of a keyword's reply (messages.ingress, the label of
+# smsrouter_messages_received_total): the router sent it, no client did.
+KEYWORD_INGRESS = "keyword"
+
+
+def _configured_reply(account: Account, keyword: str) -> str:
+    if keyword == OPT_OUT:
+        return account.stop_reply
+    if keyword == OPT_IN:
+        return account.start_reply
+    return account.help_reply

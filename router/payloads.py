@@ -25,6 +25,9 @@ class InboundMessage(msgspec.Struct, frozen=True):
     parts: int = 1
     complete: bool = True
     received_at: datetime | None = None
+    # CONTRACT §6 "Opt-out": "opt_out" | "opt_in" | "help" (router/keywords.py),
+    # null for any other text. Rows stored before it existed decode as null.
+    keyword: str | None = None
 
 
 class SmppReceipt(msgspec.Struct, frozen=True):

@@ -378,6 +378,7 @@ class Router:
             admission=self.admission,
             accounts=self.accounts,
             retry_hours=cfg.webhooks.retry_hours,
+            opt_outs=self.opt_outs,
         )
         self.carriers = CarrierPool(cfg.carriers, on_mo=mo_receiver(self.inbound))
         self.engine = DeliveryEngine(
@@ -389,6 +390,9 @@ class Router:
             held=self._account_locked,
         )
         self.intake = Intake(self.ingest_writer, self.engine, self.admission.not_stored)
+        # CONTRACT §6 "Opt-out": the replies to STOP/START/HELP take the
+        # normal path.
+        self.inbound.use_intake(self.intake)
         await self._start_days()
         opted_out = await load_opt_outs(self.pool, self.opt_outs)
         if opted_out:

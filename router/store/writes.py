@@ -489,9 +489,15 @@ async def _opt_out_changes(conn: asyncpg.Connection, ops: list[OptOutChange]) ->
     results: list[Any] = []
     for op in ops:
         if op.opted_out:
+            # A subscriber's STOP over an entry the account or an import made
+            # takes it over: only the subscriber's START may lift it now.
+            # True only for a new row (xmax is 0 for an insert, not for the
+            # take-over, which leaves the list as it was).
             changed = await conn.fetchval(
                 "INSERT INTO opt_outs (account_id, recipient, source) VALUES ($1, $2, $3)"
-                " ON CONFLICT (account_id, recipient) DO NOTHING RETURNING true",
+                " ON CONFLICT (account_id, recipient) DO UPDATE SET source = EXCLUDED.source"
+                "  WHERE EXCLUDED.source = 'subscriber' AND opt_outs.source <> 'subscriber'"
+                " RETURNING xmax = 0",
                 op.account_id, op.recipient, op.source,
             )  # fmt: skip
         else:

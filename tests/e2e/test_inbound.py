@@ -62,6 +62,7 @@ async def test_long_mo_is_reassembled_and_posted_signed(
         "parts": 2,
         "complete": True,
         "received_at": callback.body["received_at"],
+        "keyword": None,
     }
 
 
