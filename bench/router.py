@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.compliance_config import compliance_lines
 from bench.procs import LOOPBACK, CpuMeter, Spawned, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +127,7 @@ def config_text(
         'type = "short_code"',
         "rate = 100000",
     ]
+    lines += compliance_lines()
     for number in senders.short_codes:
         lines += ["[[numbers]]", f'number = "{number}"', 'account = "bench"', 'type = "short_code"']
     for number in senders.long_codes:
