@@ -131,8 +131,10 @@ class OptOutWatch:
             await asyncio.sleep(RETRY_SECONDS)
 
     async def _let_go(self, conn: asyncpg.Connection) -> None:
-        if not conn.is_closed():
-            with contextlib.suppress(*_LOST):
+        """Back to the pool, unless the pool took it back already (the
+        server ended the session): then every call on it raises."""
+        with contextlib.suppress(*_LOST):
+            if not conn.is_closed():
                 await conn.remove_listener(OPT_OUTS_CHANNEL, self._notified)
         with contextlib.suppress(*_LOST):
             await self._pool.release(conn)
@@ -157,7 +159,8 @@ class OptOutWatch:
                 if noticed:
                     await self._read(conn, noticed)
         finally:
-            conn.remove_termination_listener(terminated)
+            with contextlib.suppress(*_LOST):
+                conn.remove_termination_listener(terminated)
 
     async def _read(self, conn: asyncpg.Connection, noticed: Noticed) -> None:
         """The current state of what was noticed, into the list. A notice

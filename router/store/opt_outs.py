@@ -46,8 +46,7 @@ IMPORT_SOURCE = "import"
 # asyncpg decodes an array of int8 into a list of ints in C, where a row
 # per number cost a Record each (1,000,000 rows: bench/opt_out_import.py).
 _KEYS_BY_ACCOUNT = (
-    "SELECT account_id, array_agg(substr(recipient, 2)::int8) FROM opt_outs"
-    " {where} GROUP BY account_id"
+    "SELECT account_id, array_agg(substr(recipient, 2)::int8) FROM opt_outs GROUP BY account_id"
 )
 
 
@@ -56,14 +55,17 @@ async def load_opt_outs(pool: asyncpg.Pool, opt_outs: OptOutList) -> int:
     is admitted, and when changes may have been missed); returns how many
     numbers."""
     async with pool.acquire() as conn:
-        rows = await conn.fetch(_KEYS_BY_ACCOUNT.format(where=""))
+        rows = await conn.fetch(_KEYS_BY_ACCOUNT)
     opt_outs.load_keys({r[0]: r[1] for r in rows})
     return sum(len(r[1]) for r in rows)
 
 
 async def load_account(conn: asyncpg.Connection, account_id: str) -> list[int]:
     """One account's whole list as number keys (after a bulk import)."""
-    keys = await conn.fetchval(_KEYS_BY_ACCOUNT.format(where="WHERE account_id = $1"), account_id)
+    keys = await conn.fetchval(
+        "SELECT array_agg(substr(recipient, 2)::int8) FROM opt_outs WHERE account_id = $1",
+        account_id,
+    )
     return list(keys or ())
 
 
