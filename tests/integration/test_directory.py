@@ -347,7 +347,6 @@ async def test_config_numbers_follow_the_file_and_api_numbers_are_untouched(
     )
 
 
-
 async def test_config_sender_ids_follow_the_file_and_the_operators_stay(
     conn: asyncpg.Connection,
 ) -> None:
@@ -387,6 +386,7 @@ async def test_config_sender_ids_follow_the_file_and_the_operators_stay(
     before = len(await _audit(conn))
     await _sync(conn, [_demo(sender_ids=[acme])], fields=fields)
     assert len(await _audit(conn)) == before
+
 
 # -- operator changes: each with its audit row and NOTIFY ---------------------------
 
