@@ -638,6 +638,7 @@ class HttpApi:
         services.writer.submit_then(change, settled)
         finished, _ = await asyncio.wait({done}, timeout=self.request_timeout)
         if not finished:
+            done.cancel()  # no one to hear how it ends; the list still follows it
             return problem(
                 503, "Commit timed out",
                 f"the store did not confirm the change within {self.request_timeout:g} s;"
