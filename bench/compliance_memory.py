@@ -1,5 +1,6 @@
 """RecipientVelocity at 1,000,000 distinct (account, subscriber) pairs
-(CONTRACT §6 `max_per_recipient_per_hour`; issue 18 asks for its memory).
+(CONTRACT §6 `max_per_recipient_per_hour`; issue 18 asks for its memory),
+and the opt-out list (CONTRACT §6 "Opt-out") at as many opted-out numbers.
 
     python -m bench.compliance_memory [--subscribers 1000000] [--accounts 20]
 
@@ -15,6 +16,11 @@ Prints one JSON line:
 * ``ns_per_take_new`` / ``ns_per_take_second`` / ``ns_per_take_refused``:
   wall time per `take` for a subscriber not yet seen, for its second
   message, and for one refused at the limit (2 here).
+* ``opt_out_bytes_per_number``: memory an OptOutList holds per opted-out
+  number, loaded as the daemon loads it at start (store/opt_outs.py: each
+  account's numbers as integers); ``..._added`` the same list built one
+  `add` at a time, as changes arrive; ``opt_out_ns_per_lookup`` the
+  look-up every message pays (`opted_out`, half of them listed).
 
 Numbers are realistic E.164 (US, UK, German, Indian and Brazilian mobiles),
 spread unevenly over the accounts (account k gets a share in 1/k). The
@@ -32,6 +38,7 @@ import sys
 import time
 import tracemalloc
 
+from smsrouter.router.opt_outs import OptOutList, number_key
 from smsrouter.router.velocity import RecipientVelocity
 
 LIMIT = 2
@@ -116,6 +123,47 @@ def timing(load: list[tuple[str, str]]) -> tuple[float, float, float]:
     return figures[0], figures[1], figures[2]
 
 
+def opt_out_memory(load: list[tuple[str, str]]) -> tuple[float, float]:
+    """Bytes per opted-out number: the list loaded whole, then built by adds."""
+    by_account: dict[str, list[int]] = {}
+    for account, number in load:
+        by_account.setdefault(account, []).append(number_key(number))
+    figures = []
+    for build in ("load", "add"):
+        opt_outs = OptOutList()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            if build == "load":
+                # The keys as the database driver hands them: new ints, which
+                # the list then holds alone.
+                opt_outs.load_keys({a: [k + 0 for k in keys] for a, keys in by_account.items()})
+            else:
+                for account, number in load:
+                    opt_outs.add(account, number)
+            gc.collect()
+            figures.append((tracemalloc.get_traced_memory()[0] - base) / len(load))
+        finally:
+            tracemalloc.stop()
+        assert len(opt_outs) == len(load)
+    return figures[0], figures[1]
+
+
+def opt_out_lookup(load: list[tuple[str, str]]) -> float:
+    """Nanoseconds per `opted_out`, half the numbers listed."""
+    opt_outs = OptOutList()
+    for account, number in load[::2]:
+        opt_outs.add(account, number)
+    asked = [(account, number[1:]) for account, number in load]
+    opted_out = opt_outs.opted_out
+    started = time.perf_counter()
+    listed = sum(opted_out(account, digits) for account, digits in asked)
+    seconds = time.perf_counter() - started
+    assert listed == len(load[::2])
+    return seconds / len(asked) * 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=1_000_000)
@@ -124,6 +172,8 @@ def main() -> None:
     load = pairs(args.subscribers, args.accounts)
     own, with_number, two = memory(load)
     new, second, refused = timing(load)
+    opt_out_loaded, opt_out_added = opt_out_memory(load)
+    lookup = opt_out_lookup(load)
     print(
         json.dumps(
             {
@@ -137,6 +187,9 @@ def main() -> None:
                 "ns_per_take_new": round(new),
                 "ns_per_take_second": round(second),
                 "ns_per_take_refused": round(refused),
+                "opt_out_bytes_per_number": round(opt_out_loaded, 1),
+                "opt_out_bytes_per_number_added": round(opt_out_added, 1),
+                "opt_out_ns_per_lookup": round(lookup),
             }
         )
     )

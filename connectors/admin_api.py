@@ -29,6 +29,8 @@ from msgspec import UNSET
 from yarl import URL
 
 from smsrouter.connectors.admin_requests import (
+    MAX_IMPORT_BYTES,
+    MAX_IMPORT_LINES,
     MONEY_FIELDS,
     PATCH_FIELDS,
     AccountCreate,
@@ -38,6 +40,7 @@ from smsrouter.connectors.admin_requests import (
     NumberPut,
     SenderIdPut,
     SmppPut,
+    import_lines,
 )
 from smsrouter.connectors.bearer import bearer_credential, unknown_credential
 from smsrouter.connectors.cursors import id_cursor, id_of_cursor, key_cursor, key_of_cursor
@@ -60,8 +63,10 @@ from smsrouter.connectors.problems import (
 )
 from smsrouter.router.admission import FieldError
 from smsrouter.router.auth_throttle import AuthThrottle
+from smsrouter.router.opt_outs import OptOutList
 from smsrouter.router.senders import NumberType, canonical_sender, classify_sender
 from smsrouter.router.store import directory, ledger
+from smsrouter.router.store import opt_outs as opt_out_rows
 
 log = structlog.get_logger("admin")
 
@@ -128,8 +133,12 @@ class AdminApi:
         header_timeout: float = HEADER_TIMEOUT,
         max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP,
         auth_throttle: AuthThrottle | None = None,
+        opt_outs: OptOutList | None = None,
     ) -> None:
         self.pool = pool
+        # This process's opt-out lists: an import joins them as it commits
+        # (the other processes reload the account on its NOTIFY).
+        self.opt_outs = opt_outs
         # CONTRACT §8: tokens are stored hashed. A token is looked up by its
         # digest, so no comparison runs over the token itself.
         self._token_names = {_digest(token): name for name, token in tokens}
@@ -167,9 +176,13 @@ class AdminApi:
                 "DELETE": self._authed(self.delete_number),
             },
             PREFIX + "/audit": {"GET": self._authed(self.list_audit)},
+            PREFIX + "/opt-outs": {"GET": self._authed(self.list_opt_outs)},
+            account + "/opt-outs/import": {"POST": self._authed(self.import_opt_outs)},
         }
         self.server = HttpServer(
             self.routes,
+            # Only an import may carry a list of up to MAX_IMPORT_LINES numbers.
+            body_limits={account + "/opt-outs/import": MAX_IMPORT_BYTES},
             error_response=server_error,
             header_timeout=header_timeout,
             max_connections_per_ip=max_connections_per_ip,
@@ -488,6 +501,97 @@ class AdminApi:
             200, {"entries": page, "next": id_cursor(page[-1]["id"]) if more else None}
         )
 
+    # ----------------------------------------------------------- opt-outs
+
+    async def list_opt_outs(self, request: Request, actor: str) -> Response:
+        """GET /admin/v1/opt-outs[?account=ID]: one account's list in number
+        order, or every account's in (account, number) order (CONTRACT §8)."""
+        limit, after = _page(request, _LIST_PARAMETERS | {"account"})
+        account_id = request.query.get("account") or None
+        position = _key_position(after)
+        if account_id is None:
+            return await self._list_all_opt_outs(limit, position)
+        account = account_id
+
+        async def read(conn: asyncpg.Connection) -> list[dict[str, Any]] | None:
+            if await directory.get_account(conn, account) is None:
+                return None
+            return await opt_out_rows.list_opt_outs(conn, account, limit=limit + 1, after=position)
+
+        rows = await self._store(read)
+        if rows is None:
+            return _no_account(account)
+        page, more = rows[:limit], len(rows) > limit
+        return json_response(
+            200,
+            {
+                "opt_outs": [{"account": account, **r} for r in page],
+                "next": key_cursor(page[-1]["number"]) if more else None,
+            },
+        )
+
+    async def _list_all_opt_outs(self, limit: int, position: str | None) -> Response:
+        after: tuple[str, str] | None = None
+        if position is not None:
+            account_id, tab, number = position.partition("\t")
+            if not tab:
+                raise _Answer(field_errors([_bad_cursor()]))
+            after = (account_id, number)
+        rows = await self._store(
+            lambda conn: opt_out_rows.list_all_opt_outs(conn, limit=limit + 1, after=after)
+        )
+        page, more = rows[:limit], len(rows) > limit
+        last = page[-1] if more else None
+        return json_response(
+            200,
+            {
+                "opt_outs": page,
+                "next": None
+                if last is None
+                else key_cursor(f"{last['account']}\t{last['number']}"),
+            },
+        )
+
+    async def import_opt_outs(self, request: Request, actor: str) -> Response:
+        """POST /admin/v1/accounts/{id}/opt-outs/import: a text/plain list,
+        one E.164 number per line (CONTRACT §6: an aggregator migrating
+        customers brings their lists). Invalid lines are skipped and
+        answered, the first MAX_INVALID_SHOWN of them."""
+        account_id = request.match_info["id"]
+        media = (request.header("content-type") or "").partition(";")[0].strip().lower()
+        if media != "text/plain":
+            return problem(
+                415, "Unsupported media type",
+                "the body is a text/plain list, one E.164 number per line",
+                kind="unsupported-media-type",
+            )  # fmt: skip
+        # Parsed beside the event loop: numbers outside NANP go through
+        # libphonenumber (tens of microseconds each), which would hold the
+        # loop for seconds over a full request.
+        lines = await asyncio.to_thread(import_lines, request.body)
+        if lines is None:
+            return problem(
+                413, "Too many lines",
+                f"at most {MAX_IMPORT_LINES} lines a request; send a longer list in parts",
+                kind="too-many-lines",
+            )  # fmt: skip
+        added = await self._store(
+            lambda conn: opt_out_rows.import_opt_outs(
+                conn, actor, account_id, lines.numbers, lines.received
+            )
+        )
+        if self.opt_outs is not None:
+            self.opt_outs.add_many(account_id, lines.numbers)
+        return json_response(
+            200,
+            {
+                "received": lines.received,
+                "added": added,
+                "invalid": [{"line": n, "value": v} for n, v in lines.invalid],
+                "invalid_count": lines.invalid_count,
+            },
+        )
+
 
 # ----------------------------------------------------------- answers
 
@@ -571,12 +675,14 @@ def _type_error(name: str, value: Any, kind: Any) -> FieldError | None:
     return None
 
 
-def _page(request: Request) -> tuple[int, str | None]:
-    """`?limit=` and `?after=` of a list; 422 for anything else."""
+def _page(
+    request: Request, parameters: frozenset[str] = _LIST_PARAMETERS
+) -> tuple[int, str | None]:
+    """`?limit=` and `?after=` of a list; 422 for anything not in `parameters`."""
     query = request.query
     errors = [
         FieldError(name, "unknown", "not a parameter of this list")
-        for name in sorted(set(query) - _LIST_PARAMETERS)
+        for name in sorted(set(query) - parameters)
     ]
     limit = DEFAULT_PAGE
     raw_limit = query.get("limit")

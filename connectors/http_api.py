@@ -9,6 +9,7 @@ bad field, the way Twilio and Plivo report them. The routes are served by
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import math
@@ -26,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from smsrouter.connectors.bearer import bearer_credential, unknown_credential
-from smsrouter.connectors.cursors import id_cursor, id_of_cursor
+from smsrouter.connectors.cursors import id_cursor, id_of_cursor, key_cursor, key_of_cursor
 from smsrouter.connectors.http_server import (
     HEADER_TIMEOUT,
     MAX_CONNECTIONS_PER_IP,
@@ -57,17 +58,25 @@ from smsrouter.router.admission import (
     Draft,
     FieldError,
     Refusal,
+    parse_recipient,
     text_parts,
 )
 from smsrouter.router.auth_throttle import AuthThrottle
 from smsrouter.router.intake import Intake, KeyTaken
 from smsrouter.router.liveness import DatabaseLiveness
 from smsrouter.router.messages import Message, utcnow
+from smsrouter.router.opt_outs import OptOutList
 from smsrouter.router.scheduler import SenderQueueFull
 from smsrouter.router.store import balances, queries
-from smsrouter.router.store.group_commit import StoreError
+from smsrouter.router.store.group_commit import GroupCommit, StoreError
 from smsrouter.router.store.ledger import list_ledger
-from smsrouter.router.store.operations import IdempotentAnswer
+from smsrouter.router.store.operations import IdempotentAnswer, OptOutChange
+from smsrouter.router.store.opt_outs import (
+    ACCOUNT_SOURCE,
+    apply_committed,
+    get_opt_out,
+    list_opt_outs,
+)
 from smsrouter.sms.text import Encoding
 
 log = structlog.get_logger("http")
@@ -100,6 +109,10 @@ class RouterServices(Protocol):
     intake: Intake
     pool: asyncpg.Pool
     db_liveness: DatabaseLiveness
+    # The status writer (it retries through database faults) and this
+    # process's opt-out lists, which a change joins as it commits.
+    writer: GroupCommit
+    opt_outs: OptOutList
 
     def is_ready(self) -> tuple[bool, dict[str, Any]]: ...
 
@@ -135,6 +148,11 @@ class HttpApi:
             "/v1/messages/{id}": {"GET": self._authed(self.get_message)},
             "/v1/balance": {"GET": self._authed(self.balance)},
             "/v1/ledger": {"GET": self._authed(self.ledger)},
+            "/v1/opt-outs": {"GET": self._authed(self.list_opt_outs)},
+            "/v1/opt-outs/{number}": {
+                "PUT": self._authed(self.put_opt_out),
+                "DELETE": self._authed(self.delete_opt_out),
+            },
             "/metrics": {"GET": self.metrics},
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
@@ -518,6 +536,120 @@ class HttpApi:
             },
         )
 
+    # ----------------------------------------------------------- /v1/opt-outs
+
+    async def list_opt_outs(self, request: Request, account: Account) -> Response:
+        """GET /v1/opt-outs: the account's opted-out numbers in number order,
+        a page at a time (CONTRACT §6 "Opt-out", §3 lists)."""
+        query = request.query
+        errors = [
+            FieldError(name, "unknown", "not a parameter of this list")
+            for name in sorted(set(query) - {"limit", "after"})
+        ]
+        limit, limit_error = page_limit(query.get("limit"), DEFAULT_PAGE, MAX_PAGE)
+        if limit_error is not None:
+            errors.append(limit_error)
+        after = None
+        if query.get("after"):
+            after = key_of_cursor(query["after"])
+            if after is None:
+                errors.append(FieldError("after", "invalid", "not a cursor this API gave"))
+        if errors:
+            return field_errors(errors)
+        rows = await store_read(
+            list_opt_outs(self.services.pool, account.id, limit=limit + 1, after=after),
+            self.request_timeout,
+        )
+        if isinstance(rows, Response):
+            return rows
+        page, more = rows[:limit], len(rows) > limit
+        return json_response(
+            200,
+            {
+                "opt_outs": [_opt_out_json(r) for r in page],
+                "next": key_cursor(page[-1]["number"]) if more else None,
+            },
+        )
+
+    async def put_opt_out(self, request: Request, account: Account) -> Response:
+        """PUT /v1/opt-outs/{e164}: the account opts a number out (source
+        'account'): 201 when added, 200 when it was listed already."""
+        number = _opt_out_number(request)
+        if isinstance(number, Response):
+            return number
+        changed = await self._change_opt_out(OptOutChange(account.id, number, True, ACCOUNT_SOURCE))
+        if isinstance(changed, Response):
+            return changed
+        entry = await store_read(
+            get_opt_out(self.services.pool, account.id, number), self.request_timeout
+        )
+        if isinstance(entry, Response):
+            return entry
+        if entry is None:  # lifted by a START committed since: as it stood
+            entry = {"number": number, "source": ACCOUNT_SOURCE, "created_at": None}
+        return json_response(201 if changed else 200, _opt_out_json(entry))
+
+    async def delete_opt_out(self, request: Request, account: Account) -> Response:
+        """DELETE /v1/opt-outs/{e164}: only an entry the account added (CONTRACT
+        §6: a subscriber's STOP is lifted only by the subscriber's START)."""
+        number = _opt_out_number(request)
+        if isinstance(number, Response):
+            return number
+        changed = await self._change_opt_out(
+            OptOutChange(account.id, number, False, ACCOUNT_SOURCE)
+        )
+        if isinstance(changed, Response):
+            return changed
+        if changed:
+            return Response(204)
+        entry = await store_read(
+            get_opt_out(self.services.pool, account.id, number), self.request_timeout
+        )
+        if isinstance(entry, Response):
+            return entry
+        if entry is None:
+            return problem(
+                404, "Not found", f"{number} is not on the opt-out list", kind="not-found"
+            )
+        return problem(
+            409, "Conflict",
+            f"{number} opted out by {_OPTED_OUT_BY.get(entry['source'], entry['source'])};"
+            " only the subscriber's START lifts it",
+            kind="opted-out-by-subscriber", source=entry["source"],
+        )  # fmt: skip
+
+    async def _change_opt_out(self, change: OptOutChange) -> bool | Response:
+        """One change through the status writer, applied to this process's
+        list the moment it commits (a send that follows is decided on it).
+        The writer retries through database faults: the request waits at
+        most request_timeout, and a change that commits later still applies."""
+        services = self.services
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def settled(changed: Any, error: StoreError | None) -> None:
+            if error is None:
+                apply_committed(services.opt_outs, change, bool(changed))
+            if not done.done():
+                if error is None:
+                    done.set_result(bool(changed))
+                else:
+                    done.set_exception(error)
+
+        services.writer.submit_then(change, settled)
+        finished, _ = await asyncio.wait({done}, timeout=self.request_timeout)
+        if not finished:
+            done.cancel()  # no one to hear how it ends; the list still follows it
+            return problem(
+                503, "Commit timed out",
+                f"the store did not confirm the change within {self.request_timeout:g} s;"
+                " it is kept and applied once the database takes it",
+                kind="commit-timeout", code="commit_timeout",
+                headers={"Retry-After": str(RETRY_AFTER_STORE)},
+            )  # fmt: skip
+        if done.exception() is not None:
+            return store_unavailable()
+        return done.result()
+
     # ----------------------------------------------------------- ops
 
     async def metrics(self, request: Request) -> Response:
@@ -597,6 +729,30 @@ def _cursor_position(cursor: str) -> tuple[datetime, uuid.UUID] | None:
     except OverflowError:
         return None
     return at, uuid.UUID(bytes=raw[8:])
+
+
+# Who made an entry other than the account, as a 409 names it.
+_OPTED_OUT_BY = {"subscriber": "the subscriber (STOP)", "import": "the operator (an import)"}
+
+
+def _opt_out_number(request: Request) -> str | Response:
+    """The E.164 number of /v1/opt-outs/{e164} ("+" or %2B), as the
+    router writes it (the form a send is matched on), or the 422."""
+    raw = request.match_info["number"]
+    recipient = parse_recipient(raw)
+    if recipient is None:
+        return field_errors(
+            [FieldError("number", "invalid_number", f"{raw!r} is not an E.164 number")]
+        )
+    return recipient.e164
+
+
+def _opt_out_json(entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "number": entry["number"],
+        "source": entry["source"],
+        "created_at": iso(entry["created_at"]),
+    }
 
 
 def _accepted(messages: list[tuple[str, Message]], rejected: list[Refusal]) -> Response:

@@ -279,9 +279,10 @@ class _Reject(Exception):
 
 
 class _Route:
-    __slots__ = ("allow", "methods", "names", "segments")
+    __slots__ = ("allow", "methods", "names", "path", "segments")
 
     def __init__(self, path: str, methods: Mapping[str, Handler]) -> None:
+        self.path = path
         self.methods: dict[str, Handler] = {m.upper(): h for m, h in methods.items()}
         # A GET resource answers HEAD too (RFC 9110 §9.3.2), as aiohttp's add_get did.
         if "GET" in self.methods and "HEAD" not in self.methods:
@@ -320,6 +321,7 @@ class HttpServer:
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
         header_timeout: float = HEADER_TIMEOUT,
         max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP,
+        body_limits: Mapping[str, int] | None = None,
     ) -> None:
         self._exact: dict[str, _Route] = {}
         self._patterns: list[_Route] = []
@@ -330,6 +332,9 @@ class HttpServer:
             else:
                 self._exact[path] = route
         self.max_body_bytes = max_body_bytes
+        # Routes (as written in `routes`) allowed a body larger than
+        # max_body_bytes, e.g. a bulk upload; every other keeps the default.
+        self.body_limits: dict[str, int] = dict(body_limits or {})
         self.error_response = error_response
         self.keepalive_timeout = keepalive_timeout
         self.header_timeout = header_timeout
@@ -443,6 +448,19 @@ class HttpServer:
             self._all_gone.set_result(None)
 
     # ----------------------------------------------------------- routing
+
+    def body_limit(self, path: str) -> int:
+        """The largest body a request for `path` may carry."""
+        limits = self.body_limits
+        if not limits:
+            return self.max_body_bytes
+        limit = limits.get(path)
+        if limit is not None:
+            return limit
+        for pattern in self._patterns:
+            if pattern.path in limits and pattern.match(path) is not None:
+                return limits[pattern.path]
+        return self.max_body_bytes
 
     def resolve(self, request: Request) -> Handler | Response:
         """The handler for the request, or the 404/405 answer."""
@@ -743,6 +761,8 @@ class HttpConnection(asyncio.Protocol):
             parser.should_keep_alive(),
         )
         self._current = request
+        if self._server.body_limits:
+            self._max_body = self._server.body_limit(path)
         length = fields.get(b"content-length")
         if length is not None and int(length) > self._max_body:
             raise self._reject(413, f"Maximum request body size {self._max_body} exceeded.")

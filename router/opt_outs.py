@@ -12,7 +12,7 @@ other processes' by NOTIFY.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 __all__ = ["OptOutList", "number_key"]
 
@@ -57,6 +57,31 @@ class OptOutList:
             self._by_account[account_id] = keys
         else:
             self._by_account.pop(account_id, None)
+
+    def numbers(self, account_id: str) -> int:
+        """How many numbers opted out of the account."""
+        return len(self._by_account.get(account_id, ()))
+
+    def replace_keys(self, account_id: str, keys: Iterable[int]) -> None:
+        """The account's whole list anew, from number keys (`number_key`)."""
+        numbers = set(keys)
+        if numbers:
+            self._by_account[account_id] = numbers
+        else:
+            self._by_account.pop(account_id, None)
+
+    def add_many(self, account_id: str, e164s: Iterable[str]) -> None:
+        """Numbers added to the account's list (an operator's import)."""
+        numbers = self._by_account.setdefault(account_id, set())
+        numbers.update(number_key(n) for n in e164s)
+        if not numbers:
+            del self._by_account[account_id]
+
+    def load_keys(self, by_account: Mapping[str, Iterable[int]]) -> None:
+        """Every account's list from number keys, replacing all (at start,
+        and after the process lost track of changes)."""
+        loaded = {account_id: set(keys) for account_id, keys in by_account.items()}
+        self._by_account = {account_id: keys for account_id, keys in loaded.items() if keys}
 
     def load(self, rows: Iterable[tuple[str, str]]) -> None:
         """Every account's list from (account id, E.164) rows, replacing all."""

@@ -15,6 +15,7 @@ webhook secret.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import http.client
 import json
@@ -228,6 +229,16 @@ def _audit(args: argparse.Namespace) -> AdminRequest:
     return AdminRequest("GET", _page(f"{PREFIX}/audit", args), None)
 
 
+def _opt_outs_list(args: argparse.Namespace) -> AdminRequest:
+    return AdminRequest(
+        "GET", _page(with_query(f"{PREFIX}/opt-outs", account=args.account), args), None
+    )
+
+
+def opt_outs_import_path(account: str) -> str:
+    return _account(account, "opt-outs", "import")
+
+
 _BUILDERS: Mapping[str, Callable[[argparse.Namespace], AdminRequest]] = {
     "accounts create": _accounts_create,
     "accounts show": _accounts_show,
@@ -247,6 +258,7 @@ _BUILDERS: Mapping[str, Callable[[argparse.Namespace], AdminRequest]] = {
     "sender-ids delete": _sender_ids_delete,
     "sender-ids list": _sender_ids_list,
     "audit": _audit,
+    "opt-outs list": _opt_outs_list,
 }
 
 
@@ -371,20 +383,32 @@ class Transport:
         return f"Transport({self.base_url!r})"
 
     def send(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Answer:
+        if body is None:
+            return self.send_bytes(method, path)
+        return self.send_bytes(method, path, json.dumps(body).encode(), "application/json")
+
+    def send_bytes(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Answer:
+        """One request with this body as is (a text/plain import, say)."""
         headers = {
             "Authorization": f"Bearer {self._token}",
             "Accept": "application/json",
             "User-Agent": "smsrouter-admin",
         }
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         request = urllib.request.Request(
             self.base_url + path, data=data, headers=headers, method=method
         )
         try:
-            with self._opener.open(request, timeout=self.timeout) as resp:
+            with self._opener.open(request, timeout=timeout or self.timeout) as resp:
                 return Answer(resp.status, _decode(resp.read()))
         except urllib.error.HTTPError as exc:
             try:
@@ -467,6 +491,7 @@ TABLE_COLUMNS: Mapping[str, tuple[str, ...]] = {
     ),
     "numbers": ("number", "account", "type", "rate"),
     "sender_ids": ("sender_id", "countries"),
+    "opt_outs": ("account", "number", "source", "created_at"),
 }
 CELL_WIDTH = 60
 
@@ -554,6 +579,95 @@ def show(answer: Answer, output: str) -> int:
 
 
 # ---------------------------------------------------------------------------
+# opt-outs import: a file of any length, in requests of IMPORT_CHUNK lines
+
+# Lines per request: half of what the API takes in one (MAX_IMPORT_LINES),
+# so that a request stays well inside the API's time and body limits.
+IMPORT_CHUNK = 50_000
+# Seconds one import request may take (its COPY and INSERT included).
+IMPORT_TIMEOUT = 120.0
+MAX_INVALID_SHOWN = 100
+
+
+def import_chunks(lines: Iterable[str], size: int = IMPORT_CHUNK) -> Iterable[tuple[int, str]]:
+    """The file's lines in chunks of `size`, each as (the number of lines
+    before it, its text): the API's line numbers are the chunk's own."""
+    chunk: list[str] = []
+    before = 0
+    for line in lines:
+        chunk.append(line.rstrip("\r\n"))
+        if len(chunk) == size:
+            yield before, "\n".join(chunk) + "\n"
+            before += size
+            chunk = []
+    if chunk:
+        yield before, "\n".join(chunk) + "\n"
+
+
+class ImportTotals:
+    """What the import requests answered, added up; line numbers are the file's."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.added = 0
+        self.invalid: list[dict[str, Any]] = []
+        self.invalid_count = 0
+        self.requests = 0
+
+    def add(self, before: int, answer: Mapping[str, Any]) -> None:
+        self.requests += 1
+        self.received += int(answer.get("received", 0))
+        self.added += int(answer.get("added", 0))
+        shown = answer.get("invalid") or []
+        self.invalid_count += int(answer.get("invalid_count", len(shown)))
+        for entry in shown:
+            if len(self.invalid) < MAX_INVALID_SHOWN and isinstance(entry, dict):
+                self.invalid.append({"line": before + int(entry["line"]), "value": entry["value"]})
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "added": self.added,
+            "invalid": self.invalid,
+            "invalid_count": self.invalid_count,
+            "requests": self.requests,
+        }
+
+
+def _open_list(path: str) -> Any:
+    if path == "-":
+        return contextlib.nullcontext(sys.stdin)
+    try:
+        return open(path, encoding="utf-8", errors="replace", newline="")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+
+
+def run_import(transport: Transport, account: str, path: str, output: str) -> int:
+    """`opt-outs import ACCOUNT FILE`: every chunk of the file, in order;
+    the totals on stdout. A problem answered stops the import (what the
+    earlier chunks added stays) and is shown with the totals so far."""
+    totals = ImportTotals()
+    target = opt_outs_import_path(account)
+    answer: Answer | None = None
+    with _open_list(path) as lines:
+        for before, text in import_chunks(lines):
+            answer = transport.send_bytes(
+                "POST", target, text.encode(), "text/plain; charset=utf-8",
+                timeout=IMPORT_TIMEOUT,
+            )  # fmt: skip
+            if answer.status != 200 or not isinstance(answer.body, dict):
+                break
+            totals.add(before, answer.body)
+            answer = None
+    if answer is not None:
+        if totals.requests:
+            print(f"imported before the error: {json.dumps(totals.as_json())}", file=sys.stderr)
+        return show(answer, "json")
+    return show(Answer(200, totals.as_json()), output)
+
+
+# ---------------------------------------------------------------------------
 # The command
 
 
@@ -563,16 +677,25 @@ def cmd_admin(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         url = url_of(args, environ)
         token = token_of(args, environ)
         password = read_password(args) if args.admin_action == "smpp set" else None
-        request = build_request(args, password=password)
+        request = (
+            AdminRequest("POST", opt_outs_import_path(args.account), None)
+            if args.admin_action == "opt-outs import"
+            else build_request(args, password=password)
+        )
     except UsageError as exc:
         print(f"smsrouter admin: {exc}", file=sys.stderr)
         return EXIT_USAGE
     transport = Transport(url, token)
     try:
+        if args.admin_action == "opt-outs import":
+            return run_import(transport, args.account, args.file, args.output)
         answer = fetch_all(transport, request) if args.all else transport.send(*request)
     except Unreachable as exc:
         print(f"smsrouter admin: cannot reach the operator API at {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except UsageError as exc:  # the import's file
+        print(f"smsrouter admin: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return show(answer, args.output)
 
 
@@ -763,6 +886,24 @@ def _add_sender_ids(sub: Any, leaves: _Leaves) -> None:
     p.add_argument("account", metavar="ACCOUNT")
 
 
+def _add_opt_outs(sub: Any, leaves: _Leaves) -> None:
+    opt_outs = sub.add_parser("opt-outs", help="opt-out lists (CONTRACT §6 Opt-out)")
+    o = opt_outs.add_subparsers(dest="opt_outs_command", required=True, metavar="COMMAND")
+    p = leaves.add(o, "list", "opt-outs list", "an account's opted-out numbers")
+    p.add_argument("account", metavar="ACCOUNT")
+    _list_options(p)
+
+    p = leaves.add(
+        o,
+        "import",
+        "opt-outs import",
+        f"add a file's numbers (one E.164 a line) to an account's list, "
+        f"{IMPORT_CHUNK} lines a request; prints the totals",
+    )
+    p.add_argument("account", metavar="ACCOUNT")
+    p.add_argument("file", metavar="FILE", help="the list, - for standard input")
+
+
 def add_admin_parser(sub: Any) -> argparse.ArgumentParser:
     """`smsrouter admin ...` under the `smsrouter` command's subparsers."""
     admin: argparse.ArgumentParser = sub.add_parser(
@@ -783,6 +924,7 @@ def add_admin_parser(sub: Any) -> argparse.ArgumentParser:
     _add_money(words, leaves)
     _add_numbers(words, leaves)
     _add_sender_ids(words, leaves)
+    _add_opt_outs(words, leaves)
     p = leaves.add(words, "audit", "audit", "the audit log of changes, newest first")
     _list_options(p)
     admin.set_defaults(func=cmd_admin)

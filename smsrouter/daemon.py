@@ -62,7 +62,7 @@ from smsrouter.router.store.directory_watch import DirectoryWatch
 from smsrouter.router.store.group_commit import GroupCommit, StoreError
 from smsrouter.router.store.listeners import CommitListeners
 from smsrouter.router.store.operations import NewNotification
-from smsrouter.router.store.opt_outs import load_opt_outs
+from smsrouter.router.store.opt_out_watch import OptOutWatch
 from smsrouter.router.store.queries import (
     forget_idempotency_keys,
     pending_messages,
@@ -206,8 +206,10 @@ class Router:
         self.accounts = AccountDirectory()
         self._numbers: tuple[NumberRow, ...] = ()
         self.directory_watch: DirectoryWatch
-        # CONTRACT §6 "Opt-out": every account's list, loaded at start.
+        # CONTRACT §6 "Opt-out": every account's list, loaded at start and
+        # kept current by an OptOutWatch.
         self.opt_outs = OptOutList()
+        self.opt_out_watch: OptOutWatch
         self.admission = Admission(
             **admission_rules(config), opt_outs=self.opt_outs, on_alarm=self._daily_alarm
         )
@@ -316,6 +318,12 @@ class Router:
         await self.directory_watch.reload()
         self.directory_watch.start()
         stack.push_async_callback(self.directory_watch.stop)
+        # CONTRACT §6 "Opt-out": every account's list, loaded before any
+        # listener opens and kept current by NOTIFY.
+        self.opt_out_watch = OptOutWatch(self.pool, self.opt_outs)
+        opted_out = await self.opt_out_watch.start()
+        stack.push_async_callback(self.opt_out_watch.stop)
+        log.info("opt-outs loaded", numbers=opted_out)
 
     async def _start_simulators(self, stack: contextlib.AsyncExitStack) -> None:
         for sim in self.config.simulators:
@@ -394,9 +402,6 @@ class Router:
         # normal path.
         self.inbound.use_intake(self.intake)
         await self._start_days()
-        opted_out = await load_opt_outs(self.pool, self.opt_outs)
-        if opted_out:
-            log.info("opt-outs loaded", numbers=opted_out)
         resumed = await pending_messages(self.pool)
         for row in resumed:
             message = message_of(row)
@@ -438,6 +443,7 @@ class Router:
                 request_timeout=cfg.http.request_timeout,
                 header_timeout=cfg.http.header_timeout,
                 auth_throttle=self.auth_throttle,
+                opt_outs=self.opt_outs,
             )
             admin_server = self.admin.server
             stack.push_async_callback(lambda: admin_server.stop(self._drain))

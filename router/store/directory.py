@@ -336,6 +336,20 @@ async def _audit(
     )
 
 
+async def audit(
+    conn: asyncpg.Connection,
+    actor: str,
+    action: str,
+    target: str,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+) -> None:
+    """One audit row for a change written outside this module (an
+    operator's opt-out import, store/opt_outs.py), in the caller's
+    transaction."""
+    await _audit(conn, actor, action, target, before, after)
+
+
 async def _notify(conn: asyncpg.Connection, target: str) -> None:
     # Delivered at commit, so a listener that reloads sees the change.
     await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, target)
