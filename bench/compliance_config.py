@@ -7,6 +7,15 @@ recipients +1 numbers that no opt-out lists and no pattern matches.
 
 from __future__ import annotations
 
+import aiohttp
+
+from bench.procs import LOOPBACK
+
+ADMIN_TOKEN = "bench-admin-token-0123456789"
+# Opted-out subscribers of the benchmark's account: New York numbers, none
+# of which the benchmark sends to (its recipients are +14155...).
+OPT_OUTS = 100_000
+
 # Twenty patterns of the kinds aggregators run: link shorteners, lending,
 # gambling, cannabis, phishing wording, crypto, adult content.
 CONTENT_PATTERNS = (
@@ -92,8 +101,11 @@ def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def compliance_lines() -> list[str]:
+def compliance_lines(admin_port: int) -> list[str]:
     lines = [
+        "[admin]",
+        f'listen = "{LOOPBACK}:{admin_port}"',
+        f'tokens = [ {{ name = "bench", token = "{ADMIN_TOKEN}" }} ]',
         "[compliance]",
         'protected_sender_ids = ["APPLE", "AMAZON", "GOOGLE", "PAYPAL"]',
         # On, and far above what the benchmark sends one subscriber.
@@ -123,3 +135,18 @@ def compliance_lines() -> list[str]:
         'credit = "1000"',
     ]
     return lines
+
+
+async def load_opt_outs(admin_port: int, count: int = OPT_OUTS) -> None:
+    """The benchmark account's opt-out list, through the operator API's
+    import (one request, then every process reloads the account's list)."""
+    body = "".join(f"+1646{i:07d}\n" for i in range(count)).encode()
+    url = f"http://{LOOPBACK}:{admin_port}/admin/v1/accounts/bench/opt-outs/import"
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "text/plain"}
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http,
+        http.post(url, data=body, headers=headers) as resp,
+    ):
+        answer = await resp.json()
+        if resp.status != 200 or answer.get("added") != count:
+            raise RuntimeError(f"opt-out import failed: {resp.status} {answer}")

@@ -29,7 +29,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.compliance_config import compliance_lines
+from bench.compliance_config import compliance_lines, load_opt_outs
 from bench.procs import LOOPBACK, CpuMeter, Spawned, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +72,7 @@ def config_text(
     carrier_system_id: str,
     carrier_password: str,
     senders: SenderPlan,
+    admin_port: int = 0,
 ) -> str:
     lines = [
         "[http]",
@@ -127,7 +128,7 @@ def config_text(
         'type = "short_code"',
         "rate = 100000",
     ]
-    lines += compliance_lines()
+    lines += compliance_lines(admin_port)
     for number in senders.short_codes:
         lines += ["[[numbers]]", f'number = "{number}"', 'account = "bench"', 'type = "short_code"']
     for number in senders.long_codes:
@@ -163,6 +164,7 @@ class SmsrouterSystem:
         self.site = site
         self.http_port = free_port()
         self.smpp_port = free_port()
+        self.admin_port = free_port()
         self.cpu = CpuMeter()
         self.daemon: Spawned | None = None
         self._pg_root: Path | None = None
@@ -203,6 +205,7 @@ class SmsrouterSystem:
                 carrier_system_id=system_id,
                 carrier_password=password,
                 senders=self.senders,
+                admin_port=self.admin_port,
             )
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("SMSROUTER_")}
@@ -227,6 +230,7 @@ class SmsrouterSystem:
         self.cpu.add("postgres", self.daemon.pid)
         try:
             await self._wait_ready(timeout=120)
+            await load_opt_outs(self.admin_port)
         except BaseException:
             await self.stop()
             raise
