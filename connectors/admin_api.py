@@ -39,6 +39,7 @@ from smsrouter.connectors.admin_requests import (
     SenderIdPut,
     SmppPut,
 )
+from smsrouter.connectors.admin_senders import SenderRoutes
 from smsrouter.connectors.bearer import bearer_credential, unknown_credential
 from smsrouter.connectors.cursors import id_cursor, id_of_cursor, key_cursor, key_of_cursor
 from smsrouter.connectors.http_server import (
@@ -167,6 +168,10 @@ class AdminApi:
                 "DELETE": self._authed(self.delete_number),
             },
             PREFIX + "/audit": {"GET": self._authed(self.list_audit)},
+            PREFIX + "/senders": {"GET": self._authed(SenderRoutes(self._store).list)},
+            PREFIX + "/senders/{number}/resume": {
+                "POST": self._authed(SenderRoutes(self._store).resume)
+            },
         }
         self.server = HttpServer(
             self.routes,
