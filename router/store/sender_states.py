@@ -90,10 +90,16 @@ async def record_state(
             "  state = excluded.state, opt_outs = excluded.opt_outs,"
             "  recipients = excluded.recipients, rate = excluded.rate, since = excluded.since,"
             "  decided_by = excluded.decided_by"
+            # A row another process inserted since the SELECT (there was
+            # none to lock) is raised only, never lowered.
+            f" WHERE sender_states.state <> '{SUSPENDED}'"
+            "  AND sender_states.state <> excluded.state"
             f" RETURNING {_COLUMNS}",
             state.number, state.account_id, state.state, state.opt_outs, state.recipients,
             state.rate, state.since, decided_by,
         )  # fmt: skip
+        if row is None:
+            return None
         written = _state(row)
         before = None if old is None else state_json(_state(old))
         await _audit(
