@@ -34,6 +34,7 @@ INTERPRETED = {
     # ends (the daemon then hangs at stop). Glue run on a notification,
     # not per message.
     "smsrouter/router/store/directory_watch.py",
+    "smsrouter/router/store/sender_watch.py",  # a DirectoryWatch
     # Package markers and re-exports: nothing runs there.
     "smsrouter/router/__init__.py",
     "smsrouter/router/store/__init__.py",

@@ -42,6 +42,7 @@ from smsrouter.connectors.admin_requests import (
     SmppPut,
     import_lines,
 )
+from smsrouter.connectors.admin_senders import SenderRoutes
 from smsrouter.connectors.bearer import bearer_credential, unknown_credential
 from smsrouter.connectors.cursors import id_cursor, id_of_cursor, key_cursor, key_of_cursor
 from smsrouter.connectors.http_server import (
@@ -178,6 +179,10 @@ class AdminApi:
             PREFIX + "/audit": {"GET": self._authed(self.list_audit)},
             PREFIX + "/opt-outs": {"GET": self._authed(self.list_opt_outs)},
             account + "/opt-outs/import": {"POST": self._authed(self.import_opt_outs)},
+            PREFIX + "/senders": {"GET": self._authed(SenderRoutes(self._store).list)},
+            PREFIX + "/senders/{number}/resume": {
+                "POST": self._authed(SenderRoutes(self._store).resume)
+            },
         }
         self.server = HttpServer(
             self.routes,

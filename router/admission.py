@@ -25,6 +25,7 @@ from smsrouter.router.messages import Message, Status, new_message_id
 from smsrouter.router.opt_outs import OptOutList
 from smsrouter.router.routes import PriceTable, RouteTable
 from smsrouter.router.sender_ids import SenderIdRules
+from smsrouter.router.sender_states import SenderStates
 from smsrouter.router.senders import NumberType, classify_sender
 from smsrouter.router.throughput import ThroughputPlans
 from smsrouter.router.velocity import RecipientVelocity
@@ -205,6 +206,10 @@ class Compliance:
     sender_ids: SenderIdRules = field(default_factory=lambda: SenderIdRules((), ()))
     content: ContentRules = field(default_factory=lambda: compile_content_rules(()))
     max_per_recipient_per_hour: int = 0
+    # "Opt-out rate": flag and suspend sender numbers (router/sender_guard.py).
+    opt_out_min_recipients: int = 100
+    opt_out_flag_rate: float = 0.05
+    opt_out_suspend_rate: float = 0.10
 
 
 class Admission:
@@ -220,12 +225,16 @@ class Admission:
         plans: dict[str, PriceTable] | None = None,
         compliance: Compliance | None = None,
         opt_outs: OptOutList | None = None,
+        sender_states: SenderStates | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_alarm: Callable[[Account, int, date], None] | None = None,
     ) -> None:
         # CONTRACT §6 "Opt-out": kept current by whoever changes it (the
         # MO keywords, the APIs, other processes' NOTIFY), not by reloads.
         self.opt_outs = opt_outs if opt_outs is not None else OptOutList()
+        # CONTRACT §6 "Opt-out rate": suspended sender numbers, kept current
+        # by the SenderGuard (this process's decisions, others' by NOTIFY).
+        self.sender_states = sender_states if sender_states is not None else SenderStates()
         # Counts outlive a reload: a new config does not refill the buckets
         # nor reopen a day's limit.
         self.velocity = RecipientVelocity(0, clock=clock)
@@ -272,6 +281,13 @@ class Admission:
                 "unknown_sender",
                 f"{draft.sender!r} is not a sender of this account",
                 field="from",
+            )
+        if self.sender_states.suspended(draft.sender):
+            return Refusal(
+                draft.to,
+                "sender_suspended",
+                f"{draft.sender} is suspended: its opt-out rate passed [compliance]"
+                " opt_out_suspend_rate; an operator resumes it",
             )
         recipient = parse_recipient(draft.to)
         if recipient is None:

@@ -28,7 +28,7 @@ from smsrouter.router.log_limits import LimitedLog
 from smsrouter.router.messages import FINAL_STATUSES, Message, Status, utcnow
 from smsrouter.router.routes import Candidate, RouteTable
 from smsrouter.router.scheduler import SenderQueueFull, SenderScheduler
-from smsrouter.router.senders import SenderRates
+from smsrouter.router.senders import SenderRates, sender_of_key
 from smsrouter.router.store.group_commit import GroupCommit, StoreError
 from smsrouter.router.store.operations import CarrierReceipt, MessageEnded, MessageEvent, PartSent
 
@@ -143,12 +143,20 @@ class DeliveryEngine:
         health: CarrierHealth | None = None,
         rng: random.Random | None = None,
         held: Callable[[str], bool] = lambda account_id: False,
+        refused: Callable[[Message], bool] = lambda message: False,
+        refused_code: str = "sender_suspended",
     ) -> None:
         self.writer = writer
         # Whether an account's messages are held (CONTRACT §6 "Account
         # state": a locked account's queued messages wait for the unlock,
         # or expire).
         self.account_held = held
+        # Whether a queued message must end `rejected` rather than leave
+        # (CONTRACT §6 "Opt-out rate": its sender is suspended), and the
+        # error code it ends with. Asked as each part is released, which
+        # also catches what entered the queues after `end_queued` swept them.
+        self.refused = refused
+        self._refused_code = refused_code
         self.health = health or CarrierHealth(clock=clock)
         self._rng = rng or random.Random()
         self.carriers = carriers
@@ -383,6 +391,9 @@ class DeliveryEngine:
         if self.account_held(message.account_id):
             asyncio.get_running_loop().call_later(HELD_ACCOUNT_RETRY, self._requeue, message, part)
             return
+        if message.parts_sent == 0 and self.refused(message):
+            await self._end(message, Status.REJECTED, self._refused_code)
+            return
         digits = message.recipient.lstrip("+")
         candidates = self._candidates(digits, message.concat_group)
         if not candidates:
@@ -522,6 +533,33 @@ class DeliveryEngine:
             message.send_at = None
             self.enqueue(message)
 
+    def end_queued(self, sender: str, refused: Callable[[Message], bool], code: str) -> int:
+        """End `rejected` with `code` every message of `sender` waiting in
+        its queues, scheduled or parked, that `refused` names and no part of
+        which went out (CONTRACT §6: a suspended sender's queued messages
+        end rejected and are refunded, `writes._messages_ended`); how many."""
+
+        def ends(m: Message) -> bool:
+            return m.sender == sender and m.parts_sent == 0 and refused(m)
+
+        ended: list[Message] = []
+        for key in self.scheduler.queue_keys():
+            if sender_of_key(key) == sender:
+                ended += self.scheduler.remove(key, ends)
+        if any(ends(m) for _, _, m in self._scheduled):
+            ended += [m for _, _, m in self._scheduled if ends(m)]
+            self._scheduled = [e for e in self._scheduled if not ends(e[2])]
+            heapq.heapify(self._scheduled)
+        if any(ends(m) for m, _ in self._parked):
+            ended += [m for m, _ in self._parked if ends(m)]
+            self._parked = [e for e in self._parked if not ends(e[0])]
+        now = utcnow()
+        for m in ended:
+            m.status = Status.REJECTED
+            self._attempts.pop(m.id, None)
+            self.writer.submit_then(MessageEnded(m.id, Status.REJECTED, code, now, None), _ended)
+        return len(ended)
+
     @property
     def scheduled(self) -> int:
         return len(self._scheduled)
@@ -582,3 +620,11 @@ class DeliveryEngine:
         held, self._held = self._held, []
         for h in held:
             self._apply_receipt(h)
+
+
+def _ended(result: object, error: StoreError | None) -> None:
+    # The writer that retries keeps the end until the database takes it;
+    # an error here is a shutdown that could not wait: the message is still
+    # queued in its row, and the next start ends it at its release.
+    if error is not None:
+        log.error("could not record a message's end", error=str(error))

@@ -61,6 +61,7 @@ class Inbound:
         accounts: AccountDirectory,
         retry_hours: float,
         opt_outs: OptOutList | None = None,
+        on_opt_out: Callable[[str, str, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         reassembler: Reassembler | None = None,
     ) -> None:
@@ -68,6 +69,9 @@ class Inbound:
         # The list admission reads: a subscriber's STOP or START joins it
         # the moment it is committed.
         self._opt_outs = opt_outs if opt_outs is not None else admission.opt_outs
+        # Told of each subscriber's STOP once committed, (account id, number,
+        # subscriber): CONTRACT §6 "Opt-out rate" (SenderGuard.opted_out).
+        self._on_opt_out = on_opt_out
         # Where keyword replies are committed and queued (`use_intake`).
         self._intake: Intake | None = None
         # Whose number an MO was sent to ([[numbers]]), and that account.
@@ -194,6 +198,10 @@ class Inbound:
             # (a second STOP), the subscriber now is (or is not) in them.
             if opted_out:
                 self._opt_outs.add(account.id, subscriber.e164)
+                # Before the reply: a STOP that suspends its sender still
+                # gets its reply (a keyword reply is never refused for it).
+                if self._on_opt_out is not None:
+                    self._on_opt_out(account.id, number, subscriber.e164)
             else:
                 self._opt_outs.remove(account.id, subscriber.e164)
             log.info(

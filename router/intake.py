@@ -50,17 +50,23 @@ class Intake:
         writer: GroupCommit,
         engine: DeliveryEngine,
         not_stored: Callable[[Sequence[Message]], None] = lambda messages: None,
+        committed: Callable[[Message], None] = lambda message: None,
     ) -> None:
         self.writer = writer
         self.engine = engine
         # Told of admitted messages that were not stored after all
         # (Admission.not_stored: they leave their day's count).
         self._not_stored = not_stored
+        # Told of each message once it is committed (SenderGuard.sent: its
+        # recipient counts towards its sender's opt-out rate, CONTRACT §6).
+        self._committed = committed
         self._in_doubt: list[Message] = []
 
     def _queue(self, messages: Sequence[Message]) -> None:
+        committed = self._committed
         for m in messages:
             self.engine.enqueue(m)
+            committed(m)
             metrics.received(m.ingress, m.account_id).inc()
 
     def _failed(self, messages: Sequence[Message], error: StoreError) -> None:

@@ -104,6 +104,12 @@ CONTENT_FLAGGED = Counter(
     ["rule"],
     namespace=_NS,
 )
+SENDER_FLAGGED = Gauge(
+    "sender_flagged",
+    "1 while a sender number is flagged or suspended by its opt-out rate (CONTRACT §6)",
+    ["sender"],
+    namespace=_NS,
+)
 ESME_BINDS = Gauge("esme_binds", "Partner ESME binds by account", ["account"], namespace=_NS)
 COMMIT_LATENCY = Histogram(
     "commit_seconds",

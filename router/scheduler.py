@@ -280,6 +280,10 @@ class SenderScheduler(Generic[T]):
         """
         return len(self._buckets)
 
+    def queue_keys(self) -> list[str]:
+        """Every key held (queued work or a bucket refilling)."""
+        return list(self._buckets)
+
     def depth(self, key: str) -> int:
         """Parts queued for ``key`` (0 for an unknown key)."""
         bucket = self._buckets.get(key)

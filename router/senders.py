@@ -102,6 +102,11 @@ class RateDefaults:
         return float(getattr(self, kind.value))
 
 
+def sender_of_key(key: str) -> str:
+    """The sender number of a scheduler key (`SenderRates.queue_key`)."""
+    return key.split(_KEY_SEP, 1)[0]
+
+
 # Separates sender and destination country in a queue key. Neither E.164
 # digits nor the letters and spaces of alphanumeric sender IDs contain it.
 _KEY_SEP = "|"

@@ -225,6 +225,14 @@ def _sender_ids_list(args: argparse.Namespace) -> AdminRequest:
     return AdminRequest("GET", _account(args.account, "sender-ids"), None)
 
 
+def _senders_list(args: argparse.Namespace) -> AdminRequest:
+    return AdminRequest("GET", with_query(_page(f"{PREFIX}/senders", args), state=args.state), None)
+
+
+def _senders_resume(args: argparse.Namespace) -> AdminRequest:
+    return AdminRequest("POST", f"{PREFIX}/senders/{quote(args.number)}/resume", None)
+
+
 def _audit(args: argparse.Namespace) -> AdminRequest:
     return AdminRequest("GET", _page(f"{PREFIX}/audit", args), None)
 
@@ -259,6 +267,8 @@ _BUILDERS: Mapping[str, Callable[[argparse.Namespace], AdminRequest]] = {
     "sender-ids list": _sender_ids_list,
     "audit": _audit,
     "opt-outs list": _opt_outs_list,
+    "senders list": _senders_list,
+    "senders resume": _senders_resume,
 }
 
 
@@ -492,6 +502,7 @@ TABLE_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "numbers": ("number", "account", "type", "rate"),
     "sender_ids": ("sender_id", "countries"),
     "opt_outs": ("account", "number", "source", "created_at"),
+    "senders": ("number", "account", "state", "opt_outs", "recipients", "rate", "since"),
 }
 CELL_WIDTH = 60
 
@@ -925,7 +936,18 @@ def add_admin_parser(sub: Any) -> argparse.ArgumentParser:
     _add_numbers(words, leaves)
     _add_sender_ids(words, leaves)
     _add_opt_outs(words, leaves)
+    _add_senders(words, leaves)
     p = leaves.add(words, "audit", "audit", "the audit log of changes, newest first")
     _list_options(p)
     admin.set_defaults(func=cmd_admin)
     return admin
+
+
+def _add_senders(sub: Any, leaves: _Leaves) -> None:
+    senders = sub.add_parser("senders", help="flagged and suspended senders (CONTRACT §6)")
+    s = senders.add_subparsers(dest="senders_command", required=True, metavar="COMMAND")
+    p = leaves.add(s, "list", "senders list", "numbers flagged or suspended by opt-out rate")
+    p.add_argument("--state", choices=("flagged", "suspended"))
+    _list_options(p)
+    p = leaves.add(s, "resume", "senders resume", "lift a number's flag or suspension")
+    p.add_argument("number", metavar="NUMBER")

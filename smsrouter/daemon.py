@@ -13,7 +13,9 @@ import contextlib
 import gc
 import importlib.machinery
 import json
+import os
 import signal
+import socket
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
@@ -54,7 +56,9 @@ from smsrouter.router.notifications import (
 )
 from smsrouter.router.opt_outs import OptOutList
 from smsrouter.router.routes import Candidate, PriceTable, RouteTable
+from smsrouter.router.sender_guard import SenderGuard
 from smsrouter.router.sender_ids import SenderIdRules, SenderRule
+from smsrouter.router.sender_states import SenderStates
 from smsrouter.router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
 from smsrouter.router.store import group_commit
 from smsrouter.router.store.directory import Directory, NumberRow, sync_config, touch_api_keys
@@ -70,6 +74,7 @@ from smsrouter.router.store.queries import (
     stored_message_ids,
     stored_since,
 )
+from smsrouter.router.store.sender_watch import SenderWatch
 from smsrouter.sims.carrier import CarrierSimulator
 
 log = structlog.get_logger("daemon")
@@ -134,6 +139,9 @@ def compliance_of(config: Config, numbers: Sequence[NumberRow] = ()) -> Complian
         ),
         content=compile_content_rules(content_rule(c) for c in config.content_rules),
         max_per_recipient_per_hour=config.compliance.max_per_recipient_per_hour,
+        opt_out_min_recipients=config.compliance.opt_out_min_recipients,
+        opt_out_flag_rate=config.compliance.opt_out_flag_rate,
+        opt_out_suspend_rate=config.compliance.opt_out_suspend_rate,
     )
 
 
@@ -210,9 +218,15 @@ class Router:
         # kept current by an OptOutWatch.
         self.opt_outs = OptOutList()
         self.opt_out_watch: OptOutWatch
+        # CONTRACT §6 "Opt-out rate": flagged and suspended sender numbers,
+        # loaded at start, followed by a SenderWatch.
+        self.sender_states = SenderStates()
         self.admission = Admission(
-            **admission_rules(config), opt_outs=self.opt_outs, on_alarm=self._daily_alarm
-        )
+            **admission_rules(config), opt_outs=self.opt_outs, sender_states=self.sender_states,
+            on_alarm=self._daily_alarm,
+        )  # fmt: skip
+        self.sender_guard: SenderGuard
+        self.sender_watch: SenderWatch
         self.embedded_pg: EmbeddedPostgres | None = None
         # What /healthz and /readyz answer about the database (CONTRACT §11),
         # fed by a SELECT 1 every second, read without a query per request.
@@ -251,6 +265,9 @@ class Router:
         # Seconds the unwinding gives in-flight work: none for a failed
         # start, [shutdown] drain_seconds for a stop.
         self._drain = 0.0
+        # Whether start() got past loading: a sender state loaded before is
+        # logged as found, one after as news.
+        self._started = False
 
     # ------------------------------------------------------------- readiness
 
@@ -381,12 +398,19 @@ class Router:
         """The parts a message goes through, each built after what it needs:
         intake → engine → carriers, and back through inbound."""
         cfg = self.config
+        self.sender_guard = SenderGuard(
+            states=self.sender_states,
+            thresholds=lambda: self.admission.compliance,
+            pool=self.pool,
+            decided_by=f"{socket.gethostname()}:{os.getpid()}",
+        )
         self.inbound = Inbound(
             writer=self.writer,
             admission=self.admission,
             accounts=self.accounts,
             retry_hours=cfg.webhooks.retry_hours,
             opt_outs=self.opt_outs,
+            on_opt_out=self.sender_guard.opted_out,
         )
         self.carriers = CarrierPool(cfg.carriers, on_mo=mo_receiver(self.inbound))
         self.engine = DeliveryEngine(
@@ -396,12 +420,20 @@ class Router:
             rates=build_rates(cfg, self._numbers),
             max_per_sender=cfg.queues.max_per_sender,
             held=self._account_locked,
+            refused=self.sender_guard.refuses,
         )
-        self.intake = Intake(self.ingest_writer, self.engine, self.admission.not_stored)
+        self.sender_guard.use_engine(self.engine)
+        self.intake = Intake(
+            self.ingest_writer, self.engine, self.admission.not_stored, self.sender_guard.sent
+        )
         # CONTRACT §6 "Opt-out": the replies to STOP/START/HELP take the
         # normal path.
         self.inbound.use_intake(self.intake)
         await self._start_days()
+        self.sender_watch = SenderWatch(
+            self.pool, lambda rows: self.sender_guard.apply(rows, loaded=not self._started)
+        )
+        await self.sender_watch.reload()
         resumed = await pending_messages(self.pool)
         for row in resumed:
             message = message_of(row)
@@ -486,6 +518,10 @@ class Router:
         stack.push_async_callback(lambda: self.dispatcher.stop(timeout=min(self._drain, 5.0)))
         self.engine.start()
         stack.push_async_callback(lambda: self.engine.stop(self._drain))
+        self.sender_watch.start()
+        stack.push_async_callback(self.sender_watch.stop)
+        stack.push_async_callback(self.sender_guard.stop)
+        self._started = True
         for name, chore in (("housekeeping", self._sweep), ("database-recovery", self._recover)):
             stack.push_async_callback(_cancel_and_wait, asyncio.create_task(chore(), name=name))
 

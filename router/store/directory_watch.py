@@ -19,7 +19,7 @@ import asyncpg
 import structlog
 
 from smsrouter.router.log_limits import LimitedLog
-from smsrouter.router.store.directory import NOTIFY_CHANNEL, Directory, load
+from smsrouter.router.store.directory import NOTIFY_CHANNEL, load
 
 log = structlog.get_logger("directory")
 
@@ -38,24 +38,33 @@ _LOST: tuple[type[BaseException], ...] = (
 
 
 class DirectoryWatch:
-    def __init__(self, pool: asyncpg.Pool, on_change: Callable[[Directory], None]) -> None:
+    # What to LISTEN on and what to load when told (a subclass follows
+    # other rows the same way: store/sender_watch.py).
+    channel = NOTIFY_CHANNEL
+
+    async def _load(self, conn: asyncpg.Connection) -> Any:
+        return await load(conn)
+
+    def __init__(self, pool: asyncpg.Pool, on_change: Callable[[Any], None]) -> None:
         self._pool = pool
         self._on_change = on_change
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._failures = LimitedLog(log)
 
-    async def reload(self) -> Directory:
+    async def reload(self) -> Any:
         """Load a snapshot now and hand it on (serialised: the latest load
         is the one applied last)."""
         async with self._lock:
             async with self._pool.acquire() as conn:
-                directory = await load(conn)
+                directory = await self._load(conn)
             self._on_change(directory)
             return directory
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._watch(), name="directory-watch")
+        self._task = asyncio.get_running_loop().create_task(
+            self._watch(), name=f"watch-{self.channel}"
+        )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -70,7 +79,9 @@ class DirectoryWatch:
             try:
                 await self._listen(reconnecting)
             except _LOST as exc:
-                self._failures.warning("directory watch lost its connection", error=repr(exc))
+                self._failures.warning(
+                    "notification watch lost its connection", channel=self.channel, error=repr(exc)
+                )
             reconnecting = True
             await asyncio.sleep(RETRY_SECONDS)
 
@@ -85,7 +96,7 @@ class DirectoryWatch:
             lost.set()
 
         async with self._pool.acquire() as conn:
-            await conn.add_listener(NOTIFY_CHANNEL, notified)
+            await conn.add_listener(self.channel, notified)
             conn.add_termination_listener(terminated)
             try:
                 if reconnecting:
@@ -109,4 +120,4 @@ class DirectoryWatch:
                 conn.remove_termination_listener(terminated)
                 if not conn.is_closed():
                     with contextlib.suppress(*_LOST):
-                        await conn.remove_listener(NOTIFY_CHANNEL, notified)
+                        await conn.remove_listener(self.channel, notified)
