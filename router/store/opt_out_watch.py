@@ -86,12 +86,16 @@ class OptOutWatch:
         """LISTEN, then load every list (a change committed meanwhile is
         heard, not lost), then follow; returns how many numbers were loaded."""
         conn: asyncpg.Connection = await self._pool.acquire()
+        failure: BaseException | None = None
+        loaded = 0
         try:
             await conn.add_listener(OPT_OUTS_CHANNEL, self._notified)
             loaded = await self._reload_all()
-        except BaseException:
+        except BaseException as exc:
+            failure = exc  # released below: no await in an except clause
+        if failure is not None:
             await self._pool.release(conn)
-            raise
+            raise failure
         self._task = asyncio.get_running_loop().create_task(self._watch(conn), name="opt-out-watch")
         return loaded
 
