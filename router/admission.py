@@ -374,7 +374,7 @@ class Admission:
             return draft.template_id in account.templates
         return (
             draft.ingress == "smpp"
-            and isinstance(draft.encoding, Encoding)  # binary data is no text
+            and draft.encoding != "binary"  # data, not text (smpp_text)
             and account.template_matcher.match(draft.body) is not None
         )
 
