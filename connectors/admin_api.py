@@ -58,6 +58,7 @@ from smsrouter.connectors.problems import (
     store_timeout,
     store_unavailable,
 )
+from smsrouter.connectors.template_api import admin_decide_template, admin_list_templates
 from smsrouter.router.admission import FieldError
 from smsrouter.router.auth_throttle import AuthThrottle
 from smsrouter.router.senders import NumberType, canonical_sender, classify_sender
@@ -167,6 +168,9 @@ class AdminApi:
                 "DELETE": self._authed(self.delete_number),
             },
             PREFIX + "/audit": {"GET": self._authed(self.list_audit)},
+            PREFIX + "/templates": {"GET": self._authed(self.list_templates)},
+            PREFIX + "/templates/{id}/approve": {"POST": self._authed(self.approve_template)},
+            PREFIX + "/templates/{id}/reject": {"POST": self._authed(self.reject_template)},
         }
         self.server = HttpServer(
             self.routes,
@@ -486,6 +490,21 @@ class AdminApi:
         page, more = rows[:limit], len(rows) > limit
         return json_response(
             200, {"entries": page, "next": id_cursor(page[-1]["id"]) if more else None}
+        )
+
+    # ----------------------------------------------------------- templates
+
+    async def list_templates(self, request: Request, actor: str) -> Response:
+        return await admin_list_templates(self.pool, request, self.request_timeout)
+
+    async def approve_template(self, request: Request, actor: str) -> Response:
+        return await admin_decide_template(
+            self.pool, request, actor, self.request_timeout, approve=True
+        )
+
+    async def reject_template(self, request: Request, actor: str) -> Response:
+        return await admin_decide_template(
+            self.pool, request, actor, self.request_timeout, approve=False
         )
 
 

@@ -224,6 +224,20 @@ def _sender_ids_list(args: argparse.Namespace) -> AdminRequest:
     return AdminRequest("GET", _account(args.account, "sender-ids"), None)
 
 
+def _templates_list(args: argparse.Namespace) -> AdminRequest:
+    path = with_query(f"{PREFIX}/templates", status=args.status, account=args.account)
+    return AdminRequest("GET", _page(path, args), None)
+
+
+def _templates_approve(args: argparse.Namespace) -> AdminRequest:
+    return AdminRequest("POST", f"{PREFIX}/templates/{quote(args.id)}/approve", None)
+
+
+def _templates_reject(args: argparse.Namespace) -> AdminRequest:
+    path = f"{PREFIX}/templates/{quote(args.id)}/reject"
+    return AdminRequest("POST", path, {"reason": args.reason})
+
+
 def _audit(args: argparse.Namespace) -> AdminRequest:
     return AdminRequest("GET", _page(f"{PREFIX}/audit", args), None)
 
@@ -246,6 +260,9 @@ _BUILDERS: Mapping[str, Callable[[argparse.Namespace], AdminRequest]] = {
     "sender-ids put": _sender_ids_put,
     "sender-ids delete": _sender_ids_delete,
     "sender-ids list": _sender_ids_list,
+    "templates list": _templates_list,
+    "templates approve": _templates_approve,
+    "templates reject": _templates_reject,
     "audit": _audit,
 }
 
@@ -467,6 +484,7 @@ TABLE_COLUMNS: Mapping[str, tuple[str, ...]] = {
     ),
     "numbers": ("number", "account", "type", "rate"),
     "sender_ids": ("sender_id", "countries"),
+    "templates": ("id", "account", "name", "status", "kind", "text", "reason"),
 }
 CELL_WIDTH = 60
 
@@ -763,6 +781,22 @@ def _add_sender_ids(sub: Any, leaves: _Leaves) -> None:
     p.add_argument("account", metavar="ACCOUNT")
 
 
+def _add_templates(sub: Any, leaves: _Leaves) -> None:
+    templates = sub.add_parser("templates", help="message templates (CONTRACT §6 Templates)")
+    t = templates.add_subparsers(dest="templates_command", required=True, metavar="COMMAND")
+    p = leaves.add(t, "list", "templates list", "templates, by id")
+    p.add_argument("--status", choices=["pending", "approved", "rejected"])
+    p.add_argument("--account", metavar="ACCOUNT")
+    _list_options(p)
+
+    p = leaves.add(t, "approve", "templates approve", "approve a pending template")
+    p.add_argument("id", metavar="ID")
+
+    p = leaves.add(t, "reject", "templates reject", "reject a pending template, saying why")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--reason", required=True, metavar="TEXT")
+
+
 def add_admin_parser(sub: Any) -> argparse.ArgumentParser:
     """`smsrouter admin ...` under the `smsrouter` command's subparsers."""
     admin: argparse.ArgumentParser = sub.add_parser(
@@ -783,6 +817,7 @@ def add_admin_parser(sub: Any) -> argparse.ArgumentParser:
     _add_money(words, leaves)
     _add_numbers(words, leaves)
     _add_sender_ids(words, leaves)
+    _add_templates(words, leaves)
     p = leaves.add(words, "audit", "audit", "the audit log of changes, newest first")
     _list_options(p)
     admin.set_defaults(func=cmd_admin)
