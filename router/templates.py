@@ -100,7 +100,8 @@ def parse_template(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
-        if "\ud800" <= ch <= "\udfff":
+        # Compared as a code point: mypyc refuses surrogates in literals.
+        if 0xD800 <= ord(ch) <= 0xDFFF:
             raise ValueError(f"a lone surrogate at position {i} is not text")
         if ch == "{" and text.startswith("{{", i):
             literal.append("{")
