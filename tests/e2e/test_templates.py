@@ -13,9 +13,11 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from smsrouter.connectors.smpp import BindTransceiver, CommandStatus, SubmitSm, SubmitSmResp
 from smsrouter.sims.carrier import CarrierSimulator
@@ -32,6 +34,12 @@ US = "+14155550123"
 # How long an approval may take to reach the process (CONTRACT §8: 1 s),
 # with room for a loaded test machine.
 WITHIN = 5.0
+
+
+@pytest.fixture
+def router_site(each_build: Path | None) -> Path | None:
+    """Both builds: the matcher and the API modules are compiled in one."""
+    return each_build
 
 
 def _free_port() -> int:
