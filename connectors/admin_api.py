@@ -62,6 +62,7 @@ from smsrouter.connectors.problems import (
     store_timeout,
     store_unavailable,
 )
+from smsrouter.connectors.template_api import admin_decide_template, admin_list_templates
 from smsrouter.router.admission import FieldError
 from smsrouter.router.auth_throttle import AuthThrottle
 from smsrouter.router.opt_outs import OptOutList
@@ -183,6 +184,9 @@ class AdminApi:
             PREFIX + "/senders/{number}/resume": {
                 "POST": self._authed(SenderRoutes(self._store).resume)
             },
+            PREFIX + "/templates": {"GET": self._authed(self.list_templates)},
+            PREFIX + "/templates/{id}/approve": {"POST": self._authed(self.approve_template)},
+            PREFIX + "/templates/{id}/reject": {"POST": self._authed(self.reject_template)},
         }
         self.server = HttpServer(
             self.routes,
@@ -595,6 +599,21 @@ class AdminApi:
                 "invalid": [{"line": n, "value": v} for n, v in lines.invalid],
                 "invalid_count": lines.invalid_count,
             },
+        )
+
+    # ----------------------------------------------------------- templates
+
+    async def list_templates(self, request: Request, actor: str) -> Response:
+        return await admin_list_templates(self.pool, request, self.request_timeout)
+
+    async def approve_template(self, request: Request, actor: str) -> Response:
+        return await admin_decide_template(
+            self.pool, request, actor, self.request_timeout, approve=True
+        )
+
+    async def reject_template(self, request: Request, actor: str) -> Response:
+        return await admin_decide_template(
+            self.pool, request, actor, self.request_timeout, approve=False
         )
 
 

@@ -49,6 +49,12 @@ from smsrouter.connectors.problems import (
     store_unavailable,
 )
 from smsrouter.connectors.send_request import SendRequest, decode_send
+from smsrouter.connectors.template_api import (
+    create_template,
+    get_template,
+    list_templates,
+    resolve_template,
+)
 from smsrouter.connectors.webhooks import is_private_address
 from smsrouter.router import metrics
 from smsrouter.router.accounts import Account, AccountDirectory
@@ -153,6 +159,11 @@ class HttpApi:
                 "PUT": self._authed(self.put_opt_out),
                 "DELETE": self._authed(self.delete_opt_out),
             },
+            "/v1/templates": {
+                "POST": self._authed(self.create_template),
+                "GET": self._authed(self.list_templates),
+            },
+            "/v1/templates/{id}": {"GET": self._authed(self.get_template)},
             "/metrics": {"GET": self.metrics},
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
@@ -223,7 +234,9 @@ class HttpApi:
                 req = msgspec.convert(doc, SendRequest)
             except msgspec.ValidationError as invalid:
                 return field_errors([field_error_of(invalid)])
-        errors, sent, (encoding, parts) = self._validate(req, account)
+        template_id, errors = resolve_template(req, account)
+        more, sent, (encoding, parts) = self._validate(req, account)
+        errors += more
         if errors:
             return field_errors(errors)
 
@@ -234,10 +247,10 @@ class HttpApi:
         data_coding = 0 if encoding == "gsm7" else 8
         for to in sent:
             draft = Draft(
-                ingress="http", sender=req.from_, to=to, body=req.text, encoding=encoding,
+                ingress="http", sender=req.from_, to=to, body=req.text or "", encoding=encoding,
                 data_coding=data_coding, parts=parts, client_ref=req.client_ref,
                 callback_url=req.callback_url, validity=req.validity, send_at=req.send_at,
-                kind=req.kind or "transactional",
+                kind=req.kind or "transactional", template_id=template_id,
             )  # fmt: skip
             outcome = admission.admit(account, draft, now)
             if isinstance(outcome, Message):
@@ -390,8 +403,11 @@ class HttpApi:
             errors.append(
                 FieldError("to", "batch_not_allowed", "unverified accounts send to one recipient")
             )
-        encoding, parts = text_parts(req.text)
-        if not req.text:
+        # No text: resolve_template named why (no text, a template not filled).
+        encoding, parts = text_parts(req.text or "")
+        if req.text is None:
+            pass
+        elif not req.text:
             errors.append(FieldError("text", "required", "text must not be empty"))
         elif parts > MAX_PARTS:
             errors.append(
@@ -677,6 +693,17 @@ class HttpApi:
         # bound; the body says which. As cheap as /healthz.
         ready, detail = self.services.is_ready()
         return json_response(200 if ready else 503, {"ready": ready, **detail})
+
+    # ----------------------------------------------------------- /v1/templates
+
+    async def create_template(self, request: Request, account: Account) -> Response:
+        return await create_template(self.services.pool, request, account, self.request_timeout)
+
+    async def list_templates(self, request: Request, account: Account) -> Response:
+        return await list_templates(self.services.pool, request, account, self.request_timeout)
+
+    async def get_template(self, request: Request, account: Account) -> Response:
+        return await get_template(self.services.pool, request, account, self.request_timeout)
 
 
 def _message_json(row: dict[str, Any]) -> dict[str, Any]:

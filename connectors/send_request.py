@@ -8,6 +8,7 @@ module does not keep: this module stays interpreted in the compiled build
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -15,12 +16,17 @@ import msgspec
 class SendRequest(msgspec.Struct, rename={"from_": "from"}):
     from_: str
     to: str | list[str]
-    text: str
+    # Exactly one of text and template (CONTRACT §6 "Templates"); the
+    # params' values are checked when the template is rendered
+    # (connectors/template_api.py), so that each bad one is named.
+    text: str | None = None
     callback_url: str | None = None
     client_ref: str | None = None
     validity: int | None = None
     kind: str | None = None
     send_at: datetime | None = None
+    template: str | None = None
+    params: dict[str, Any] | None = None
 
 
 class _KnownFieldsOnly(SendRequest, forbid_unknown_fields=True):

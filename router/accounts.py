@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import structlog
+
 from smsrouter.router.config import AccountConfig
 from smsrouter.router.passwords import hash_password, verify_password
 from smsrouter.router.store.directory import (
@@ -29,8 +31,12 @@ from smsrouter.router.store.directory import (
     Directory,
     SenderIdRow,
     SmppRow,
+    TemplateRow,
     api_key_digest,
 )
+from smsrouter.router.templates import Template, TemplateMatcher, template_of
+
+log = structlog.get_logger("accounts")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _UTC = zoneinfo.ZoneInfo("UTC")
@@ -45,6 +51,10 @@ def _digest(secret: str) -> bytes:
     h = _SHA256.copy()
     h.update(secret.encode())
     return h.digest()
+
+
+# The matcher of an account without approved templates: it matches nothing.
+NO_TEMPLATES = TemplateMatcher(())
 
 
 @dataclass(slots=True)
@@ -81,6 +91,10 @@ class Account:
     # Registered sender ID → the countries it is registered in (CONTRACT §6
     # "Sender-ID rules per destination country").
     sender_ids: dict[str, frozenset[str]] = field(default_factory=dict)
+    # CONTRACT §6 "Templates": the approved templates by id, and the matcher
+    # of SMPP texts built from them (kept while they stay the same).
+    templates: dict[str, Template] = field(default_factory=dict)
+    template_matcher: TemplateMatcher = field(default_factory=lambda: NO_TEMPLATES)
 
     def ip_allowed(self, ip: str | None) -> bool:
         """An empty allow list admits any source address (CONTRACT §2)."""
@@ -179,6 +193,16 @@ def directory_of_config(accounts: Iterable[AccountConfig]) -> Directory:
     return Directory(tuple(rows), tuple(keys), tuple(smpp), (), tuple(sender_ids))
 
 
+def _matcher(account_id: str, templates: Iterable[Template]) -> TemplateMatcher:
+    try:
+        return TemplateMatcher(templates)
+    except ValueError as too_big:
+        # SMPP texts of the account then match nothing: refused, not let
+        # through unchecked.
+        log.error("templates not compiled", account=account_id, error=str(too_big))
+        return NO_TEMPLATES
+
+
 class PasswordCheck:
     """SMPP passwords against their scrypt hashes, without stalling the loop.
 
@@ -227,6 +251,9 @@ class AccountDirectory:
         # When each key was last used, since the last `take_used`
         # (written to api_keys.last_used_at in the background).
         self._used: dict[str, float] = {}
+        # Account id → its approved templates' ids and their matcher: a
+        # reload for another change does not compile them again.
+        self._matchers: dict[str, tuple[frozenset[str], TemplateMatcher]] = {}
         self.passwords = PasswordCheck()
         self.apply(directory_of_config(accounts))
 
@@ -244,9 +271,37 @@ class AccountDirectory:
             for k in directory.api_keys
             if k.account_id in by_id
         }
+        self._apply_templates(by_id, directory.templates)
         by_system_id = {a.smpp_system_id: a for a in by_id.values() if a.smpp_system_id is not None}
         # Swapped whole, in one turn of the loop: no look-up sees half of each.
         self._by_id, self._by_key, self._by_system_id = by_id, by_key, by_system_id
+
+    def _apply_templates(self, by_id: dict[str, Account], rows: Iterable[TemplateRow]) -> None:
+        """Each account's approved templates, and their matcher: the one
+        built before if they are the same ones, else a new one."""
+        approved: dict[str, dict[str, Template]] = {}
+        for row in rows:
+            try:
+                template = template_of(row.id, row.name, row.text, row.kind)
+            except ValueError as bad:  # checked when created: a row written by hand
+                log.error("template not usable", template=row.id, error=str(bad))
+                continue
+            approved.setdefault(row.account_id, {})[row.id] = template
+        matchers: dict[str, tuple[frozenset[str], TemplateMatcher]] = {}
+        for account_id, templates in approved.items():
+            account = by_id.get(account_id)
+            if account is None:
+                continue
+            ids = frozenset(templates)
+            known = self._matchers.get(account_id)
+            if known is not None and known[0] == ids:
+                matcher = known[1]
+            else:
+                matcher = _matcher(account_id, templates.values())
+            matchers[account_id] = (ids, matcher)
+            account.templates = templates
+            account.template_matcher = matcher
+        self._matchers = matchers
 
     def __iter__(self) -> Iterator[Account]:
         return iter(self._by_id.values())

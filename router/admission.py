@@ -38,6 +38,17 @@ from smsrouter.sms.text import Encoding, part_count
 MAX_PARTS = 10
 
 
+# CONTRACT §6 "Templates": the refusal of a text that is no approved template
+# (SMPP 0x65, ESME_RX_P_APPN).
+TEMPLATE_REQUIRED = "template_required"
+_TEMPLATE_REQUIRED_HTTP = (
+    'this account sends only approved templates: send "template" and "params" instead of "text"'
+)
+_TEMPLATE_REQUIRED_SMPP = (
+    "this account sends only approved templates: the text matches none of them"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class FieldError:
     """A request field that is not acceptable (HTTP 422 `errors` entry)."""
@@ -85,6 +96,9 @@ class Draft:
     valid_until: datetime | None = None
     send_at: datetime | None = None
     kind: str | None = None  # "transactional" | "promotional"; None over SMPP
+    # The approved template the HTTP ingress rendered the body from (CONTRACT
+    # §6 "Templates"); None for a free text and over SMPP.
+    template_id: str | None = None
 
     # Written out so that mypyc compiles it (setup.py: COMPILED_INITS): one
     # is made for every message of both ingresses.
@@ -105,6 +119,7 @@ class Draft:
         valid_until: datetime | None = None,
         send_at: datetime | None = None,
         kind: str | None = None,
+        template_id: str | None = None,
     ) -> None:
         self.ingress = ingress
         self.sender = sender
@@ -121,6 +136,7 @@ class Draft:
         self.valid_until = valid_until
         self.send_at = send_at
         self.kind = kind
+        self.template_id = template_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +334,9 @@ class Admission:
         verdict = rules.content.check(draft.body, draft.kind, sender_type, country)
         if verdict.blocked is not None:
             return Refusal(draft.to, "content_blocked", verdict.detail)
+        if account.templates_required and not self._template_sent(account, draft):
+            detail = _TEMPLATE_REQUIRED_HTTP if draft.ingress == "http" else _TEMPLATE_REQUIRED_SMPP
+            return Refusal(draft.to, TEMPLATE_REQUIRED, detail)
         # The counters last, so that only a message every other rule admits
         # is counted; one refused by a later counter is uncounted by those
         # before it.
@@ -360,6 +379,20 @@ class Admission:
         for rule in verdict.flagged:
             metrics.content_flagged(rule).inc()
         return self.new_message(account, draft, recipient, now)
+
+    @staticmethod
+    def _template_sent(account: Account, draft: Draft) -> bool:
+        """CONTRACT §6 "Templates": is the text one of the account's approved
+        templates? Over HTTP it was rendered from one by id (still approved
+        in this process's copy); over SMPP it must be one with its variables
+        filled."""
+        if draft.template_id is not None:
+            return draft.template_id in account.templates
+        return (
+            draft.ingress == "smpp"
+            and draft.encoding != "binary"  # data, not text (smpp_text)
+            and account.template_matcher.match(draft.body) is not None
+        )
 
     def _day_of(self, account: Account, now: datetime) -> date:
         """The account's day at `now` (UTC). Converting every message's time

@@ -233,6 +233,20 @@ def _senders_resume(args: argparse.Namespace) -> AdminRequest:
     return AdminRequest("POST", f"{PREFIX}/senders/{quote(args.number)}/resume", None)
 
 
+def _templates_list(args: argparse.Namespace) -> AdminRequest:
+    path = with_query(f"{PREFIX}/templates", status=args.status, account=args.account)
+    return AdminRequest("GET", _page(path, args), None)
+
+
+def _templates_approve(args: argparse.Namespace) -> AdminRequest:
+    return AdminRequest("POST", f"{PREFIX}/templates/{quote(args.id)}/approve", None)
+
+
+def _templates_reject(args: argparse.Namespace) -> AdminRequest:
+    path = f"{PREFIX}/templates/{quote(args.id)}/reject"
+    return AdminRequest("POST", path, {"reason": args.reason})
+
+
 def _audit(args: argparse.Namespace) -> AdminRequest:
     return AdminRequest("GET", _page(f"{PREFIX}/audit", args), None)
 
@@ -265,6 +279,9 @@ _BUILDERS: Mapping[str, Callable[[argparse.Namespace], AdminRequest]] = {
     "sender-ids put": _sender_ids_put,
     "sender-ids delete": _sender_ids_delete,
     "sender-ids list": _sender_ids_list,
+    "templates list": _templates_list,
+    "templates approve": _templates_approve,
+    "templates reject": _templates_reject,
     "audit": _audit,
     "opt-outs list": _opt_outs_list,
     "senders list": _senders_list,
@@ -503,6 +520,7 @@ TABLE_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "sender_ids": ("sender_id", "countries"),
     "opt_outs": ("account", "number", "source", "created_at"),
     "senders": ("number", "account", "state", "opt_outs", "recipients", "rate", "since"),
+    "templates": ("id", "account", "name", "status", "kind", "text", "reason"),
 }
 CELL_WIDTH = 60
 
@@ -915,6 +933,22 @@ def _add_opt_outs(sub: Any, leaves: _Leaves) -> None:
     p.add_argument("file", metavar="FILE", help="the list, - for standard input")
 
 
+def _add_templates(sub: Any, leaves: _Leaves) -> None:
+    templates = sub.add_parser("templates", help="message templates (CONTRACT §6 Templates)")
+    t = templates.add_subparsers(dest="templates_command", required=True, metavar="COMMAND")
+    p = leaves.add(t, "list", "templates list", "templates, by id")
+    p.add_argument("--status", choices=["pending", "approved", "rejected"])
+    p.add_argument("--account", metavar="ACCOUNT")
+    _list_options(p)
+
+    p = leaves.add(t, "approve", "templates approve", "approve a pending template")
+    p.add_argument("id", metavar="ID")
+
+    p = leaves.add(t, "reject", "templates reject", "reject a pending template, saying why")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--reason", required=True, metavar="TEXT")
+
+
 def add_admin_parser(sub: Any) -> argparse.ArgumentParser:
     """`smsrouter admin ...` under the `smsrouter` command's subparsers."""
     admin: argparse.ArgumentParser = sub.add_parser(
@@ -937,6 +971,7 @@ def add_admin_parser(sub: Any) -> argparse.ArgumentParser:
     _add_sender_ids(words, leaves)
     _add_opt_outs(words, leaves)
     _add_senders(words, leaves)
+    _add_templates(words, leaves)
     p = leaves.add(words, "audit", "audit", "the audit log of changes, newest first")
     _list_options(p)
     admin.set_defaults(func=cmd_admin)

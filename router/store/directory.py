@@ -171,12 +171,24 @@ class SenderIdRow:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateRow:
+    """An approved template (CONTRACT §6 "Templates", migration 0008)."""
+
+    id: str
+    account_id: str
+    name: str
+    text: str
+    kind: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Directory:
     accounts: tuple[AccountRow, ...]
     api_keys: tuple[ApiKeyRow, ...]  # not revoked
     smpp: tuple[SmppRow, ...]
     numbers: tuple[NumberRow, ...]
     sender_ids: tuple[SenderIdRow, ...]
+    templates: tuple[TemplateRow, ...] = ()  # approved ones only
 
 
 def api_key_digest(key: str) -> bytes:
@@ -233,12 +245,17 @@ async def load(conn: asyncpg.Connection) -> Directory:
         sender_ids = await conn.fetch(
             "SELECT account_id, sender_id, countries FROM sender_ids ORDER BY account_id, sender_id"
         )
+        templates = await conn.fetch(
+            "SELECT id, account_id, name, text, kind FROM templates WHERE status = 'approved'"
+            " ORDER BY account_id, created_at, id"
+        )
     return Directory(
         accounts=tuple(_account_row(r) for r in accounts),
         api_keys=tuple(ApiKeyRow(r[0], r[1], bytes(r[2]), r[3]) for r in keys),
         smpp=tuple(SmppRow(r[0], r[1], r[2], r[3], tuple(r[4])) for r in smpp),
         numbers=tuple(NumberRow(*r) for r in numbers),
         sender_ids=tuple(SenderIdRow(r[0], r[1], tuple(r[2])) for r in sender_ids),
+        templates=tuple(TemplateRow(*r) for r in templates),
     )
 
 
