@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from smsrouter.connectors.smpp import BindTransceiver, CommandStatus, SubmitSm, SubmitSmResp
+from smsrouter.connectors.smpp import BindTransmitter, CommandStatus, SubmitSm, SubmitSmResp
 from smsrouter.router.opt_out_rate import OptOutRates
 from smsrouter.sims.carrier import CarrierSimulator
 from tests.e2e.conftest import StartRouter
@@ -82,7 +82,9 @@ async def _send(http: aiohttp.ClientSession, router: RouterProcess, sender: str,
 async def _submit_over_smpp(router: RouterProcess, sender: str, to: str) -> int:
     esme = await RawEsme.connect(router.smpp_port)
     try:
-        assert await esme.bind(BindTransceiver, "shop", "shop-pw") == CommandStatus.ESME_ROK
+        # A transmitter: the STOPs forwarded to the account (deliver_sm) go to
+        # receiving binds only, and this one reads just its submit_sm_resp.
+        assert await esme.bind(BindTransmitter, "shop", "shop-pw") == CommandStatus.ESME_ROK
         esme.send(
             SubmitSm(
                 source_addr_ton=1, source_addr_npi=1, source_addr=sender.lstrip("+"),
