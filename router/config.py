@@ -27,6 +27,8 @@ from smsrouter.router.content import ContentRule, ContentRuleError, compile_cont
 from smsrouter.router.netaddr import url_refusal
 
 ENV_PREFIX = "SMSROUTER_"
+# SMSROUTER_X_FILE: the value of SMSROUTER_X is in that file (_env_with_files).
+FILE_SUFFIX = "_FILE"
 
 
 class ConfigError(Exception):
@@ -424,6 +426,35 @@ def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
                 break
 
 
+def _env_with_files(environ: Mapping[str, str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The SMSROUTER_ variables, each SMSROUTER_X_FILE=path replaced by
+    SMSROUTER_X = that file's contents (the Docker secrets convention, so
+    that a password is never in the environment itself: CONTRACT §1).
+
+    One trailing newline is dropped, as `echo` and editors leave one. A
+    file that cannot be read, or X set beside X_FILE, is an error named by
+    the variable; the file's contents are never part of a message.
+    """
+    resolved = {k: v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+    errors: list[tuple[str, str]] = []
+    for name, path in environ.items():
+        if not (name.startswith(ENV_PREFIX) and name.endswith(FILE_SUFFIX)):
+            continue
+        del resolved[name]
+        target = name[: -len(FILE_SUFFIX)]
+        if target in environ:
+            errors.append((name, f"{target} is also set: set one of them"))
+            continue
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            errors.append((name, f"cannot read {path}: {reason}"))
+            continue
+        resolved[target] = text.removesuffix("\n").removesuffix("\r")
+    return resolved, errors
+
+
 def _path_of(prefix: str, msgspec_error: str) -> tuple[str, str]:
     """Split msgspec's '... - at `$.a[0].b`' into (key path, message)."""
     m = re.search(r" - at `\$(.*)`$", msgspec_error)
@@ -475,8 +506,8 @@ def parse_config(
     checks = checks or {}
     environ = os.environ if environ is None else environ
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    environ, errors = _env_with_files(environ)
     _env_overrides(raw, environ)
-    errors: list[tuple[str, str]] = []
     values: dict[str, Any] = {}
     positions: dict[str, list[int]] = {}
     for key, value in raw.items():

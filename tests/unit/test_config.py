@@ -76,6 +76,42 @@ def test_bad_env_override_names_its_key() -> None:
     assert info.value.errors[0][0] == "queues.max_per_sender"
 
 
+def test_a_file_variable_holds_the_value_of_its_variable(tmp_path: Path) -> None:
+    # The Docker secrets convention (CONTRACT §1): SMSROUTER_X_FILE names a
+    # file whose contents are SMSROUTER_X, one trailing newline dropped.
+    url, queue = tmp_path / "url", tmp_path / "queue"
+    url.write_text("postgresql://u:s3cret@h/db\n")
+    queue.write_text("7")
+    config = parse_config(
+        {},
+        environ={
+            "SMSROUTER_DATABASE_URL_FILE": str(url),
+            "SMSROUTER_QUEUES_MAX_PER_SENDER_FILE": str(queue),
+        },
+    )
+    assert config.database.url == "postgresql://u:s3cret@h/db"
+    assert config.queues.max_per_sender == 7
+
+
+def test_a_missing_file_is_an_error_naming_its_variable(tmp_path: Path) -> None:
+    secret = tmp_path / "present"
+    secret.write_text("postgresql://u:s3cret@h/db")
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {},
+            environ={
+                "SMSROUTER_HTTP_LISTEN_FILE": str(tmp_path / "absent"),
+                "SMSROUTER_DATABASE_URL": "postgresql://u@h/db",
+                "SMSROUTER_DATABASE_URL_FILE": str(secret),
+            },
+        )
+    assert sorted(path for path, _ in info.value.errors) == [
+        "SMSROUTER_DATABASE_URL_FILE",
+        "SMSROUTER_HTTP_LISTEN_FILE",
+    ]
+    assert "s3cret" not in str(info.value.errors)
+
+
 @pytest.mark.parametrize("interval", [-0.01, 1.5])
 def test_status_flush_interval_out_of_range_names_its_key(interval: float) -> None:
     with pytest.raises(ConfigError) as info:
