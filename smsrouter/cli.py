@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import signal
 import sys
 from collections.abc import Callable
@@ -16,7 +17,16 @@ from smsrouter.admin_cli import add_admin_parser
 from smsrouter.config import load_config
 from smsrouter.router.config import Config, ConfigError
 
+#: The demo config of a checkout, then the copy shipped in the package (a
+#: link to the same file in the repository), so that an installed wheel runs
+#: from any directory (CONTRACT §1).
 DEFAULT_CONFIG = Path("config/demo.toml")
+PACKAGED_CONFIG = Path(__file__).resolve().parent / "demo.toml"
+
+
+def default_config() -> Path:
+    """The config `run`, `check-config` and `db migrate` use without one named."""
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else PACKAGED_CONFIG
 
 
 def _load(path: Path) -> Config:
@@ -39,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from smsrouter.daemon import run
     from smsrouter.logs import configure_logging
 
-    path = Path(args.config) if args.config else DEFAULT_CONFIG
+    path = Path(args.config) if args.config else default_config()
     if not path.exists():
         print(f"config file not found: {path} (pass --config PATH)", file=sys.stderr)
         return 2
@@ -50,9 +60,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(Path(args.path))
+    path = Path(args.path) if args.path else default_config()
+    config = _load(path)
     print(
-        f"{args.path}: ok ({len(config.carriers)} carriers, {len(config.routes)} routes, "
+        f"{path}: ok ({len(config.carriers)} carriers, {len(config.routes)} routes, "
         f"{len(config.accounts)} accounts, {len(config.numbers)} numbers)"
     )
     return 0
@@ -62,7 +73,7 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     from smsrouter.embedded_pg import EmbeddedPostgres
     from smsrouter.logs import configure_logging
 
-    config = _load(Path(args.config) if args.config else DEFAULT_CONFIG)
+    config = _load(Path(args.config) if args.config else default_config())
     configure_logging(config.log.level, config.log.format)
 
     async def migrate() -> list[str]:
@@ -332,23 +343,34 @@ def _add_load_parsers(sim_sub: Any) -> None:
     webhook.set_defaults(func=cmd_sim_webhook)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("smsrouter")
+    except importlib.metadata.PackageNotFoundError:  # sources run without an install
+        return "unknown"
+
+
+DEFAULT_HELP = f"config file (default {DEFAULT_CONFIG} if it exists, else the packaged demo)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smsrouter", description="SMS message router")
+    p.add_argument("--version", action="version", version=f"smsrouter {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the router daemon")
-    run.add_argument("--config", help=f"config file (default {DEFAULT_CONFIG})")
+    run.add_argument("--config", help=DEFAULT_HELP)
     run.add_argument("--log-format", choices=["json", "console"])
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file")
-    check.add_argument("path")
+    check.add_argument("path", nargs="?", help=DEFAULT_HELP)
     check.set_defaults(func=cmd_check_config)
 
     db = sub.add_parser("db", help="database tasks")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     migrate = db_sub.add_parser("migrate", help="apply schema migrations")
-    migrate.add_argument("--config", help=f"config file (default {DEFAULT_CONFIG})")
+    migrate.add_argument("--config", help=DEFAULT_HELP)
     migrate.set_defaults(func=cmd_db_migrate)
 
     sim = sub.add_parser("sim", help="simulators of the outside world")
