@@ -17,8 +17,9 @@ RUN apt-get update \
 WORKDIR /src
 # Exactly what pyproject.toml builds from: the build backend it names
 # (build_backend/), setup.py (the compiled modules), the README (the long
-# description), the packages, and config/ (smsrouter/demo.toml links to it).
-COPY pyproject.toml setup.py README.md ./
+# description), MANIFEST.in (what an sdist adds), the packages, and config/
+# (smsrouter/demo.toml links to it).
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY build_backend ./build_backend
 COPY router ./router
 COPY connectors ./connectors
