@@ -271,7 +271,7 @@ def _add_load_parsers(sim_sub: Any) -> None:
     esme.add_argument("--host", default="127.0.0.1")
     esme.add_argument("--port", type=int, default=2775)
     esme.add_argument("--system-id", default="demo")
-    esme.add_argument("--password", default="demo-pass")
+    esme.add_argument("--password", default="demo-pw")
     esme.add_argument("--system-type", default="")
     esme.add_argument("--binds", type=int, default=1, help="transceiver binds (default 1)")
     esme.add_argument("--window", type=int, default=100, help="outstanding submits per bind")

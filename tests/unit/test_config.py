@@ -27,6 +27,11 @@ def test_demo_config_is_valid() -> None:
     assert config.routes[0].carriers[0].cost == Decimal("0.0045")
     assert config.accounts[0].smpp is not None
     assert config.rates.country["CA"]["toll_free"] == 1
+    # SMPP 3.4 §5.2.2: a bind's password is at most 8 characters (smpplib
+    # refuses longer, Kannel cuts it); the README names this password.
+    password = config.accounts[0].smpp.password
+    assert len(password) <= 8
+    assert f"`{password}`" in (ROOT / "README.md").read_text()
 
 
 def test_every_error_is_reported_with_its_key_path() -> None:
