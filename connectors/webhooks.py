@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import time
 from collections.abc import Callable
 
 from smsrouter.connectors.http_client import HttpClient, HttpClientError, TargetRefused
@@ -15,12 +17,21 @@ from smsrouter.router.store.operations import Notification
 __all__ = [
     "MAX_RESPONSE_BYTES",
     "SIGNATURE_HEADER",
+    "WEBHOOK_ID_HEADER",
+    "WEBHOOK_SIGNATURE_HEADER",
+    "WEBHOOK_TIMESTAMP_HEADER",
     "WebhookChannel",
     "is_private_address",
     "sign",
+    "sign_standard",
+    "signature_headers",
 ]
 
 SIGNATURE_HEADER = "X-Smsrouter-Signature"
+# The Standard Webhooks headers (CONTRACT §3), beside ours.
+WEBHOOK_ID_HEADER = "webhook-id"
+WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
+WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
 
 # An app's answer is not ours to keep: only this much of its body is read.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -36,16 +47,51 @@ _KEYED: dict[str, hmac.HMAC] = {}
 _MAX_KEYED = 1024
 
 
-def sign(secret: str, body: bytes) -> str:
-    """`sha256=<hex HMAC-SHA256 of the body>`, the header value apps verify."""
+def _keyed(secret: str) -> hmac.HMAC:
     keyed = _KEYED.get(secret)
     if keyed is None:
         if len(_KEYED) >= _MAX_KEYED:
             _KEYED.clear()
         keyed = _KEYED[secret] = hmac.new(secret.encode(), digestmod=hashlib.sha256)
-    mac = keyed.copy()
+    return keyed.copy()
+
+
+def sign(secret: str, body: bytes) -> str:
+    """`sha256=<hex HMAC-SHA256 of the body>`, the header value apps verify."""
+    mac = _keyed(secret)
     mac.update(body)
     return "sha256=" + mac.hexdigest()
+
+
+def sign_standard(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, keyed with the
+    secret's UTF-8 bytes (CONTRACT §3, the Standard Webhooks signature)."""
+    mac = _keyed(secret)
+    mac.update(b"%s.%d." % (webhook_id.encode(), timestamp))
+    mac.update(body)
+    return "v1," + base64.b64encode(mac.digest()).decode("ascii")
+
+
+def signature_headers(
+    secrets: tuple[str, ...], webhook_id: str, timestamp: int, body: bytes
+) -> list[tuple[str, str]]:
+    """The signing headers of one attempt. `X-Smsrouter-Signature` is the
+    current secret's; `webhook-signature` holds one signature per secret,
+    space-separated, so a receiver holding either secret of a rotation
+    verifies it (CONTRACT §3). No secret: only the id and timestamp."""
+    headers = [
+        (WEBHOOK_ID_HEADER, webhook_id),
+        (WEBHOOK_TIMESTAMP_HEADER, str(timestamp)),
+    ]
+    if secrets:
+        headers.append((SIGNATURE_HEADER, sign(secrets[0], body)))
+        headers.append(
+            (
+                WEBHOOK_SIGNATURE_HEADER,
+                " ".join([sign_standard(s, webhook_id, timestamp, body) for s in secrets]),
+            )
+        )
+    return headers
 
 
 class WebhookChannel:
@@ -85,13 +131,12 @@ class WebhookChannel:
     async def deliver(self, n: Notification) -> None:
         assert self._client is not None and n.target
         account = self._account_of(n.account_id)
-        if account is not None and account.webhook_secret:
-            headers: tuple[tuple[str, str], ...] = (
-                _JSON,
-                (SIGNATURE_HEADER, sign(account.webhook_secret, n.payload)),
-            )
-        else:
-            headers = (_JSON,)
+        secrets = account.webhook_secrets if account is not None else ()
+        # The outbox row's id: every retry of a notification carries the
+        # same webhook-id, so receivers dedupe on it; the timestamp is the
+        # attempt's, so a replayed old request can be refused (CONTRACT §3).
+        headers = [_JSON]
+        headers.extend(signature_headers(secrets, str(n.id), int(time.time()), n.payload))
         try:
             status = await self._client.post(n.target, n.payload, headers)
         except TargetRefused as refused:
