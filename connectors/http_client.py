@@ -30,7 +30,7 @@ import httptools
 
 from smsrouter.router.netaddr import is_private_address, url_refusal
 
-__all__ = ["HttpClient", "HttpClientError", "TargetRefused", "is_private_address"]
+__all__ = ["HttpAnswer", "HttpClient", "HttpClientError", "TargetRefused", "is_private_address"]
 
 # Parsed URLs kept; callbacks go to a few URLs per account, so this only
 # bounds memory against a stream of distinct ones.
@@ -112,10 +112,11 @@ class _Target:
 class _Call:
     """One request in flight: what its timer must undo when it fires."""
 
-    __slots__ = ("client", "conn", "connecting", "expired", "fut")
+    __slots__ = ("client", "conn", "connecting", "expired", "fut", "retry_after")
 
     def __init__(self, client: HttpClient) -> None:
         self.client = client
+        self.retry_after: str | None = None  # the answer's Retry-After
         self.conn: _Connection | None = None
         self.connecting: asyncio.Task[_Connection] | None = None
         self.expired = False
@@ -142,6 +143,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "body_bytes",
+        "call",
         "client",
         "closed",
         "complete",
@@ -152,6 +154,7 @@ class _Connection(asyncio.Protocol):
         "parser",
         "pool",
         "received",
+        "retry_after",
         "reused",
         "status",
         "te_seen",
@@ -166,6 +169,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[int] | None = None
+        self.call: _Call | None = None
         self.counted = True  # holds one of the pool's and the client's slots
         self.closed = False
         self.reused = False  # has answered before: the keep-alive race applies
@@ -181,6 +185,7 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self.too_long = False
+        self.retry_after: bytes | None = None
 
     # -- requests
 
@@ -191,6 +196,7 @@ class _Connection(asyncio.Protocol):
             raise HttpClientError(f"connection to {self.pool.label} lost before the request")
         fut: asyncio.Future[int] = self.client.loop.create_future()
         self.waiter = fut
+        self.call = call
         self.received = False
         call.conn = self
         call.fut = fut
@@ -201,6 +207,7 @@ class _Connection(asyncio.Protocol):
         """Fail the request in flight and drop the connection."""
         fut = self.waiter
         self.waiter = None
+        self.call = None
         if fut is not None and not fut.done():
             fut.set_exception(exc)
         self.abort()
@@ -229,6 +236,10 @@ class _Connection(asyncio.Protocol):
         fut = self.waiter
         self.waiter = None
         self.complete = False
+        call = self.call
+        self.call = None
+        if call is not None and self.retry_after is not None:
+            call.retry_after = self.retry_after.decode("latin-1")
         if fut is not None and not fut.done():
             fut.set_result(status)
         if reusable is None:
@@ -321,6 +332,10 @@ class _Connection(asyncio.Protocol):
             # close (RFC 9112 §6.3, item 4).
             self.te_seen = True
             self.framed = value.rstrip().lower().endswith(b"chunked")
+        elif n == 11 and name.lower() == b"retry-after":
+            # Kept for the caller: a receiver's 429/503 may say when to come
+            # back (RFC 9110 §10.2.3).
+            self.retry_after = value.strip()
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -345,6 +360,16 @@ class _Connection(asyncio.Protocol):
         # Asked now: llhttp forgets the message's flags once this returns.
         self.keep_alive = self.parser.should_keep_alive()
         self.complete = True
+
+
+class HttpAnswer:
+    """A response's status, and its Retry-After header if it had one."""
+
+    __slots__ = ("retry_after", "status")
+
+    def __init__(self, status: int, retry_after: str | None) -> None:
+        self.status = status
+        self.retry_after = retry_after
 
 
 class HttpClient:
@@ -390,6 +415,12 @@ class HttpClient:
     async def post(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> int:
         """POST `body` to `url` and return the response status (any status;
         redirects are not followed). Raises HttpClientError."""
+        return (await self.post_answer(url, body, headers)).status
+
+    async def post_answer(
+        self, url: str, body: bytes, headers: Sequence[tuple[str, str]]
+    ) -> HttpAnswer:
+        """As `post`, with the answer's Retry-After header too."""
         target = self._targets.get(url)
         if target is None:
             target = self._target(url)
@@ -411,7 +442,7 @@ class HttpClient:
         try:
             conn = pool.idle.pop() if pool.idle else await self._acquire(call, pool)
             try:
-                return await conn.send(call, request)
+                return HttpAnswer(await conn.send(call, request), call.retry_after)
             except _Stale:
                 # The server closed the kept-alive connection as the request
                 # went out (RFC 9112 §9.3.1, §9.6). POST is not idempotent,
@@ -421,7 +452,7 @@ class HttpClient:
                 pass
             conn = await self._acquire(call, pool, fresh=True)
             try:
-                return await conn.send(call, request)
+                return HttpAnswer(await conn.send(call, request), call.retry_after)
             except _Stale:
                 raise HttpClientError(
                     f"connection to {pool.label} lost before a response"

@@ -7,6 +7,8 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 
 from smsrouter.connectors.http_client import HttpClient, HttpClientError, TargetRefused
 from smsrouter.router.accounts import Account
@@ -22,6 +24,7 @@ __all__ = [
     "WEBHOOK_TIMESTAMP_HEADER",
     "WebhookChannel",
     "is_private_address",
+    "retry_after_seconds",
     "sign",
     "sign_standard",
     "signature_headers",
@@ -138,7 +141,7 @@ class WebhookChannel:
         headers = [_JSON]
         headers.extend(signature_headers(secrets, str(n.id), int(time.time()), n.payload))
         try:
-            status = await self._client.post(n.target, n.payload, headers)
+            answer = await self._client.post_answer(n.target, n.payload, headers)
         except TargetRefused as refused:
             # A malformed URL or a private address (deny_private_networks)
             # stays so: the row is given up now, not retried for
@@ -151,5 +154,33 @@ class WebhookChannel:
         # delivered, and a redirect could carry the signed receipt to another
         # host. A 3xx is a failed attempt (Chargebee's webhooks, for one,
         # refuse redirects the same way).
+        status = answer.status
         if not 200 <= status < 300:
-            raise DeliveryFailed(f"HTTP {status}")
+            raise DeliveryFailed(f"HTTP {status}", _asked_pause(status, answer.retry_after))
+
+
+# The statuses whose Retry-After says when the receiver can take the
+# callback again (RFC 9110 §10.2.3; RFC 6585 §4 for 429).
+_PAUSE_STATUSES = frozenset({429, 503})
+
+
+def _asked_pause(status: int, retry_after: str | None) -> float | None:
+    if status not in _PAUSE_STATUSES or retry_after is None:
+        return None
+    return retry_after_seconds(retry_after, time.time())
+
+
+def retry_after_seconds(value: str, now: float) -> float | None:
+    """Seconds from `now` (Unix time) that a Retry-After value asks for:
+    delay-seconds or an HTTP-date (RFC 9110 §10.2.3); None if it is neither.
+    A date in the past asks for no wait."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # HTTP-dates are GMT
+    return max(0.0, when.timestamp() - now)

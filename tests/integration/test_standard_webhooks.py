@@ -9,7 +9,9 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from email.utils import formatdate
 
+import asyncpg
 import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -18,9 +20,10 @@ from smsrouter.connectors.webhooks import SIGNATURE_HEADER, WebhookChannel, sign
 from smsrouter.router.accounts import AccountDirectory
 from smsrouter.router.config import AccountConfig
 from smsrouter.router.messages import utcnow
-from smsrouter.router.notifications import MO, WEBHOOK, DeliveryFailed
+from smsrouter.router.notifications import MAX_RETRY_SECONDS, MO, WEBHOOK, DeliveryFailed
 from smsrouter.router.store import Notification
 from tests.http_apps import serving
+from tests.integration.test_webhooks import Router, _attempts, _done, _message, _row, eventually
 
 SECRET = "whsec-3f9a1c"
 NEXT_SECRET = "rotated-ключ-77"
@@ -164,3 +167,57 @@ async def test_an_account_without_a_secret_sends_no_signature(
     (seen,) = receiver.seen
     assert "webhook-signature" not in seen.headers and SIGNATURE_HEADER not in seen.headers
     assert seen.headers["webhook-id"] == "41"
+
+
+# -- Retry-After (CONTRACT §3): a receiver's 429/503 says when to come back
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_pause_asked_with_retry_after_reaches_the_dispatcher(
+    receiver: Receiver, channel: WebhookChannel, status: int
+) -> None:
+    receiver.status = status
+    receiver.extra = {"Retry-After": "120"}
+    with pytest.raises(DeliveryFailed) as seconds:
+        await channel.deliver(_notification(receiver.url, b"{}"))
+    assert seconds.value.retry_after == 120.0
+    receiver.extra = {"Retry-After": formatdate(time.time() + 600, usegmt=True)}
+    with pytest.raises(DeliveryFailed) as date:
+        await channel.deliver(_notification(receiver.url, b"{}"))
+    assert date.value.retry_after is not None and 590.0 <= date.value.retry_after <= 600.0
+
+
+async def test_retry_after_on_another_status_is_not_a_pause(
+    receiver: Receiver, channel: WebhookChannel
+) -> None:
+    receiver.status = 500
+    receiver.extra = {"Retry-After": "120"}
+    with pytest.raises(DeliveryFailed) as failed:
+        await channel.deliver(_notification(receiver.url, b"{}"))
+    assert failed.value.retry_after is None
+
+
+async def test_the_next_attempt_waits_for_retry_after(
+    db_pool: asyncpg.Pool, receiver: Receiver, channel: WebhookChannel
+) -> None:
+    router = Router(db_pool, channel)
+    router.start()
+    try:
+        receiver.status = 429
+        receiver.extra = {"Retry-After": "300"}
+        before = utcnow()
+        n = await router.finish(_message(receiver.url, n=7))
+        await eventually(_attempts(db_pool, n.id, 1), "the first attempt")
+        row = await _row(db_pool, n.id)
+        assert row["done_at"] is None and row["last_error"] == "HTTP 429"
+        # Not the ~1 s of the first backoff: the 300 s the receiver asked.
+        assert row["next_attempt_at"] >= before + timedelta(seconds=300)
+        assert row["next_attempt_at"] <= utcnow() + timedelta(seconds=MAX_RETRY_SECONDS)
+
+        receiver.status = 200
+        router.retry_due(301.0)
+        await eventually(_done(db_pool, n.id), "the row to be done")
+        assert len(receiver.seen) == 2
+        assert receiver.seen[0].headers["webhook-id"] == receiver.seen[1].headers["webhook-id"]
+    finally:
+        await router.stop()
