@@ -22,9 +22,11 @@ import ipaddress
 import os
 import socket
 import ssl
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
+from urllib.request import getproxies_environment
 
 import httptools
 
@@ -81,6 +83,11 @@ class _TooLong(Exception):
 
 class _Unexpected(Exception):
     """Bytes of a response nobody asked for."""
+
+
+# Whether NO_PROXY exempts a host; in urllib.request but not in its stubs.
+_NO_PROXY_CHECK = "proxy_bypass_environment"
+_no_proxy: Callable[[str, dict[str, str]], bool] = getattr(urllib.request, _NO_PROXY_CHECK)
 
 
 class _Pool:
@@ -362,6 +369,27 @@ class _Connection(asyncio.Protocol):
         self.complete = True
 
 
+class _Tunnel(asyncio.Protocol):
+    """A proxy connection until the CONNECT answer's head has arrived."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.answer: asyncio.Future[bytes] = loop.create_future()
+        self.head = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        if self.answer.done():
+            return
+        self.head += data
+        if b"\r\n\r\n" in self.head:
+            self.answer.set_result(bytes(self.head))
+        elif len(self.head) > 16384:
+            self.answer.set_exception(HttpClientError("proxy answer head too long"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(HttpClientError("proxy closed the tunnel"))
+
+
 class HttpAnswer:
     """A response's status, and its Retry-After header if it had one."""
 
@@ -384,6 +412,7 @@ class HttpClient:
         user_agent: str = "smsrouter",
         max_response_bytes: int = 64 * 1024,
         deny_private_networks: bool = False,
+        trust_env: bool = False,
     ) -> None:
         if timeout <= 0 or max_connections < 1 or max_per_origin < 1 or max_response_bytes < 0:
             raise ValueError("timeout and connection limits must be positive")
@@ -403,6 +432,9 @@ class HttpClient:
         self._total = 0
         self._closed = False
         self._ssl: ssl.SSLContext | None = None
+        # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, read once: egress through a
+        # proxy, as curl and aiohttp's trust_env read them.
+        self._proxies: dict[str, str] = getproxies_environment() if trust_env else {}
 
     @property
     def open_connections(self) -> int:
@@ -643,6 +675,9 @@ class HttpClient:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             tls = self._ssl
+        proxy = self._proxy_for(pool)
+        if proxy is not None:
+            return await self._open_tunnel(conn, proxy, host, tls)
         await self.loop.create_connection(
             lambda: conn,
             host,
@@ -651,6 +686,57 @@ class HttpClient:
             server_hostname=pool.host if tls is not None else None,
             family=family,
         )
+        return conn
+
+    def _proxy_for(self, pool: _Pool) -> str | None:
+        proxies = self._proxies
+        if not proxies:
+            return None
+        proxy = proxies.get("https" if pool.tls else "http")
+        if not proxy or _no_proxy(pool.host, proxies):
+            return None
+        return proxy if "://" in proxy else f"http://{proxy}"
+
+    async def _open_tunnel(
+        self, conn: _Connection, proxy: str, host: str, tls: ssl.SSLContext | None
+    ) -> _Connection:
+        """Connect through an HTTP proxy's CONNECT tunnel (RFC 9110 §9.3.6),
+        then TLS to the origin inside it for https. `host` is the address
+        already judged under deny_private_networks, so the proxy does not
+        resolve a name to a private address for us."""
+        pool = conn.pool
+        parts = urlsplit(proxy)
+        if not parts.hostname:
+            raise HttpClientError(f"proxy {proxy!r} names no host")
+        transport, tunnel = await self.loop.create_connection(
+            lambda: _Tunnel(self.loop), parts.hostname, parts.port or 80
+        )
+        authority = f"[{host}]:{pool.port}" if ":" in host else f"{host}:{pool.port}"
+        request = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+        if parts.username is not None:
+            secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            request += (
+                f"Proxy-Authorization: Basic {base64.b64encode(secret.encode()).decode()}\r\n"
+            )
+        try:
+            transport.write((request + "\r\n").encode("latin-1"))
+            line = (await tunnel.answer).split(b"\r\n", 1)[0]
+            fields = line.split(b" ", 2)
+            if len(fields) < 2 or fields[1] != b"200":
+                answer = line.decode("latin-1", "replace")
+                raise HttpClientError(f"proxy refused the tunnel to {pool.label}: {answer}")
+            if tls is not None:
+                upgraded = await self.loop.start_tls(
+                    transport, conn, tls, server_hostname=pool.host
+                )
+                assert upgraded is not None
+                transport = upgraded
+            else:
+                transport.set_protocol(conn)
+        except BaseException:
+            transport.abort()
+            raise
+        conn.connection_made(transport)
         return conn
 
     def _reserve(self, pool: _Pool) -> bool:

@@ -125,6 +125,9 @@ class WebhookChannel:
             user_agent="smsrouter",
             max_response_bytes=MAX_RESPONSE_BYTES,
             deny_private_networks=self._deny_private,
+            # Egress through HTTPS_PROXY / HTTP_PROXY when set (NO_PROXY
+            # honoured): many networks reach the internet only that way.
+            trust_env=True,
         )
 
     async def stop(self) -> None:
