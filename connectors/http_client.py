@@ -22,15 +22,17 @@ import ipaddress
 import os
 import socket
 import ssl
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
+from urllib.request import getproxies_environment
 
 import httptools
 
 from smsrouter.router.netaddr import is_private_address, url_refusal
 
-__all__ = ["HttpClient", "HttpClientError", "TargetRefused", "is_private_address"]
+__all__ = ["HttpAnswer", "HttpClient", "HttpClientError", "TargetRefused", "is_private_address"]
 
 # Parsed URLs kept; callbacks go to a few URLs per account, so this only
 # bounds memory against a stream of distinct ones.
@@ -83,6 +85,11 @@ class _Unexpected(Exception):
     """Bytes of a response nobody asked for."""
 
 
+# Whether NO_PROXY exempts a host; in urllib.request but not in its stubs.
+_NO_PROXY_CHECK = "proxy_bypass_environment"
+_no_proxy: Callable[[str, dict[str, str]], bool] = getattr(urllib.request, _NO_PROXY_CHECK)
+
+
 class _Pool:
     """The connections of one origin (scheme, host, port)."""
 
@@ -112,10 +119,11 @@ class _Target:
 class _Call:
     """One request in flight: what its timer must undo when it fires."""
 
-    __slots__ = ("client", "conn", "connecting", "expired", "fut")
+    __slots__ = ("client", "conn", "connecting", "expired", "fut", "retry_after")
 
     def __init__(self, client: HttpClient) -> None:
         self.client = client
+        self.retry_after: str | None = None  # the answer's Retry-After
         self.conn: _Connection | None = None
         self.connecting: asyncio.Task[_Connection] | None = None
         self.expired = False
@@ -142,6 +150,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "body_bytes",
+        "call",
         "client",
         "closed",
         "complete",
@@ -152,6 +161,7 @@ class _Connection(asyncio.Protocol):
         "parser",
         "pool",
         "received",
+        "retry_after",
         "reused",
         "status",
         "te_seen",
@@ -166,6 +176,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[int] | None = None
+        self.call: _Call | None = None
         self.counted = True  # holds one of the pool's and the client's slots
         self.closed = False
         self.reused = False  # has answered before: the keep-alive race applies
@@ -181,6 +192,7 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self.too_long = False
+        self.retry_after: bytes | None = None
 
     # -- requests
 
@@ -191,6 +203,7 @@ class _Connection(asyncio.Protocol):
             raise HttpClientError(f"connection to {self.pool.label} lost before the request")
         fut: asyncio.Future[int] = self.client.loop.create_future()
         self.waiter = fut
+        self.call = call
         self.received = False
         call.conn = self
         call.fut = fut
@@ -201,6 +214,7 @@ class _Connection(asyncio.Protocol):
         """Fail the request in flight and drop the connection."""
         fut = self.waiter
         self.waiter = None
+        self.call = None
         if fut is not None and not fut.done():
             fut.set_exception(exc)
         self.abort()
@@ -229,6 +243,10 @@ class _Connection(asyncio.Protocol):
         fut = self.waiter
         self.waiter = None
         self.complete = False
+        call = self.call
+        self.call = None
+        if call is not None and self.retry_after is not None:
+            call.retry_after = self.retry_after.decode("latin-1")
         if fut is not None and not fut.done():
             fut.set_result(status)
         if reusable is None:
@@ -321,6 +339,10 @@ class _Connection(asyncio.Protocol):
             # close (RFC 9112 §6.3, item 4).
             self.te_seen = True
             self.framed = value.rstrip().lower().endswith(b"chunked")
+        elif n == 11 and name.lower() == b"retry-after":
+            # Kept for the caller: a receiver's 429/503 may say when to come
+            # back (RFC 9110 §10.2.3).
+            self.retry_after = value.strip()
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -347,6 +369,37 @@ class _Connection(asyncio.Protocol):
         self.complete = True
 
 
+class _Tunnel(asyncio.Protocol):
+    """A proxy connection until the CONNECT answer's head has arrived."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.answer: asyncio.Future[bytes] = loop.create_future()
+        self.head = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        if self.answer.done():
+            return
+        self.head += data
+        if b"\r\n\r\n" in self.head:
+            self.answer.set_result(bytes(self.head))
+        elif len(self.head) > 16384:
+            self.answer.set_exception(HttpClientError("proxy answer head too long"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(HttpClientError("proxy closed the tunnel"))
+
+
+class HttpAnswer:
+    """A response's status, and its Retry-After header if it had one."""
+
+    __slots__ = ("retry_after", "status")
+
+    def __init__(self, status: int, retry_after: str | None) -> None:
+        self.status = status
+        self.retry_after = retry_after
+
+
 class HttpClient:
     """POSTs over kept-alive HTTP/1.1 connections; create it in the event loop."""
 
@@ -359,6 +412,7 @@ class HttpClient:
         user_agent: str = "smsrouter",
         max_response_bytes: int = 64 * 1024,
         deny_private_networks: bool = False,
+        trust_env: bool = False,
     ) -> None:
         if timeout <= 0 or max_connections < 1 or max_per_origin < 1 or max_response_bytes < 0:
             raise ValueError("timeout and connection limits must be positive")
@@ -378,6 +432,9 @@ class HttpClient:
         self._total = 0
         self._closed = False
         self._ssl: ssl.SSLContext | None = None
+        # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, read once: egress through a
+        # proxy, as curl and aiohttp's trust_env read them.
+        self._proxies: dict[str, str] = getproxies_environment() if trust_env else {}
 
     @property
     def open_connections(self) -> int:
@@ -390,6 +447,12 @@ class HttpClient:
     async def post(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> int:
         """POST `body` to `url` and return the response status (any status;
         redirects are not followed). Raises HttpClientError."""
+        return (await self.post_answer(url, body, headers)).status
+
+    async def post_answer(
+        self, url: str, body: bytes, headers: Sequence[tuple[str, str]]
+    ) -> HttpAnswer:
+        """As `post`, with the answer's Retry-After header too."""
         target = self._targets.get(url)
         if target is None:
             target = self._target(url)
@@ -411,7 +474,7 @@ class HttpClient:
         try:
             conn = pool.idle.pop() if pool.idle else await self._acquire(call, pool)
             try:
-                return await conn.send(call, request)
+                return HttpAnswer(await conn.send(call, request), call.retry_after)
             except _Stale:
                 # The server closed the kept-alive connection as the request
                 # went out (RFC 9112 §9.3.1, §9.6). POST is not idempotent,
@@ -421,7 +484,7 @@ class HttpClient:
                 pass
             conn = await self._acquire(call, pool, fresh=True)
             try:
-                return await conn.send(call, request)
+                return HttpAnswer(await conn.send(call, request), call.retry_after)
             except _Stale:
                 raise HttpClientError(
                     f"connection to {pool.label} lost before a response"
@@ -612,6 +675,9 @@ class HttpClient:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             tls = self._ssl
+        proxy = self._proxy_for(pool)
+        if proxy is not None:
+            return await self._open_tunnel(conn, proxy, host, tls)
         await self.loop.create_connection(
             lambda: conn,
             host,
@@ -620,6 +686,57 @@ class HttpClient:
             server_hostname=pool.host if tls is not None else None,
             family=family,
         )
+        return conn
+
+    def _proxy_for(self, pool: _Pool) -> str | None:
+        proxies = self._proxies
+        if not proxies:
+            return None
+        proxy = proxies.get("https" if pool.tls else "http")
+        if not proxy or _no_proxy(pool.host, proxies):
+            return None
+        return proxy if "://" in proxy else f"http://{proxy}"
+
+    async def _open_tunnel(
+        self, conn: _Connection, proxy: str, host: str, tls: ssl.SSLContext | None
+    ) -> _Connection:
+        """Connect through an HTTP proxy's CONNECT tunnel (RFC 9110 §9.3.6),
+        then TLS to the origin inside it for https. `host` is the address
+        already judged under deny_private_networks, so the proxy does not
+        resolve a name to a private address for us."""
+        pool = conn.pool
+        parts = urlsplit(proxy)
+        if not parts.hostname:
+            raise HttpClientError(f"proxy {proxy!r} names no host")
+        transport, tunnel = await self.loop.create_connection(
+            lambda: _Tunnel(self.loop), parts.hostname, parts.port or 80
+        )
+        authority = f"[{host}]:{pool.port}" if ":" in host else f"{host}:{pool.port}"
+        request = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+        if parts.username is not None:
+            secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            request += (
+                f"Proxy-Authorization: Basic {base64.b64encode(secret.encode()).decode()}\r\n"
+            )
+        try:
+            transport.write((request + "\r\n").encode("latin-1"))
+            line = (await tunnel.answer).split(b"\r\n", 1)[0]
+            fields = line.split(b" ", 2)
+            if len(fields) < 2 or fields[1] != b"200":
+                answer = line.decode("latin-1", "replace")
+                raise HttpClientError(f"proxy refused the tunnel to {pool.label}: {answer}")
+            if tls is not None:
+                upgraded = await self.loop.start_tls(
+                    transport, conn, tls, server_hostname=pool.host
+                )
+                assert upgraded is not None
+                transport = upgraded
+            else:
+                transport.set_protocol(conn)
+        except BaseException:
+            transport.abort()
+            raise
+        conn.connection_made(transport)
         return conn
 
     def _reserve(self, pool: _Pool) -> bool:

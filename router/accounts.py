@@ -95,6 +95,14 @@ class Account:
     # of SMPP texts built from them (kept while they stay the same).
     templates: dict[str, Template] = field(default_factory=dict)
     template_matcher: TemplateMatcher = field(default_factory=lambda: NO_TEMPLATES)
+    # CONTRACT §3: during a rotation the account holds a second secret, and
+    # callbacks carry a signature made with each.
+    webhook_secret_next: str = field(default="", repr=False)
+
+    @property
+    def webhook_secrets(self) -> tuple[str, ...]:
+        """The secrets callbacks are signed with, the current one first."""
+        return tuple([s for s in (self.webhook_secret, self.webhook_secret_next) if s])
 
     def ip_allowed(self, ip: str | None) -> bool:
         """An empty allow list admits any source address (CONTRACT §2)."""
@@ -133,6 +141,7 @@ def _account(
         currency=row.currency,
         callback_url=row.callback_url,
         webhook_secret=row.webhook_secret,
+        webhook_secret_next=row.webhook_secret_next,
         inbound_url=row.inbound_url,
         allowed_networks=_networks(row.allowed_ips),
         smpp_system_id=smpp.system_id if smpp else None,
@@ -167,7 +176,8 @@ def directory_of_config(accounts: Iterable[AccountConfig]) -> Directory:
             AccountRow(
                 id=cfg.id, verified=cfg.verified, locked=cfg.locked, lock_reason="",
                 currency=cfg.currency, callback_url=cfg.callback_url,
-                webhook_secret=cfg.webhook_secret, inbound_url=cfg.inbound_url,
+                webhook_secret=cfg.webhook_secret,
+                webhook_secret_next=cfg.webhook_secret_next, inbound_url=cfg.inbound_url,
                 alert_url=cfg.alert_url, allowed_ips=tuple(cfg.allowed_ips),
                 max_tps=cfg.max_tps, daily_alarm=cfg.daily_alarm, daily_limit=cfg.daily_limit,
                 credit_limit=cfg.credit_limit, price_plan=cfg.price_plan,

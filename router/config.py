@@ -181,6 +181,9 @@ class AccountConfig(_Section):
     currency: str = "EUR"
     callback_url: str = ""
     webhook_secret: str = ""
+    # CONTRACT §3: the secret a rotation moves to; while set, callbacks are
+    # signed with both, so receivers switch at their own pace.
+    webhook_secret_next: str = ""
     inbound_url: str = ""
     allowed_ips: list[str] = []
     # Messages per second accepted over all the account's binds and

@@ -73,7 +73,12 @@ class NotAvailable(Exception):
 
 
 class DeliveryFailed(Exception):
-    """This attempt failed; try again later."""
+    """This attempt failed; try again later, and not before `retry_after`
+    seconds when the receiver said so (a 429 or 503 with Retry-After)."""
+
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class DeliveryRefused(DeliveryFailed):
@@ -233,6 +238,14 @@ def backoff(attempts: int, rng: random.Random) -> float:
     # configurable). 2**30 s is far past the cap already.
     ceiling = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** min(attempts, 30))
     return ceiling / 2 + rng.random() * ceiling / 2
+
+
+def retry_delay(backoff_delay: float, retry_after: float, until_expiry: float) -> float:
+    """Seconds before the next try when the receiver answered Retry-After:
+    not before it, but no later than the longest backoff (10 min) nor past
+    the row's expiry, where its last try falls (CONTRACT §3)."""
+    wanted = max(backoff_delay, min(retry_after, MAX_RETRY_SECONDS))
+    return max(0.0, min(wanted, max(backoff_delay, until_expiry)))
 
 
 class _Account:
@@ -494,8 +507,8 @@ class Dispatcher:
             self._refused(n, str(refused))
             return
         except DeliveryFailed as exc:
-            self._account_failed(account)
-            self._failed(n, str(exc))
+            self._account_failed(account, exc.retry_after)
+            self._failed(n, str(exc), exc.retry_after)
             return
         except Exception as bug:  # a bug in a channel must not lose the row
             self._log.error(
@@ -524,13 +537,21 @@ class Dispatcher:
         metrics.callbacks("ok").inc()
         self._record(OutboxDone(n.id, utcnow()))
 
-    def _account_failed(self, account: _Account) -> None:
+    def _account_failed(self, account: _Account, retry_after: float | None = None) -> None:
         """Count a failed attempt (an error or a timeout) against its
         account; past the threshold the account backs off. Failures of
         attempts that were in flight together land within one backoff and
-        do not lengthen it."""
+        do not lengthen it. A receiver that asked for a pause (Retry-After)
+        gets it for all of the account's rows, up to the account's longest
+        backoff."""
         account.failures += 1
         now = self._clock()
+        if retry_after is not None and retry_after > 0.0:
+            pause = now + min(retry_after, ACCOUNT_MAX_BACKOFF_SECONDS)
+            if pause > account.resume_at:
+                account.resume_at = pause
+                heapq.heappush(self._resume, (pause, next(self._order), account))
+                self._wake.set()
         if account.failures < ACCOUNT_FAILURES_BEFORE_BACKOFF or now < account.resume_at:
             return
         delay = min(
@@ -589,7 +610,7 @@ class Dispatcher:
         )
         self._record(OutboxDone(n.id, now, f"gave up after {n.attempts} attempts: {error}"[:500]))
 
-    def _failed(self, n: Notification, error: str) -> None:
+    def _failed(self, n: Notification, error: str, retry_after: float | None = None) -> None:
         now = utcnow()
         n.attempts += 1
         if now >= n.expires_at:
@@ -597,6 +618,8 @@ class Dispatcher:
             return
         metrics.callbacks("retry").inc()
         delay = backoff(n.attempts - 1, self._rng)
+        if retry_after is not None:
+            delay = retry_delay(delay, retry_after, (n.expires_at - now).total_seconds())
         n.next_attempt_at = now + timedelta(seconds=delay)
         self._log.info(
             "notification failed, will retry",

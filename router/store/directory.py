@@ -68,7 +68,7 @@ PATCHABLE = frozenset(
 # Account columns an [[accounts]] key of the same name sets (1:1). `credit`
 # is not among them: once the row exists the balance is the ledger's
 # (CONTRACT §6 "Credit").
-_CONFIG_COLUMNS = PATCHABLE | {"currency", "webhook_secret"}
+_CONFIG_COLUMNS = PATCHABLE | {"currency", "webhook_secret", "webhook_secret_next"}
 # Keys of an [[accounts]] table that are not columns but still the file's:
 # the operator API must not change the file's credentials either.
 _CONFIG_NON_COLUMNS = frozenset({"smpp", "api_keys", "sender_ids"})
@@ -132,6 +132,8 @@ class AccountRow:
     templates_required: bool
     allowed_countries: tuple[str, ...]
     managed_fields: frozenset[str] | None
+    # CONTRACT §3: the second secret of a rotation ("" = none).
+    webhook_secret_next: str = ""
 
     def __repr__(self) -> str:
         # The dataclass repr would print webhook_secret into any log line.
@@ -208,6 +210,7 @@ def _account_row(r: asyncpg.Record) -> AccountRow:
         currency=r["currency"],
         callback_url=r["callback_url"],
         webhook_secret=r["webhook_secret"],
+        webhook_secret_next=r["webhook_secret_next"],
         inbound_url=r["inbound_url"],
         alert_url=r["alert_url"],
         allowed_ips=tuple(r["allowed_ips"]),
@@ -444,6 +447,11 @@ async def _update_config_account(
         # a lock an operator or the file set stays.
         columns.setdefault("locked", False)
         columns.setdefault("lock_reason", "")
+    if "webhook_secret" in keys:
+        # A file that holds the account's secret holds the rotation's too:
+        # taking webhook_secret_next out of it ends the rotation, and the
+        # old second secret stops signing (CONTRACT §3).
+        columns["webhook_secret_next"] = cfg.webhook_secret_next
     columns["managed_fields"] = _managed_fields(keys)
     await _update_account(conn, cfg.id, columns)
 

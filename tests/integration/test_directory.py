@@ -225,6 +225,23 @@ async def test_without_account_fields_the_keys_off_their_default_are_the_files(
     assert account is not None and account["managed_fields"] == ["max_tps"]
 
 
+async def test_a_second_webhook_secret_from_the_file_is_stored_and_never_shown(
+    conn: asyncpg.Connection,
+) -> None:
+    # CONTRACT §3: during a rotation the account holds two secrets.
+    cfg = AccountConfig(id="r", webhook_secret="old-secret", webhook_secret_next="new-secret")
+    await directory.sync_config(conn, [cfg], [], {})
+    (row,) = (await directory.load(conn)).accounts
+    assert (row.webhook_secret, row.webhook_secret_next) == ("old-secret", "new-secret")
+    account = await directory.get_account(conn, "r")
+    assert account is not None and "new-secret" not in json.dumps(account, default=str)
+    assert "webhook_secret_next" in account["managed_fields"]
+    # The rotation ends: the new secret becomes the only one.
+    await directory.sync_config(conn, [AccountConfig(id="r", webhook_secret="new-secret")], [], {})
+    (row,) = (await directory.load(conn)).accounts
+    assert (row.webhook_secret, row.webhook_secret_next) == ("new-secret", "")
+
+
 async def test_an_account_removed_from_the_file_is_locked_and_loses_its_config_rows(
     conn: asyncpg.Connection,
 ) -> None:
