@@ -128,6 +128,18 @@ COMMIT_BATCH = Histogram(
 MO_RECEIVED = Counter(
     "mo_received", "Mobile-originated messages (parts) from carriers", ["carrier"], namespace=_NS
 )
+OUTBOX_BACKLOG = Gauge(
+    "outbox_backlog",
+    "Outbox rows (webhooks, SMPP receipts) not yet done, by kind",
+    ["kind"],
+    namespace=_NS,
+)
+BUILD_INFO = Gauge(
+    "build_info",
+    "1, labelled with the package version and whether the router is compiled",
+    ["version", "build"],
+    namespace=_NS,
+)
 MO_UNROUTED = Counter("mo_unrouted", "MO to a number that no account owns (dropped)", namespace=_NS)
 
 

@@ -309,8 +309,12 @@ class Dispatcher:
         self._ring: deque[_Account] = deque()
         self._ready = 0  # rows in the accounts' queues
         self._busy = 0  # attempts in flight
-        # Outbox ids held in any state, until a final outcome is written.
-        self._held: set[int] = set()
+        # Outbox ids held in any state, until a final outcome is written,
+        # with their kind; and how many of each kind are held: the outbox
+        # rows not done, counted without a query (smsrouter_outbox_backlog,
+        # CONTRACT §5).
+        self._held: dict[int, str] = {}
+        self._backlog: dict[str, int] = {}
         # Receipts for ESMEs that are not bound, per account, in order.
         self._waiting: dict[str, list[Notification]] = {}
         self._wake = asyncio.Event()
@@ -325,13 +329,27 @@ class Dispatcher:
         now = utcnow()
         mono = self._clock()
         for n in notifications:
-            self._held.add(n.id)
+            self._hold(n)
             delay = (n.next_attempt_at - now).total_seconds()
             if delay <= 0.0:
                 self._make_ready(n)
             else:
                 heapq.heappush(self._due, (mono + delay, next(self._order), n))
         self._wake.set()
+
+    def _hold(self, n: Notification) -> None:
+        if n.id not in self._held:
+            self._held[n.id] = n.kind
+            self._backlog[n.kind] = self._backlog.get(n.kind, 0) + 1
+
+    def _release(self, outbox_id: int) -> None:
+        kind = self._held.pop(outbox_id, None)
+        if kind is not None:
+            self._backlog[kind] -= 1
+
+    def backlog(self, kind: str) -> int:
+        """Outbox rows of this kind held and not yet written done."""
+        return self._backlog.get(kind, 0)
 
     def add_missing(self, notifications: Iterable[Notification]) -> int:
         """Add the rows not held already (due, waiting for a bind, backing
@@ -580,7 +598,7 @@ class Dispatcher:
             if done:
                 # Held until written, so that add_missing, reading the table
                 # meanwhile, does not send a finished row again.
-                self._held.discard(op.outbox_id)
+                self._release(op.outbox_id)
             if error is not None:
                 self._log.error("could not record a notification attempt", outbox_id=op.outbox_id)
 

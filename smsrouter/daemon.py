@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import importlib.machinery
+import importlib.metadata
 import json
 import os
 import signal
@@ -180,6 +182,21 @@ def build_kind() -> str:
     return "compiled" if f".{suffix}" in importlib.machinery.EXTENSION_SUFFIXES else "interpreted"
 
 
+def package_version() -> str:
+    """The installed distribution's version; "unknown" when run from a
+    checkout that was never installed."""
+    try:
+        return importlib.metadata.version("smsrouter")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def publish_build_info() -> None:
+    """smsrouter_build_info{version,build} 1 (CONTRACT §5): which release and
+    which build a dashboard is looking at."""
+    metrics.BUILD_INFO.labels(package_version(), build_kind()).set(1)
+
+
 # Seconds a pool may take to close before its connections are cut: a
 # connection still checked out by a stuck operation must not hang SIGTERM.
 POOL_CLOSE_SECONDS = 5.0
@@ -280,6 +297,7 @@ class Router:
 
     async def start(self) -> None:
         """Start every part; if one fails, what started is stopped again."""
+        publish_build_info()
         async with contextlib.AsyncExitStack() as stack:
             await self._start_database(stack)
             await self._start_simulators(stack)
@@ -511,6 +529,7 @@ class Router:
         self.smsc.on_receiver_bound = self.dispatcher.account_ready
         self._status_listeners.add(self.dispatcher)
         self.dispatcher.add(await pending_notifications(self.pool))
+        self._watch_backlog(self.dispatcher)
 
         self.carriers.start(self.engine)
         stack.push_async_callback(self.carriers.stop)
@@ -556,6 +575,15 @@ class Router:
             stored = await stored_since(self.pool, account.id, day_start)
             self.admission.start_day(account, local.date(), stored)
             self._watch_alarm(account)
+
+    @staticmethod
+    def _watch_backlog(dispatcher: Dispatcher) -> None:
+        """smsrouter_outbox_backlog{kind}: read from the dispatcher's own
+        counts at scrape time, never a query (CONTRACT §5)."""
+        for kind in (WEBHOOK, SMPP_RECEIPT, MO):
+            metrics.OUTBOX_BACKLOG.labels(kind).set_function(
+                functools.partial(_backlog, dispatcher, kind)
+            )
 
     def _watch_alarm(self, account: Account) -> None:
         """smsrouter_account_alarm{account}: 1 while its day is past the alarm."""
@@ -725,6 +753,10 @@ class Router:
         await asyncio.gather(*self._day_tasks, return_exceptions=True)
         await self._stack.aclose()
         log.info("stopped")
+
+
+def _backlog(dispatcher: Dispatcher, kind: str) -> float:
+    return float(dispatcher.backlog(kind))
 
 
 def _log_alert_failure(_: object, error: StoreError | None) -> None:

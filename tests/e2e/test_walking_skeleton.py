@@ -9,6 +9,7 @@ and an app would see.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import subprocess
 import time
@@ -20,6 +21,7 @@ import smpplib.client
 import smpplib.consts
 import smpplib.exceptions
 
+from smsrouter.daemon import package_version
 from smsrouter.sims.carrier import CarrierSimulator
 from smsrouter.sims.webhook import WebhookReceiver
 from tests.e2e.conftest import StartRouter
@@ -141,6 +143,10 @@ async def test_http_message_reaches_carrier_and_receipt_comes_back(
         assert 'smsrouter_messages_submitted_total{carrier="sim"} 1.0' in text
         assert 'smsrouter_dlr_received_total{carrier="sim",status="delivered"} 1.0' in text
         assert 'smsrouter_callbacks_total{result="ok"} 1.0' in text
+        build, version = router.ready["build"], package_version()
+        assert f'smsrouter_build_info{{build="{build}",version="{version}"}} 1.0' in text
+        for kind in ("webhook", "smpp_receipt", "mo"):
+            assert re.search(rf'^smsrouter_outbox_backlog{{kind="{kind}"}} [01]\.0$', text, re.M)
         promtool = require_tool("promtool", "prometheus")
         check = subprocess.run(
             [promtool, "check", "metrics"], input=text.encode(), capture_output=True, check=False

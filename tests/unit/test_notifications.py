@@ -656,6 +656,33 @@ async def test_receipts_wait_for_their_account_to_bind_then_go_in_order(
     assert d.pending == 0
 
 
+async def test_backlog_counts_rows_not_done_by_kind(
+    db_pool: asyncpg.Pool, make_dispatcher: Callable[..., Dispatcher]
+) -> None:
+    # smsrouter_outbox_backlog{kind} reads these counts (CONTRACT §5).
+    gate = asyncio.Event()
+    webhooks = ScriptedChannel([DeliveryFailed("503")], gate=gate)
+    receipts = BindChannel()
+    d = make_dispatcher({WEBHOOK: webhooks, SMPP_RECEIPT: receipts}, clock=FakeClock())
+    w1 = await _insert(db_pool)
+    w2 = await _insert(db_pool)
+    r1 = await _insert(db_pool, kind=SMPP_RECEIPT)
+    d.add([w1, w2, r1])
+    assert (d.backlog(WEBHOOK), d.backlog(SMPP_RECEIPT)) == (2, 1)
+    # Read back from the table again: rows already held are not counted twice.
+    assert d.add_missing([w1, w2, r1]) == 0
+    assert (d.backlog(WEBHOOK), d.backlog(SMPP_RECEIPT)) == (2, 1)
+
+    gate.set()  # w1 fails and waits for its retry, w2 is delivered
+    await eventually(lambda: d.backlog(WEBHOOK) == 1, "the delivered row to leave the backlog")
+    assert d.backlog(SMPP_RECEIPT) == 1  # parked until its account binds
+
+    receipts.bound.add("acme")
+    d.account_ready("acme")
+    await eventually(lambda: d.backlog(SMPP_RECEIPT) == 0, "the receipt to leave the backlog")
+    assert d.backlog(WEBHOOK) == 1
+
+
 async def test_concurrency_is_bounded(
     db_pool: asyncpg.Pool, make_dispatcher: Callable[..., Dispatcher]
 ) -> None:
