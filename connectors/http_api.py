@@ -41,6 +41,7 @@ from smsrouter.connectors.problems import (
     field_errors,
     iso,
     json_response,
+    list_query,
     page_limit,
     problem,
     rfc3339,
@@ -94,6 +95,9 @@ _RATE_LIMITS = {
     "throughput_exceeded": "Throughput plan exceeded",
     "recipient_velocity": "Too many messages to this recipient",
 }
+
+# The parameters of a list without filters of its own (CONTRACT §3).
+_PAGE_PARAMETERS = frozenset({"limit", "after"})
 
 # CONTRACT §3: an Idempotency-Key is up to 255 characters.
 MAX_IDEMPOTENCY_KEY = 255
@@ -522,19 +526,9 @@ class HttpApi:
     async def ledger(self, request: Request, account: Account) -> Response:
         """GET /v1/ledger: every change of the balance, newest first, a page
         at a time (CONTRACT §6 "Credit")."""
-        query = request.query
-        errors = [
-            FieldError(name, "unknown", "not a parameter of this list")
-            for name in sorted(set(query) - {"limit", "after"})
-        ]
-        limit, limit_error = page_limit(query.get("limit"), DEFAULT_PAGE, MAX_PAGE)
-        if limit_error is not None:
-            errors.append(limit_error)
-        before = None
-        if query.get("after"):
-            before = id_of_cursor(query["after"])
-            if before is None:
-                errors.append(FieldError("after", "invalid", "not a cursor this API gave"))
+        limit, before, errors = list_query(
+            request.query, _PAGE_PARAMETERS, id_of_cursor, DEFAULT_PAGE, MAX_PAGE
+        )
         if errors:
             return field_errors(errors)
         entries = await store_read(
@@ -557,19 +551,9 @@ class HttpApi:
     async def list_opt_outs(self, request: Request, account: Account) -> Response:
         """GET /v1/opt-outs: the account's opted-out numbers in number order,
         a page at a time (CONTRACT §6 "Opt-out", §3 lists)."""
-        query = request.query
-        errors = [
-            FieldError(name, "unknown", "not a parameter of this list")
-            for name in sorted(set(query) - {"limit", "after"})
-        ]
-        limit, limit_error = page_limit(query.get("limit"), DEFAULT_PAGE, MAX_PAGE)
-        if limit_error is not None:
-            errors.append(limit_error)
-        after = None
-        if query.get("after"):
-            after = key_of_cursor(query["after"])
-            if after is None:
-                errors.append(FieldError("after", "invalid", "not a cursor this API gave"))
+        limit, after, errors = list_query(
+            request.query, _PAGE_PARAMETERS, key_of_cursor, DEFAULT_PAGE, MAX_PAGE
+        )
         if errors:
             return field_errors(errors)
         rows = await store_read(

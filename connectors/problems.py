@@ -4,7 +4,7 @@ and the operator API (CONTRACT §8): one shape of error, one `code` list."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -147,6 +147,31 @@ def page_limit(raw: str | None, default: int, most: int) -> tuple[int, FieldErro
 
 
 T = TypeVar("T")
+
+
+def list_query(
+    query: Mapping[str, str],
+    allowed: Collection[str],
+    of_cursor: Callable[[str], T | None],
+    default: int,
+    most: int,
+) -> tuple[int, T | None, list[FieldError]]:
+    """A list's `limit` and `after` (CONTRACT §3, §8): the page size, the
+    position the cursor names, and a FieldError for each parameter that is
+    unknown or bad (the caller may add its own filters' before answering)."""
+    errors = [
+        FieldError(name, "unknown", "not a parameter of this list")
+        for name in sorted(set(query) - set(allowed))
+    ]
+    limit, limit_error = page_limit(query.get("limit"), default, most)
+    if limit_error is not None:
+        errors.append(limit_error)
+    position = None
+    if query.get("after"):
+        position = of_cursor(query["after"])
+        if position is None:
+            errors.append(FieldError("after", "invalid", "not a cursor this API gave"))
+    return limit, position, errors
 
 
 async def store_read(read: Awaitable[T], timeout: float) -> T | Response:

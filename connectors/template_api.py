@@ -25,7 +25,7 @@ from smsrouter.connectors.http_server import Request, Response
 from smsrouter.connectors.problems import (
     field_errors,
     json_response,
-    page_limit,
+    list_query,
     problem,
     store_read,
 )
@@ -160,18 +160,7 @@ def _list_query(
 ) -> tuple[int, str | None, str | None]:
     """(limit, after id, status) of a list's query; _Refused naming each bad one."""
     query = request.query
-    errors = [
-        FieldError(name, "unknown", "not a parameter of this list")
-        for name in sorted(set(query) - allowed)
-    ]
-    limit, limit_error = page_limit(query.get("limit"), default, most)
-    if limit_error is not None:
-        errors.append(limit_error)
-    after = None
-    if query.get("after"):
-        after = key_of_cursor(query["after"])
-        if after is None:
-            errors.append(FieldError("after", "invalid", "not a cursor this API gave"))
+    limit, after, errors = list_query(query, allowed, key_of_cursor, default, most)
     status = query.get("status") or None
     if status is not None and status not in store.STATUSES:
         errors.append(FieldError("status", "invalid", "one of " + ", ".join(store.STATUSES)))
