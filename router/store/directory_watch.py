@@ -28,7 +28,8 @@ log = structlog.get_logger("directory")
 SETTLE_SECONDS = 0.05
 RETRY_SECONDS = 1.0
 
-_LOST: tuple[type[BaseException], ...] = (
+# What a lost or refused LISTEN connection raises: the watchers reconnect.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
@@ -78,7 +79,7 @@ class DirectoryWatch:
         while True:
             try:
                 await self._listen(reconnecting)
-            except _LOST as exc:
+            except CONNECTION_LOST as exc:
                 self._failures.warning(
                     "notification watch lost its connection", channel=self.channel, error=repr(exc)
                 )
@@ -119,5 +120,5 @@ class DirectoryWatch:
             finally:
                 conn.remove_termination_listener(terminated)
                 if not conn.is_closed():
-                    with contextlib.suppress(*_LOST):
+                    with contextlib.suppress(*CONNECTION_LOST):
                         await conn.remove_listener(self.channel, notified)

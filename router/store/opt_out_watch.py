@@ -24,6 +24,7 @@ import structlog
 
 from smsrouter.router.log_limits import LimitedLog
 from smsrouter.router.opt_outs import OptOutList
+from smsrouter.router.store.directory_watch import CONNECTION_LOST, RETRY_SECONDS
 from smsrouter.router.store.opt_outs import load_account, load_opt_outs, present
 from smsrouter.router.store.writes import OPT_OUTS_CHANNEL
 
@@ -31,15 +32,6 @@ log = structlog.get_logger("opt_outs")
 
 # Notices that come within this many seconds are read together.
 SETTLE_SECONDS = 0.005
-RETRY_SECONDS = 1.0
-
-_LOST: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.PostgresError,
-    TimeoutError,
-)
 
 
 class Noticed:
@@ -126,7 +118,7 @@ class OptOutWatch:
                     loaded = await self._reload_all()  # what changed while no one listened
                     log.info("opt-out lists reloaded after a lost connection", numbers=loaded)
                 await self._follow(conn)
-            except _LOST as exc:
+            except CONNECTION_LOST as exc:
                 self._failures.warning("opt-out watch lost its connection", error=repr(exc))
             finally:
                 if conn is not None:
@@ -137,10 +129,10 @@ class OptOutWatch:
     async def _let_go(self, conn: asyncpg.Connection) -> None:
         """Back to the pool, unless the pool took it back already (the
         server ended the session): then every call on it raises."""
-        with contextlib.suppress(*_LOST):
+        with contextlib.suppress(*CONNECTION_LOST):
             if not conn.is_closed():
                 await conn.remove_listener(OPT_OUTS_CHANNEL, self._notified)
-        with contextlib.suppress(*_LOST):
+        with contextlib.suppress(*CONNECTION_LOST):
             await self._pool.release(conn)
 
     async def _follow(self, conn: asyncpg.Connection) -> None:
@@ -163,7 +155,7 @@ class OptOutWatch:
                 if noticed:
                     await self._read(conn, noticed)
         finally:
-            with contextlib.suppress(*_LOST):
+            with contextlib.suppress(*CONNECTION_LOST):
                 conn.remove_termination_listener(terminated)
 
     async def _read(self, conn: asyncpg.Connection, noticed: Noticed) -> None:
