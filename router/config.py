@@ -277,6 +277,22 @@ class ShutdownConfig(_Section):
     drain_seconds: float = 10.0
 
 
+class InstanceConfig(_Section):
+    """``[instance]`` (CONTRACT §9): who this process is among those sharing
+    one database, and how long its shard leases outlive its last renewal."""
+
+    id: str = ""  # empty: host name and PID
+    lease_seconds: float = 5.0
+
+
+class RetentionConfig(_Section):
+    """``[retention]`` (CONTRACT §10): days ended messages are kept, and
+    the ledger's (0: for ever)."""
+
+    days: int = 30
+    ledger_days: int = 0
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -357,6 +373,8 @@ class Config(_Section):
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     simulators: list[SimulatorConfig] = []
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    instance: InstanceConfig = msgspec.field(default_factory=InstanceConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     compliance: ComplianceConfig = msgspec.field(default_factory=ComplianceConfig)
     sender_rules: list[SenderRuleConfig] = []
     content_rules: list[ContentRuleConfig] = []
@@ -380,6 +398,8 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "shutdown": ShutdownConfig,
     "log": LogConfig,
     "admin": AdminConfig,
+    "instance": InstanceConfig,
+    "retention": RetentionConfig,
     "compliance": ComplianceConfig,
 }
 _LISTS: dict[str, type[msgspec.Struct]] = {
@@ -608,6 +628,15 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
             parse_listen(getattr(config, key).listen)
         except ValueError as exc:
             errors.append((f"{key}.listen", str(exc)))
+    # A lease renewed every second must outlive a missed renewal or two.
+    if config.instance.lease_seconds < 2:
+        errors.append(("instance.lease_seconds", "must be at least 2"))
+    if any(c.isspace() for c in config.instance.id) or len(config.instance.id) > 100:
+        errors.append(("instance.id", "must be at most 100 characters, no spaces"))
+    if config.retention.days < 1:
+        errors.append(("retention.days", "must be at least 1"))
+    if config.retention.ledger_days < 0:
+        errors.append(("retention.ledger_days", "must be 0 (for ever) or positive"))
 
     carrier_names: set[str] = set()
     for i, c in enumerate(config.carriers):

@@ -224,6 +224,8 @@ class Router:
     def __init__(self, config: Config, *, config_path: Path | None = None) -> None:
         self.config = config
         self.config_path = config_path
+        # CONTRACT §9: this process among those sharing the database.
+        self.instance_id = config.instance.id or f"{socket.gethostname()}:{os.getpid()}"
         # One directory and one admission for the life of the process: a
         # reload replaces what they hold (apply_config), every part sees it.
         # Filled from the database once it is up (store.directory), kept
@@ -326,7 +328,12 @@ class Router:
             dsn = await embedded.start()
             self.embedded_pg = embedded
             log.info("embedded postgresql started", data_dir=cfg.database.data_dir)
-        connect_kwargs: dict[str, Any] = {"command_timeout": 60}
+        # Each connection names its instance: the outbox rows its writer
+        # stores are that instance's to deliver (migration 0011).
+        connect_kwargs: dict[str, Any] = {
+            "command_timeout": 60,
+            "server_settings": {"smsrouter.instance": self.instance_id},
+        }
         self.pool = await asyncpg.create_pool(
             dsn, min_size=2, max_size=cfg.database.pool_size, **connect_kwargs
         )
@@ -420,7 +427,7 @@ class Router:
             states=self.sender_states,
             thresholds=lambda: self.admission.compliance,
             pool=self.pool,
-            decided_by=f"{socket.gethostname()}:{os.getpid()}",
+            decided_by=self.instance_id,
         )
         self.inbound = Inbound(
             writer=self.writer,
