@@ -35,6 +35,7 @@ INTERPRETED = {
     # not per message.
     "smsrouter/router/store/directory_watch.py",
     "smsrouter/router/store/sender_watch.py",  # a DirectoryWatch
+    "smsrouter/router/store/shard_keeper.py",  # listens the same way
     # Package markers and re-exports: nothing runs there.
     "smsrouter/router/__init__.py",
     "smsrouter/router/store/__init__.py",

@@ -708,6 +708,18 @@ class PartnerSmsc:
             if resp.command_status != CommandStatus.ESME_ROK:
                 raise DeliveryFailed(f"deliver_sm_resp 0x{resp.command_status:08X}")
 
+    def receiving_accounts(self) -> list[str]:
+        """Accounts with a receiving bind open on this instance (CONTRACT §9:
+        their receipts and MO held by no instance come here)."""
+        return [
+            account_id
+            for account_id, links in self._binds.items()
+            if any(
+                isinstance(link.owner, EsmeBind) and link.owner.can_receive and link.is_open
+                for link in links
+            )
+        ]
+
     def _receiver(self, account_id: str, links: list[SmppLink]) -> SmppLink | None:
         """Round-robin over the account's receiving binds, taking the first
         that can send at once. When none can, the one still answering whose

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import random
@@ -29,8 +30,15 @@ from smsrouter.router.messages import FINAL_STATUSES, Message, Status, utcnow
 from smsrouter.router.routes import Candidate, RouteTable
 from smsrouter.router.scheduler import SenderQueueFull, SenderScheduler
 from smsrouter.router.senders import SenderRates, sender_of_key
+from smsrouter.router.shards import Ownership, shard_of_key
 from smsrouter.router.store.group_commit import GroupCommit, StoreError
-from smsrouter.router.store.operations import CarrierReceipt, MessageEnded, MessageEvent, PartSent
+from smsrouter.router.store.operations import (
+    FENCED,
+    CarrierReceipt,
+    MessageEnded,
+    MessageEvent,
+    PartSent,
+)
 
 log = structlog.get_logger("engine")
 # Lines that a fault repeats for every part (a stalled carrier, no healthy
@@ -145,8 +153,23 @@ class DeliveryEngine:
         held: Callable[[str], bool] = lambda account_id: False,
         refused: Callable[[Message], bool] = lambda message: False,
         refused_code: str = "sender_suspended",
+        ownership: Ownership | None = None,
+        hand_off: Callable[[list[uuid.UUID]], None] = lambda ids: None,
     ) -> None:
         self.writer = writer
+        # CONTRACT §9: the sender shards this instance owns. Only their
+        # messages are queued here; another shard's are handed to its owner
+        # (`hand_off` names them to it), and nothing leaves for a carrier
+        # while the leases cannot be trusted. Alone, an instance owns all.
+        self.ownership = ownership if ownership is not None else Ownership.sole(clock)
+        self._hand_off = hand_off
+        # Called when a write said a lease was taken over (the shard keeper
+        # renews at once to learn which).
+        self.on_fenced: Callable[[], None] = lambda: None
+        # Messages queued here and not yet wholly recorded as sent (or
+        # ended): what the database's list of pending work is checked
+        # against when a shard's messages are loaded again.
+        self._live: set[uuid.UUID] = set()
         # Whether an account's messages are held (CONTRACT §6 "Account
         # state": a locked account's queued messages wait for the unlock,
         # or expire).
@@ -164,7 +187,10 @@ class DeliveryEngine:
         self.rates = rates
         self._clock = clock
         self.scheduler: SenderScheduler[Message] = SenderScheduler(
-            clock, rates.rate_of, max_queued_parts=max_per_sender
+            clock,
+            rates.rate_of,
+            max_queued_parts=max_per_sender,
+            empty_at=self.ownership.empty_at if not self.ownership.everything else None,
         )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -216,13 +242,17 @@ class DeliveryEngine:
         A message scheduled for later waits in a timer heap and enters its
         sender queue at its time; it costs no sender-queue room until then.
         """
+        key = self.queue_key(message)
+        if not self.ownership.owns(shard_of_key(key)):
+            self._hand_off([message.id])
+            return
+        self._live.add(message.id)
         if message.send_at is not None and first_part == 0:
             delay = (message.send_at - utcnow()).total_seconds()
             if delay > 0:
                 heapq.heappush(self._scheduled, (self._clock() + delay, next(self._order), message))
                 self._wake.set()
                 return
-        key = self.queue_key(message)
         remaining = message.parts - first_part
         try:
             self.scheduler.push(key, message, remaining, first_part=first_part)
@@ -298,6 +328,10 @@ class DeliveryEngine:
                 # A part sent now could not be recorded: its receipt would
                 # match nothing and a restart would send it again. What was
                 # sent already waits in the writer until the database is back.
+                room = 0
+            elif not self.ownership.trusted():
+                # CONTRACT §9: a lease not renewed in time (a paused process,
+                # a slow database) may be another instance's by now.
                 room = 0
             released = scheduler.pop_ready(limit=room) if room > 0 else []
             for message, part in released:
@@ -394,6 +428,7 @@ class DeliveryEngine:
         if message.parts_sent == 0 and self.refused(message):
             await self._end(message, Status.REJECTED, self._refused_code)
             return
+        shard = shard_of_key(self.queue_key(message))
         digits = message.recipient.lstrip("+")
         candidates = self._candidates(digits, message.concat_group)
         if not candidates:
@@ -426,6 +461,11 @@ class DeliveryEngine:
                 and self.carriers.sends_whole(carrier, message)
             )
             failure: CarrierError | None = None
+            if not self.ownership.may_send(shard):
+                # CONTRACT §9: checked as the part leaves, after any wait for
+                # a window: a process paused past its lease sends nothing.
+                self._requeue(message, part)
+                return
             try:
                 if whole:
                     carrier_id = await self.carriers.submit_whole(carrier, message)
@@ -466,14 +506,23 @@ class DeliveryEngine:
             message.parts_sent += len(covered)
             message.sent_whole = whole
             writer = self.writer
+            shard, epoch = self.ownership.fence(shard)
             try:
                 if whole:
-                    await asyncio.gather(
-                        *(writer.submit(PartSent(message.id, p, carrier, carrier_id, now))
+                    recorded = await asyncio.gather(
+                        *(writer.submit(PartSent(message.id, p, carrier, carrier_id, now, shard, epoch))
                           for p in covered)
                     )  # fmt: skip
                 else:
-                    await writer.submit(PartSent(message.id, part, carrier, carrier_id, now))
+                    recorded = [
+                        await writer.submit(
+                            PartSent(message.id, part, carrier, carrier_id, now, shard, epoch)
+                        )
+                    ]
+                if FENCED in recorded:
+                    self._fenced(shard)
+                if message.parts_sent >= message.parts:
+                    self._live.discard(message.id)
             except StoreError:
                 # The writer holds a sent part until the database takes it;
                 # this is a shutdown that could not wait for the database:
@@ -557,7 +606,10 @@ class DeliveryEngine:
         for m in ended:
             m.status = Status.REJECTED
             self._attempts.pop(m.id, None)
-            self.writer.submit_then(MessageEnded(m.id, Status.REJECTED, code, now, None), _ended)
+            self.writer.submit_then(
+                MessageEnded(m.id, Status.REJECTED, code, now, None),
+                functools.partial(self._ended, m.id),
+            )
         return len(ended)
 
     @property
@@ -567,9 +619,61 @@ class DeliveryEngine:
     def _requeue(self, message: Message, part: int) -> None:
         if self._stopping:
             return
+        key = self.queue_key(message)
+        if not self.ownership.owns(shard_of_key(key)):
+            # Its shard went to another instance meanwhile, which queues it
+            # from the database (told here in case it loaded too early).
+            self._live.discard(message.id)
+            self._hand_off([message.id])
+            return
         # Only this part: the parts after it are still queued behind it.
-        self.scheduler.push_front(self.queue_key(message), message, 1, first_part=part)
+        self.scheduler.push_front(key, message, 1, first_part=part)
         self._wake.set()
+
+    # ------------------------------------------------------------- shards
+
+    def take(self, messages: Sequence[Message]) -> int:
+        """Queue messages read from the database for the shards this
+        instance owns (a takeover, a notice from the instance that stored
+        them), skipping those already here; how many were new."""
+        taken = 0
+        for message in messages:
+            if message.id in self._live or message.status in FINAL_STATUSES:
+                continue
+            self.enqueue(message, first_part=message.parts_sent)
+            taken += message.id in self._live
+        return taken
+
+    def lose(self, shards: set[int]) -> list[uuid.UUID]:
+        """The messages of these shards leave this process (another
+        instance took them, or this one hands them back): queued, parked
+        and scheduled. Their ids, for the new owner."""
+
+        def doomed(message: Message) -> bool:
+            return shard_of_key(self.queue_key(message)) in shards
+
+        dropped = self.scheduler.drop_keys(lambda key: shard_of_key(key) in shards)
+        dropped += [m for m, _ in self._parked if doomed(m)]
+        self._parked = [e for e in self._parked if not doomed(e[0])]
+        if any(doomed(m) for _, _, m in self._scheduled):
+            dropped += [m for _, _, m in self._scheduled if doomed(m)]
+            self._scheduled = [e for e in self._scheduled if not doomed(e[2])]
+            heapq.heapify(self._scheduled)
+        ids = list(dict.fromkeys(m.id for m in dropped))
+        self._live.difference_update(ids)
+        return ids
+
+    def in_flight(self) -> list[asyncio.Task[None]]:
+        """The parts at a carrier now, each until its outcome is recorded."""
+        return list(self._inflight)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _fenced(self, shard: int) -> None:
+        log.warning("a sent part's lease was taken over; sending stops until renewed", shard=shard)
+        self.ownership.distrust()
+        self.on_fenced()
 
     async def _end(
         self, message: Message, status: Status, code: str, *, carrier: str | None = None
@@ -579,6 +683,9 @@ class DeliveryEngine:
         self.scheduler.remove(self.queue_key(message), lambda m: m is message)
         with contextlib.suppress(StoreError):
             await self.writer.run(MessageEnded(message.id, status, code, utcnow(), carrier))
+        # Only once its end is stored: until then a look at the database's
+        # pending work (a resync, a notice) still finds it queued.
+        self._live.discard(message.id)
 
     # ------------------------------------------------------------- receipts
 
@@ -620,6 +727,10 @@ class DeliveryEngine:
         held, self._held = self._held, []
         for h in held:
             self._apply_receipt(h)
+
+    def _ended(self, message_id: uuid.UUID, result: object, error: StoreError | None) -> None:
+        self._live.discard(message_id)
+        _ended(result, error)
 
 
 def _ended(result: object, error: StoreError | None) -> None:

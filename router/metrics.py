@@ -128,6 +128,11 @@ COMMIT_BATCH = Histogram(
 MO_RECEIVED = Counter(
     "mo_received", "Mobile-originated messages (parts) from carriers", ["carrier"], namespace=_NS
 )
+SHARDS_OWNED = Gauge(
+    "shards_owned",
+    "Sender shards this instance holds a lease on (CONTRACT §9)",
+    namespace=_NS,
+)
 OUTBOX_BACKLOG = Gauge(
     "outbox_backlog",
     "Outbox rows (webhooks, SMPP receipts) not yet done, by kind",

@@ -382,6 +382,18 @@ class Dispatcher:
         if waiting:
             self._wake.set()
 
+    def hand_off_waiting(self) -> list[int]:
+        """Give up every row that waits for a receiving bind this process
+        does not hold (CONTRACT §9: it goes out on whichever instance holds
+        one); the caller sets them free in the database. Their ids."""
+        ids: list[int] = []
+        for waiting in self._waiting.values():
+            for n in waiting:
+                self._release(n.id)
+                ids.append(n.id)
+        self._waiting.clear()
+        return ids
+
     @property
     def pending(self) -> int:
         return (

@@ -238,12 +238,18 @@ class SenderScheduler(Generic[T]):
         rate_of: Callable[[str], float],
         *,
         max_queued_parts: int = DEFAULT_MAX_QUEUED_PARTS,
+        empty_at: Callable[[str], float] | None = None,
     ) -> None:
         if max_queued_parts < 1:
             raise ValueError("max_queued_parts must be at least 1")
         self._clock = clock
         self._rate_of = rate_of
         self._limit = max_queued_parts
+        # When a key's bucket was last known empty elsewhere (CONTRACT §9: a
+        # sender taken over from another instance, which may have just spent
+        # its tokens); a key the scheduler does not remember otherwise
+        # starts full.
+        self._empty_at = empty_at
         # Every key the scheduler remembers: those with queued work and those
         # cooling down. A key absent from here has, by construction, a full
         # bucket, so forgetting it changes nothing a sender could observe.
@@ -361,6 +367,20 @@ class SenderScheduler(Generic[T]):
             self._start_cooling(bucket)
         return removed
 
+    def drop_keys(self, doomed: Callable[[str], bool]) -> list[T]:
+        """Forget every key `doomed` names, queue and bucket: its sender
+        went to another instance (CONTRACT §9), which queues the same work
+        from the database. The items that were queued, once each."""
+        dropped: dict[int, T] = {}
+        for key in [k for k in self._buckets if doomed(k)]:
+            bucket = self._buckets.pop(key)
+            for item, _, _ in bucket.entries():
+                dropped[id(item)] = item
+            self._queued -= bucket.queued
+            bucket.queued = 0
+            bucket.seq = -1  # its heap entries are stale now
+        return list(dropped.values())
+
     # -- releasing -------------------------------------------------------
 
     def pop_ready(self, limit: int | None = None) -> list[tuple[T, int]]:
@@ -455,6 +475,11 @@ class SenderScheduler(Generic[T]):
         """Return ``key``'s bucket, scheduled in the ready heap if it has no work yet."""
         if bucket is None:
             bucket = _Bucket(key, _checked_rate(self._rate_of, key), now)
+            if self._empty_at is not None and bucket.rate > 0:
+                # Empty then, it is full a whole capacity's refill later.
+                full_at = self._empty_at(key) + bucket.capacity() / bucket.rate
+                if full_at > now:
+                    bucket.base = full_at
             self._buckets[key] = bucket
         if bucket.queued == 0 and bucket.rate > 0:
             # A cooling key keeps its bucket: its next token may still be

@@ -18,6 +18,8 @@ import json
 import os
 import signal
 import socket
+import time
+import uuid
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
@@ -62,6 +64,7 @@ from smsrouter.router.sender_guard import SenderGuard
 from smsrouter.router.sender_ids import SenderIdRules, SenderRule
 from smsrouter.router.sender_states import SenderStates
 from smsrouter.router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
+from smsrouter.router.shards import Ownership
 from smsrouter.router.store import group_commit
 from smsrouter.router.store.directory import Directory, NumberRow, sync_config, touch_api_keys
 from smsrouter.router.store.directory_watch import DirectoryWatch
@@ -77,6 +80,7 @@ from smsrouter.router.store.queries import (
     stored_since,
 )
 from smsrouter.router.store.sender_watch import SenderWatch
+from smsrouter.router.store.shard_keeper import ShardKeeper
 from smsrouter.sims.carrier import CarrierSimulator
 
 log = structlog.get_logger("daemon")
@@ -175,6 +179,16 @@ def message_of(row: asyncpg.Record) -> Message:
     )
 
 
+class OutboxSide:
+    """What the shard keeper asks of the outbox's side (CONTRACT §9): the
+    dispatcher's rows, and the partner SMSC's receiving binds."""
+
+    def __init__(self, dispatcher: Dispatcher, smsc: PartnerSmsc) -> None:
+        self.add = dispatcher.add
+        self.hand_off_waiting = dispatcher.hand_off_waiting
+        self.receiving_accounts = smsc.receiving_accounts
+
+
 def build_kind() -> str:
     """ "compiled" when the router's modules are C extensions (the
     SMSROUTER_COMPILE=1 build, setup.py), else "interpreted"."""
@@ -246,6 +260,8 @@ class Router:
         )  # fmt: skip
         self.sender_guard: SenderGuard
         self.sender_watch: SenderWatch
+        self.keeper: ShardKeeper
+        self.ownership: Ownership
         self.embedded_pg: EmbeddedPostgres | None = None
         # What /healthz and /readyz answer about the database (CONTRACT §11),
         # fed by a SELECT 1 every second, read without a query per request.
@@ -438,8 +454,11 @@ class Router:
             on_opt_out=self.sender_guard.opted_out,
         )
         self.carriers = CarrierPool(cfg.carriers, on_mo=mo_receiver(self.inbound))
+        self.ownership = Ownership(time.monotonic)
         self.engine = DeliveryEngine(
             writer=self.writer,
+            ownership=self.ownership,
+            hand_off=lambda ids: self.keeper.hand_off(ids),
             carriers=self.carriers,
             routes=self.admission.routes,
             rates=build_rates(cfg, self._numbers),
@@ -459,12 +478,19 @@ class Router:
             self.pool, lambda rows: self.sender_guard.apply(rows, loaded=not self._started)
         )
         await self.sender_watch.reload()
-        resumed = await pending_messages(self.pool)
-        for row in resumed:
-            message = message_of(row)
-            self.engine.enqueue(message, first_part=message.parts_sent)
-        if resumed:
-            log.info("resumed queued messages", count=len(resumed))
+        # CONTRACT §9: the queued work of the shards this instance claims
+        # is loaded by the keeper, at its start and at every later claim.
+        self.keeper = ShardKeeper(
+            self.pool,
+            instance_id=self.instance_id,
+            lease_seconds=self.config.instance.lease_seconds,
+            engine=self.engine,
+            pending=self._pending_messages,
+        )
+        self.engine.on_fenced = self.keeper.renew_soon
+
+    async def _pending_messages(self, ids: list[uuid.UUID] | None) -> list[Message]:
+        return [message_of(row) for row in await pending_messages(self.pool, ids)]
 
     async def _start_delivery(self, stack: contextlib.AsyncExitStack) -> None:
         """Outbound: webhooks, the partner SMSC's binds, notifications,
@@ -535,13 +561,20 @@ class Router:
         )
         self.smsc.on_receiver_bound = self.dispatcher.account_ready
         self._status_listeners.add(self.dispatcher)
-        self.dispatcher.add(await pending_notifications(self.pool))
+        self.dispatcher.add(await pending_notifications(self.pool, self.instance_id))
+        self.keeper.outbox = OutboxSide(self.dispatcher, self.smsc)
         self._watch_backlog(self.dispatcher)
 
         self.carriers.start(self.engine)
         stack.push_async_callback(self.carriers.stop)
+        # Once the dispatcher stopped, what it still held is set free.
+        stack.push_async_callback(self.keeper.leave)
         self.dispatcher.start()
         stack.push_async_callback(lambda: self.dispatcher.stop(timeout=min(self._drain, 5.0)))
+        # Started before the engine and stopped after it drained: its stop
+        # hands the shards back once nothing of theirs is at a carrier.
+        await self.keeper.start()
+        stack.push_async_callback(self.keeper.stop)
         self.engine.start()
         stack.push_async_callback(lambda: self.engine.stop(self._drain))
         self.sender_watch.start()
@@ -635,7 +668,9 @@ class Router:
             self._recovered.clear()
             try:
                 await self.intake.resolve_doubts(lambda ids: stored_message_ids(self.pool, ids))
-                self.dispatcher.add_missing(await pending_notifications(self.pool))
+                self.dispatcher.add_missing(
+                    await pending_notifications(self.pool, self.instance_id)
+                )
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("recovery after a database outage failed; retrying", error=repr(exc))
                 await asyncio.sleep(1.0)

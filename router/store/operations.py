@@ -95,6 +95,10 @@ class PartSent:
     carrier: str
     carrier_message_id: str
     at: datetime
+    # The sender's shard and the epoch of this instance's lease on it, the
+    # fencing token (CONTRACT §9); shard -1 when nothing fences the write.
+    shard: int = -1
+    epoch: int = 0
 
     # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
     def __init__(
@@ -104,12 +108,22 @@ class PartSent:
         carrier: str,
         carrier_message_id: str,
         at: datetime,
+        shard: int = -1,
+        epoch: int = 0,
     ) -> None:
         self.message_id = message_id
         self.part = part
         self.carrier = carrier
         self.carrier_message_id = carrier_message_id
         self.at = at
+        self.shard = shard
+        self.epoch = epoch
+
+
+# What a PartSent's write answers when its lease was taken over meanwhile:
+# the part is recorded all the same (its receipt must match), and the
+# instance stops sending until a renewal tells it which shards it lost.
+FENCED = "fenced"
 
 
 @dataclass(slots=True)

@@ -59,18 +59,23 @@ async def get_message(pool: asyncpg.Pool, message_id: uuid.UUID, account_id: str
     return {**message, "events": events}
 
 
-async def pending_messages(pool: asyncpg.Pool) -> list[asyncpg.Record]:
-    """Everything accepted but not yet fully handed to a carrier, oldest
-    first, with `parts_sent` counted from its carrier_submits rows."""
+async def pending_messages(
+    pool: asyncpg.Pool, ids: Sequence[uuid.UUID] | None = None
+) -> list[asyncpg.Record]:
+    """Everything accepted but not yet fully handed to a carrier (or only
+    these messages of it), oldest first, with `parts_sent` counted from its
+    carrier_submits rows."""
     columns = ", ".join(f"m.{c}" for c in MESSAGE_COLUMNS)
+    only = "" if ids is None else " AND m.id = ANY($1::uuid[])"
     async with pool.acquire() as conn:
         return await conn.fetch(
             f"SELECT {columns}, greatest(m.parts_sent, s.parts) AS parts_sent"
             " FROM messages m, LATERAL (SELECT count(DISTINCT cs.part)::int2 AS parts"
             "   FROM carrier_submits cs WHERE cs.message_id = m.id) s"
-            f" WHERE m.status IN {OPEN_SQL}"
+            f" WHERE m.status IN {OPEN_SQL}{only}"
             "   AND greatest(m.parts_sent, s.parts) < m.parts"
-            " ORDER BY m.created_at, m.id"
+            " ORDER BY m.created_at, m.id",
+            *(() if ids is None else (list(ids),)),
         )
 
 
@@ -81,11 +86,17 @@ async def stored_message_ids(pool: asyncpg.Pool, ids: Sequence[uuid.UUID]) -> se
     return {r["id"] for r in rows}
 
 
-async def pending_notifications(pool: asyncpg.Pool) -> list[Notification]:
+async def pending_notifications(pool: asyncpg.Pool, owner: str | None = None) -> list[Notification]:
+    """The outbox rows not done that this instance holds (CONTRACT §9: the
+    rows no live instance holds are claimed by the shard keeper); owner
+    None, those no one holds."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT id, kind, account_id, message_id, target, payload, attempts,"
-            " next_attempt_at, expires_at FROM outbox WHERE done_at IS NULL ORDER BY id"
+            " next_attempt_at, expires_at FROM outbox"
+            " WHERE done_at IS NULL AND owner IS NOT DISTINCT FROM $1"
+            " ORDER BY id",
+            owner,
         )
     return [Notification(**dict(r)) for r in rows]
 

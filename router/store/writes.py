@@ -15,6 +15,7 @@ import asyncpg
 from smsrouter.router.messages import STATUS_OF, Status
 from smsrouter.router.store.listeners import CommitListener
 from smsrouter.router.store.operations import (
+    FENCED,
     KEY_TAKEN,
     CarrierReceipt,
     Finished,
@@ -225,6 +226,14 @@ _PARTS_SENT = (
     " SET message_id = EXCLUDED.message_id,"
     "     submitted_at = EXCLUDED.submitted_at, status = 'sent', done_at = NULL"
 )
+# The same, with the fencing check (CONTRACT §9) in the one statement: the
+# shards whose lease is no longer the one the parts were sent under.
+_PARTS_SENT_FENCED = (
+    f"WITH sent AS ({_PARTS_SENT})"
+    " SELECT f.shard FROM unnest($6::int2[], $7::int8[]) AS f(shard, epoch)"
+    " WHERE NOT EXISTS (SELECT 1 FROM shard_leases l"
+    "   WHERE l.shard = f.shard AND l.epoch = f.epoch AND l.owner IS NOT NULL)"
+)
 
 
 async def _parts_sent(conn: asyncpg.Connection, ops: list[PartSent]) -> list[Any]:
@@ -232,15 +241,22 @@ async def _parts_sent(conn: asyncpg.Connection, ops: list[PartSent]) -> list[Any
     # repeated within the batch (a resend after a lost link) keeps its last.
     latest = {(o.carrier, o.carrier_message_id, o.part): o for o in ops}
     submits = latest.values()
-    await conn.execute(
-        _PARTS_SENT,
+    columns = (
         [o.carrier for o in submits],
         [o.carrier_message_id for o in submits],
         [o.message_id for o in submits],
         [o.part for o in submits],
         [o.at for o in submits],
     )
-    return [None] * len(ops)
+    leases = {o.shard: o.epoch for o in ops if o.shard >= 0}
+    if not leases:
+        await conn.execute(_PARTS_SENT, *columns)
+        return [None] * len(ops)
+    stale = {
+        r[0]
+        for r in await conn.fetch(_PARTS_SENT_FENCED, *columns, list(leases), list(leases.values()))
+    }
+    return [FENCED if o.shard in stale else None for o in ops]
 
 
 # What a statement that ends messages returns of each: the Finished.

@@ -1,0 +1,356 @@
+"""Several router instances on one PostgreSQL (CONTRACT §9).
+
+Each test starts two or three daemons on one database of the test's own
+server, each with its own `[instance] id` and its own carrier system_id, so
+that the carrier simulator's record says which instance sent each part.
+Messages go to every instance's HTTP port; what is checked is at the
+carrier: each acknowledged message exactly once, no sender above its rate
+over all instances together, a killed instance's work taken over within a
+lease, and a paused owner sending nothing after its takeover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from smsrouter.router.shards import shard_of
+from smsrouter.sims.carrier import AcceptedSubmit, CarrierSimulator
+from smsrouter.sims.webhook import WebhookReceiver
+from tests.e2e.daemon import RouterProcess
+
+LEASE = 2.0
+
+CONFIG = """
+[instance]
+id = "{instance}"
+lease_seconds = {lease}
+[http]
+listen = "127.0.0.1:0"
+[smpp]
+listen = "127.0.0.1:0"
+[log]
+level = "info"
+[[carriers]]
+name = "sim"
+port = {carrier_port}
+system_id = "{instance}"
+window = 16
+reconnect_delay = 0.1
+reconnect_max_delay = 0.5
+[[routes]]
+prefix = "1"
+carriers = [ {{ name = "sim", cost = "0.004" }} ]
+[[prices]]
+prefix = "1"
+price = "0.01"
+[[accounts]]
+id = "acme"
+credit = "1000000"
+api_keys = ["acme-key"]
+callback_url = "{webhook_url}"
+webhook_secret = "hook-secret"
+{numbers}
+[shutdown]
+drain_seconds = 2
+"""
+
+
+def _senders(count: int) -> list[str]:
+    """Short codes in distinct shards, so that every instance owns some."""
+    chosen: dict[int, str] = {}
+    for n in itertools.count(30000):
+        chosen.setdefault(shard_of(str(n)), str(n))
+        if len(chosen) == count:
+            return list(chosen.values())
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture
+async def carrier() -> AsyncIterator[CarrierSimulator]:
+    sim = CarrierSimulator(receipt_delay=0.02, seed=3)
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+class Fleet:
+    """The instances of one test, killed (by PID) when it ends."""
+
+    def __init__(
+        self, tmp_path: Path, database_url: str, carrier: CarrierSimulator, webhook_url: str
+    ) -> None:
+        self.tmp_path = tmp_path
+        self.env = {"SMSROUTER_DATABASE_URL": database_url}
+        self.carrier = carrier
+        self.webhook_url = webhook_url
+        self.instances: dict[str, RouterProcess] = {}
+
+    async def start(self, instance: str, numbers: str) -> RouterProcess:
+        config = self.tmp_path / f"{instance}.toml"
+        config.write_text(
+            CONFIG.format(
+                instance=instance,
+                lease=LEASE,
+                carrier_port=self.carrier.port,
+                webhook_url=self.webhook_url,
+                numbers=numbers,
+            )
+        )
+        router = RouterProcess(config, env=self.env)
+        self.instances[instance] = router
+        await router.start()
+        await router.wait_for_event("carrier bound")
+        return router
+
+    def __iter__(self) -> Iterator[RouterProcess]:
+        return iter(self.instances.values())
+
+
+@pytest.fixture
+async def fleet(
+    tmp_path: Path, database_url: str, carrier: CarrierSimulator, webhook: WebhookReceiver
+) -> AsyncIterator[Fleet]:
+    fleet = Fleet(tmp_path, database_url, carrier, webhook.url)
+    yield fleet
+    for router in fleet:
+        if router.proc is not None and router.proc.returncode is None:
+            # A test that stopped one (SIGSTOP) must not leave it stopped.
+            router.proc.send_signal(signal.SIGCONT)
+        await router.kill()
+        print(router.output())
+
+
+def _numbers(senders: list[str], rate: float) -> str:
+    return "\n".join(
+        f'[[numbers]]\nnumber = "{s}"\naccount = "acme"\ntype = "short_code"\nrate = {rate}'
+        for s in senders
+    )
+
+
+async def _shards_owned(router: RouterProcess) -> int:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(router.base_url + "/metrics") as resp,
+    ):
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith("smsrouter_shards_owned "):
+            return int(float(line.split()[1]))
+    return 0
+
+
+async def _until(predicate: object, what: str, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate() if callable(predicate) else predicate
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def _split(fleet: Fleet) -> None:
+    """Until the instances hold every shard between them, each a share."""
+    routers = list(fleet)
+
+    async def settled() -> bool:
+        owned = [await _shards_owned(r) for r in routers]
+        return sum(owned) == 1024 and min(owned) >= 1024 // len(routers) - 1
+
+    await _until(settled, "the shards to be split", timeout=30.0)
+
+
+async def _send(
+    routers: list[RouterProcess], senders: list[str], count: int, prefix: str
+) -> dict[str, str]:
+    """`count` messages round-robin over the instances and senders: text →
+    message id of those acknowledged."""
+    acked: dict[str, str] = {}
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer acme-key"}) as http:
+
+        async def one(n: int) -> None:
+            router = routers[n % len(routers)]
+            text = f"{prefix}-{n}"
+            body = {"from": senders[n % len(senders)], "to": f"+1415555{n:04d}", "text": text}
+            try:
+                async with http.post(router.base_url + "/v1/messages", json=body) as resp:
+                    if resp.status == 202:
+                        acked[text] = (await resp.json())["messages"][0]["id"]
+            except aiohttp.ClientError:
+                pass  # an instance killed under us: that request is unknown
+
+        await asyncio.gather(*(one(n) for n in range(count)))
+    return acked
+
+
+async def _all_delivered(database_url: str, ids: set[str], timeout: float = 60.0) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+
+        async def delivered() -> bool:
+            rows = await conn.fetch(
+                "SELECT status FROM messages WHERE id = ANY($1::uuid[])", list(ids)
+            )
+            return len(rows) == len(ids) and all(r["status"] == "delivered" for r in rows)
+
+        await _until(delivered, "every acknowledged message delivered", timeout)
+    finally:
+        await conn.close()
+
+
+def _within_rate(submits: list[AcceptedSubmit], rate: float, slack: float = 0.05) -> None:
+    """Per sender, over every instance together: in any stretch of time T
+    at most capacity + rate·T parts (CONTRACT §2 bucket, capacity max(1,
+    rate)); `slack` for the simulator stamping a part when it reads it."""
+    by_sender: dict[str, list[float]] = defaultdict(list)
+    for s in submits:
+        by_sender[s.source_addr].append(s.received_at)
+    capacity = max(1.0, rate)
+    for sender, times in by_sender.items():
+        times.sort()
+        for i, start in enumerate(times):
+            for j in range(i, len(times)):
+                allowed = capacity + rate * (times[j] - start + slack)
+                assert j - i + 1 <= allowed + 1e-9, (
+                    f"sender {sender}: {j - i + 1} parts in {times[j] - start:.3f} s"
+                )
+
+
+async def test_two_instances_send_each_message_once_within_each_senders_rate(
+    fleet: Fleet, carrier: CarrierSimulator, webhook: WebhookReceiver, database_url: str
+) -> None:
+    senders = _senders(8)
+    rate = 10.0
+    first = await fleet.start("alpha", _numbers(senders, rate))
+    second = await fleet.start("beta", _numbers(senders, rate))
+    await _split(fleet)
+
+    acked = await _send([first, second], senders, 240, "two")
+    assert len(acked) == 240
+    await _all_delivered(database_url, set(acked.values()))
+
+    at_carrier = Counter(s.text for s in carrier.submits)
+    assert {t: n for t, n in at_carrier.items() if n != 1} == {}
+    assert set(at_carrier) == set(acked)
+    # Both instances sent: the work was split, not done by one.
+    by_instance = Counter(s.system_id for s in carrier.submits)
+    assert set(by_instance) == {"alpha", "beta"}, by_instance
+    _within_rate(list(carrier.submits), rate)
+
+    await _until(
+        lambda: (
+            set(acked.values())
+            <= {c.body["id"] for c in webhook.callbacks if c.body.get("status") == "delivered"}
+        ),
+        "every callback",
+    )
+    # A stopping instance hands its shards back at once: the other holds all.
+    assert await second.terminate() == 0
+    await _until(
+        lambda: _owned_exactly(first, 1024), "the survivor to hold every shard", timeout=2 * LEASE
+    )
+
+
+async def _owned_exactly(router: RouterProcess, count: int) -> bool:
+    return await _shards_owned(router) == count
+
+
+async def test_sigkill_of_one_of_three_loses_nothing_and_is_taken_over_within_a_lease(
+    fleet: Fleet, carrier: CarrierSimulator, webhook: WebhookReceiver, database_url: str
+) -> None:
+    senders = _senders(12)
+    routers = [await fleet.start(name, _numbers(senders, 50.0)) for name in ("a", "b", "c")]
+    await _split(fleet)
+    victim = routers[2]
+
+    before = await _send(routers, senders, 150, "early")
+    assert victim.proc is not None
+    victim.proc.send_signal(signal.SIGKILL)
+    await victim.proc.wait()
+    killed_at = datetime.now().astimezone()
+    after = await _send(routers[:2], senders, 150, "late")
+    acked = {**before, **after}
+    assert len(acked) >= 300 - 1  # at most a request in flight to the victim
+
+    # Takeover: the victim's shards are claimed by the survivors within a
+    # lease (and a round) of its death.
+    async def taken_over() -> bool:
+        return sum([await _shards_owned(r) for r in routers[:2]]) == 1024
+
+    await _until(taken_over, "the takeover", timeout=LEASE + 5)
+    claims = [
+        datetime.fromisoformat(line["timestamp"])
+        for r in routers[:2]
+        for line in r.lines
+        if line.get("event") == "shards claimed"
+        and datetime.fromisoformat(line["timestamp"]) > killed_at
+    ]
+    assert claims and min(claims) - killed_at <= timedelta(seconds=LEASE + 1), claims
+
+    await _all_delivered(database_url, set(acked.values()))
+    await _until(
+        lambda: (
+            set(acked.values())
+            <= {c.body["id"] for c in webhook.callbacks if c.body.get("status") == "delivered"}
+        ),
+        "every acknowledged message's callback",
+        timeout=60,
+    )
+    at_carrier = Counter(s.text for s in carrier.submits)
+    assert not [t for t in acked if at_carrier[t] == 0]
+    # Only parts outstanding on the killed instance may go twice: the first
+    # copy of every duplicate left from the victim.
+    first_by: dict[str, str] = {}
+    for s in carrier.submits:
+        first_by.setdefault(s.text, s.system_id)
+    for text, n in at_carrier.items():
+        if n > 1:
+            assert n == 2 and first_by[text] == "c", (text, n, first_by[text])
+
+
+async def test_a_paused_owner_sends_nothing_after_its_takeover(
+    fleet: Fleet, carrier: CarrierSimulator, database_url: str
+) -> None:
+    # Slow senders keep work queued on both instances while one is paused.
+    senders = _senders(8)
+    first = await fleet.start("one", _numbers(senders, 2.0))
+    paused = await fleet.start("two", _numbers(senders, 2.0))
+    await _split(fleet)
+    acked = await _send([first, paused], senders, 80, "queued")
+    assert len(acked) == 80
+    assert paused.proc is not None
+    paused.proc.send_signal(signal.SIGSTOP)
+    stopped_at = datetime.now().astimezone()
+    try:
+        await _until(lambda: _owned_exactly(first, 1024), "the takeover", timeout=LEASE * 2 + 5)
+        taken_at = datetime.now().astimezone()
+    finally:
+        paused.proc.send_signal(signal.SIGCONT)
+    await _all_delivered(database_url, set(acked.values()), timeout=90)
+
+    late = [s for s in carrier.submits if s.system_id == "two" and s.at > taken_at]
+    assert late == [], f"{len(late)} parts sent by the paused owner after its takeover"
+    # The woken instance learnt it lost its shards and takes a share again.
+    await _split(fleet)
+    at_carrier = Counter(s.text for s in carrier.submits)
+    assert not [t for t in acked if at_carrier[t] == 0]
+    # A part goes twice only if it was at the carrier when the owner paused.
+    for text, n in at_carrier.items():
+        if n > 1:
+            firsts = [s.at for s in carrier.submits if s.text == text]
+            assert n == 2 and abs(min(firsts) - stopped_at) < timedelta(seconds=2), text
+    _within_rate(list(carrier.submits), 2.0)
