@@ -39,15 +39,17 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 # Inside the container the listeners take every interface, or the published
 # ports reach nothing. The operator API stays on loopback until it has a
 # token of its own (SMSROUTER_ADMIN_LISTEN, SMSROUTER_ADMIN_TOKENS_FILE; see
-# docker-compose.yml).
+# docker-compose.yml). SMPP over TLS listens once given a certificate and
+# key (SMSROUTER_SMPP_TLS_CERT, SMSROUTER_SMPP_TLS_KEY_FILE: README).
 ENV SMSROUTER_HTTP_LISTEN=0.0.0.0:8080 \
     SMSROUTER_SMPP_LISTEN=0.0.0.0:2775 \
+    SMSROUTER_SMPP_TLS_LISTEN=0.0.0.0:3550 \
     SMSROUTER_DATABASE_DATA_DIR=/var/lib/smsrouter/pg \
     PYTHONUNBUFFERED=1
 USER smsrouter
 WORKDIR /var/lib/smsrouter
 VOLUME ["/var/lib/smsrouter"]
-EXPOSE 8080 2775 8082
+EXPOSE 8080 2775 3550 8082
 # /healthz on the HTTP port the listener was given (CONTRACT §3); the slim
 # image has no curl.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \

@@ -36,6 +36,7 @@ import errno
 import functools
 import os
 import socket
+import ssl
 from collections.abc import Callable
 
 import structlog
@@ -102,11 +103,26 @@ async def listening_sockets(host: str | None, port: int, *, backlog: int) -> lis
     return sockets
 
 
+def _peer_ip(conn: socket.socket) -> str:
+    try:
+        return str(conn.getpeername()[0])
+    except OSError:
+        return "?"  # already reset by the peer
+
+
 class Acceptor:
     """Accepts connections on one listening socket for `protocol_factory`.
 
     `refusal()` gives the bytes sent to a connection refused at the
     descriptor limit before it is closed (none when it is None).
+
+    With `tls`, each connection is a TLS server session (the protocol hears
+    of it once the handshake is done), and at most `max_handshakes_per_ip`
+    handshakes run at once from one source address: a connection that is
+    accepted but not yet handed to its protocol is outside every limit the
+    protocol keeps (CONTRACT §11 "Abusive clients"), so the cap on them is
+    kept here. A handshake not done within `handshake_timeout` is dropped.
+    `tls` may be replaced; a new context serves new connections.
     """
 
     def __init__(
@@ -117,12 +133,20 @@ class Acceptor:
         loop: asyncio.AbstractEventLoop,
         name: str,
         refusal: Callable[[], bytes] | None = None,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout: float = 30.0,
+        max_handshakes_per_ip: int = 256,
     ) -> None:
         self._sock = sock
         self._factory = protocol_factory
         self._loop = loop
         self.name = name
         self._refusal = refusal
+        self.tls = tls
+        self._handshake_timeout = handshake_timeout
+        self._max_handshakes_per_ip = max_handshakes_per_ip
+        # TLS handshakes under way per source address.
+        self._handshaking: dict[str, int] = {}
         self.port = int(sock.getsockname()[1])
         self._spare: int | None = None
         self._accepting = False
@@ -204,16 +228,41 @@ class Acceptor:
             self._hand_over(conn)
 
     def _hand_over(self, conn: socket.socket) -> None:
-        task = self._loop.create_task(self._loop.connect_accepted_socket(self._factory, conn))
+        if self.tls is None:
+            setup = self._loop.connect_accepted_socket(self._factory, conn)
+            ip = ""
+        else:
+            ip = _peer_ip(conn)
+            count = self._handshaking.get(ip, 0)
+            if count >= self._max_handshakes_per_ip:
+                conn.close()
+                self._log.warning(
+                    "connection refused: too many TLS handshakes from one address",
+                    key=(self.name, ip), listener=self.name, peer=ip,
+                    limit=self._max_handshakes_per_ip,
+                )  # fmt: skip
+                return
+            self._handshaking[ip] = count + 1
+            setup = self._loop.connect_accepted_socket(
+                self._factory, conn, ssl=self.tls, ssl_handshake_timeout=self._handshake_timeout
+            )
+        task = self._loop.create_task(setup)
         self._handshakes.add(task)
-        task.add_done_callback(functools.partial(self._handed_over, conn))
+        task.add_done_callback(functools.partial(self._handed_over, conn, ip))
 
     def _handed_over(
         self,
         conn: socket.socket,
+        ip: str,
         task: asyncio.Task[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]],
     ) -> None:
         self._handshakes.discard(task)
+        if ip:
+            left = self._handshaking[ip] - 1
+            if left:
+                self._handshaking[ip] = left
+            else:
+                del self._handshaking[ip]
         if task.cancelled():
             conn.close()
             return

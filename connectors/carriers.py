@@ -9,6 +9,7 @@ back as deliver_sm are handed to the engine and answered once committed.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ from smsrouter.router.engine import CarrierError, CarrierEvents
 from smsrouter.router.inbound import Inbound
 from smsrouter.router.messages import Message, Status
 from smsrouter.router.store.operations import CarrierReceipt
+from smsrouter.router.tls import TlsConfigError, client_context
 from smsrouter.sms.text import concat_udh, decode_short_message, encode_text, pack_septets
 
 log = structlog.get_logger("carrier")
@@ -250,6 +252,20 @@ class CarrierBinds:
         self._clock = time.monotonic
         self._paused_until: dict[SmppLink, float] = {}
         self._next_send: dict[SmppLink, float] = {}
+        # CONTRACT §4 "TLS": loaded once (a system trust store takes some
+        # milliseconds), again on renew_tls().
+        self._tls: ssl.SSLContext | None = client_context(cfg.tls_ca) if cfg.tls else None
+
+    def renew_tls(self) -> None:
+        """Read tls_ca again (SIGHUP): later binds verify against it. One
+        that no longer loads leaves the one in use."""
+        if not self.cfg.tls:
+            return
+        try:
+            self._tls = client_context(self.cfg.tls_ca)
+        except TlsConfigError as exc:
+            log.error("carrier CA bundle not reloaded; keeping the one in use",
+                      carrier=self.name, error=str(exc))  # fmt: skip
 
     @property
     def name(self) -> str:
@@ -294,6 +310,18 @@ class CarrierBinds:
             link: SmppLink | None = None
             try:
                 link = await self._bind(kind)
+            except ssl.SSLCertVerificationError as exc:
+                # Not a network fault: only a change of certificate or CA
+                # mends it, so the line says what OpenSSL found.
+                log.error(
+                    "carrier TLS certificate not trusted", carrier=self.name,
+                    host=self.cfg.host, reason=exc.verify_message, retry_in=delay,
+                )  # fmt: skip
+            except ssl.SSLError as exc:
+                log.warning(
+                    "carrier TLS handshake failed", carrier=self.name, host=self.cfg.host,
+                    reason=exc.reason or str(exc), retry_in=delay,
+                )  # fmt: skip
             except (OSError, LinkClosed, ResponseTimeout, CarrierError) as exc:
                 log.warning(
                     "carrier bind failed", carrier=self.name, error=repr(exc), retry_in=delay
@@ -318,6 +346,9 @@ class CarrierBinds:
                 ),
                 self.cfg.host,
                 self.cfg.port,
+                # The certificate must name the host we dialled.
+                ssl=self._tls,
+                server_hostname=self.cfg.host if self._tls is not None else None,
             ),
             timeout=10,
         )
@@ -474,6 +505,11 @@ class CarrierPool:
 
     async def stop(self) -> None:
         await asyncio.gather(*(c.stop() for c in self.carriers.values()))
+
+    def renew_tls(self) -> None:
+        """Every TLS carrier reads its CA bundle again (SIGHUP)."""
+        for c in self.carriers.values():
+            c.renew_tls()
 
     def is_available(self, carrier: str) -> bool:
         c = self.carriers.get(carrier)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 import time
 import uuid
 from collections import deque
@@ -189,6 +190,7 @@ class PartnerSmsc:
         # query_sm answers being read from the database; stop() ends them.
         self._queries: set[asyncio.Task[None]] = set()
         self._port = 0
+        self._tls_port = 0
         self._links: set[SmppLink] = set()
         self._binds: dict[str, list[SmppLink]] = {}
         self._next_receiver: dict[str, int] = {}
@@ -234,12 +236,31 @@ class PartnerSmsc:
         self._send_answers()
 
     async def start(self, host: str, port: int) -> None:
+        acceptors = await self._listen(host, port, None)
+        self._port = acceptors[0].port
+        self._acceptors.extend(acceptors)
+
+    async def start_tls(self, host: str, port: int, context: ssl.SSLContext) -> None:
+        """The TLS listener (CONTRACT §4 "TLS"): the same binds, limits and
+        throttles as the plain one, over a TLS session with `context`."""
+        acceptors = await self._listen(host, port, context)
+        self._tls_port = acceptors[0].port
+        self._acceptors.extend(acceptors)
+
+    def renew_tls(self, context: ssl.SSLContext) -> None:
+        """A new certificate and key (SIGHUP): new connections are served
+        with them; open ones keep their sessions."""
+        for acceptor in self._acceptors:
+            if acceptor.tls is not None:
+                acceptor.tls = context
+
+    async def _listen(self, host: str, port: int, tls: ssl.SSLContext | None) -> list[Acceptor]:
         loop = asyncio.get_running_loop()
         # Our own accept loop rather than loop.create_server: at the
         # file-descriptor limit it refuses and logs (connectors/acceptor.py,
         # CONTRACT §11).
         sockets = await listening_sockets(host, port, backlog=1024)
-        self._acceptors = [
+        acceptors = [
             Acceptor(
                 sock,
                 lambda: SmppLink(
@@ -255,17 +276,27 @@ class PartnerSmsc:
                     **self._link_options,  # type: ignore[arg-type]
                 ),
                 loop=loop,
-                name="smpp",
+                name="smpp" if tls is None else "smpp-tls",
+                tls=tls,
+                # A handshake gets the time a connection has to bind, and
+                # one address as many at once as it may hold connections.
+                handshake_timeout=self._link_options["bind_timeout"],
+                max_handshakes_per_ip=self._max_per_ip,
             )
             for sock in sockets
         ]
-        self._port = self._acceptors[0].port
-        for acceptor in self._acceptors:
+        for acceptor in acceptors:
             acceptor.start()
+        return acceptors
 
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def tls_port(self) -> int:
+        """The TLS listener's port; 0 without one."""
+        return self._tls_port
 
     def stop_accepting(self) -> None:
         """Drain step one: no new binds, no new submit_sm."""

@@ -25,6 +25,7 @@ import phonenumbers
 
 from smsrouter.router.content import ContentRule, ContentRuleError, compile_content_rules
 from smsrouter.router.netaddr import url_refusal
+from smsrouter.router.tls import TlsConfigError, client_context, is_pem_text, server_context
 
 ENV_PREFIX = "SMSROUTER_"
 # SMSROUTER_X_FILE: the value of SMSROUTER_X is in that file (_env_with_files).
@@ -78,6 +79,21 @@ class SmppConfig(_Section):
     # (SMPP 3.4 §2.7: the ESME's window is the ESME's to keep; ours bounds
     # what one partner can make us hold).
     max_outstanding: int = 200
+    # CONTRACT §4 "TLS": with tls_cert and tls_key (paths, or the PEM text
+    # from SMSROUTER_SMPP_TLS_KEY_FILE) a second listener speaks SMPP over
+    # TLS; 3550 is IANA's port for it ("ssmpp").
+    tls_listen: str = "127.0.0.1:3550"
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    def __repr__(self) -> str:
+        # A key given as PEM text is a secret: never in a repr or a log line.
+        key = "<pem>" if is_pem_text(self.tls_key) else repr(self.tls_key)
+        fields = ", ".join(
+            f"{name}={key if name == 'tls_key' else repr(getattr(self, name))}"
+            for name in self.__struct_fields__
+        )
+        return f"SmppConfig({fields})"
 
 
 class DatabaseConfig(_Section):
@@ -130,6 +146,11 @@ class CarrierConfig(_Section):
     # After ESME_RTHROTTLED a bind sends nothing for this long (SMPP 3.4
     # §5.1.3 leaves the back-off to the ESME; Kannel waits 1 s).
     throttle_pause: float = 1.0
+    # CONTRACT §4 "TLS": reach the carrier over TLS, its certificate
+    # verified against tls_ca (a PEM bundle; empty = the system's trust
+    # store) and checked to name `host`.
+    tls: bool = False
+    tls_ca: str = ""
 
 
 class RouteCarrier(_Section):
@@ -628,6 +649,7 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
             parse_listen(getattr(config, key).listen)
         except ValueError as exc:
             errors.append((f"{key}.listen", str(exc)))
+    errors.extend(_smpp_tls_errors(config.smpp))
     # A lease renewed every second must outlive a missed renewal or two.
     if config.instance.lease_seconds < 2:
         errors.append(("instance.lease_seconds", "must be at least 2"))
@@ -658,6 +680,7 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
             errors.append(
                 (f"{at('carriers', i)}.system_id", "longer than 15 characters (SMPP 3.4 §5.2.1)")
             )
+        errors.extend(_carrier_tls_errors(c, at("carriers", i)))
 
     seen_prefixes: set[str] = set()
     for i, r in enumerate(config.routes):
@@ -791,6 +814,48 @@ def _semantic_errors(config: Config, positions: dict[str, list[int]]) -> list[tu
         if getattr(getattr(config, section), key) <= 0:
             errors.append((f"{section}.{key}", "must be positive"))
     return errors
+
+
+def _smpp_tls_errors(smpp: SmppConfig) -> list[tuple[str, str]]:
+    """`[smpp] tls_listen`, `tls_cert`, `tls_key` (CONTRACT §4 "TLS"): both
+    files or neither, and both loadable as the listener will load them."""
+    errors: list[tuple[str, str]] = []
+    try:
+        tls_host, tls_port = parse_listen(smpp.tls_listen)
+    except ValueError as exc:
+        errors.append(("smpp.tls_listen", str(exc)))
+    else:
+        if (smpp.tls_cert or smpp.tls_key) and tls_port != 0:
+            try:
+                same = parse_listen(smpp.listen) == (tls_host, tls_port)
+            except ValueError:
+                same = False  # named under smpp.listen already
+            if same:
+                errors.append(("smpp.tls_listen", "is the address of smpp.listen"))
+    if bool(smpp.tls_cert) != bool(smpp.tls_key):
+        missing = "tls_key" if smpp.tls_cert else "tls_cert"
+        given = "tls_cert" if smpp.tls_cert else "tls_key"
+        errors.append((f"smpp.{missing}", f"required with smpp.{given}"))
+    elif smpp.tls_cert:
+        try:
+            server_context(smpp.tls_cert, smpp.tls_key)
+        except TlsConfigError as exc:
+            errors.append((f"smpp.{exc.field}", exc.detail))
+    return errors
+
+
+def _carrier_tls_errors(carrier: CarrierConfig, where: str) -> list[tuple[str, str]]:
+    """A carrier's `tls` and `tls_ca`: a CA bundle only for a TLS carrier,
+    and one that loads."""
+    if not carrier.tls:
+        if carrier.tls_ca:
+            return [(f"{where}.tls_ca", "set without tls = true: the carrier is reached in clear")]
+        return []
+    try:
+        client_context(carrier.tls_ca)
+    except TlsConfigError as exc:
+        return [(f"{where}.{exc.field}", exc.detail)]
+    return []
 
 
 def _check_countries(countries: list[str], where: str, errors: list[tuple[str, str]]) -> None:

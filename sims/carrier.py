@@ -16,7 +16,8 @@ moves one thing away from that:
 * outages on command: `drop_binds()`, `refuse_binds(seconds)`,
   `stall(seconds)`;
 * mobile-originated messages: `send_mo()`, multi-part ones included;
-* a control API over HTTP (`control_port`, see sims/control.py).
+* a control API over HTTP (`control_port`, see sims/control.py);
+* SMPP over TLS (`tls_cert`, `tls_key`), as carriers that require it offer.
 
 It records every submit_sm it accepted (`submits`, or only counts with
 `record="count"`) and counts duplicates, so tests and load runs can check
@@ -68,6 +69,7 @@ from smsrouter.connectors.smpp import (
 from smsrouter.connectors.smpp.receipt import ReceiptStatus, normalize_stat, state_from_status
 from smsrouter.connectors.smpp.user_data import message_octets
 from smsrouter.connectors.smpp_link import SmppLink
+from smsrouter.router.tls import server_context
 from smsrouter.sims.distributions import Delay, Mix, parse_delay, parse_mix, status_of
 from smsrouter.sms.text import decode_short_message, split_udh
 
@@ -655,6 +657,9 @@ class CarrierSimulator:
     rng: random.Random | None = None
     #: Resolution of the timer wheel, seconds of real time between its ticks.
     tick: float = 0.01
+    #: With both (PEM paths or text): binds are served over TLS only.
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def __post_init__(self) -> None:
         self._rng = self.rng if self.rng is not None else random.Random(self.seed)
@@ -683,6 +688,9 @@ class CarrierSimulator:
             raise ValueError(f"receipt_id_format is hex or decimal, not {self.receipt_id_format!r}")
         if self.record not in ("full", "count"):
             raise ValueError(f"record is full or count, not {self.record!r}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS needs both a certificate and its key")
+        self._tls = server_context(self.tls_cert, self.tls_key) if self.tls_cert else None
         self._burst = self.tps_burst if self.tps_burst is not None else max(1.0, self.tps)
         self._format_id: Callable[[int], str] = "{:x}".format if self.id_format == "hex" else str
         receipt_base = self.receipt_id_format or self.id_format
@@ -747,7 +755,9 @@ class CarrierSimulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._accept, host, port, reuse_address=True)
+        self._server = await loop.create_server(
+            self._accept, host, port, reuse_address=True, ssl=self._tls
+        )
         self._ticker = loop.call_later(self.tick, self._on_tick)
         if self.control_port is not None:
             from smsrouter.sims.control import ControlApi

@@ -112,6 +112,7 @@ def _weights(text: str) -> dict[str, float]:
 
 def cmd_sim_carrier(args: argparse.Namespace) -> int:
     from smsrouter.logs import configure_logging
+    from smsrouter.router.tls import TlsConfigError
     from smsrouter.sims.carrier import CarrierSimulator, parse_receipt_forms
     from smsrouter.sims.distributions import parse_mix, parse_status_mix
 
@@ -134,8 +135,10 @@ def cmd_sim_carrier(args: argparse.Namespace) -> int:
             record=args.record,
             window=args.window,
             control_port=args.control_port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
-    except ValueError as exc:
+    except (ValueError, TlsConfigError) as exc:
         print(f"smsrouter sim carrier: {exc}", file=sys.stderr)
         return 2
     _event_loop()
@@ -416,6 +419,8 @@ def parser() -> argparse.ArgumentParser:
     carrier.add_argument("--window", type=int, default=1024, help="receipts in flight per bind")
     carrier.add_argument("--control-port", type=int, help="HTTP control API on 127.0.0.1")
     carrier.add_argument("--seed", type=int)
+    carrier.add_argument("--tls-cert", default="", metavar="PEM", help="serve SMPP over TLS")
+    carrier.add_argument("--tls-key", default="", metavar="PEM", help="the --tls-cert's key")
     carrier.add_argument("--log-format", choices=["json", "console"])
     carrier.set_defaults(func=cmd_sim_carrier)
     _add_load_parsers(sim_sub)

@@ -81,6 +81,7 @@ from smsrouter.router.store.queries import (
 )
 from smsrouter.router.store.sender_watch import SenderWatch
 from smsrouter.router.store.shard_keeper import ShardKeeper
+from smsrouter.router.tls import TlsConfigError, server_context
 from smsrouter.sims.carrier import CarrierSimulator
 
 log = structlog.get_logger("daemon")
@@ -284,6 +285,7 @@ class Router:
         self.simulators: list[CarrierSimulator] = []
         self.http_port = 0
         self.smpp_port = 0
+        self.smpp_tls_port = 0  # 0: no TLS listener
         self.admin_port = 0
         self._recovered = asyncio.Event()
         # Failed authentications per source address, counted across both
@@ -330,6 +332,10 @@ class Router:
         }
         if self.admin is not None:
             where["admin"] = f"http://{parse_listen(self.config.admin.listen)[0]}:{self.admin_port}"
+        if self.smpp_tls_port:
+            where["smpp_tls"] = (
+                f"{parse_listen(self.config.smpp.tls_listen)[0]}:{self.smpp_tls_port}"
+            )
         log.info("smsrouter ready", **where, build=build_kind())
 
     async def _start_database(self, stack: contextlib.AsyncExitStack) -> None:
@@ -592,6 +598,13 @@ class Router:
         await self.smsc.start(host, port)
         stack.callback(self.smsc.stop_accepting)
         self.smpp_port = self.smsc.port
+        if cfg.smpp.tls_cert:
+            # CONTRACT §4 "TLS": a second listener on the same SMSC.
+            host, port = parse_listen(cfg.smpp.tls_listen)
+            await self.smsc.start_tls(
+                host, port, server_context(cfg.smpp.tls_cert, cfg.smpp.tls_key)
+            )
+            self.smpp_tls_port = self.smsc.tls_port
         host, port = parse_listen(cfg.http.listen)
         await self.api.server.start(host, port, backlog=1024)
         stack.callback(self.api.server.stop_listening)
@@ -739,7 +752,24 @@ class Router:
         self.config = config
         self.admission.apply_config(**admission_rules(config, self._numbers))
         self.engine.apply_config(self.admission.routes, build_rates(config, self._numbers))
+        self._renew_tls(config)
         await self.directory_watch.reload()
+
+    def _renew_tls(self, config: Config) -> None:
+        """SIGHUP re-reads the TLS files (CONTRACT §4 "TLS"): new partner
+        connections get the new certificate, new carrier binds verify
+        against the CA bundle as it is now; open sessions keep theirs. The
+        listener's address stays until a restart."""
+        if self.smpp_tls_port and config.smpp.tls_cert:
+            try:
+                context = server_context(config.smpp.tls_cert, config.smpp.tls_key)
+            except TlsConfigError as exc:  # changed again since the check
+                log.error("smpp TLS certificate not reloaded", error=str(exc))
+            else:
+                self.smsc.renew_tls(context)
+        elif config.smpp.tls_cert:
+            log.warning("smpp TLS listener needs a restart to start", key="smpp.tls_cert")
+        self.carriers.renew_tls()
 
     def _account_locked(self, account_id: str) -> bool:
         account = self.accounts.get(account_id)
