@@ -82,7 +82,7 @@ function carrierRow(c) {
       cell(badge(c.breaker.replace("_", "-"), breakerState)),
       cell(rate(c.submit_per_second), "num submit-rate"),
       cell(rate(c.errors_per_second), "num"),
-      cell(`${c.latency_ms.toFixed(1)} ms`, "num"),
+      cell(c.submitted_total > 0 ? `${c.latency_ms.toFixed(1)} ms` : "–", "num"),
       cell(count(c.submitted_total), "num"),
       cell(count(c.errors_total), "num"),
     ],
