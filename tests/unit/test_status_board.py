@@ -57,6 +57,8 @@ class Parts:
             rates=CounterRates(window=5, clock=self.clock),
             totals=lambda: self.totals,
             clock=lambda: AT,
+            monotonic=self.clock,
+            keys_scanned_per_second=2,
         )
 
     def look(self, after: float, **totals: float) -> dict:
@@ -137,6 +139,17 @@ def test_queue_depth_and_the_busiest_queues_deepest_first() -> None:
          "drain_seconds": 7.0},
         {"sender": "12345", "country": None, "depth": 3, "rate": 100.0, "drain_seconds": 0.0},
     ]  # fmt: skip
+
+
+def test_with_many_active_queues_the_busiest_are_found_again_less_often() -> None:
+    parts = Parts()  # scanning 2 keys a second: 3 keys, every 1.5 s
+    fill(parts.queues, [("12345", 3), ("+14155550101", 40), ("+18005550199|CA", 7)])
+    assert parts.look(0)["queues"]["busiest"][0]["depth"] == 40
+    fill(parts.queues, [("+14155550101", 10)])
+    again = parts.look(1.4)["queues"]
+    assert again["depth"] == 60, "the depth is always the latest"
+    assert again["busiest"][0]["depth"] == 40
+    assert parts.look(0.1)["queues"]["busiest"][0]["depth"] == 50
 
 
 def test_the_busiest_list_is_bounded_skips_empty_queues_and_shows_a_held_one() -> None:
