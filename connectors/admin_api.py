@@ -62,6 +62,7 @@ from smsrouter.connectors.problems import (
     store_timeout,
     store_unavailable,
 )
+from smsrouter.connectors.status_page import StatusPage, StatusSource
 from smsrouter.connectors.template_api import admin_decide_template, admin_list_templates
 from smsrouter.router.admission import FieldError
 from smsrouter.router.auth_throttle import AuthThrottle
@@ -136,6 +137,7 @@ class AdminApi:
         max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP,
         auth_throttle: AuthThrottle | None = None,
         opt_outs: OptOutList | None = None,
+        status: StatusSource | None = None,
     ) -> None:
         self.pool = pool
         # This process's opt-out lists: an import joins them as it commits
@@ -188,6 +190,10 @@ class AdminApi:
             PREFIX + "/templates/{id}/approve": {"POST": self._authed(self.approve_template)},
             PREFIX + "/templates/{id}/reject": {"POST": self._authed(self.reject_template)},
         }
+        if status is not None:
+            # CONTRACT §8: GET /status, drawn from what `status` builds.
+            page = StatusPage(status, self._token_name, self.auth_throttle)
+            self.routes.update(page.routes)
         self.server = HttpServer(
             self.routes,
             # Only an import may carry a list of up to MAX_IMPORT_LINES numbers.
@@ -225,6 +231,9 @@ class AdminApi:
                 request, self.auth_throttle, what="operator token", ingress="admin"
             )
         return name
+
+    def _token_name(self, token: str) -> str | None:
+        return self._token_names.get(_digest(token))
 
     async def _answer(self, handler: Handler, request: Request, actor: str) -> Response:
         """Run the handler; its refusals and the directory's become problems."""

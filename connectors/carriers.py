@@ -280,6 +280,14 @@ class CarrierBinds:
         """Bound links that may submit."""
         return self._senders
 
+    @property
+    def binds(self) -> tuple[int, int]:
+        """(bound now, configured): a transmitter and a receiver are two
+        binds of one session (the status page, CONTRACT §8)."""
+        per_session = 1 if self.cfg.bind == "transceiver" else 2
+        bound = sum(1 for link in self._links if link.owner is not None)
+        return bound, self.cfg.sessions * per_session
+
     def start(self, events: CarrierEvents) -> None:
         """Bind, and report receipts and binds to `events` (the engine)."""
         self._on_receipt = events.receipt

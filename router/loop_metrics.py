@@ -117,6 +117,11 @@ class LoopCounter(_LoopMetric[CounterChild]):
         """For a counter without labels."""
         self.labels().inc(amount)
 
+    def values(self) -> dict[tuple[str, ...], float]:
+        """Each series' value by its label values: the status page's rates
+        (router/status.py) are read here, not scraped."""
+        return {labels: child.value for labels, child in self._children.items()}
+
     def _new_child(self) -> CounterChild:
         return CounterChild()
 

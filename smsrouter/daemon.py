@@ -37,6 +37,7 @@ from smsrouter.connectors.smpp_server import PartnerSmsc
 from smsrouter.connectors.webhooks import WebhookChannel
 from smsrouter.db_probe import DatabaseProbe
 from smsrouter.embedded_pg import EmbeddedPostgres
+from smsrouter.logs import recent_errors
 from smsrouter.pg_supervisor import PostgresSupervisor
 from smsrouter.router import metrics
 from smsrouter.router.accounts import Account, AccountDirectory
@@ -65,6 +66,7 @@ from smsrouter.router.sender_ids import SenderIdRules, SenderRule
 from smsrouter.router.sender_states import SenderStates
 from smsrouter.router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
 from smsrouter.router.shards import Ownership
+from smsrouter.router.status import BindCount, StatusBoard
 from smsrouter.router.store import group_commit
 from smsrouter.router.store.directory import Directory, NumberRow, sync_config, touch_api_keys
 from smsrouter.router.store.directory_watch import DirectoryWatch
@@ -313,6 +315,26 @@ class Router:
         database = self.db_liveness.reachable
         return database and any(carriers.values()), {"database": database, "carriers": carriers}
 
+    def _status_board(self) -> StatusBoard:
+        """What the operator's status page shows (CONTRACT §8), read from
+        this process's parts at each look: no query."""
+        carriers, engine, liveness = self.carriers, self.engine, self.db_liveness
+        return StatusBoard(
+            binds=lambda: [BindCount(name, *c.binds) for name, c in carriers.carriers.items()],
+            health=engine.health,
+            queues=engine.scheduler,
+            # The engine's rates are replaced on reload.
+            rate_of=lambda key: engine.rates.rate_of(key),
+            senders=self.sender_states,
+            errors=recent_errors,
+            database_reachable=lambda: liveness.reachable,
+            about={
+                "instance": self.instance_id,
+                "version": package_version(),
+                "build": build_kind(),
+            },
+        )
+
     # ------------------------------------------------------------- start
 
     async def start(self) -> None:
@@ -533,6 +555,7 @@ class Router:
                 header_timeout=cfg.http.header_timeout,
                 auth_throttle=self.auth_throttle,
                 opt_outs=self.opt_outs,
+                status=self._status_board().document,
             )
             admin_server = self.admin.server
             stack.push_async_callback(lambda: admin_server.stop(self._drain))

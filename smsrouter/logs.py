@@ -10,11 +10,18 @@ from typing import Any
 import structlog
 
 from smsrouter.router.log_limits import RepeatLimiter
+from smsrouter.router.recent_errors import RecentErrors
 
 # Keys whose values must never reach a log line, whatever a caller binds.
 _SECRET_KEYS = frozenset(
     {"password", "api_key", "webhook_secret", "secret", "dsn", "authorization"}
 )
+
+# The latest warnings and errors of this process, for the status page
+# (CONTRACT §8), and the info-level faults it shows besides: a carrier's
+# temporary failure or refusal is logged at info (one is expected now and
+# then) but an operator looking at the page wants to see them come.
+recent_errors = RecentErrors(also=("carrier failed temporarily", "carrier refused"))
 
 
 def _redact_secrets(
@@ -25,6 +32,20 @@ def _redact_secrets(
     return event
 
 
+def processors(renderer: structlog.types.Processor) -> list[structlog.types.Processor]:
+    """Every line's way to `renderer`."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact_secrets,
+        # After the redaction: the page shows nothing the log would not.
+        recent_errors,
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     renderer: structlog.types.Processor
     if fmt == "console":
@@ -33,14 +54,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         renderer = structlog.processors.JSONRenderer()
     numeric = logging.getLevelName(level.upper())
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact_secrets,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=processors(renderer),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         # No file given: each line goes to the sys.stdout of the moment, so
         # a stream swapped in and closed by an embedding program (a test

@@ -48,6 +48,11 @@ def test_an_installed_wheel_has_one_top_level_package_and_runs_from_it(tmp_path:
             for p in (site / "smsrouter" / folder).rglob("*.py")
         }
         assert here == installed, folder
+    # Package data: the status page's files (CONTRACT §8) beside its module.
+    static = ROOT / "connectors" / "static"
+    assert {p.name for p in (site / "smsrouter" / "connectors" / "static").iterdir()} == {
+        p.name for p in static.iterdir()
+    }
     # The installed package runs on its own: no import reaches the checkout.
     probe = (
         "import smsrouter.daemon, smsrouter.router.engine, smsrouter.connectors.smpp_server\n"

@@ -630,3 +630,16 @@ def test_released_parts_never_come_early(script: list[tuple[str, float]]) -> Non
             assert sched.pop_ready() == []
             clock.now = at
         assert sched.pop_ready(limit=1) != []
+
+
+def test_deepest_names_the_keys_holding_the_most_parts_and_leaves_empty_ones_out() -> None:
+    clock = FakeClock()
+    sched: SenderScheduler[str] = SenderScheduler(clock, lambda key: 1.0)
+    for key, parts in (("a", 3), ("b", 5), ("c", 1)):
+        sched.push(key, key, parts)
+    assert sched.deepest(2) == [("b", 5), ("a", 3)]
+    assert sched.deepest(10) == [("b", 5), ("a", 3), ("c", 1)]
+    assert sched.deepest(0) == []
+    assert sched.pop_ready() == [("a", 0), ("b", 0), ("c", 0)]
+    assert "c" in sched.queue_keys(), "c's bucket refills: it is still held"
+    assert sched.deepest(10) == [("b", 4), ("a", 2)]
