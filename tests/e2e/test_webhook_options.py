@@ -10,6 +10,7 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -26,6 +27,12 @@ OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
 # the router (CONTRACT §8: within 1 s; each try takes a message's round trip).
 TRIES = 40
 LONG_TEXT = "two parts " * 20  # 200 GSM-7 characters: 2 parts
+
+
+@pytest.fixture
+def router_site(each_build: Path | None) -> Path | None:
+    """Every test here runs on the interpreted and the compiled build."""
+    return each_build
 
 
 def _config(webhook_url: str) -> str:

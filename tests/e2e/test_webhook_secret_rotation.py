@@ -12,9 +12,11 @@ import hashlib
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from smsrouter.sims.webhook import Callback, WebhookReceiver
@@ -44,6 +46,12 @@ tokens = [{{ name = "ops", token = "{OPS_TOKEN}" }}]
 [shutdown]
 drain_seconds = 1
 """
+
+
+@pytest.fixture
+def router_site(each_build: Path | None) -> Path | None:
+    """Every test here runs on the interpreted and the compiled build."""
+    return each_build
 
 
 def _verifies(secret: str, callback: Callback) -> bool:
