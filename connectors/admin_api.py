@@ -43,6 +43,7 @@ from smsrouter.connectors.admin_requests import (
     import_lines,
 )
 from smsrouter.connectors.admin_senders import SenderRoutes
+from smsrouter.connectors.admin_webhook_secret import WebhookSecretRoutes
 from smsrouter.connectors.bearer import bearer_credential, unknown_credential
 from smsrouter.connectors.cursors import id_cursor, id_of_cursor, key_cursor, key_of_cursor
 from smsrouter.connectors.http_server import (
@@ -189,6 +190,7 @@ class AdminApi:
             PREFIX + "/templates": {"GET": self._authed(self.list_templates)},
             PREFIX + "/templates/{id}/approve": {"POST": self._authed(self.approve_template)},
             PREFIX + "/templates/{id}/reject": {"POST": self._authed(self.reject_template)},
+            **self._webhook_secret_routes(account),
         }
         if status is not None:
             # CONTRACT §8: GET /status, drawn from what `status` builds.
@@ -202,6 +204,18 @@ class AdminApi:
             header_timeout=header_timeout,
             max_connections_per_ip=max_connections_per_ip,
         )
+
+    def _webhook_secret_routes(self, account: str) -> dict[str, dict[str, ServerHandler]]:
+        """CONTRACT §3 rotation: connectors/admin_webhook_secret.py."""
+        secret = WebhookSecretRoutes(self._store)
+        return {
+            account + "/webhook-secret": {
+                "GET": self._authed(secret.show),
+                "PUT": self._authed(secret.put_next),
+            },
+            account + "/webhook-secret/promote": {"POST": self._authed(secret.promote)},
+            account + "/webhook-secret/next": {"DELETE": self._authed(secret.clear_next)},
+        }
 
     # ----------------------------------------------------------- plumbing
 
@@ -339,6 +353,7 @@ class AdminApi:
             "timezone": _zone,
             "price_plan": self._price_plan,
             "allowed_countries": _country_list_check(0),
+            "callback_sent": _as_sent,
         }
 
     def _price_plan(self, field: str, value: str, errors: list[FieldError]) -> str:

@@ -45,6 +45,7 @@ class AccountPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timezone: str | UnsetType = UNSET
     price_plan: str | UnsetType = UNSET
     allowed_countries: list[str] | UnsetType = UNSET
+    callback_sent: bool | UnsetType = UNSET
 
 
 class AccountCreate(AccountPatch, kw_only=True):

@@ -10,6 +10,11 @@ may be kept is taken from a response; the body is counted, never kept.
 Connections are kept alive per origin (RFC 9112 §9.3) in a bounded pool:
 at most `max_per_origin` open to one origin and `max_connections` in all;
 callers beyond that wait, first come first served.
+
+With `trust_env`, egress follows HTTP_PROXY / HTTPS_PROXY / NO_PROXY: an
+http:// URL is asked of the proxy in absolute form (RFC 9112 §3.2.2), an
+https:// one goes through a CONNECT tunnel (RFC 9110 §9.3.6) with TLS to the
+origin inside it.
 """
 
 from __future__ import annotations
@@ -90,15 +95,42 @@ _NO_PROXY_CHECK = "proxy_bypass_environment"
 _no_proxy: Callable[[str, dict[str, str]], bool] = getattr(urllib.request, _NO_PROXY_CHECK)
 
 
+def _proxy_authorization(proxy: str) -> str:
+    """The Proxy-Authorization header line (RFC 9110 §11.7.1, Basic) of
+    credentials in the proxy's URL, or "" without them."""
+    parts = urlsplit(proxy)
+    if parts.username is None:
+        return ""
+    secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return f"Proxy-Authorization: Basic {base64.b64encode(secret.encode()).decode()}\r\n"
+
+
+def _proxy_address(proxy: str) -> tuple[str, int]:
+    """Host and port of a proxy URL (port 80 unless it says)."""
+    try:
+        parts = urlsplit(proxy)
+        port = parts.port or 80
+    except ValueError:
+        raise HttpClientError(f"bad proxy URL {proxy!r}") from None
+    if not parts.hostname:
+        raise HttpClientError(f"bad proxy URL {proxy!r}: no host")
+    return parts.hostname, port
+
+
 class _Pool:
     """The connections of one origin (scheme, host, port)."""
 
-    __slots__ = ("host", "idle", "label", "open", "port", "tls")
+    __slots__ = ("forward", "host", "idle", "label", "open", "port", "proxy", "tls")
 
-    def __init__(self, host: str, port: int, tls: bool) -> None:
+    def __init__(self, host: str, port: int, tls: bool, proxy: str | None, forward: bool) -> None:
         self.host = host
         self.port = port
         self.tls = tls
+        # The proxy its connections go through (None: straight to the
+        # origin), and whether requests are forwarded by it in absolute
+        # form rather than tunnelled with CONNECT.
+        self.proxy = proxy
+        self.forward = forward
         self.label = f"{'https' if tls else 'http'}://{host}:{port}"
         # Kept-alive connections, most recently used last (LIFO reuse keeps
         # the fewest connections warm; the others time out at the server).
@@ -552,9 +584,19 @@ class HttpClient:
         path = quote(parts.path or "/", safe=_PATH_SAFE)
         if parts.query:
             path = f"{path}?{quote(parts.query, safe=_QUERY_SAFE)}"
+        proxy = self._proxy_for(host, tls)
+        # A plain-http target is forwarded by the proxy (absolute form): the
+        # way every forward proxy takes http, where CONNECT is often allowed
+        # to port 443 only. With deny_private_networks it is tunnelled
+        # instead, to the address the router resolved and judged, so that the
+        # proxy never resolves the name to a private address for us.
+        forward = proxy is not None and not tls and not self.deny_private_networks
+        request_target = f"http://{authority}{path}" if forward else path
         # Request line and Host (RFC 9112 §3, §3.2); the default is a
         # persistent connection, so no Connection header (§9.3).
-        head = f"POST {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: {self._user_agent}\r\n"
+        head = f"POST {request_target} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: {self._user_agent}\r\n"
+        if forward and proxy is not None:
+            head += _proxy_authorization(proxy)
         if parts.username is not None:
             # Credentials in the URL are sent as Basic auth (RFC 7617).
             secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
@@ -564,7 +606,7 @@ class HttpClient:
         if pool is None:
             if len(self._pools) >= MAX_POOLS:
                 self._prune_pools()
-            pool = self._pools[key] = _Pool(host, port, tls)
+            pool = self._pools[key] = _Pool(host, port, tls, proxy, forward)
         target = _Target(pool, head.encode("latin-1"))
         if len(self._targets) >= MAX_CACHED_URLS:
             del self._targets[next(iter(self._targets))]
@@ -658,6 +700,10 @@ class HttpClient:
 
     async def _open(self, conn: _Connection) -> _Connection:
         pool = conn.pool
+        if pool.forward and pool.proxy is not None:
+            # The proxy resolves and connects: in a network that reaches out
+            # only through it, the router may not resolve outside names at all.
+            return await self._open_forward(conn, pool.proxy)
         host = pool.host
         family = 0
         if self.deny_private_networks and not _is_ip_literal(host):
@@ -675,9 +721,8 @@ class HttpClient:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             tls = self._ssl
-        proxy = self._proxy_for(pool)
-        if proxy is not None:
-            return await self._open_tunnel(conn, proxy, host, tls)
+        if pool.proxy is not None:
+            return await self._open_tunnel(conn, pool.proxy, host, tls)
         await self.loop.create_connection(
             lambda: conn,
             host,
@@ -688,14 +733,29 @@ class HttpClient:
         )
         return conn
 
-    def _proxy_for(self, pool: _Pool) -> str | None:
+    def _proxy_for(self, host: str, tls: bool) -> str | None:
+        """The proxy URL for an origin: HTTPS_PROXY or HTTP_PROXY by its
+        scheme, None when unset or when NO_PROXY exempts the host."""
         proxies = self._proxies
         if not proxies:
             return None
-        proxy = proxies.get("https" if pool.tls else "http")
-        if not proxy or _no_proxy(pool.host, proxies):
+        proxy = proxies.get("https" if tls else "http")
+        if not proxy or _no_proxy(host, proxies):
             return None
         return proxy if "://" in proxy else f"http://{proxy}"
+
+    async def _open_forward(self, conn: _Connection, proxy: str) -> _Connection:
+        """Connect to a forward proxy; the requests on this connection name
+        their target in absolute form (RFC 9112 §3.2.2), and the proxy's
+        answer is the origin's (or its own 502/504/407)."""
+        host, port = _proxy_address(proxy)
+        try:
+            await self.loop.create_connection(lambda: conn, host, port)
+        except OSError as exc:
+            raise HttpClientError(
+                f"cannot connect to the proxy {host}:{port}: {_why(exc)}"
+            ) from None
+        return conn
 
     async def _open_tunnel(
         self, conn: _Connection, proxy: str, host: str, tls: ssl.SSLContext | None
@@ -705,19 +765,18 @@ class HttpClient:
         already judged under deny_private_networks, so the proxy does not
         resolve a name to a private address for us."""
         pool = conn.pool
-        parts = urlsplit(proxy)
-        if not parts.hostname:
-            raise HttpClientError(f"proxy {proxy!r} names no host")
-        transport, tunnel = await self.loop.create_connection(
-            lambda: _Tunnel(self.loop), parts.hostname, parts.port or 80
-        )
+        proxy_host, proxy_port = _proxy_address(proxy)
+        try:
+            transport, tunnel = await self.loop.create_connection(
+                lambda: _Tunnel(self.loop), proxy_host, proxy_port
+            )
+        except OSError as exc:
+            raise HttpClientError(
+                f"cannot connect to the proxy {proxy_host}:{proxy_port}: {_why(exc)}"
+            ) from None
         authority = f"[{host}]:{pool.port}" if ":" in host else f"{host}:{pool.port}"
         request = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
-        if parts.username is not None:
-            secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            request += (
-                f"Proxy-Authorization: Basic {base64.b64encode(secret.encode()).decode()}\r\n"
-            )
+        request += _proxy_authorization(proxy)
         try:
             transport.write((request + "\r\n").encode("latin-1"))
             line = (await tunnel.answer).split(b"\r\n", 1)[0]

@@ -98,6 +98,9 @@ class Account:
     # CONTRACT §3: during a rotation the account holds a second secret, and
     # callbacks carry a signature made with each.
     webhook_secret_next: str = field(default="", repr=False)
+    # Whether a webhook goes out when a message is sent to a carrier, before
+    # the one of its final status (router/sent_callbacks.py).
+    callback_sent: bool = False
 
     @property
     def webhook_secrets(self) -> tuple[str, ...]:
@@ -162,6 +165,7 @@ def _account(
         templates_required=row.templates_required,
         allowed_countries=frozenset(row.allowed_countries),
         sender_ids=sender_ids or {},
+        callback_sent=row.callback_sent,
     )
 
 
@@ -184,6 +188,7 @@ def directory_of_config(accounts: Iterable[AccountConfig]) -> Directory:
                 timezone=cfg.timezone, stop_reply=cfg.stop_reply, start_reply=cfg.start_reply,
                 help_reply=cfg.help_reply, templates_required=cfg.templates_required,
                 allowed_countries=tuple(cfg.allowed_countries), managed_fields=None,
+                callback_sent=cfg.callback_sent,
             )
         )  # fmt: skip
         sender_ids.extend(

@@ -230,6 +230,9 @@ class AccountConfig(_Section):
     # CONTRACT §6 "Geographic permissions": ISO 3166 alpha-2; empty = all.
     allowed_countries: list[str] = []
     sender_ids: list[SenderIdConfig] = []
+    # A webhook to the message's callback URL when it is sent to a carrier
+    # (status "sent"), besides the final one; off: only the final one.
+    callback_sent: bool = False
 
 
 class ComplianceConfig(_Section):

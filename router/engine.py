@@ -19,6 +19,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import structlog
@@ -205,6 +206,10 @@ class DeliveryEngine:
         self._order = itertools.count()
         self._stopping = False
         self._health_exported: set[str] = set()
+        # Told when a message's first part is taken by a carrier (the
+        # optional `sent` webhook, router/sent_callbacks.py); None while no
+        # account asks for it, so that it costs nothing then.
+        self.on_sent: Callable[[Message, str, datetime], None] | None = None
         # Nothing leaves for a carrier while what is sent cannot be recorded
         # (CONTRACT §11): the writer says when its commits fail and land.
         writer.on_health.append(self._writer_health)
@@ -502,6 +507,9 @@ class DeliveryEngine:
                 self._stick(message.concat_group, carrier)
             message.status = Status.SENT
             now = utcnow()
+            on_sent = self.on_sent
+            if on_sent is not None and message.parts_sent == 0:
+                on_sent(message, carrier, now)
             covered = range(message.parts) if whole else (part,)
             message.parts_sent += len(covered)
             message.sent_whole = whole

@@ -56,6 +56,8 @@ JASMIN_ACK = "ACK/Jasmin"
 Listener = Callable[[str, str, float], None]
 
 _SIGNATURE = SIGNATURE_HEADER.lower().encode()
+# webhook-id, webhook-timestamp, webhook-signature (Standard Webhooks).
+_STANDARD_PREFIX = b"webhook-"
 _FORM = b"application/x-www-form-urlencoded"
 # The only fields a count-only run reads from a query or form; a regex
 # finds them without splitting the dozen fields of a Jasmin DLR in Python.
@@ -86,6 +88,9 @@ class Callback:
     # Form fields and query parameters, for the GET and form callbacks.
     params: dict[str, str] = field(default_factory=dict)
     at: float = 0.0
+    # The Standard Webhooks headers (webhook-id, webhook-timestamp,
+    # webhook-signature) by their lower-case names, for a test to verify.
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,6 +150,7 @@ class WebhookReceiver:
         raw: bytes,
         content_type: bytes,
         signature: bytes | None,
+        standard: list[tuple[bytes, bytes]] | None = None,
     ) -> bytes:
         """One complete request; returns the answer to write."""
         now = time.monotonic()
@@ -152,6 +158,11 @@ class WebhookReceiver:
         is_form = bool(raw) and (content_type == _FORM or _media_type(content_type) == _FORM)
         if self.keep_bodies:
             self._keep(method.decode("latin-1"), query, raw, is_form, signature, now)
+            if standard:
+                self.callbacks[-1].headers = {
+                    name.lower().decode("latin-1"): value.decode("latin-1")
+                    for name, value in standard
+                }
         else:
             # Without a secret a count-only run has nothing to check.
             signature_ok = self.secret != "" and (
@@ -358,6 +369,7 @@ class _Connection(asyncio.Protocol):
         self.body = b""
         self.content_type = b""
         self.signature: bytes | None = None
+        self.standard: list[tuple[bytes, bytes]] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are no asyncio.Transport subclasses.
@@ -388,10 +400,15 @@ class _Connection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Three names matter; their lengths (21, 12, 6) spare lowering the rest.
+        # A few names matter; their lengths (21, 12, 6, 10 and 17) spare
+        # lowering the rest.
         size = len(name)
         if size == 21 and name.lower() == _SIGNATURE:
             self.signature = value
+        elif (size == 10 or size == 17) and name[:8].lower() == _STANDARD_PREFIX:
+            if self.standard is None:
+                self.standard = []
+            self.standard.append((name, value))
         elif size == 12 and name.lower() == b"content-type":
             self.content_type = value
         elif (
@@ -409,10 +426,12 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         parser = self.parser
         answer = self.receiver._handle(
-            parser.get_method(), self.url, self.body, self.content_type, self.signature
-        )
+            parser.get_method(), self.url, self.body, self.content_type, self.signature,
+            self.standard,
+        )  # fmt: skip
         self.url = self.body = self.content_type = b""
         self.signature = None
+        self.standard = None
         transport = self.transport
         if transport is not None:
             transport.write(answer)

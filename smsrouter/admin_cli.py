@@ -6,10 +6,11 @@ so that every change goes through the API's checks and its audit log
 (CONTRACT §8: "`smsrouter admin ...` on the command line does the same over
 this API").
 
-Secrets: the operator token and an SMPP password are read from a file, the
-environment or a prompt and never printed; the only secrets printed are the
-ones the API shows once (CONTRACT §8): a new API key and a new account's
-webhook secret.
+Secrets: the operator token, an SMPP password and a webhook secret are read
+from a file, the environment or a prompt and never printed; the only secrets
+printed are the ones the API shows once (CONTRACT §8), a new API key and a
+new account's webhook secret, and a webhook secret this client generated
+(`accounts webhook-secret set-next --generate`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import getpass
 import http.client
 import json
 import os
+import secrets
 import sys
 import tomllib
 import urllib.error
@@ -159,6 +161,27 @@ def _accounts_unlock(args: argparse.Namespace) -> AdminRequest:
     return AdminRequest("PATCH", _account(args.id), {"locked": False})
 
 
+def _webhook_secret_show(args: argparse.Namespace) -> AdminRequest:
+    return AdminRequest("GET", _account(args.id, "webhook-secret"), None)
+
+
+def _webhook_secret_set_next(args: argparse.Namespace, secret: str | None) -> AdminRequest:
+    if secret is None:
+        raise UsageError(
+            "webhook-secret set-next: no secret (--secret-file FILE, --generate, "
+            "or typed at the prompt)"
+        )
+    return AdminRequest("PUT", _account(args.id, "webhook-secret"), {"next": secret})
+
+
+def _webhook_secret_promote(args: argparse.Namespace) -> AdminRequest:
+    return AdminRequest("POST", _account(args.id, "webhook-secret", "promote"), None)
+
+
+def _webhook_secret_clear_next(args: argparse.Namespace) -> AdminRequest:
+    return AdminRequest("DELETE", _account(args.id, "webhook-secret", "next"), None)
+
+
 def _keys_create(args: argparse.Namespace) -> AdminRequest:
     body: dict[str, Any] = {"name": args.name}
     if args.expires_at is not None:
@@ -268,6 +291,9 @@ _BUILDERS: Mapping[str, Callable[[argparse.Namespace], AdminRequest]] = {
     "accounts patch": _accounts_patch,
     "accounts lock": _accounts_lock,
     "accounts unlock": _accounts_unlock,
+    "accounts webhook-secret show": _webhook_secret_show,
+    "accounts webhook-secret promote": _webhook_secret_promote,
+    "accounts webhook-secret clear-next": _webhook_secret_clear_next,
     "keys create": _keys_create,
     "keys list": _keys_list,
     "keys revoke": _keys_revoke,
@@ -289,14 +315,23 @@ _BUILDERS: Mapping[str, Callable[[argparse.Namespace], AdminRequest]] = {
 }
 
 
-def build_request(args: argparse.Namespace, *, password: str | None = None) -> AdminRequest:
+SET_NEXT = "accounts webhook-secret set-next"
+
+
+def build_request(
+    args: argparse.Namespace, *, password: str | None = None, secret: str | None = None
+) -> AdminRequest:
     """The one request (method, path, body | None) a parsed command line stands for.
 
-    Pure: `password` is the SMPP password of `smpp set`, read by the caller
-    (`read_password`) so that it never comes from argv.
+    Pure: `password` is the SMPP password of `smpp set` and `secret` the
+    webhook secret of `accounts webhook-secret set-next`, read by the
+    caller (`read_password`, `read_webhook_secret`) so that neither ever
+    comes from argv.
     """
     if args.admin_action == "smpp set":
         return _smpp_set(args, password)
+    if args.admin_action == SET_NEXT:
+        return _webhook_secret_set_next(args, secret)
     return _BUILDERS[args.admin_action](args)
 
 
@@ -383,6 +418,38 @@ def read_password(args: argparse.Namespace) -> str:
         return getpass.getpass("SMPP password: ")
     except EOFError:
         raise UsageError("smpp set: no password typed") from None
+
+
+# Bytes of a generated webhook secret: 32 random bytes, 43 URL-safe
+# characters, as the API generates for a new account.
+GENERATED_SECRET_BYTES = 32
+
+
+def read_webhook_secret(args: argparse.Namespace) -> str:
+    """The next webhook secret of `set-next`: --generate, --secret-file,
+    else typed at a prompt (twice, as a new password is)."""
+    if args.generate:
+        if args.secret_file is not None:
+            raise UsageError("give --generate or --secret-file, not both")
+        return secrets.token_urlsafe(GENERATED_SECRET_BYTES)
+    if args.secret_file is not None:
+        return _read_secret_file(args.secret_file, "secret").rstrip("\r\n")
+    try:
+        typed = getpass.getpass("next webhook secret: ")
+        again = getpass.getpass("again: ")
+    except EOFError:
+        raise UsageError("webhook-secret set-next: no secret typed") from None
+    if typed != again:
+        raise UsageError("webhook-secret set-next: the two secrets typed differ")
+    return typed
+
+
+def with_generated(answer: Answer, secret: str) -> Answer:
+    """A set-next answer with the secret this client generated, shown this
+    once: the operator hands it to the account's receiver."""
+    if not 200 <= answer.status < 300 or not isinstance(answer.body, dict):
+        return answer
+    return Answer(answer.status, {**answer.body, "next_secret": secret})
 
 
 # ---------------------------------------------------------------------------
@@ -706,10 +773,11 @@ def cmd_admin(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         url = url_of(args, environ)
         token = token_of(args, environ)
         password = read_password(args) if args.admin_action == "smpp set" else None
+        secret = read_webhook_secret(args) if args.admin_action == SET_NEXT else None
         request = (
             AdminRequest("POST", opt_outs_import_path(args.account), None)
             if args.admin_action == "opt-outs import"
-            else build_request(args, password=password)
+            else build_request(args, password=password, secret=secret)
         )
     except UsageError as exc:
         print(f"smsrouter admin: {exc}", file=sys.stderr)
@@ -719,6 +787,8 @@ def cmd_admin(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         if args.admin_action == "opt-outs import":
             return run_import(transport, args.account, args.file, args.output)
         answer = fetch_all(transport, request) if args.all else transport.send(*request)
+        if secret is not None and args.generate:
+            answer = with_generated(answer, secret)
     except Unreachable as exc:
         print(f"smsrouter admin: cannot reach the operator API at {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -815,6 +885,53 @@ def _add_accounts(sub: Any, leaves: _Leaves) -> None:
     p.add_argument("--reason", required=True, metavar="TEXT")
 
     p = leaves.add(acc, "unlock", "accounts unlock", "unlock an account")
+    p.add_argument("id", metavar="ID")
+
+    _add_webhook_secret(acc, leaves)
+
+
+class _RefusedSecret(argparse.Action):
+    """`--secret X`: refused without echoing X, as `--password` is."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        parser.error(
+            "a secret is never taken from the command line: use --secret-file FILE, "
+            "--generate or type it at the prompt"
+        )
+
+
+def _add_webhook_secret(acc: Any, leaves: _Leaves) -> None:
+    """`accounts webhook-secret ...`: a rotation of the secret that signs an
+    account's callbacks (CONTRACT §3): set-next, then promote (or clear-next)."""
+    hook = acc.add_parser(
+        "webhook-secret", help="rotate the secret that signs an account's webhooks"
+    )
+    w = hook.add_subparsers(dest="webhook_secret_command", required=True, metavar="COMMAND")
+    p = leaves.add(
+        w, "show", "accounts webhook-secret show", "fingerprints of the current and next secret"
+    )
+    p.add_argument("id", metavar="ID")
+
+    p = leaves.add(
+        w, "set-next", SET_NEXT, "a second secret: callbacks are signed with both from now on"
+    )
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--secret", action=_RefusedSecret, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help="file holding the secret (else --generate or prompted)",
+    )
+    p.add_argument(
+        "--generate", action="store_true", help="make a random secret and print it (once)"
+    )
+
+    p = leaves.add(
+        w, "promote", "accounts webhook-secret promote", "the next secret becomes the only one"
+    )
+    p.add_argument("id", metavar="ID")
+
+    p = leaves.add(w, "clear-next", "accounts webhook-secret clear-next", "call a rotation off")
     p.add_argument("id", metavar="ID")
 
 

@@ -67,6 +67,8 @@ from smsrouter.router.sender_states import SenderStates
 from smsrouter.router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
 from smsrouter.router.shards import Ownership
 from smsrouter.router.status import BindCount, StatusBoard
+from smsrouter.router.sent_callbacks import SentCallbacks
+from smsrouter.router.sent_callbacks import wanted as sent_callbacks_wanted
 from smsrouter.router.store import group_commit
 from smsrouter.router.store.directory import Directory, NumberRow, sync_config, touch_api_keys
 from smsrouter.router.store.directory_watch import DirectoryWatch
@@ -277,6 +279,7 @@ class Router:
         self._status_listeners: CommitListeners
         self._ingest_listeners: CommitListeners
         self.engine: DeliveryEngine
+        self.sent_callbacks: SentCallbacks
         self.intake: Intake
         self.inbound: Inbound
         self.carriers: CarrierPool
@@ -495,6 +498,10 @@ class Router:
             refused=self.sender_guard.refuses,
         )
         self.sender_guard.use_engine(self.engine)
+        self.sent_callbacks = SentCallbacks(
+            self.writer, self.accounts.get, cfg.webhooks.retry_hours
+        )
+        self._hook_sent_callbacks()
         self.intake = Intake(
             self.ingest_writer, self.engine, self.admission.not_stored, self.sender_guard.sent
         )
@@ -807,9 +814,17 @@ class Router:
             if hasattr(self, "engine"):
                 rates = build_rates(self.config, self._numbers)
                 self.engine.apply_config(self.admission.routes, rates)
+        if hasattr(self, "sent_callbacks"):
+            self._hook_sent_callbacks()
         if hasattr(self, "smsc"):
             self.smsc.accounts_changed()
             self._count_new_days()
+
+    def _hook_sent_callbacks(self) -> None:
+        """The engine tells of sent messages only while an account asks for
+        their webhook (accounts' callback_sent)."""
+        wants = sent_callbacks_wanted(self.accounts)
+        self.engine.on_sent = self.sent_callbacks.message_sent if wants else None
 
     def _count_new_days(self) -> None:
         """An account given daily thresholds while the router runs (CONTRACT

@@ -63,6 +63,7 @@ PATCHABLE = frozenset(
         "timezone",
         "price_plan",
         "allowed_countries",
+        "callback_sent",
     }
 )
 # Account columns an [[accounts]] key of the same name sets (1:1). `credit`
@@ -134,6 +135,8 @@ class AccountRow:
     managed_fields: frozenset[str] | None
     # CONTRACT §3: the second secret of a rotation ("" = none).
     webhook_secret_next: str = ""
+    # A webhook when a message is sent as well (migration 0013).
+    callback_sent: bool = False
 
     def __repr__(self) -> str:
         # The dataclass repr would print webhook_secret into any log line.
@@ -226,6 +229,7 @@ def _account_row(r: asyncpg.Record) -> AccountRow:
         templates_required=r["templates_required"],
         allowed_countries=tuple(r["allowed_countries"]),
         managed_fields=None if managed is None else frozenset(managed),
+        callback_sent=r["callback_sent"],
     )
 
 
@@ -268,7 +272,8 @@ _ACCOUNT_SELECT = (
     "SELECT a.id, a.currency, a.credit, a.credit_limit, a.verified, a.locked, a.lock_reason,"
     " a.callback_url, a.inbound_url, a.alert_url, a.allowed_ips, a.max_tps, a.daily_alarm,"
     " a.daily_limit, a.price_plan, a.timezone, a.stop_reply, a.start_reply, a.help_reply,"
-    " a.templates_required, a.allowed_countries, a.managed_fields, a.created_at,"
+    " a.templates_required, a.allowed_countries, a.callback_sent, a.managed_fields,"
+    " a.created_at,"
     " s.system_id AS smpp_system_id, s.max_binds AS smpp_max_binds,"
     " s.allowed_ips AS smpp_allowed_ips"
     " FROM accounts a LEFT JOIN smpp_credentials s ON s.account_id = a.id"
@@ -295,6 +300,7 @@ _ACCOUNT_KEYS = (
     "help_reply",
     "templates_required",
     "allowed_countries",
+    "callback_sent",
     "managed_fields",
 )
 

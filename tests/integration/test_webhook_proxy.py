@@ -1,19 +1,18 @@
 """Callbacks leave through HTTP_PROXY / HTTPS_PROXY when set (NO_PROXY
-honoured), tunnelled with CONNECT: a tiny CONNECT proxy on 127.0.0.1 relays
-them to the receiver and records what it was asked."""
+honoured): http targets asked of the proxy in absolute form, https ones
+tunnelled with CONNECT. A small proxy on 127.0.0.1 (tests/web_proxy.py)
+relays them to the receiver and records what it was asked."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from smsrouter.connectors.http_client import HttpClient
 from smsrouter.connectors.webhooks import WebhookChannel
 from smsrouter.router.accounts import AccountDirectory
 from smsrouter.router.config import AccountConfig
@@ -22,57 +21,17 @@ from smsrouter.router.notifications import WEBHOOK, DeliveryFailed
 from smsrouter.router.store import Notification
 from tests.http_apps import serving
 from tests.integration.test_http_client import certificate, tls_server
+from tests.web_proxy import WebProxy, web_proxy
 
 __all__ = ["certificate"]  # a fixture, used by name
 
 ACCOUNTS = AccountDirectory([AccountConfig(id="acme", webhook_secret="s3cret")])
 
 
-@dataclass
-class Proxy:
-    url: str = ""
-    answer: bytes = b"HTTP/1.1 200 Connection established\r\n\r\n"
-    asked: list[bytes] = field(default_factory=list)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
-
-
 @pytest.fixture
-async def proxy() -> AsyncIterator[Proxy]:
-    p = Proxy()
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        p.asked.append(head)
-        writer.write(p.answer)
-        if not p.answer.startswith(b"HTTP/1.1 200"):
-            writer.close()
-            return
-        host, port = head.split(b" ")[1].decode().rsplit(":", 1)
-        up_reader, up_writer = await asyncio.open_connection(host, int(port))
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-
-    def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.ensure_future(tunnel(reader, writer))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    p.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    try:
+async def proxy() -> AsyncIterator[WebProxy]:
+    async with web_proxy() as p:
         yield p
-    finally:
-        server.close()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @pytest.fixture
@@ -120,20 +79,68 @@ def _no_inherited_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name.lower(), raising=False)
 
 
-async def test_a_callback_goes_through_the_proxy(
-    proxy: Proxy, receiver: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+async def test_an_http_callback_is_asked_of_the_proxy_in_absolute_form(
+    proxy: WebProxy, receiver: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, bodies = receiver
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     await _deliver(url)
     assert bodies == [b'{"id":"p1"}']
-    port = url.split(":")[2].split("/")[0]
-    (head,) = proxy.asked
-    assert head.startswith(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n".encode())
+    authority = url.split("/")[2]
+    # RFC 9112 §3.2.2: the whole URL on the request line, Host the origin's.
+    assert proxy.request_lines == [f"POST http://{authority}/hook HTTP/1.1"]
+    assert proxy.header(0, "Host") == authority
+    assert proxy.header(0, "Proxy-Authorization") is None
+
+
+async def test_proxy_credentials_go_in_proxy_authorization(
+    proxy: WebProxy, receiver: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, bodies = receiver
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://egress:p%40ss@"))
+    await _deliver(url)
+    assert bodies == [b'{"id":"p1"}']
+    # Basic base64("egress:p@ss"); the receiver never sees it.
+    assert proxy.header(0, "Proxy-Authorization") == "Basic ZWdyZXNzOnBAc3M="
+
+
+async def test_callbacks_share_one_connection_to_the_proxy(
+    proxy: WebProxy, receiver: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, bodies = receiver
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    channel = WebhookChannel(ACCOUNTS.get, timeout=2.0)
+    await channel.start()
+    try:
+        for _ in range(3):
+            await channel.deliver(_notification(url))
+    finally:
+        await channel.stop()
+    assert len(bodies) == 3 and len(proxy.asked) == 3
+    assert proxy.connections == 1  # kept alive (RFC 9112 §9.3)
+
+
+async def test_a_proxy_that_cannot_reach_the_receiver_fails_the_attempt(
+    proxy: WebProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    with pytest.raises(DeliveryFailed, match="HTTP 502"):
+        await _deliver("http://127.0.0.1:9/hook")  # the discard port: nothing listens
+    assert proxy.request_lines == ["POST http://127.0.0.1:9/hook HTTP/1.1"]
+
+
+async def test_an_unreachable_proxy_fails_the_attempt(
+    receiver: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, bodies = receiver
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    with pytest.raises(DeliveryFailed, match=r"cannot connect to the proxy 127\.0\.0\.1:9"):
+        await _deliver(url)
+    assert bodies == []
 
 
 async def test_no_proxy_exempts_a_host(
-    proxy: Proxy, receiver: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+    proxy: WebProxy, receiver: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, bodies = receiver
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
@@ -143,18 +150,19 @@ async def test_no_proxy_exempts_a_host(
 
 
 async def test_a_tunnel_the_proxy_refuses_fails_the_attempt(
-    proxy: Proxy, receiver: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+    proxy: WebProxy, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, bodies = receiver
     proxy.answer = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
-    monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    with pytest.raises(DeliveryFailed, match=r"proxy refused the tunnel .*403 Forbidden"):
-        await _deliver(url)
-    assert bodies == [] and len(proxy.asked) == 1
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    async with tls_server(*certificate) as port:
+        with pytest.raises(DeliveryFailed, match=r"proxy refused the tunnel .*403 Forbidden"):
+            await _deliver(f"https://localhost:{port}/dlr")
+    assert len(proxy.asked) == 1
 
 
 async def test_https_is_tunnelled_and_verified_end_to_end(
-    proxy: Proxy, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    proxy: WebProxy, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # TLS runs inside the tunnel, to the origin: the proxy sees no callback.
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
@@ -163,3 +171,22 @@ async def test_https_is_tunnelled_and_verified_end_to_end(
         await _deliver(f"https://localhost:{port}/dlr")
     (head,) = proxy.asked
     assert head.startswith(f"CONNECT localhost:{port} HTTP/1.1\r\n".encode())
+
+
+async def test_with_deny_private_networks_http_is_tunnelled_to_the_judged_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The proxy would resolve a forwarded name itself, perhaps to a private
+    # address (CONTRACT §11): with the guard on, http goes by CONNECT to the
+    # address the router resolved and judged, as https does.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    guarded = HttpClient(timeout=1.0, deny_private_networks=True, trust_env=True)
+    plain = HttpClient(timeout=1.0, trust_env=True)
+    try:
+        assert guarded._target("http://example.com/dlr").head.startswith(b"POST /dlr HTTP/1.1\r\n")
+        assert plain._target("http://example.com/dlr").head.startswith(
+            b"POST http://example.com/dlr HTTP/1.1\r\n"
+        )
+    finally:
+        await guarded.close()
+        await plain.close()
