@@ -65,10 +65,10 @@ from smsrouter.router.sender_guard import SenderGuard
 from smsrouter.router.sender_ids import SenderIdRules, SenderRule
 from smsrouter.router.sender_states import SenderStates
 from smsrouter.router.senders import NumberType, RateDefaults, SenderRates, canonical_sender
-from smsrouter.router.shards import Ownership
-from smsrouter.router.status import BindCount, StatusBoard
 from smsrouter.router.sent_callbacks import SentCallbacks
 from smsrouter.router.sent_callbacks import wanted as sent_callbacks_wanted
+from smsrouter.router.shards import Ownership
+from smsrouter.router.status import BindCount, StatusBoard
 from smsrouter.router.store import group_commit
 from smsrouter.router.store.directory import Directory, NumberRow, sync_config, touch_api_keys
 from smsrouter.router.store.directory_watch import DirectoryWatch
