@@ -251,7 +251,14 @@ class DeliveryEngine:
         if not self.ownership.owns(shard_of_key(key)):
             self._hand_off([message.id])
             return
+        if message.id in self._live:
+            # Queued already, from the database: a commit in doubt resolved
+            # after a shard's pending work was loaded again.
+            return
         self._live.add(message.id)
+        self._queue(message, key, first_part)
+
+    def _queue(self, message: Message, key: str, first_part: int = 0) -> None:
         if message.send_at is not None and first_part == 0:
             delay = (message.send_at - utcnow()).total_seconds()
             if delay > 0:
@@ -588,7 +595,7 @@ class DeliveryEngine:
         while self._scheduled and self._scheduled[0][0] <= now:
             _, _, message = heapq.heappop(self._scheduled)
             message.send_at = None
-            self.enqueue(message)
+            self._queue(message, self.queue_key(message))
 
     def end_queued(self, sender: str, refused: Callable[[Message], bool], code: str) -> int:
         """End `rejected` with `code` every message of `sender` waiting in

@@ -12,8 +12,8 @@ send right now.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -30,17 +30,25 @@ SHARDS = 1024
 LEASE_MARGIN = 1.0
 
 
+def _shard(canonical: str) -> int:
+    # BLAKE2b, not CRC-32: CRC-32 is linear, and the low bits of
+    # consecutive numbers (a block of short codes, a range of long codes)
+    # landed in a few neighbouring shards, so one instance got them all.
+    digest = hashlib.blake2b(canonical.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % SHARDS
+
+
 def shard_of(sender: str) -> int:
-    """The shard of a sender number, the same in every process: CRC-32 of
-    its canonical spelling ("14155550101" and "+14155550101" are one)."""
-    return zlib.crc32(canonical_sender(sender).encode()) % SHARDS
+    """The shard of a sender number, the same in every process, whichever
+    way it is spelled ("14155550101" and "+14155550101" are one)."""
+    return _shard(canonical_sender(sender))
 
 
 @functools.lru_cache(maxsize=100_000)
 def shard_of_key(key: str) -> int:
     """The shard of a scheduler key (`SenderRates.queue_key`: the canonical
     sender, perhaps with a country): every key of one sender in one shard."""
-    return zlib.crc32(sender_of_key(key).encode()) % SHARDS
+    return _shard(sender_of_key(key))
 
 
 def fair_share(live_instances: int, shards: int = SHARDS) -> int:

@@ -639,6 +639,10 @@ class CarrierSimulator:
     receipt_forms: Mapping[str, float] = field(default_factory=lambda: {"both": 1.0})
     #: "full" keeps every accepted submit_sm in `submits`; "count" only counts.
     record: Literal["full", "count"] = "full"
+    #: The account a bind's system_id belongs to (None: itself): receipts go
+    #: out on any receiving bind of the account, as a carrier's do when one
+    #: customer binds from several hosts. Must map an account to itself.
+    receipt_account: Callable[[str], str] | None = None
     #: A submit_sm whose source, destination and short_message were seen
     #: before is a duplicate, unless it carries a different value of this
     #: TLV (the sender's own reference: user_message_reference by default,
@@ -833,7 +837,7 @@ class CarrierSimulator:
     def on_closed(self, link: SmppLink) -> None:
         assert isinstance(link, CarrierLink)
         self._links.discard(link)
-        receivers = self._receivers.get(link.system_id)
+        receivers = self._receivers.get(self._account(link.system_id))
         if receivers is not None and link in receivers:
             receivers.remove(link)
         if link.receipts_out:
@@ -841,7 +845,8 @@ class CarrierSimulator:
             # as SMSCs retry them (the peer may see some twice).
             pending = [receipt for receipt, _ in link.receipts_out.values()]
             link.receipts_out.clear()
-            self._backlog.setdefault(link.system_id, deque()).extendleft(reversed(pending))
+            account = self._account(link.system_id)
+            self._backlog.setdefault(account, deque()).extendleft(reversed(pending))
 
     def on_request(self, link: SmppLink, pdu: Pdu) -> None:
         assert isinstance(link, CarrierLink)
@@ -874,8 +879,9 @@ class CarrierSimulator:
         link.tokens_at = self.clock()
         link.send(pdu.response(system_id="simsmsc"))
         if not isinstance(pdu, BindTransmitter):
-            self._receivers.setdefault(pdu.system_id, []).append(link)
-            if self._backlog.get(pdu.system_id):
+            account = self._account(pdu.system_id)
+            self._receivers.setdefault(account, []).append(link)
+            if self._backlog.get(account):
                 self._drain_backlog(self.clock())
 
     # ------------------------------------------------------------ submit_sm
@@ -1050,8 +1056,9 @@ class CarrierSimulator:
         return _HEADER.pack(16 + len(body), _DELIVER_SM, 0, seq) + body
 
     def _receiver(self, system_id: str) -> CarrierLink | None:
-        """A receiving bind of `system_id` with room in its window, in turn."""
-        links = self._receivers.get(system_id)
+        """A receiving bind of `system_id`'s account with room in its
+        window, in turn."""
+        links = self._receivers.get(self._account(system_id))
         if not links:
             return None
         count = len(links)
@@ -1062,8 +1069,12 @@ class CarrierSimulator:
                 return link
         return None
 
+    def _account(self, system_id: str) -> str:
+        account = self.receipt_account
+        return system_id if account is None else account(system_id)
+
     def _wait_for_receiver(self, receipt: _Receipt) -> None:
-        self._backlog.setdefault(receipt[_SYSTEM], deque()).append(receipt)
+        self._backlog.setdefault(self._account(receipt[_SYSTEM]), deque()).append(receipt)
 
     def _receipt_now(self, link: CarrierLink, receipt: _Receipt, now: float) -> bytes:
         """Send a receipt at once; octets for `link` itself, written by the caller."""

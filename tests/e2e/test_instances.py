@@ -77,7 +77,9 @@ def _senders(count: int) -> list[str]:
 
 @pytest.fixture
 async def carrier() -> AsyncIterator[CarrierSimulator]:
-    sim = CarrierSimulator(receipt_delay=0.02, seed=3)
+    # One carrier account bound from every instance under its own
+    # system_id: a receipt goes to any of them, as a carrier's does.
+    sim = CarrierSimulator(receipt_delay=0.02, seed=3, receipt_account=lambda system_id: "fleet")
     await sim.start()
     yield sim
     await sim.stop()
@@ -185,7 +187,10 @@ async def _send(
         async def one(n: int) -> None:
             router = routers[n % len(routers)]
             text = f"{prefix}-{n}"
-            body = {"from": senders[n % len(senders)], "to": f"+1415555{n:04d}", "text": text}
+            # Every sender through every instance: most messages are stored
+            # by an instance that does not own their sender.
+            sender = senders[(n // len(routers)) % len(senders)]
+            body = {"from": sender, "to": f"+1415555{n:04d}", "text": text}
             try:
                 async with http.post(router.base_url + "/v1/messages", json=body) as resp:
                     if resp.status == 202:
@@ -212,21 +217,25 @@ async def _all_delivered(database_url: str, ids: set[str], timeout: float = 60.0
         await conn.close()
 
 
-def _within_rate(submits: list[AcceptedSubmit], rate: float, slack: float = 0.05) -> None:
+def _within_rate(submits: list[AcceptedSubmit], rate: float, slack: float = 0.25) -> None:
     """Per sender, over every instance together: in any stretch of time T
     at most capacity + rate·T parts (CONTRACT §2 bucket, capacity max(1,
-    rate)); `slack` for the simulator stamping a part when it reads it."""
-    by_sender: dict[str, list[float]] = defaultdict(list)
+    rate)); `slack` for the simulator stamping a part when it reads it, on
+    a loaded machine. A second full bucket after a takeover would exceed
+    this by `capacity` parts."""
+    by_sender: dict[str, list[AcceptedSubmit]] = defaultdict(list)
     for s in submits:
-        by_sender[s.source_addr].append(s.received_at)
+        by_sender[s.source_addr].append(s)
     capacity = max(1.0, rate)
-    for sender, times in by_sender.items():
-        times.sort()
+    for sender, parts in by_sender.items():
+        parts.sort(key=lambda p: p.received_at)
+        times = [p.received_at for p in parts]
         for i, start in enumerate(times):
             for j in range(i, len(times)):
                 allowed = capacity + rate * (times[j] - start + slack)
                 assert j - i + 1 <= allowed + 1e-9, (
-                    f"sender {sender}: {j - i + 1} parts in {times[j] - start:.3f} s"
+                    f"sender {sender}: {j - i + 1} parts in {times[j] - start:.3f} s, from"
+                    f" {Counter(p.system_id for p in parts[i : j + 1])}"
                 )
 
 
@@ -342,10 +351,17 @@ async def test_a_paused_owner_sends_nothing_after_its_takeover(
         paused.proc.send_signal(signal.SIGCONT)
     await _all_delivered(database_url, set(acked.values()), timeout=90)
 
-    late = [s for s in carrier.submits if s.system_id == "two" and s.at > taken_at]
-    assert late == [], f"{len(late)} parts sent by the paused owner after its takeover"
-    # The woken instance learnt it lost its shards and takes a share again.
+    # The woken instance learns it lost its shards and takes a share again
+    # (new leases, new epochs): until that claim it sends nothing.
     await _split(fleet)
+    reclaimed_at = min(
+        datetime.fromisoformat(line["timestamp"])
+        for line in paused.lines
+        if line.get("event") == "shards claimed"
+        and datetime.fromisoformat(line["timestamp"]) > stopped_at
+    )
+    late = [s for s in carrier.submits if s.system_id == "two" and taken_at < s.at < reclaimed_at]
+    assert late == [], f"{len(late)} parts sent by the paused owner after its takeover"
     at_carrier = Counter(s.text for s in carrier.submits)
     assert not [t for t in acked if at_carrier[t] == 0]
     # A part goes twice only if it was at the carrier when the owner paused.
