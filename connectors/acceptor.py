@@ -53,6 +53,11 @@ REFUSE_BATCH = 2048
 # How long accepting stops when a connection can be neither accepted nor
 # refused (no spare descriptor, out of buffers or memory).
 PAUSE_SECONDS = 0.5
+# Set to "1" by the parent of `smsrouter run --workers N` (smsrouter/workers.py)
+# for its workers: each binds every listener with SO_REUSEPORT, so that N
+# processes share the ports and the kernel spreads connections over them
+# (CONTRACT §9).
+REUSE_PORT_ENV = "SMSROUTER_REUSE_PORT"
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
@@ -65,11 +70,21 @@ def _reserve() -> int | None:
         return None
 
 
-async def listening_sockets(host: str | None, port: int, *, backlog: int) -> list[socket.socket]:
+def reuse_port_requested() -> bool:
+    """Whether this process is one of several sharing its ports (REUSE_PORT_ENV)."""
+    return os.environ.get(REUSE_PORT_ENV) == "1"
+
+
+async def listening_sockets(
+    host: str | None, port: int, *, backlog: int, reuse_port: bool | None = None
+) -> list[socket.socket]:
     """Non-blocking listening sockets on host:port, bound as
     `loop.create_server` binds them: one per address the host resolves to
     (all interfaces for an empty host), SO_REUSEADDR, and IPv6 sockets
-    IPv6-only so that an IPv4 socket on the same port can coexist."""
+    IPv6-only so that an IPv4 socket on the same port can coexist.
+    `reuse_port` (default: `reuse_port_requested()`) adds SO_REUSEPORT."""
+    if reuse_port is None:
+        reuse_port = reuse_port_requested()
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(
         host or None, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM,
@@ -85,6 +100,8 @@ async def listening_sockets(host: str | None, port: int, *, backlog: int) -> lis
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:

@@ -145,6 +145,14 @@ BUILD_INFO = Gauge(
     ["version", "build"],
     namespace=_NS,
 )
+# CONTRACT §9: which process of several answered a scrape (`--workers N`
+# share one port): its [instance] id and PID.
+INSTANCE_INFO = Gauge(
+    "instance_info",
+    "1, labelled with this process's instance id and PID",
+    ["instance", "pid"],
+    namespace=_NS,
+)
 MO_UNROUTED = Counter("mo_unrouted", "MO to a number that no account owns (dropped)", namespace=_NS)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -46,8 +47,8 @@ def _event_loop() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from smsrouter.daemon import run
     from smsrouter.logs import configure_logging
+    from smsrouter.workers import Supervisor, worker_role
 
     path = Path(args.config) if args.config else default_config()
     if not path.exists():
@@ -56,7 +57,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(path)
     configure_logging(config.log.level, args.log_format or config.log.format)
     _event_loop()
-    return asyncio.run(run(config, path))
+    if args.workers > 1:
+        # CONTRACT §9: a parent that runs N daemons (smsrouter/workers.py).
+        supervisor = Supervisor(config, path.absolute(), args.workers, log_format=args.log_format)
+        return asyncio.run(supervisor.run())
+    from smsrouter.daemon import run
+
+    worker = worker_role(os.environ)
+    if worker is not None:
+        # Every line of a worker says which one wrote it.
+        structlog.contextvars.bind_contextvars(worker=worker.index)
+    return asyncio.run(run(config, path, worker))
+
+
+def _worker_count(text: str) -> int:
+    """`--workers N`: a whole number, at least 1."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
+    return count
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -364,6 +386,13 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the router daemon")
     run.add_argument("--config", help=DEFAULT_HELP)
     run.add_argument("--log-format", choices=["json", "console"])
+    run.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        metavar="N",
+        help="router processes sharing the ports and the database (default 1: this one alone)",
+    )
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import structlog
 
 from smsrouter.config import load_config
@@ -87,6 +88,7 @@ from smsrouter.router.store.sender_watch import SenderWatch
 from smsrouter.router.store.shard_keeper import ShardKeeper
 from smsrouter.router.tls import TlsConfigError, server_context
 from smsrouter.sims.carrier import CarrierSimulator
+from smsrouter.workers import WorkerRole, report_ready, watch_parent
 
 log = structlog.get_logger("daemon")
 
@@ -216,6 +218,12 @@ def publish_build_info() -> None:
     metrics.BUILD_INFO.labels(package_version(), build_kind()).set(1)
 
 
+def publish_instance_info(instance_id: str) -> None:
+    """smsrouter_instance_info{instance,pid} 1 (CONTRACT §9): which of the
+    processes sharing a port (`--workers N`) answered a scrape."""
+    metrics.INSTANCE_INFO.labels(instance_id, str(os.getpid())).set(1)
+
+
 # Seconds a pool may take to close before its connections are cut: a
 # connection still checked out by a stuck operation must not hang SIGTERM.
 POOL_CLOSE_SECONDS = 5.0
@@ -239,6 +247,10 @@ class Router:
     taking work first, in-flight carrier work drains next, the database
     goes last. Every task a part starts is that part's to cancel and await.
     """
+
+    # What start() logs once it is up; a worker of `--workers N` says
+    # "worker ready", its parent "smsrouter ready" once all are.
+    ready_event = "smsrouter ready"
 
     def __init__(self, config: Config, *, config_path: Path | None = None) -> None:
         self.config = config
@@ -343,6 +355,7 @@ class Router:
     async def start(self) -> None:
         """Start every part; if one fails, what started is stopped again."""
         publish_build_info()
+        publish_instance_info(self.instance_id)
         async with contextlib.AsyncExitStack() as stack:
             await self._start_database(stack)
             await self._start_simulators(stack)
@@ -361,7 +374,10 @@ class Router:
             where["smpp_tls"] = (
                 f"{parse_listen(self.config.smpp.tls_listen)[0]}:{self.smpp_tls_port}"
             )
-        log.info("smsrouter ready", **where, build=build_kind())
+        self.ready_info: dict[str, Any] = {
+            **where, "build": build_kind(), "instance": self.instance_id, "pid": os.getpid()
+        }  # fmt: skip
+        log.info(self.ready_event, **self.ready_info)
 
     async def _start_database(self, stack: contextlib.AsyncExitStack) -> None:
         """The embedded server (or the configured one), the pool, the
@@ -880,8 +896,15 @@ async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def run(config: Config, config_path: Path | None) -> int:
+async def run(config: Config, config_path: Path | None, worker: WorkerRole | None = None) -> int:
+    """The daemon until SIGTERM/SIGINT; `worker`: as one of the processes of
+    `smsrouter run --workers N` (smsrouter/workers.py)."""
+    if worker is not None:
+        # Its parent runs the [[simulators]], once for all the workers.
+        config = msgspec.structs.replace(config, simulators=[])
     router = Router(config, config_path=config_path)
+    if worker is not None:
+        router.ready_event = "worker ready"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -892,6 +915,11 @@ async def run(config: Config, config_path: Path | None) -> int:
         log.exception("start failed")
         return 1
     loop.add_signal_handler(signal.SIGHUP, router.reload)
+    parent_watch = None
+    if worker is not None:
+        # Ready once SIGHUP is handled: the parent forwards it from now on.
+        report_ready(worker, router.ready_info)
+        parent_watch = asyncio.create_task(watch_parent(worker, stop.set), name="parent-watch")
     # Everything built at start-up lives as long as the process: move it out
     # of the collector's sight, and collect the young generation less often.
     # Per-message objects are freed by reference counting as they go; with
@@ -901,5 +929,7 @@ async def run(config: Config, config_path: Path | None) -> int:
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
     await stop.wait()
+    if parent_watch is not None:
+        await _cancel_and_wait(parent_watch)
     await router.stop()
     return 0

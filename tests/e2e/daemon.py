@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,16 @@ class RouterProcess:
     """`python -m smsrouter run --config <file>`; stopped by PID, never by name."""
 
     def __init__(
-        self, config_path: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None
+        self,
+        config_path: Path,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        args: Sequence[str] = (),
     ) -> None:
+        """`args`: more arguments of `smsrouter run`, e.g. ("--workers", "2")."""
         self.config_path = config_path
+        self.args = list(args)
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
         self.ready: dict[str, Any] = {}  # the "smsrouter ready" line
@@ -34,6 +42,7 @@ class RouterProcess:
     async def start(self, timeout: float = 60.0) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "smsrouter", "run", "--config", str(self.config_path),
+            *self.args,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=self.env,

@@ -23,7 +23,9 @@ FOLDERS = ("router", "connectors", "sms", "sims", "smsrouter")
 # What the router runs; sims/ are the simulators and load clients.
 PRODUCTION = ("router", "connectors", "sms", "smsrouter")
 # The modules that start simulators beside the daemon or check their config.
-SIM_WIRING = frozenset({"smsrouter/cli.py", "smsrouter/config.py", "smsrouter/daemon.py"})
+SIM_WIRING = frozenset(
+    {"smsrouter/cli.py", "smsrouter/config.py", "smsrouter/daemon.py", "smsrouter/workers.py"}
+)
 # Top-level names that exist only as smsrouter.<name> once installed.
 BARE = frozenset({"router", "connectors", "sms", "sims"})
 
