@@ -75,6 +75,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="smsrouter's build: compiled with mypyc (built once, cached) or this checkout",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="smsrouter's processes (`smsrouter run --workers N`, default 1)",
+    )
+    p.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -159,6 +165,7 @@ async def _main(args: argparse.Namespace, argv: list[str]) -> int:
         profile_scenario=args.profile_scenario,
         rounds=max(1, args.rounds),
         build=args.build,
+        workers=max(1, args.workers),
         emit=lambda record: print(dump(record), flush=True),
     )
     try:

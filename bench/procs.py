@@ -100,6 +100,11 @@ def _parents() -> dict[int, int]:
     return out
 
 
+def children_of(pid: int) -> list[int]:
+    """The live children of `pid`."""
+    return [child for child, parent in _parents().items() if parent == pid]
+
+
 def process_tree(roots: Iterable[int]) -> set[int]:
     """The live processes among `roots` and all their descendants."""
     children: dict[int, list[int]] = {}

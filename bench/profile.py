@@ -209,8 +209,8 @@ async def profile_router(
     seconds: float,
 ) -> dict[str, Any]:
     """Run a scenario's load (`smsrouter sim TOOL ARGS`) again with py-spy on
-    the daemon; the summary."""
-    pid = system.pid
+    the daemon (with --workers N, on its first worker); the summary."""
+    pid = system.profiled_pid
     if pid is None:
         raise RuntimeError("the router is not running")
     binary = await asyncio.to_thread(py_spy)

