@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import signal
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,7 @@ from smsrouter.workers import (
     worker_instance_id,
     worker_role,
 )
+from tests.tls_certs import TestCa
 
 
 class FakeClock:
@@ -133,6 +135,19 @@ def test_the_shared_listeners_are_those_a_worker_opens() -> None:
         environ={},
     )
     assert ("SMSROUTER_ADMIN_LISTEN", "127.0.0.1:9082") in shared_listeners(admin)
+
+
+def test_the_smpp_tls_listener_is_shared_once_it_has_a_certificate(tmp_path: Path) -> None:
+    server = TestCa(tmp_path).issue("smsc")
+    tls = parse_config(
+        {"smpp": {"tls_listen": "127.0.0.1:3551", "tls_cert": str(server.cert),
+                  "tls_key": str(server.key)}},
+        environ={},
+    )  # fmt: skip
+    assert ("SMSROUTER_SMPP_TLS_LISTEN", "127.0.0.1:3551") in shared_listeners(tls)
+    # Its address has a default, but without a certificate nothing listens there.
+    bare = parse_config({}, environ={})
+    assert all(env != "SMSROUTER_SMPP_TLS_LISTEN" for env, _ in shared_listeners(bare))
 
 
 def test_a_listen_address_is_written_back_as_the_config_writes_it() -> None:
