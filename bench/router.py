@@ -39,7 +39,12 @@ API_KEY = "bench-key"
 SMPP_SYSTEM_ID = "bench"
 SMPP_PASSWORD = "bench-pw"  # SMPP 3.4 §5.2.2: at most 8 characters
 WEBHOOK_SECRET = "bench-secret"
-THROUGHPUT_SENDER = "12345"
+# Scenarios 1-3 send from 16 short codes in turn: an aggregator's traffic
+# comes from many senders, and with --workers each sender is sent by the
+# worker that owns it (CONTRACT §9), so one sender alone would put every
+# submit_sm on one worker. The peers take any sender.
+THROUGHPUT_SENDERS = [str(n) for n in range(12340, 12356)]
+THROUGHPUT_SENDER_SPEC = "{12340..12355}"
 # Outstanding submit_sm per carrier bind, the same for every system that has
 # such a setting (Kannel: max-pending-submits).
 CARRIER_WINDOW = 100
@@ -128,12 +133,15 @@ def config_text(
         "deny_private_networks = false",
         "[shutdown]",
         "drain_seconds = 5",
-        "[[numbers]]",
-        f'number = "{THROUGHPUT_SENDER}"',
-        'account = "bench"',
-        'type = "short_code"',
-        "rate = 100000",
     ]
+    for number in THROUGHPUT_SENDERS:
+        lines += [
+            "[[numbers]]",
+            f'number = "{number}"',
+            'account = "bench"',
+            'type = "short_code"',
+            "rate = 100000",
+        ]
     lines += compliance_lines(admin_port)
     for number in senders.short_codes:
         lines += ["[[numbers]]", f'number = "{number}"', 'account = "bench"', 'type = "short_code"']
@@ -189,7 +197,10 @@ class SmsrouterSystem:
                 if workers > 1
                 else "1 (one daemon process)"
             ),
-            "throughput sender": f"{THROUGHPUT_SENDER}, per-number rate 100000/s",
+            "throughput senders": (
+                f"{len(THROUGHPUT_SENDERS)} short codes {THROUGHPUT_SENDERS[0]}-"
+                f"{THROUGHPUT_SENDERS[-1]} in turn, per-number rate 100000/s"
+            ),
             "scenario 4 senders": (
                 f"{len(self.senders.short_codes)} short codes at "
                 f"{self.senders.short_code_rate:g}/s, {len(self.senders.long_codes)} long codes "

@@ -21,7 +21,7 @@ from typing import Any
 from bench import compiled, install
 from bench.carrier import PASSWORD, SYSTEM_ID, CarrierProcess
 from bench.profile import profile_router
-from bench.router import THROUGHPUT_SENDER, SmsrouterSystem, scenario4_senders
+from bench.router import THROUGHPUT_SENDER_SPEC, SmsrouterSystem, scenario4_senders
 from bench.scenarios import (
     SCENARIOS,
     THROUGHPUT_SCENARIOS,
@@ -184,7 +184,7 @@ class Runner:
             "--duration",
             str(seconds),
             "--senders",
-            THROUGHPUT_SENDER,
+            THROUGHPUT_SENDER_SPEC,
             "--destinations",
             destinations(count),
             "--webhook-port",
@@ -238,7 +238,7 @@ class Runner:
             "--duration",
             str(seconds),
             "--senders",
-            THROUGHPUT_SENDER,
+            THROUGHPUT_SENDER_SPEC,
             "--destinations",
             destinations(count),
             "--receipt-timeout",

@@ -370,3 +370,108 @@ async def test_a_paused_owner_sends_nothing_after_its_takeover(
             firsts = [s.at for s in carrier.submits if s.text == text]
             assert n == 2 and abs(min(firsts) - stopped_at) < timedelta(seconds=2), text
     _within_rate(list(carrier.submits), 2.0)
+
+
+WORKERS_CONFIG = """
+[instance]
+lease_seconds = {lease}
+[database]
+data_dir = "{data_dir}"
+[http]
+listen = "127.0.0.1:0"
+[smpp]
+listen = "127.0.0.1:0"
+[log]
+level = "info"
+[[carriers]]
+name = "sim"
+port = {carrier_port}
+system_id = "fleet"
+window = 16
+reconnect_delay = 0.1
+reconnect_max_delay = 0.5
+[[routes]]
+prefix = "1"
+carriers = [ {{ name = "sim", cost = "0.004" }} ]
+[[prices]]
+prefix = "1"
+price = "0.01"
+[[accounts]]
+id = "acme"
+credit = "1000000"
+api_keys = ["acme-key"]
+callback_url = "{webhook_url}"
+webhook_secret = "hook-secret"
+{numbers}
+[shutdown]
+drain_seconds = 2
+"""
+
+
+async def _owned_by_worker(router: RouterProcess, workers: int) -> dict[str, int]:
+    """Shards held per worker, read from /metrics over new connections
+    (the kernel spreads them over the workers) until every one answered."""
+    seen: dict[str, int] = {}
+    for _ in range(200):
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(router.base_url + "/metrics") as resp,
+        ):
+            text = await resp.text()
+        instance = next(
+            line.split('instance="', 1)[1].split('"', 1)[0]
+            for line in text.splitlines()
+            if line.startswith("smsrouter_instance_info{")
+        )
+        owned = next(
+            int(float(line.split()[1]))
+            for line in text.splitlines()
+            if line.startswith("smsrouter_shards_owned ")
+        )
+        seen[instance] = owned
+        if len(seen) == workers:
+            break
+    return seen
+
+
+async def test_two_workers_on_the_embedded_database_send_each_message_once(
+    tmp_path: Path, carrier: CarrierSimulator, webhook: WebhookReceiver
+) -> None:
+    senders = _senders(8)
+    config = tmp_path / "router.toml"
+    config.write_text(
+        WORKERS_CONFIG.format(
+            lease=LEASE,
+            data_dir=tmp_path / "pg",
+            carrier_port=carrier.port,
+            webhook_url=webhook.url,
+            numbers=_numbers(senders, 10.0),
+        )
+    )
+    router = RouterProcess(config, args=("--workers", "2"))
+    try:
+        await router.start()
+
+        async def split() -> bool:
+            owned = await _owned_by_worker(router, 2)
+            return len(owned) == 2 and sorted(owned.values()) == [512, 512]
+
+        await _until(split, "the workers to split the shards", timeout=30)
+        acked = await _send([router], senders, 200, "workers")
+        assert len(acked) == 200
+        await _until(
+            lambda: (
+                set(acked.values())
+                <= {c.body["id"] for c in webhook.callbacks if c.body.get("status") == "delivered"}
+            ),
+            "every callback",
+            timeout=60,
+        )
+        at_carrier = Counter(s.text for s in carrier.submits)
+        assert {t: n for t, n in at_carrier.items() if n != 1} == {}
+        assert set(at_carrier) == set(acked)
+        _within_rate(list(carrier.submits), 10.0)
+        assert await router.terminate() == 0
+    finally:
+        await router.kill()
+        print(router.output())
