@@ -3,6 +3,7 @@
 
     python -m bench.pg_ceiling [--writers 4] [--batch 32] [--seconds 20]
         [--synchronous-commit on|off] [--accounts 1] [--warmup 2] [--dsn DSN]
+        [--wal-breakdown]
 
 No router runs: this process drives the router's own store code
 (`router/store/writes.py`) from `--writers` connections, each as fast as
@@ -50,6 +51,11 @@ writers keep going, and printed as one JSON line:
   ``wal_records_per_msg`` and ``wal_fpi_per_msg`` (pg_stat_wal),
   ``commits_per_wal_fsync`` (pg_stat_io: how many commits each fsync of
   the WAL carried, group commit at work);
+* ``kept_bytes_per_msg``: the size of the tables a message stays in
+  until retention (its row, its parts', its key's; indexes included) over
+  the messages stored, at the end;
+* with ``--wal-breakdown``, ``wal_by_record``: the window's WAL by record
+  type per message (pg_walinspect, read once the window is over);
 * the machine: cores, load average, how busy its cores were and how much
   of that was neither PostgreSQL nor this process (others on a shared
   machine).
@@ -127,6 +133,7 @@ class Options:
     warmup: float = 2.0
     synchronous_commit: str = "on"
     accounts: int = 1
+    wal_breakdown: bool = False
 
 
 def account_of(writer: int, accounts: int) -> str:
@@ -503,6 +510,14 @@ async def drive(dsn: str, options: Options) -> dict[str, Any]:
         await asyncio.gather(*tasks)
         server = await control.fetchval("SHOW server_version")
         tables = await _tables(control)
+        kept = await _kept_bytes_per_message(control)
+        breakdown = (
+            await wal_breakdown(
+                control, before.wal_lsn, after.wal_lsn, after.completed - before.completed
+            )
+            if options.wal_breakdown
+            else None
+        )
     finally:
         for task in tasks:
             task.cancel()
@@ -523,6 +538,8 @@ async def drive(dsn: str, options: Options) -> dict[str, Any]:
         "postgresql": server,
         "python": platform.python_version(),
         "tables": tables,
+        "kept_bytes_per_msg": kept,
+        **({"wal_by_record": breakdown} if breakdown is not None else {}),
     }
     if out["pg_cpu_ms_per_msg"]:
         out["ceiling"] = ceiling(out["pg_cpu_ms_per_msg"])
@@ -534,6 +551,33 @@ async def _sleep_or_fail(seconds: float, tasks: list[asyncio.Task[None]]) -> Non
     done, _ = await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_EXCEPTION)
     for task in done:
         task.result()
+
+
+async def wal_breakdown(
+    conn: asyncpg.Connection, start: int, end: int, messages: int
+) -> dict[str, dict[str, float]]:
+    """The WAL written between two positions by record type (Btree/INSERT_LEAF:
+    index entries; Heap/HOT_UPDATE against Heap/UPDATE: updates that touched
+    no index or every one), per message, largest first; {} without
+    pg_walinspect (or the right to create it)."""
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        rows = await conn.fetch(
+            'SELECT "resource_manager/record_type" AS kind, count, combined_size'
+            " FROM pg_get_wal_stats($1::pg_lsn, $2::pg_lsn, true)"
+            " WHERE count > 0 ORDER BY combined_size DESC",
+            start,  # asyncpg sends a pg_lsn as its integer
+            end,
+        )
+    except asyncpg.PostgresError:
+        return {}
+    return {
+        r["kind"]: {
+            "bytes_per_msg": round(r["combined_size"] / max(messages, 1), 1),
+            "records_per_msg": round(r["count"] / max(messages, 1), 3),
+        }
+        for r in rows
+    }
 
 
 WRITTEN_TABLES = ("messages", "carrier_submits", "outbox", "idempotency_keys", "ledger")
@@ -549,6 +593,22 @@ async def _tables(conn: asyncpg.Connection) -> dict[str, dict[str, float]]:
         list(WRITTEN_TABLES),
     )
     return {r["relname"]: {"mb": round(r["bytes"] / 1e6, 1), "indexes": r["indexes"]} for r in rows}
+
+
+# What a message leaves on disk until retention drops it: its row, its
+# parts' rows and its request's key (kept 24 h), indexes included. Outbox
+# rows are deleted once delivered; the ledger has a row per flush.
+KEPT_TABLES = ("messages", "carrier_submits", "idempotency_keys")
+
+
+async def _kept_bytes_per_message(conn: asyncpg.Connection) -> float | None:
+    stored = await conn.fetchval("SELECT count(*) FROM messages")
+    kept = await conn.fetchval(
+        "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c"
+        " WHERE c.relname = ANY($1::text[]) AND c.relkind IN ('r', 'p')",
+        list(KEPT_TABLES),
+    )
+    return None if not stored or kept is None else round(float(kept) / stored)
 
 
 @contextlib.asynccontextmanager
@@ -588,6 +648,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, str | None]:
         "--synchronous-commit", choices=("on", "off"), default=defaults.synchronous_commit
     )
     parser.add_argument("--accounts", type=int, default=defaults.accounts)
+    parser.add_argument(
+        "--wal-breakdown",
+        action="store_true",
+        help="the window's WAL by record type (pg_walinspect, read after the window)",
+    )
     parser.add_argument("--dsn", default=None, help="an external (scratch) database")
     args = parser.parse_args(argv)
     if args.writers < 1 or args.batch < 1 or args.accounts < 1 or args.seconds <= 0:
@@ -599,6 +664,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, str | None]:
         warmup=args.warmup,
         synchronous_commit=args.synchronous_commit,
         accounts=args.accounts,
+        wal_breakdown=args.wal_breakdown,
     )
     return options, args.dsn
 
