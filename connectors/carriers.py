@@ -318,17 +318,17 @@ class CarrierBinds:
             link: SmppLink | None = None
             try:
                 link = await self._bind(kind)
-            except ssl.SSLCertVerificationError as exc:
+            except ssl.SSLCertVerificationError as unverified:
                 # Not a network fault: only a change of certificate or CA
                 # mends it, so the line says what OpenSSL found.
                 log.error(
                     "carrier TLS certificate not trusted", carrier=self.name,
-                    host=self.cfg.host, reason=exc.verify_message, retry_in=delay,
+                    host=self.cfg.host, reason=unverified.verify_message, retry_in=delay,
                 )  # fmt: skip
-            except ssl.SSLError as exc:
+            except ssl.SSLError as tls_error:
                 log.warning(
                     "carrier TLS handshake failed", carrier=self.name, host=self.cfg.host,
-                    reason=exc.reason or str(exc), retry_in=delay,
+                    reason=tls_error.reason or str(tls_error), retry_in=delay,
                 )  # fmt: skip
             except (OSError, LinkClosed, ResponseTimeout, CarrierError) as exc:
                 log.warning(
