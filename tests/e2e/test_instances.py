@@ -309,6 +309,7 @@ async def test_sigkill_of_one_of_three_loses_nothing_and_is_taken_over_within_a_
         and datetime.fromisoformat(line["timestamp"]) > killed_at
     ]
     assert claims and min(claims) - killed_at <= timedelta(seconds=LEASE + 1), claims
+    print(f"takeover {(min(claims) - killed_at).total_seconds():.2f} s after the kill")
 
     await _all_delivered(database_url, set(acked.values()))
     await _until(
@@ -329,6 +330,8 @@ async def test_sigkill_of_one_of_three_loses_nothing_and_is_taken_over_within_a_
     for text, n in at_carrier.items():
         if n > 1:
             assert n == 2 and first_by[text] == "c", (text, n, first_by[text])
+    duplicates = sum(n - 1 for n in at_carrier.values())
+    print(f"acknowledged={len(acked)} at_carrier={len(at_carrier)} duplicates={duplicates}")
 
 
 async def test_a_paused_owner_sends_nothing_after_its_takeover(
