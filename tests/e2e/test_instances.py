@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
+import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
@@ -22,6 +23,8 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import pytest
+import smpplib.client
+import smpplib.consts
 
 from smsrouter.router.shards import shard_of
 from smsrouter.sims.carrier import AcceptedSubmit, CarrierSimulator
@@ -478,3 +481,62 @@ async def test_two_workers_on_the_embedded_database_send_each_message_once(
     finally:
         await router.kill()
         print(router.output())
+
+
+PARTNER = """
+[[accounts]]
+id = "partner"
+credit = "1000000"
+smpp = {{ system_id = "partner", password = "pw-12345", max_binds = 4 }}
+{numbers}
+"""
+
+
+def _smpp_partner_run(submit_port: int, receive_port: int, senders: list[str], count: int) -> int:
+    """smpplib (a third-party ESME): submits with receipts requested on a
+    transmitter bind of one instance, and reads them on a receiver bind of
+    another; how many receipts arrived."""
+    receipts: list[object] = []
+    receiver = smpplib.client.Client("127.0.0.1", receive_port, timeout=10)
+    receiver.set_message_received_handler(lambda pdu: receipts.append(pdu))
+    receiver.connect()
+    receiver.bind_receiver(system_id="partner", password="pw-12345")
+    sender = smpplib.client.Client("127.0.0.1", submit_port, timeout=10)
+    sender.connect()
+    sender.bind_transmitter(system_id="partner", password="pw-12345")
+    try:
+        for n in range(count):
+            sender.send_message(
+                source_addr_ton=3,
+                source_addr_npi=0,
+                source_addr=senders[n % len(senders)],
+                dest_addr_ton=smpplib.consts.SMPP_TON_INTL,
+                dest_addr_npi=smpplib.consts.SMPP_NPI_ISDN,
+                destination_addr=f"1415555{n:04d}",
+                short_message=f"smpp-{n}".encode(),
+                registered_delivery=1,
+            )
+            sender.read_once()  # its submit_sm_resp
+        deadline = time.monotonic() + 60
+        while len(receipts) < count and time.monotonic() < deadline:
+            receiver.read_once()
+        return len(receipts)
+    finally:
+        for client in (sender, receiver):
+            client.unbind()
+            client.disconnect()
+
+
+async def test_receipts_go_out_on_the_instance_that_holds_the_receiving_bind(
+    fleet: Fleet, carrier: CarrierSimulator
+) -> None:
+    """CONTRACT §9: deliver_sm receipts go out on a receiving bind of the
+    account, whichever instance holds it; here only the first instance holds
+    one, and every submit_sm went to the second."""
+    senders = _senders(6)
+    partner = PARTNER.format(numbers=_numbers(senders, 50.0).replace('"acme"', '"partner"'))
+    holder = await fleet.start("holder", partner)
+    other = await fleet.start("other", partner)
+    await _split(fleet)
+    got = await asyncio.to_thread(_smpp_partner_run, other.smpp_port, holder.smpp_port, senders, 40)
+    assert got == 40
