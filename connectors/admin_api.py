@@ -54,8 +54,10 @@ from smsrouter.connectors.http_server import (
     Response,
 )
 from smsrouter.connectors.problems import (
+    NUL_DETAIL,
     STORE_DOWN,
     field_errors,
+    holds_nul,
     json_response,
     problem,
     rfc3339,
@@ -701,6 +703,8 @@ def _decode(raw: bytes, shape: type[S]) -> tuple[S, list[FieldError]]:
                 complete = False
             continue
         error = _type_error(name, doc[name], info.type)
+        if error is None and holds_nul(doc[name]):
+            error = FieldError(name, "invalid", NUL_DETAIL)
         if error is None:
             known[name] = doc[name]
         else:
