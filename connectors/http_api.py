@@ -35,6 +35,7 @@ from smsrouter.connectors.http_server import (
     Request,
     Response,
 )
+from smsrouter.connectors.openapi_schemas import encode as encode_document
 from smsrouter.connectors.problems import (
     RETRY_AFTER_STORE,
     field_error_of,
@@ -174,6 +175,7 @@ class HttpApi:
                 "GET": self._authed(self.list_templates),
             },
             "/v1/templates/{id}": {"GET": self._authed(self.get_template)},
+            "/v1/openapi.json": {"GET": self.openapi},
             "/metrics": {"GET": self.metrics},
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
@@ -185,6 +187,12 @@ class HttpApi:
             header_timeout=header_timeout,
             max_connections_per_ip=max_connections_per_ip,
         )
+
+        # CONTRACT §3: the document of this API, built once. Imported here:
+        # it reads this module's limits.
+        from smsrouter.connectors.openapi_public import public_document
+
+        self._openapi = encode_document(public_document())
 
     # ----------------------------------------------------------- plumbing
 
@@ -664,6 +672,10 @@ class HttpApi:
         return done.result()
 
     # ----------------------------------------------------------- ops
+
+    async def openapi(self, request: Request) -> Response:
+        """GET /v1/openapi.json: no key needed (CONTRACT §3)."""
+        return Response(200, self._openapi)
 
     async def metrics(self, request: Request) -> Response:
         return Response(200, generate_latest(), content_type=CONTENT_TYPE_LATEST)
