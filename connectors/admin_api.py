@@ -53,9 +53,12 @@ from smsrouter.connectors.http_server import (
     Request,
     Response,
 )
+from smsrouter.connectors.openapi_schemas import encode as encode_document
 from smsrouter.connectors.problems import (
+    NUL_DETAIL,
     STORE_DOWN,
     field_errors,
+    holds_nul,
     json_response,
     problem,
     rfc3339,
@@ -191,6 +194,7 @@ class AdminApi:
             PREFIX + "/templates/{id}/approve": {"POST": self._authed(self.approve_template)},
             PREFIX + "/templates/{id}/reject": {"POST": self._authed(self.reject_template)},
             **self._webhook_secret_routes(account),
+            PREFIX + "/openapi.json": {"GET": self._authed(self.openapi)},
         }
         if status is not None:
             # CONTRACT §8: GET /status, drawn from what `status` builds.
@@ -204,6 +208,12 @@ class AdminApi:
             header_timeout=header_timeout,
             max_connections_per_ip=max_connections_per_ip,
         )
+        # CONTRACT §8: the document of this API, built once; behind the
+        # token like every route of this listener. Imported here: it reads
+        # this module's limits.
+        from smsrouter.connectors.openapi_admin import admin_document
+
+        self._openapi = encode_document(admin_document())
 
     def _webhook_secret_routes(self, account: str) -> dict[str, dict[str, ServerHandler]]:
         """CONTRACT §3 rotation: connectors/admin_webhook_secret.py."""
@@ -625,6 +635,11 @@ class AdminApi:
             },
         )
 
+    # ----------------------------------------------------------- the document
+
+    async def openapi(self, request: Request, actor: str) -> Response:
+        return Response(200, self._openapi)
+
     # ----------------------------------------------------------- templates
 
     async def list_templates(self, request: Request, actor: str) -> Response:
@@ -701,6 +716,8 @@ def _decode(raw: bytes, shape: type[S]) -> tuple[S, list[FieldError]]:
                 complete = False
             continue
         error = _type_error(name, doc[name], info.type)
+        if error is None and holds_nul(doc[name]):
+            error = FieldError(name, "invalid", NUL_DETAIL)
         if error is None:
             known[name] = doc[name]
         else:

@@ -35,13 +35,16 @@ from smsrouter.connectors.http_server import (
     Request,
     Response,
 )
+from smsrouter.connectors.openapi_schemas import encode as encode_document
 from smsrouter.connectors.problems import (
     RETRY_AFTER_STORE,
     field_error_of,
     field_errors,
+    in_utc_range,
     iso,
     json_response,
     list_query,
+    nul_errors,
     page_limit,
     problem,
     rfc3339,
@@ -77,6 +80,7 @@ from smsrouter.router.scheduler import SenderQueueFull
 from smsrouter.router.store import balances, queries
 from smsrouter.router.store.group_commit import GroupCommit, StoreError
 from smsrouter.router.store.ledger import list_ledger
+from smsrouter.router.store.numeric import plain
 from smsrouter.router.store.operations import IdempotentAnswer, OptOutChange
 from smsrouter.router.store.opt_outs import (
     ACCOUNT_SOURCE,
@@ -101,11 +105,14 @@ _PAGE_PARAMETERS = frozenset({"limit", "after"})
 
 # CONTRACT §3: an Idempotency-Key is up to 255 characters.
 MAX_IDEMPOTENCY_KEY = 255
+MAX_CLIENT_REF = 256
 # Seconds a client should wait after a 429 for a full sender queue: one
 # long-code token (4 s) is the slowest drain that can free room.
 RETRY_AFTER_QUEUE_FULL = 4
-# How far ahead a send may be scheduled (Twilio's limit: 35 days).
+# How far ahead a send may be scheduled (Twilio's limit: 35 days), and
+# for how long it may wait for delivery: as long.
 MAX_SCHEDULE_SECONDS = 35 * 86400
+MAX_VALIDITY_SECONDS = MAX_SCHEDULE_SECONDS
 # Seconds a request waits for the database (its commit, or a read) before
 # it is answered 503 (CONTRACT §11 "A hung database"); [http] request_timeout.
 REQUEST_TIMEOUT = 10.0
@@ -168,6 +175,7 @@ class HttpApi:
                 "GET": self._authed(self.list_templates),
             },
             "/v1/templates/{id}": {"GET": self._authed(self.get_template)},
+            "/v1/openapi.json": {"GET": self.openapi},
             "/metrics": {"GET": self.metrics},
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
@@ -179,6 +187,12 @@ class HttpApi:
             header_timeout=header_timeout,
             max_connections_per_ip=max_connections_per_ip,
         )
+
+        # CONTRACT §3: the document of this API, built once. Imported here:
+        # it reads this module's limits.
+        from smsrouter.connectors.openapi_public import public_document
+
+        self._openapi = encode_document(public_document())
 
     # ----------------------------------------------------------- plumbing
 
@@ -238,6 +252,9 @@ class HttpApi:
                 req = msgspec.convert(doc, SendRequest)
             except msgspec.ValidationError as invalid:
                 return field_errors([field_error_of(invalid)])
+        nul = nul_errors(raw)
+        if nul:
+            return field_errors(nul)
         template_id, errors = resolve_template(req, account)
         more, sent, (encoding, parts) = self._validate(req, account)
         errors += more
@@ -428,12 +445,16 @@ class HttpApi:
                 errors.append(
                     FieldError("callback_url", "private_network", "private addresses are refused")
                 )
-        if req.validity is not None and req.validity <= 0:
-            errors.append(FieldError("validity", "invalid", "must be a positive number of seconds"))
-        if req.client_ref is not None and len(req.client_ref) > 256:
-            errors.append(FieldError("client_ref", "too_long", "at most 256 characters"))
+        if req.validity is not None and not 0 < req.validity <= MAX_VALIDITY_SECONDS:
+            errors.append(
+                FieldError("validity", "invalid", f"1 to {MAX_VALIDITY_SECONDS} seconds (35 days)")
+            )
+        if req.client_ref is not None and len(req.client_ref) > MAX_CLIENT_REF:
+            errors.append(
+                FieldError("client_ref", "too_long", f"at most {MAX_CLIENT_REF} characters")
+            )
         if req.send_at is not None:
-            if req.send_at.tzinfo is None:
+            if req.send_at.tzinfo is None or not in_utc_range(req.send_at):
                 errors.append(
                     FieldError("send_at", "invalid", "an RFC 3339 time with its offset (or Z)")
                 )
@@ -652,6 +673,10 @@ class HttpApi:
 
     # ----------------------------------------------------------- ops
 
+    async def openapi(self, request: Request) -> Response:
+        """GET /v1/openapi.json: no key needed (CONTRACT §3)."""
+        return Response(200, self._openapi)
+
     async def metrics(self, request: Request) -> Response:
         return Response(200, generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
@@ -674,9 +699,13 @@ class HttpApi:
 
     async def readyz(self, request: Request) -> Response:
         # 503 at once when the latest database probe failed or no carrier is
-        # bound; the body says which. As cheap as /healthz.
+        # bound; the body says which: a problem (CONTRACT §3, every error
+        # is one) with the members of the 200. As cheap as /healthz.
         ready, detail = self.services.is_ready()
-        return json_response(200 if ready else 503, {"ready": ready, **detail})
+        if ready:
+            return json_response(200, {"ready": True, **detail})
+        why = "no carrier is bound" if detail.get("database") else "the database is unreachable"
+        return problem(503, "Not ready", why, kind="not-ready", ready=False, **detail)
 
     # ----------------------------------------------------------- /v1/templates
 
@@ -701,7 +730,7 @@ def _message_json(row: dict[str, Any]) -> dict[str, Any]:
         "carrier": row["carrier"],
         "parts": row["parts"],
         "encoding": row["encoding"],
-        "price": row["price"],
+        "price": plain(row["price"]),
         "client_ref": row["client_ref"],
         "created_at": iso(row["created_at"]),
         "sent_at": iso(row["sent_at"]),

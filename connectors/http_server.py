@@ -742,6 +742,11 @@ class HttpConnection(asyncio.Protocol):
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = unquote(path)
+            if "\x00" in path:
+                # No name of ours holds one, and PostgreSQL text cannot.
+                raise self._reject(400, "the request target holds a NUL character (%00)")
+        if b"%00" in raw_query:
+            raise self._reject(400, "the query holds a NUL character (%00)")
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             # RFC 9110 §15.6.6: the major version is not supported.

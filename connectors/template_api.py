@@ -26,6 +26,7 @@ from smsrouter.connectors.problems import (
     field_errors,
     json_response,
     list_query,
+    nul_errors,
     problem,
     store_read,
 )
@@ -102,6 +103,9 @@ def _object(raw: bytes) -> dict[str, Any]:
         raise _Refused(
             problem(400, "Malformed JSON", "the body must be a JSON object", kind="malformed-json")
         )
+    nul = nul_errors(raw)
+    if nul:
+        raise _Refused(field_errors(nul))
     return doc
 
 

@@ -6,8 +6,10 @@ from decimal import Decimal
 
 import asyncpg
 
+from smsrouter.router.store.numeric import plain
+
 
 async def balance(pool: asyncpg.Pool, account_id: str) -> tuple[Decimal, str] | None:
     async with pool.acquire() as conn:
         row = await conn.fetchrow("SELECT credit, currency FROM accounts WHERE id = $1", account_id)
-    return None if row is None else (row["credit"], row["currency"])
+    return None if row is None else (plain(row["credit"]), row["currency"])

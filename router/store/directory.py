@@ -36,6 +36,7 @@ from smsrouter.router.config import AccountConfig, NumberConfig
 from smsrouter.router.passwords import hash_password, verify_password
 from smsrouter.router.store import ledger
 from smsrouter.router.store.ledger import LedgerEntry
+from smsrouter.router.store.numeric import plain
 
 NOTIFY_CHANNEL = "smsrouter_directory"
 #: The audit log's actor for changes made by the config file.
@@ -220,7 +221,7 @@ def _account_row(r: asyncpg.Record) -> AccountRow:
         max_tps=r["max_tps"],
         daily_alarm=r["daily_alarm"],
         daily_limit=r["daily_limit"],
-        credit_limit=r["credit_limit"],
+        credit_limit=plain(r["credit_limit"]),
         price_plan=r["price_plan"],
         timezone=r["timezone"],
         stop_reply=r["stop_reply"],
@@ -307,6 +308,7 @@ _ACCOUNT_KEYS = (
 
 def _account_json(r: asyncpg.Record) -> dict[str, Any]:
     shown: dict[str, Any] = {k: r[k] for k in _ACCOUNT_KEYS}
+    shown["credit"], shown["credit_limit"] = plain(r["credit"]), plain(r["credit_limit"])
     for k in ("allowed_ips", "allowed_countries"):
         shown[k] = list(shown[k])
     if shown["managed_fields"] is not None:
@@ -336,7 +338,7 @@ async def _accounts_of(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str
 
 def _json_value(value: object) -> object:
     if isinstance(value, Decimal):
-        return str(value)
+        return str(plain(value))
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"not JSON: {type(value).__name__}")

@@ -15,6 +15,8 @@ from decimal import Decimal
 
 import asyncpg
 
+from smsrouter.router.store.numeric import plain
+
 RESERVE = "reserve"
 REFUND = "refund"
 TOP_UP = "top_up"
@@ -55,7 +57,10 @@ _COLUMNS = "id, account_id, at, kind, amount, balance, message_id, messages, ref
 
 
 def _entry(row: asyncpg.Record) -> LedgerEntry:
-    return LedgerEntry(*row)
+    return LedgerEntry(
+        row["id"], row["account_id"], row["at"], row["kind"], plain(row["amount"]),
+        plain(row["balance"]), row["message_id"], row["messages"], row["reference"], row["actor"],
+    )  # fmt: skip
 
 
 async def add_credit(

@@ -16,6 +16,7 @@ import pytest
 
 import setup
 from bench.compiled import ROOT
+from smsrouter.connectors.openapi_public import public_document
 from tests.e2e.conftest import StartRouter
 
 EXTENSION = importlib.machinery.EXTENSION_SUFFIXES[0]
@@ -102,9 +103,23 @@ async def test_requests_refused_while_parsing_get_their_own_status(
         b"GET /healthz HTTP/2.0\r\nHost: t\r\n\r\n": 505,
         b"GET /healthz HTTP/1.1\r\n\r\n": 400,
         b"GET /healthz HTTP/1.1\r\nHost: t\r\nX: " + b"a" * 70_000 + b"\r\n\r\n": 431,
+        # A NUL in the target, which PostgreSQL text cannot hold.
+        b"GET /v1/templates/a%00 HTTP/1.1\r\nHost: t\r\n\r\n": 400,
     }
     for request, status in cases.items():
         head, body = await _exchange(router.http_port, request)
         assert head.split(b" ", 2)[1] == str(status).encode(), (request[:40], head, body)
         assert b"application/problem+json" in head
         assert json.loads(body)["status"] == status
+
+
+async def test_the_compiled_build_serves_the_documents_its_sources_write(
+    start_router: StartRouter,
+) -> None:
+    # Built by compiled modules from plain dicts (connectors/openapi_*.py).
+    router = await start_router(CONFIG)
+    head, body = await _exchange(
+        router.http_port, b"GET /v1/openapi.json HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(body) == public_document()

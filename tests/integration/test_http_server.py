@@ -479,6 +479,18 @@ async def test_pattern_route_head_and_percent_decoding() -> None:
         writer.close()
 
 
+@pytest.mark.parametrize("target", ["/items/a%00b", "/hello?q=a%00", "/hello?a%00=1"])
+async def test_a_nul_in_the_request_target_gets_400_and_no_handler_runs(target: str) -> None:
+    # No name of ours holds one, and PostgreSQL text cannot store one: a
+    # handler would fail on it at the database (a 500).
+    async with serving() as (server, _):
+        reader, writer = await connect(server)
+        writer.write(get(target))
+        assert "NUL" in assert_problem(await read_reply(reader), 400)["detail"]
+        assert await at_eof(reader)
+        writer.close()
+
+
 # ------------------------------------------------------------------ lifecycle
 
 
