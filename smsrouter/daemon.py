@@ -84,6 +84,7 @@ from smsrouter.router.store.queries import (
     stored_message_ids,
     stored_since,
 )
+from smsrouter.router.store.schema import stored_text
 from smsrouter.router.store.sender_watch import SenderWatch
 from smsrouter.router.store.shard_keeper import ShardKeeper
 from smsrouter.router.tls import TlsConfigError, server_context
@@ -167,7 +168,7 @@ def message_of(row: asyncpg.Record) -> Message:
         ingress=row["ingress"],
         sender=row["sender"],
         recipient=row["recipient"],
-        body=row["body"],
+        body=stored_text(row["body"]),
         encoding=row["encoding"],
         data_coding=row["data_coding"],
         parts=row["parts"],

@@ -53,3 +53,18 @@ def _sql_list(statuses: Iterable[Status]) -> str:
 FINAL_SQL = _sql_list(s for s in Status if s in FINAL_STATUSES)
 # The statuses of a message not yet ended.
 OPEN_SQL = _sql_list(s for s in Status if s not in FINAL_STATUSES)
+
+
+# PostgreSQL's text cannot hold U+0000, which an ESME's Latin-1, UCS-2 or
+# 8-bit binary short_message may carry (binary is kept as Latin-1 of its
+# octets, so a 0x00 octet is U+0000). It is stored as U+FFFF, a Unicode
+# noncharacter that no interchanged text carries, and turned back on reading.
+STORED_NUL = "\uffff"
+
+
+def storable_text(text: str) -> str:
+    return text.replace("\x00", STORED_NUL) if "\x00" in text else text
+
+
+def stored_text(text: str) -> str:
+    return text.replace(STORED_NUL, "\x00") if STORED_NUL in text else text

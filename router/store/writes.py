@@ -31,7 +31,7 @@ from smsrouter.router.store.operations import (
     PartSent,
     Unpaid,
 )
-from smsrouter.router.store.schema import FINAL_SQL, INSERTED_COLUMNS
+from smsrouter.router.store.schema import FINAL_SQL, INSERTED_COLUMNS, storable_text
 
 
 # A binary COPY of the batch: one round trip, its own transaction when
@@ -68,7 +68,7 @@ async def insert_messages(
                 continue
             records.append(
                 (
-                    m.id, m.account_id, m.ingress, m.sender, m.recipient, m.body, m.encoding,
+                    m.id, m.account_id, m.ingress, m.sender, m.recipient, storable_text(m.body), m.encoding,
                     m.data_coding, m.udh, m.parts, m.price, m.client_ref, m.callback_url,
                     m.registered_delivery, str(m.status), m.created_at, m.valid_until,
                     m.send_at, m.kind,

@@ -157,3 +157,36 @@ async def test_partner_long_messages_and_receipts(
     finally:
         await conn.close()
     assert receipts_for_quiet == 0
+
+
+def _with_nul_octets(port: int) -> list[str]:
+    esme = Esme(port)
+    esme.open()
+    try:
+        return [
+            esme.submit(b"\x00\x01binary\x00\xff", data_coding=4),  # 8-bit binary
+            esme.submit("A\x00B".encode("utf-16-be"), data_coding=8),  # UCS-2 U+0000
+            esme.submit(b"caf\xe9\x00", data_coding=3),  # Latin-1
+        ]
+    finally:
+        esme.close()
+
+
+async def test_short_messages_with_nul_octets_are_stored_and_sent_as_they_came(
+    router: RouterProcess, carrier: CarrierSimulator, database_url: str
+) -> None:
+    """PostgreSQL's text holds no U+0000: a binary SMS full of 0x00 octets
+    is still taken (not ESME_RSYSERR, which fails its whole group commit)
+    and reaches the carrier octet for octet."""
+    ids = await asyncio.to_thread(_with_nul_octets, router.smpp_port)
+    assert len(set(ids)) == 3
+    for _ in range(100):
+        if len(carrier.submits) >= 3:
+            break
+        await asyncio.sleep(0.1)
+    sent = {s.data_coding: s.short_message for s in carrier.submits}
+    assert sent == {
+        4: b"\x00\x01binary\x00\xff",
+        8: "A\x00B".encode("utf-16-be"),
+        3: b"caf\xe9\x00",
+    }
