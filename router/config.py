@@ -451,6 +451,12 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, port
 
 
+# What `smsrouter admin` reads (smsrouter/admin_cli.py): an operator's
+# shell that has them set must still run the daemon, whose [admin] has no
+# `token` or `url` key.
+CLIENT_ENV = frozenset({"SMSROUTER_ADMIN_TOKEN", "SMSROUTER_ADMIN_URL"})
+
+
 def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     """Apply SMSROUTER_<SECTION>_<KEY>=value to the table sections in place.
 
@@ -459,7 +465,7 @@ def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     ``SMSROUTER_HTTP_LISTEN=127.0.0.1:8081`` needs no quoting.
     """
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in CLIENT_ENV:
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         for section in _SECTIONS:

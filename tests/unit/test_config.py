@@ -75,6 +75,20 @@ def test_environment_overrides_any_table_key() -> None:
     assert config.shutdown.drain_seconds == 2.5
 
 
+def test_the_admin_clients_variables_are_not_daemon_keys() -> None:
+    # `smsrouter admin` reads them; the daemon started from the same shell
+    # must not take them for [admin] keys it lacks.
+    config = parse_config(
+        {},
+        environ={
+            "SMSROUTER_ADMIN_TOKEN": "an-operator-token-0123",
+            "SMSROUTER_ADMIN_URL": "http://127.0.0.1:8082",
+            "SMSROUTER_ADMIN_LISTEN": "127.0.0.1:9092",
+        },
+    )
+    assert config.admin.listen == "127.0.0.1:9092"
+
+
 def test_bad_env_override_names_its_key() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({}, environ={"SMSROUTER_QUEUES_MAX_PER_SENDER": "lots"})
