@@ -102,9 +102,13 @@ def store_carefully(exc: BaseException) -> bool:
         return False
     if exc.sqlstate == CREDIT_SHORT:
         return True
+    # The key of a day's partition of idempotency_keys (migration 0012):
+    # idempotency_keys_pYYYYMMDD_pkey, or idempotency_keys_default_pkey.
+    constraint = getattr(exc, "constraint_name", None) or ""
     return (
         isinstance(exc, asyncpg.UniqueViolationError)
-        and exc.constraint_name == "idempotency_keys_pkey"
+        and constraint.startswith("idempotency_keys_")
+        and constraint.endswith("_pkey")
     )
 
 
@@ -160,9 +164,10 @@ async def _tell_unpaid(
         answer = op.answer
         if answer is not None and answer.unpaid is not None:
             status, body = answer.unpaid(mine)
+            # The key's rows of today and tomorrow (migration 0012), just taken.
             await conn.execute(
                 "UPDATE idempotency_keys SET status = $3, body = $4"
-                " WHERE account_id = $1 AND key = $2",
+                " WHERE account_id = $1 AND key = $2 AND day >= (now() AT TIME ZONE 'UTC')::date",
                 answer.account_id,
                 answer.key,
                 status,
@@ -170,18 +175,32 @@ async def _tell_unpaid(
             )
 
 
-# A key is taken by inserting it: another request's key in the table, or
-# earlier in the same flush, leaves it to that one. A key older than 24 h
-# is free again (CONTRACT §3 "kept 24 h"), whether or not housekeeping has
-# deleted it yet.
+# A key is taken by inserting it into today's partition: another request's
+# key in it (taken today, or yesterday and carried), or earlier in the same
+# flush, leaves it to that one. A key older than 24 h is free again
+# (CONTRACT §3 "kept 24 h"), whether or not its partition is dropped yet.
+# A key taken is carried into tomorrow's partition (migration 0012), where
+# no other row of it can be: one taken yesterday or today would have
+# refused it here.
 _TAKE_KEYS = (
-    "INSERT INTO idempotency_keys (account_id, key, request_hash, status, body)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int2[], $5::bytea[])"
-    " ON CONFLICT (account_id, key) DO UPDATE"
+    "WITH taken AS ("
+    " INSERT INTO idempotency_keys (account_id, key, day, request_hash, status, body)"
+    " SELECT u.account_id, u.key, (now() AT TIME ZONE 'UTC')::date, u.request_hash,"
+    "  u.status, u.body"
+    " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int2[], $5::bytea[])"
+    "  AS u(account_id, key, request_hash, status, body)"
+    " ON CONFLICT (account_id, key, day) DO UPDATE"
     " SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,"
     "     body = EXCLUDED.body, message_id = NULL, created_at = now()"
     " WHERE idempotency_keys.created_at < now() - interval '24 hours'"
-    " RETURNING account_id, key"
+    " RETURNING account_id, key, day, request_hash, status, body, created_at),"
+    " carried AS ("
+    " INSERT INTO idempotency_keys (account_id, key, day, request_hash, status, body, created_at)"
+    " SELECT account_id, key, day + 1, request_hash, status, body, created_at FROM taken"
+    " ON CONFLICT (account_id, key, day) DO UPDATE"
+    " SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,"
+    "     body = EXCLUDED.body, message_id = NULL, created_at = EXCLUDED.created_at)"
+    " SELECT account_id, key FROM taken"
 )
 
 
@@ -218,13 +237,15 @@ async def _take_keys(conn: asyncpg.Connection, ops: list[InsertMessage]) -> list
 # the message row is left alone until the message ends. An UPDATE of it per
 # sent part cost more of the database than storing the message did, and
 # what it recorded (sent, when, where, how many parts) is read off these
-# rows instead (`get_message`, `pending_messages`).
+# rows instead (`get_message`, `pending_messages`). The key holds the
+# message (its partition, migration 0012): the same part sent again under
+# the same carrier id is one row, a carrier id reused for another message
+# is another row.
 _PARTS_SENT = (
     "INSERT INTO carrier_submits (carrier, carrier_message_id, message_id, part, submitted_at)"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int2[], $5::timestamptz[])"
-    " ON CONFLICT (carrier, carrier_message_id, part) DO UPDATE"
-    " SET message_id = EXCLUDED.message_id,"
-    "     submitted_at = EXCLUDED.submitted_at, status = 'sent', done_at = NULL"
+    " ON CONFLICT (carrier, carrier_message_id, part, message_id) DO UPDATE"
+    " SET submitted_at = EXCLUDED.submitted_at, status = 'sent', done_at = NULL"
 )
 # The same, with the fencing check (CONTRACT §9) in the one statement: the
 # shards whose lease is no longer the one the parts were sent under.
@@ -239,7 +260,7 @@ _PARTS_SENT_FENCED = (
 async def _parts_sent(conn: asyncpg.Connection, ops: list[PartSent]) -> list[Any]:
     # ON CONFLICT may not touch one row twice in a statement: a carrier id
     # repeated within the batch (a resend after a lost link) keeps its last.
-    latest = {(o.carrier, o.carrier_message_id, o.part): o for o in ops}
+    latest = {(o.carrier, o.carrier_message_id, o.part, o.message_id): o for o in ops}
     submits = latest.values()
     columns = (
         [o.carrier for o in submits],
@@ -392,7 +413,10 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
                 finished = ended[r["id"]] = _finished((r,))[0]
             results[r["i"] - 1] = finished
         else:
-            results[r["i"] - 1] = True
+            # A carrier id reused for another message matches a row of each:
+            # the message it ended is the answer, whatever the other row says.
+            if results[r["i"] - 1] is False:
+                results[r["i"] - 1] = True
             open_.setdefault(r["message_id"], []).append(r["i"] - 1)
     if open_:
         for f in await _end_complete_messages(conn, list(open_)):
