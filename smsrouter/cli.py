@@ -143,6 +143,8 @@ def cmd_db_retention(args: argparse.Namespace) -> int:
 
     config = _load(Path(args.config) if args.config else default_config())
     configure_logging(config.log.level, config.log.format)
+    # Standard output is the partitions dropped, one a line; logs go aside.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     now = args.now or datetime.now(UTC)
 
     async def retain() -> Any:

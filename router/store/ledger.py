@@ -133,9 +133,11 @@ _FOLD = (
 )
 
 
-async def fold_ledger(conn: asyncpg.Connection, before: datetime) -> int:
+async def fold_ledger(
+    conn: asyncpg.Connection, before: datetime, timeout: float | None = None
+) -> int:
     """Fold each account's ledger rows older than `before` into one
     carried-forward row; how many rows went."""
-    row = await conn.fetchrow(_FOLD, before, CARRIED_FORWARD)
+    row = await conn.fetchrow(_FOLD, before, CARRIED_FORWARD, timeout=timeout)
     gone: int = row["gone"]
     return gone

@@ -50,6 +50,11 @@ _LOCK_ID = 0x5353_5250  # "SSRP"
 # the messages_pending index (migration 0001), so the check is an index probe.
 _OPEN_STORED = "('accepted', 'queued')"
 
+# A statement of retention that may run long (dropping a big day's files,
+# folding a big ledger, moving rows out of a DEFAULT partition) is not cut
+# off by the pool's command_timeout.
+LONG_STATEMENT_SECONDS = 3600.0
+
 # Rows counted at most in a DEFAULT partition: it should hold none.
 _DEFAULT_ROWS_LIMIT = 10_000
 
@@ -99,7 +104,7 @@ async def _with_lock_timeout(conn: asyncpg.Connection, statements: Sequence[str]
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
                 for statement in statements:
-                    await conn.execute(statement)
+                    await conn.execute(statement, timeout=LONG_STATEMENT_SECONDS)
             return
         except asyncpg.LockNotAvailableError:
             if attempt == LOCK_TRIES - 1:
@@ -196,7 +201,7 @@ async def drop_partition(conn: asyncpg.Connection, table: PartitionedTable, day:
         )
     elif await conn.fetchval("SELECT to_regclass($1) IS NULL", name):
         return False
-    await conn.execute(f"DROP TABLE IF EXISTS {_ident(name)}")
+    await conn.execute(f"DROP TABLE IF EXISTS {_ident(name)}", timeout=LONG_STATEMENT_SECONDS)
     return True
 
 
@@ -312,7 +317,7 @@ async def run_retention(
         await drop_expired(conn, now, days, run)
         cutoff = retention.ledger_cutoff(now, ledger_days)
         if cutoff is not None:
-            run.ledger_rows_folded = await fold_ledger(conn, cutoff)
+            run.ledger_rows_folded = await fold_ledger(conn, cutoff, LONG_STATEMENT_SECONDS)
         run.default_rows = await default_rows(conn)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)

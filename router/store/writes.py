@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from smsrouter.router.messages import STATUS_OF, Status
+from smsrouter.router.retention import uuid_floor
 from smsrouter.router.store.listeners import CommitListener
 from smsrouter.router.store.operations import (
     FENCED,
@@ -362,6 +363,10 @@ def final_of_parts(statuses: Sequence[str]) -> Status:
 # Match receipts to submitted parts and, in the same statement, end the
 # single-part messages they complete (nearly all traffic): one round trip.
 # A receipt for a part of a longer message only marks its part here.
+# A receipt names its part by carrier id alone, which says nothing of the
+# day whose partition holds it (migration 0012): the statement looks only
+# in the days of message ids between $6 and $7 (pruned as it starts), the
+# recent ones first (RECEIPTS_LOOK_BACK), then every day for those not found.
 _RECEIPTS = (
     "WITH r AS ("
     " UPDATE carrier_submits cs SET status = r.status, error_code = r.error_code, done_at = r.at"
@@ -369,6 +374,7 @@ _RECEIPTS = (
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])"
     "   WITH ORDINALITY AS r(carrier, cmid, status, error_code, at, i)"
     " WHERE cs.carrier = r.carrier AND cs.carrier_message_id = r.cmid"
+    "   AND cs.message_id >= $6 AND cs.message_id < $7"
     " RETURNING cs.message_id, r.i, r.status, r.error_code, r.at, cs.carrier, cs.submitted_at),"
     " ended AS ("
     " UPDATE messages m SET status = r.status, error_code = r.error_code, done_at = r.at,"
@@ -395,6 +401,40 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
         for o in ops:
             results.extend(await _receipts(conn, [o]))
         return results
+    results = [False] * len(ops)
+    open_: dict[uuid.UUID, list[int]] = {}
+    now = datetime.now(UTC)
+    recent = (uuid_floor(now - RECEIPTS_LOOK_BACK), uuid_floor(now + RECEIPTS_LOOK_AHEAD))
+    await _match_receipts(conn, ops, range(len(ops)), recent, results, open_)
+    missed = [i for i, r in enumerate(results) if r is False]
+    if missed:
+        await _match_receipts(conn, [ops[i] for i in missed], missed, _EVERY_DAY, results, open_)
+    if open_:
+        for f in await _end_complete_messages(conn, list(open_)):
+            for i in open_[f.message_id]:
+                results[i] = f
+    return results
+
+
+# Receipts come seconds or minutes after their submit, which came after the
+# message was made: the days of the last two days' ids hold nearly all the
+# parts they match (a clock a little ahead, or a day made early, is within
+# the look-ahead). Each day looked in costs an index probe per receipt.
+RECEIPTS_LOOK_BACK = timedelta(days=2)
+RECEIPTS_LOOK_AHEAD = timedelta(days=1)
+_EVERY_DAY = (uuid.UUID(int=0), uuid.UUID(int=(1 << 128) - 1))
+
+
+async def _match_receipts(
+    conn: asyncpg.Connection,
+    ops: Sequence[CarrierReceipt],
+    places: Sequence[int],
+    ids: tuple[uuid.UUID, uuid.UUID],
+    results: list[Any],
+    open_: dict[uuid.UUID, list[int]],
+) -> None:
+    """The receipts `ops` (at `places` of the batch) matched to parts of
+    messages whose ids are within `ids`: `results` and `open_` filled."""
     rows = await conn.fetch(
         _RECEIPTS,
         [o.carrier for o in ops],
@@ -402,27 +442,23 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
         [str(o.status) for o in ops],
         [o.error_code for o in ops],
         [o.at for o in ops],
+        ids[0],
+        ids[1],
     )
-    results = [False] * len(ops)
-    open_: dict[uuid.UUID, list[int]] = {}
     ended: dict[uuid.UUID, Finished] = {}
     for r in rows:
+        place = places[r["i"] - 1]
         if r["id"] is not None:
             finished = ended.get(r["id"])
             if finished is None:
                 finished = ended[r["id"]] = _finished((r,))[0]
-            results[r["i"] - 1] = finished
+            results[place] = finished
         else:
             # A carrier id reused for another message matches a row of each:
             # the message it ended is the answer, whatever the other row says.
-            if results[r["i"] - 1] is False:
-                results[r["i"] - 1] = True
-            open_.setdefault(r["message_id"], []).append(r["i"] - 1)
-    if open_:
-        for f in await _end_complete_messages(conn, list(open_)):
-            for i in open_[f.message_id]:
-                results[i] = f
-    return results
+            if results[place] is False:
+                results[place] = True
+            open_.setdefault(r["message_id"], []).append(place)
 
 
 async def _end_complete_messages(
@@ -435,9 +471,11 @@ async def _end_complete_messages(
         "       count(cs.done_at) AS done, max(cs.done_at) AS done_at,"
         "       (array_agg(cs.carrier ORDER BY cs.part))[1] AS carrier,"
         "       min(cs.submitted_at) AS sent_at, count(DISTINCT cs.part) AS parts_sent"
-        " FROM messages m JOIN carrier_submits cs ON cs.message_id = m.id"
-        " WHERE m.id = ANY($1::uuid[])"
-        f"   AND m.status NOT IN {FINAL_SQL}"
+        # Joined to the ids, each message and its parts are looked up in
+        # their day's partitions (migration 0012).
+        " FROM unnest($1::uuid[]) AS e(id) JOIN messages m ON m.id = e.id"
+        " JOIN carrier_submits cs ON cs.message_id = m.id"
+        f" WHERE m.status NOT IN {FINAL_SQL}"
         " GROUP BY m.id, m.parts",
         message_ids,
     )
@@ -501,7 +539,12 @@ async def _outbox_done(conn: asyncpg.Connection, ops: list[OutboxDone]) -> list[
     delivered = [o.outbox_id for o in ops if o.error is None]
     given_up = [o for o in ops if o.error is not None]
     if delivered:
-        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", delivered)
+        # Joined, not `id = ANY($1)`: each id then finds its day's partition
+        # (migration 0012) instead of being looked for in every one.
+        await conn.execute(
+            "DELETE FROM outbox o USING unnest($1::bigint[]) AS u(id) WHERE o.id = u.id",
+            delivered,
+        )
     if given_up:
         await _update_outbox(
             conn,

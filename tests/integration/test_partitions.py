@@ -402,3 +402,48 @@ async def test_a_drop_under_load_loses_no_flush(db_pool: asyncpg.Pool) -> None:
         "SELECT count(*) FROM messages WHERE id = ANY($1::uuid[])", [m.id for m in stored]
     )
     assert count == len(stored) > 0
+
+
+async def test_receipts_find_their_part_in_any_day_the_recent_first(db_pool: asyncpg.Pool) -> None:
+    """A receipt is looked for in the last days' partitions first, then in
+    every day: one for a part sent ten days ago still ends its message, and
+    a carrier id reused today ends today's message, not the old one."""
+    old_day = TODAY - 10 * DAY
+    async with db_pool.acquire() as conn:
+        for table in TABLES:
+            await partitions.create_partition(conn, table, old_day)
+        old, waiting = _uuid7(_noon(old_day)), _uuid7(_noon(old_day))
+        for message_id, status in ((old, "delivered"), (waiting, "queued")):
+            await conn.execute(
+                "INSERT INTO messages (id, account_id, ingress, sender, recipient, body,"
+                " encoding, data_coding, parts, price, status, created_at)"
+                " VALUES ($1, 'acc', 'http', '12345', '+1', 'b', 'gsm7', 0, 1, 0, $2, $3)",
+                message_id,
+                status,
+                _noon(old_day),
+            )
+    writer = GroupCommit(db_pool)
+    writer.start()
+    today = _message(1, "0")
+    now = datetime.now(UTC)
+    try:
+        assert await writer.submit(InsertMessage([today])) is None
+        await writer.submit(PartSent(old, 0, "sim", "reused", _noon(old_day)))
+        await writer.submit(PartSent(waiting, 0, "sim", "late", _noon(old_day)))
+        await writer.submit(PartSent(today.id, 0, "sim", "reused", now))
+        reused, late = await asyncio.gather(
+            writer.submit(CarrierReceipt("sim", "reused", Status.UNDELIVERED, None, now)),
+            writer.submit(CarrierReceipt("sim", "late", Status.DELIVERED, None, now)),
+        )
+    finally:
+        await writer.stop()
+    assert reused.message_id == today.id and reused.status == Status.UNDELIVERED
+    assert late.message_id == waiting and late.status == Status.DELIVERED
+    statuses = await db_pool.fetch(
+        "SELECT message_id, status FROM carrier_submits WHERE carrier_message_id = 'reused'"
+    )
+    assert {r["message_id"]: r["status"] for r in statuses} == {
+        old: "sent",
+        today.id: "undelivered",
+    }
+    assert await db_pool.fetchval("SELECT status FROM messages WHERE id = $1", old) == "delivered"
