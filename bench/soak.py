@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -279,6 +280,7 @@ async def soak(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             probing = asyncio.create_task(probe.run(stop))
             dropped: list[str] = []
             retention_seconds = 0.0
+            longest_lock_ms: float | None = None
             half = seconds / 2
             next_sample = args.sample
             while True:
@@ -286,7 +288,11 @@ async def soak(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 if load.returncode is not None:
                     break
                 if not dropped and now >= half:
-                    dropped, retention_seconds, _ = await asyncio.to_thread(_cli_retention, config)
+                    dropped, retention_seconds, said = await asyncio.to_thread(
+                        _cli_retention, config
+                    )
+                    lock = re.search(r"longest exclusive lock of a detach: ([\d.]+) ms", said)
+                    longest_lock_ms = float(lock[1]) if lock else None
                     sizes, count = await _sizes(watch)
                     samples.append(
                         Sample(
@@ -296,7 +302,8 @@ async def soak(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                             count,
                             probe.take_slowest() * 1000,
                             f"db retention: {len(dropped)} partitions dropped "
-                            f"in {retention_seconds:.1f} s",
+                            f"in {retention_seconds:.1f} s, each detach's lock held "
+                            f"at most {longest_lock_ms} ms",
                         )
                     )
                 if now >= next_sample:
@@ -332,6 +339,7 @@ async def soak(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "per_day": args.per_day,
         "dropped": dropped,
         "retention_seconds": round(retention_seconds, 2),
+        "longest_lock_ms": longest_lock_ms,
         "probe": {
             "requests": len(probe_times),
             "failures": probe.failures,

@@ -191,6 +191,9 @@ def cmd_db_retention(args: argparse.Namespace) -> int:
         print(f"warning: {name} holds {rows} rows", file=sys.stderr)
     if run.ledger_rows_folded:
         print(f"ledger: {run.ledger_rows_folded} rows folded", file=sys.stderr)
+    if run.locks_held:
+        longest = max(run.locks_held) * 1000
+        print(f"longest exclusive lock of a detach: {longest:.1f} ms", file=sys.stderr)
     if not run.dropped:
         print("nothing to drop", file=sys.stderr)
     return 0

@@ -15,6 +15,7 @@ happens under the parent's lock.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -72,6 +73,8 @@ class RetentionRun:
     ledger_rows_folded: int = 0
     # False when another process held the retention lock: nothing was done.
     ran: bool = True
+    # Seconds each detach held its table's exclusive lock, to its commit.
+    locks_held: list[float] = field(default_factory=list)
 
 
 async def existing_days(conn: asyncpg.Connection) -> dict[str, list[date]]:
@@ -96,20 +99,23 @@ async def existing_days(conn: asyncpg.Connection) -> dict[str, list[date]]:
     return days
 
 
-async def _with_lock_timeout(conn: asyncpg.Connection, statements: Sequence[str]) -> None:
+async def _with_lock_timeout(conn: asyncpg.Connection, statements: Sequence[str]) -> float:
     """Run `statements` in one transaction that waits at most
-    LOCK_TIMEOUT_MS for each lock, trying again a few times."""
+    LOCK_TIMEOUT_MS for each lock, trying again a few times; the seconds
+    from its first statement to its commit (what it held its locks)."""
     for attempt in range(LOCK_TRIES):
         try:
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+                began = time.perf_counter()
                 for statement in statements:
                     await conn.execute(statement, timeout=LONG_STATEMENT_SECONDS)
-            return
+            return time.perf_counter() - began
         except asyncpg.LockNotAvailableError:
             if attempt == LOCK_TRIES - 1:
                 raise
         await asyncio.sleep(LOCK_RETRY_SECONDS)
+    raise AssertionError("unreachable")
 
 
 def _ident(name: str) -> str:
@@ -185,9 +191,15 @@ async def _count_moved(
     return count
 
 
-async def drop_partition(conn: asyncpg.Connection, table: PartitionedTable, day: date) -> bool:
+async def drop_partition(
+    conn: asyncpg.Connection,
+    table: PartitionedTable,
+    day: date,
+    locks_held: list[float] | None = None,
+) -> bool:
     """Detach the day's partition (a short lock on the table), then drop it;
-    False when there was none."""
+    False when there was none. The seconds the lock was held are added to
+    `locks_held`."""
     name = retention.partition_name(table, day)
     attached = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1)"
@@ -196,9 +208,11 @@ async def drop_partition(conn: asyncpg.Connection, table: PartitionedTable, day:
         table.name,
     )
     if attached:
-        await _with_lock_timeout(
+        held = await _with_lock_timeout(
             conn, [f"ALTER TABLE {_ident(table.name)} DETACH PARTITION {_ident(name)}"]
         )
+        if locks_held is not None:
+            locks_held.append(held)
     elif await conn.fetchval("SELECT to_regclass($1) IS NULL", name):
         return False
     await conn.execute(f"DROP TABLE IF EXISTS {_ident(name)}", timeout=LONG_STATEMENT_SECONDS)
@@ -291,7 +305,7 @@ async def drop_expired(
     for drop in retention.drops(
         existing, now, days, open_message_days=open_days, pending_notification_days=pending_days
     ):
-        if await drop_partition(conn, drop.table, drop.day):
+        if await drop_partition(conn, drop.table, drop.day, run.locks_held):
             run.dropped.append(drop.name)
 
 
@@ -331,7 +345,12 @@ def log_run(run: RetentionRun) -> None:
     if run.created:
         log.info("partitions made", partitions=run.created)
     if run.dropped:
-        log.info("expired partitions dropped", partitions=run.dropped)
+        longest = max(run.locks_held, default=0.0)
+        log.info(
+            "expired partitions dropped",
+            partitions=run.dropped,
+            longest_lock_ms=round(longest * 1000, 1),
+        )
     for name, why in run.kept.items():
         log.warning("expired partition kept", partition=name, reason=why)
     for name, rows in run.default_rows.items():

@@ -417,11 +417,12 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
 
 
 # Receipts come seconds or minutes after their submit, which came after the
-# message was made: the days of the last two days' ids hold nearly all the
-# parts they match (a clock a little ahead, or a day made early, is within
-# the look-ahead). Each day looked in costs an index probe per receipt.
-RECEIPTS_LOOK_BACK = timedelta(days=2)
-RECEIPTS_LOOK_AHEAD = timedelta(days=1)
+# message was made: the ids of the last day (today's partition, and
+# yesterday's while the day is young) hold nearly all the parts they match;
+# the look-ahead covers another instance's clock a little ahead. Each day
+# looked in costs an index probe per receipt (bench/RESULTS.md, issue 19).
+RECEIPTS_LOOK_BACK = timedelta(days=1)
+RECEIPTS_LOOK_AHEAD = timedelta(hours=1)
 _EVERY_DAY = (uuid.UUID(int=0), uuid.UUID(int=(1 << 128) - 1))
 
 
