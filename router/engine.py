@@ -17,7 +17,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -171,6 +171,11 @@ class DeliveryEngine:
         # ended): what the database's list of pending work is checked
         # against when a shard's messages are loaded again.
         self._live: set[uuid.UUID] = set()
+        # Loads of pending work from the database under way, and the messages
+        # that left `_live` meanwhile: a load's rows, read before such a
+        # message's end was stored, must not queue it again.
+        self._loads = 0
+        self._left_while_loading: set[uuid.UUID] = set()
         # Whether an account's messages are held (CONTRACT §6 "Account
         # state": a locked account's queued messages wait for the unlock,
         # or expire).
@@ -251,9 +256,10 @@ class DeliveryEngine:
         if not self.ownership.owns(shard_of_key(key)):
             self._hand_off([message.id])
             return
-        if message.id in self._live:
-            # Queued already, from the database: a commit in doubt resolved
-            # after a shard's pending work was loaded again.
+        if message.id in self._live or message.id in self._left_while_loading:
+            # Queued already, from the database (a commit in doubt resolved
+            # after a shard's pending work was loaded again), or sent while
+            # the rows that name it were read.
             return
         self._live.add(message.id)
         self._queue(message, key, first_part)
@@ -537,7 +543,7 @@ class DeliveryEngine:
                 if FENCED in recorded:
                     self._fenced(shard)
                 if message.parts_sent >= message.parts:
-                    self._live.discard(message.id)
+                    self._left(message.id)
             except StoreError:
                 # The writer holds a sent part until the database takes it;
                 # this is a shutdown that could not wait for the database:
@@ -647,6 +653,24 @@ class DeliveryEngine:
 
     # ------------------------------------------------------------- shards
 
+    def _left(self, message_id: uuid.UUID) -> None:
+        """A message wholly sent or ended, its record stored."""
+        self._live.discard(message_id)
+        if self._loads:
+            self._left_while_loading.add(message_id)
+
+    @contextlib.contextmanager
+    def loading(self) -> Iterator[None]:
+        """Around a read of pending work and the `take` or `enqueue` of its
+        rows: what is sent or ends meanwhile is not queued again."""
+        self._loads += 1
+        try:
+            yield
+        finally:
+            self._loads -= 1
+            if not self._loads:
+                self._left_while_loading.clear()
+
     def take(self, messages: Sequence[Message]) -> int:
         """Queue messages read from the database for the shards this
         instance owns (a takeover, a notice from the instance that stored
@@ -700,7 +724,7 @@ class DeliveryEngine:
             await self.writer.run(MessageEnded(message.id, status, code, utcnow(), carrier))
         # Only once its end is stored: until then a look at the database's
         # pending work (a resync, a notice) still finds it queued.
-        self._live.discard(message.id)
+        self._left(message.id)
 
     # ------------------------------------------------------------- receipts
 
@@ -744,7 +768,7 @@ class DeliveryEngine:
             self._apply_receipt(h)
 
     def _ended(self, message_id: uuid.UUID, result: object, error: StoreError | None) -> None:
-        self._live.discard(message_id)
+        self._left(message_id)
         _ended(result, error)
 
 

@@ -727,7 +727,9 @@ class Router:
             await self._recovered.wait()
             self._recovered.clear()
             try:
-                await self.intake.resolve_doubts(lambda ids: stored_message_ids(self.pool, ids))
+                # A load: the keeper may have queued and sent a stored one.
+                with self.engine.loading():
+                    await self.intake.resolve_doubts(lambda ids: stored_message_ids(self.pool, ids))
                 self.dispatcher.add_missing(
                     await pending_notifications(self.pool, self.instance_id)
                 )

@@ -57,6 +57,8 @@ class ShardWork(Protocol):
 
     def wake(self) -> None: ...
 
+    def loading(self) -> contextlib.AbstractContextManager[None]: ...
+
 
 class OutboxWork(Protocol):
     """The dispatcher's and the partner SMSC's side."""
@@ -257,10 +259,11 @@ class ShardKeeper:
 
     async def _load(self, ids: list[uuid.UUID] | None) -> None:
         """Queue the pending messages (these, or all) of the shards held."""
-        messages = await self._pending(ids)
-        owns = self.ownership.owns
-        mine = [m for m in messages if owns(shard_of(m.sender))]
-        taken = self._engine.take(mine)
+        with self._engine.loading():
+            messages = await self._pending(ids)
+            owns = self.ownership.owns
+            mine = [m for m in messages if owns(shard_of(m.sender))]
+            taken = self._engine.take(mine)
         if taken and ids is None:
             log.info("queued messages taken", count=taken)
 

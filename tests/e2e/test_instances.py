@@ -215,7 +215,23 @@ async def _all_delivered(database_url: str, ids: set[str], timeout: float = 60.0
             )
             return len(rows) == len(ids) and all(r["status"] == "delivered" for r in rows)
 
-        await _until(delivered, "every acknowledged message delivered", timeout)
+        try:
+            await _until(delivered, "every acknowledged message delivered", timeout)
+        except AssertionError:
+            rows = await conn.fetch(
+                "SELECT status, count(*) AS n FROM messages WHERE id = ANY($1::uuid[])"
+                " GROUP BY status",
+                list(ids),
+            )
+            stuck = await conn.fetch(
+                "SELECT body, sender FROM messages WHERE id = ANY($1::uuid[])"
+                " AND status <> 'delivered'",
+                list(ids),
+            )
+            raise AssertionError(
+                f"not every acknowledged message delivered: {[tuple(r) for r in rows]}"
+                f" of {len(ids)}; not delivered: {[tuple(r) for r in stuck][:20]}"
+            ) from None
     finally:
         await conn.close()
 
