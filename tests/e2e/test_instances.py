@@ -33,10 +33,9 @@ from tests.e2e.daemon import RouterProcess
 
 LEASE = 2.0
 
-CONFIG = """
-[instance]
-id = "{instance}"
-lease_seconds = {lease}
+# What every instance of these tests shares; `system_id` is how it binds
+# the carrier (its own, so that the simulator says who sent a part).
+_SHARED = """
 [http]
 listen = "127.0.0.1:0"
 [smpp]
@@ -46,7 +45,7 @@ level = "info"
 [[carriers]]
 name = "sim"
 port = {carrier_port}
-system_id = "{instance}"
+system_id = "{system_id}"
 window = 16
 reconnect_delay = 0.1
 reconnect_max_delay = 0.5
@@ -66,6 +65,14 @@ webhook_secret = "hook-secret"
 [shutdown]
 drain_seconds = 2
 """
+CONFIG = (
+    """
+[instance]
+id = "{instance}"
+lease_seconds = {lease}
+"""
+    + _SHARED
+)
 
 
 def _senders(count: int) -> list[str]:
@@ -105,6 +112,7 @@ class Fleet:
         config.write_text(
             CONFIG.format(
                 instance=instance,
+                system_id=instance,
                 lease=LEASE,
                 carrier_port=self.carrier.port,
                 webhook_url=self.webhook_url,
@@ -394,40 +402,15 @@ async def test_a_paused_owner_sends_nothing_after_its_takeover(
     _within_rate(list(carrier.submits), 2.0)
 
 
-WORKERS_CONFIG = """
+WORKERS_CONFIG = (
+    """
 [instance]
 lease_seconds = {lease}
 [database]
 data_dir = "{data_dir}"
-[http]
-listen = "127.0.0.1:0"
-[smpp]
-listen = "127.0.0.1:0"
-[log]
-level = "info"
-[[carriers]]
-name = "sim"
-port = {carrier_port}
-system_id = "fleet"
-window = 16
-reconnect_delay = 0.1
-reconnect_max_delay = 0.5
-[[routes]]
-prefix = "1"
-carriers = [ {{ name = "sim", cost = "0.004" }} ]
-[[prices]]
-prefix = "1"
-price = "0.01"
-[[accounts]]
-id = "acme"
-credit = "1000000"
-api_keys = ["acme-key"]
-callback_url = "{webhook_url}"
-webhook_secret = "hook-secret"
-{numbers}
-[shutdown]
-drain_seconds = 2
 """
+    + _SHARED
+)
 
 
 async def _owned_by_worker(router: RouterProcess, workers: int) -> dict[str, int]:
@@ -464,6 +447,7 @@ async def test_two_workers_on_the_embedded_database_send_each_message_once(
     config.write_text(
         WORKERS_CONFIG.format(
             lease=LEASE,
+            system_id="fleet",
             data_dir=tmp_path / "pg",
             carrier_port=carrier.port,
             webhook_url=webhook.url,
