@@ -77,8 +77,8 @@ from smsrouter.router.store.group_commit import GroupCommit, StoreError
 from smsrouter.router.store.listeners import CommitListeners
 from smsrouter.router.store.operations import NewNotification
 from smsrouter.router.store.opt_out_watch import OptOutWatch
+from smsrouter.router.store.partitions import log_run, prepare_partitions, run_retention
 from smsrouter.router.store.queries import (
-    forget_idempotency_keys,
     pending_messages,
     pending_notifications,
     stored_message_ids,
@@ -95,10 +95,14 @@ log = structlog.get_logger("daemon")
 
 GC_YOUNG_THRESHOLD = 50_000
 # Housekeeping: MO parts waiting for their siblings are looked at every
-# SWEEP_SECONDS, Idempotency-Keys past their 24 h deleted every
-# FORGET_KEYS_SECONDS (a look-up ignores them already).
+# SWEEP_SECONDS.
 SWEEP_SECONDS = 5.0
-FORGET_KEYS_SECONDS = 600.0
+# Retention (CONTRACT §10): partitions made ahead and expired ones dropped
+# at start and then every RETENTION_SECONDS, so that a day's partitions go
+# within the hour after they expire; a run that failed is tried again after
+# RETENTION_RETRY_SECONDS.
+RETENTION_SECONDS = 3600.0
+RETENTION_RETRY_SECONDS = 60.0
 # Intake operations waiting before a second flush starts beside one in
 # flight (GroupCommit.parallel_batch): fewer, fuller flushes for a crowd
 # of one-message requests; an ESME's window still overlaps its commits.
@@ -416,6 +420,10 @@ class Router:
             applied = await apply_migrations(conn)
         if applied:
             log.info("migrations applied", versions=applied)
+        async with self.pool.acquire() as conn:
+            made = await prepare_partitions(conn, utcnow().date())
+        if made:
+            log.info("partitions made", partitions=made)
         # The file's accounts and numbers into their rows, then the rows into
         # this process; a NOTIFY of any later change loads them again.
         async with self.pool.acquire() as conn:
@@ -634,7 +642,11 @@ class Router:
         stack.push_async_callback(self.sender_watch.stop)
         stack.push_async_callback(self.sender_guard.stop)
         self._started = True
-        for name, chore in (("housekeeping", self._sweep), ("database-recovery", self._recover)):
+        for name, chore in (
+            ("housekeeping", self._sweep),
+            ("database-recovery", self._recover),
+            ("retention", self._retention),
+        ):
             stack.push_async_callback(_cancel_and_wait, asyncio.create_task(chore(), name=name))
 
     async def _start_listeners(self, stack: contextlib.AsyncExitStack) -> None:
@@ -740,9 +752,7 @@ class Router:
 
     async def _sweep(self) -> None:
         """Every few seconds: MO parts that waited too long for their
-        siblings; every few minutes: Idempotency-Keys past their 24 h."""
-        loop = asyncio.get_running_loop()
-        keys_at = loop.time()
+        siblings, and the API keys used since the last time."""
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             self.inbound.sweep()
@@ -755,16 +765,24 @@ class Router:
                         await touch_api_keys(conn, used)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     log.warning("API key use not recorded", error=repr(exc))
-            if loop.time() >= keys_at:
-                keys_at = loop.time() + FORGET_KEYS_SECONDS
-                try:
-                    forgotten = await forget_idempotency_keys(self.pool)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("idempotency keys not swept; retrying later", error=repr(exc))
-                    keys_at = loop.time() + SWEEP_SECONDS
-                else:
-                    if forgotten:
-                        log.info("idempotency keys past 24 h deleted", count=forgotten)
+
+    async def _retention(self) -> None:
+        """CONTRACT §10: today's partitions and the next days' made, expired
+        ones dropped ([retention] days; Idempotency-Keys after their 24 h),
+        the ledger folded ([retention] ledger_days), at start and hourly."""
+        while True:
+            retention = self.config.retention
+            try:
+                async with self.pool.acquire() as conn:
+                    run = await run_retention(
+                        conn, utcnow(), days=retention.days, ledger_days=retention.ledger_days
+                    )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("retention run failed; retrying", error=repr(exc))
+                await asyncio.sleep(RETENTION_RETRY_SECONDS)
+                continue
+            log_run(run)
+            await asyncio.sleep(RETENTION_SECONDS)
 
     # ------------------------------------------------------------- reload
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from smsrouter.router.messages import STATUS_OF, Status
+from smsrouter.router.retention import uuid_floor
 from smsrouter.router.store.listeners import CommitListener
 from smsrouter.router.store.operations import (
     FENCED,
@@ -102,9 +103,13 @@ def store_carefully(exc: BaseException) -> bool:
         return False
     if exc.sqlstate == CREDIT_SHORT:
         return True
+    # The key of a day's partition of idempotency_keys (migration 0012):
+    # idempotency_keys_pYYYYMMDD_pkey, or idempotency_keys_default_pkey.
+    constraint = getattr(exc, "constraint_name", None) or ""
     return (
         isinstance(exc, asyncpg.UniqueViolationError)
-        and exc.constraint_name == "idempotency_keys_pkey"
+        and constraint.startswith("idempotency_keys_")
+        and constraint.endswith("_pkey")
     )
 
 
@@ -160,9 +165,10 @@ async def _tell_unpaid(
         answer = op.answer
         if answer is not None and answer.unpaid is not None:
             status, body = answer.unpaid(mine)
+            # The key's rows of today and tomorrow (migration 0012), just taken.
             await conn.execute(
                 "UPDATE idempotency_keys SET status = $3, body = $4"
-                " WHERE account_id = $1 AND key = $2",
+                " WHERE account_id = $1 AND key = $2 AND day >= (now() AT TIME ZONE 'UTC')::date",
                 answer.account_id,
                 answer.key,
                 status,
@@ -170,18 +176,32 @@ async def _tell_unpaid(
             )
 
 
-# A key is taken by inserting it: another request's key in the table, or
-# earlier in the same flush, leaves it to that one. A key older than 24 h
-# is free again (CONTRACT §3 "kept 24 h"), whether or not housekeeping has
-# deleted it yet.
+# A key is taken by inserting it into today's partition: another request's
+# key in it (taken today, or yesterday and carried), or earlier in the same
+# flush, leaves it to that one. A key older than 24 h is free again
+# (CONTRACT §3 "kept 24 h"), whether or not its partition is dropped yet.
+# A key taken is carried into tomorrow's partition (migration 0012), where
+# no other row of it can be: one taken yesterday or today would have
+# refused it here.
 _TAKE_KEYS = (
-    "INSERT INTO idempotency_keys (account_id, key, request_hash, status, body)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int2[], $5::bytea[])"
-    " ON CONFLICT (account_id, key) DO UPDATE"
+    "WITH taken AS ("
+    " INSERT INTO idempotency_keys (account_id, key, day, request_hash, status, body)"
+    " SELECT u.account_id, u.key, (now() AT TIME ZONE 'UTC')::date, u.request_hash,"
+    "  u.status, u.body"
+    " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int2[], $5::bytea[])"
+    "  AS u(account_id, key, request_hash, status, body)"
+    " ON CONFLICT (account_id, key, day) DO UPDATE"
     " SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,"
     "     body = EXCLUDED.body, message_id = NULL, created_at = now()"
     " WHERE idempotency_keys.created_at < now() - interval '24 hours'"
-    " RETURNING account_id, key"
+    " RETURNING account_id, key, day, request_hash, status, body, created_at),"
+    " carried AS ("
+    " INSERT INTO idempotency_keys (account_id, key, day, request_hash, status, body, created_at)"
+    " SELECT account_id, key, day + 1, request_hash, status, body, created_at FROM taken"
+    " ON CONFLICT (account_id, key, day) DO UPDATE"
+    " SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,"
+    "     body = EXCLUDED.body, message_id = NULL, created_at = EXCLUDED.created_at)"
+    " SELECT account_id, key FROM taken"
 )
 
 
@@ -218,13 +238,15 @@ async def _take_keys(conn: asyncpg.Connection, ops: list[InsertMessage]) -> list
 # the message row is left alone until the message ends. An UPDATE of it per
 # sent part cost more of the database than storing the message did, and
 # what it recorded (sent, when, where, how many parts) is read off these
-# rows instead (`get_message`, `pending_messages`).
+# rows instead (`get_message`, `pending_messages`). The key holds the
+# message (its partition, migration 0012): the same part sent again under
+# the same carrier id is one row, a carrier id reused for another message
+# is another row.
 _PARTS_SENT = (
     "INSERT INTO carrier_submits (carrier, carrier_message_id, message_id, part, submitted_at)"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int2[], $5::timestamptz[])"
-    " ON CONFLICT (carrier, carrier_message_id, part) DO UPDATE"
-    " SET message_id = EXCLUDED.message_id,"
-    "     submitted_at = EXCLUDED.submitted_at, status = 'sent', done_at = NULL"
+    " ON CONFLICT (carrier, carrier_message_id, part, message_id) DO UPDATE"
+    " SET submitted_at = EXCLUDED.submitted_at, status = 'sent', done_at = NULL"
 )
 # The same, with the fencing check (CONTRACT §9) in the one statement: the
 # shards whose lease is no longer the one the parts were sent under.
@@ -239,7 +261,7 @@ _PARTS_SENT_FENCED = (
 async def _parts_sent(conn: asyncpg.Connection, ops: list[PartSent]) -> list[Any]:
     # ON CONFLICT may not touch one row twice in a statement: a carrier id
     # repeated within the batch (a resend after a lost link) keeps its last.
-    latest = {(o.carrier, o.carrier_message_id, o.part): o for o in ops}
+    latest = {(o.carrier, o.carrier_message_id, o.part, o.message_id): o for o in ops}
     submits = latest.values()
     columns = (
         [o.carrier for o in submits],
@@ -341,6 +363,10 @@ def final_of_parts(statuses: Sequence[str]) -> Status:
 # Match receipts to submitted parts and, in the same statement, end the
 # single-part messages they complete (nearly all traffic): one round trip.
 # A receipt for a part of a longer message only marks its part here.
+# A receipt names its part by carrier id alone, which says nothing of the
+# day whose partition holds it (migration 0012): the statement looks only
+# in the days of message ids between $6 and $7 (pruned as it starts), the
+# recent ones first (RECEIPTS_LOOK_BACK), then every day for those not found.
 _RECEIPTS = (
     "WITH r AS ("
     " UPDATE carrier_submits cs SET status = r.status, error_code = r.error_code, done_at = r.at"
@@ -348,6 +374,7 @@ _RECEIPTS = (
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])"
     "   WITH ORDINALITY AS r(carrier, cmid, status, error_code, at, i)"
     " WHERE cs.carrier = r.carrier AND cs.carrier_message_id = r.cmid"
+    "   AND cs.message_id >= $6 AND cs.message_id < $7"
     " RETURNING cs.message_id, r.i, r.status, r.error_code, r.at, cs.carrier, cs.submitted_at),"
     " ended AS ("
     " UPDATE messages m SET status = r.status, error_code = r.error_code, done_at = r.at,"
@@ -374,6 +401,41 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
         for o in ops:
             results.extend(await _receipts(conn, [o]))
         return results
+    results = [False] * len(ops)
+    open_: dict[uuid.UUID, list[int]] = {}
+    now = datetime.now(UTC)
+    recent = (uuid_floor(now - RECEIPTS_LOOK_BACK), uuid_floor(now + RECEIPTS_LOOK_AHEAD))
+    await _match_receipts(conn, ops, range(len(ops)), recent, results, open_)
+    missed = [i for i, r in enumerate(results) if r is False]
+    if missed:
+        await _match_receipts(conn, [ops[i] for i in missed], missed, _EVERY_DAY, results, open_)
+    if open_:
+        for f in await _end_complete_messages(conn, list(open_)):
+            for i in open_[f.message_id]:
+                results[i] = f
+    return results
+
+
+# Receipts come seconds or minutes after their submit, which came after the
+# message was made: the ids of the last day (today's partition, and
+# yesterday's while the day is young) hold nearly all the parts they match;
+# the look-ahead covers another instance's clock a little ahead. Each day
+# looked in costs an index probe per receipt (bench/RESULTS.md, issue 19).
+RECEIPTS_LOOK_BACK = timedelta(days=1)
+RECEIPTS_LOOK_AHEAD = timedelta(hours=1)
+_EVERY_DAY = (uuid.UUID(int=0), uuid.UUID(int=(1 << 128) - 1))
+
+
+async def _match_receipts(
+    conn: asyncpg.Connection,
+    ops: Sequence[CarrierReceipt],
+    places: Sequence[int],
+    ids: tuple[uuid.UUID, uuid.UUID],
+    results: list[Any],
+    open_: dict[uuid.UUID, list[int]],
+) -> None:
+    """The receipts `ops` (at `places` of the batch) matched to parts of
+    messages whose ids are within `ids`: `results` and `open_` filled."""
     rows = await conn.fetch(
         _RECEIPTS,
         [o.carrier for o in ops],
@@ -381,24 +443,23 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
         [str(o.status) for o in ops],
         [o.error_code for o in ops],
         [o.at for o in ops],
+        ids[0],
+        ids[1],
     )
-    results = [False] * len(ops)
-    open_: dict[uuid.UUID, list[int]] = {}
     ended: dict[uuid.UUID, Finished] = {}
     for r in rows:
+        place = places[r["i"] - 1]
         if r["id"] is not None:
             finished = ended.get(r["id"])
             if finished is None:
                 finished = ended[r["id"]] = _finished((r,))[0]
-            results[r["i"] - 1] = finished
+            results[place] = finished
         else:
-            results[r["i"] - 1] = True
-            open_.setdefault(r["message_id"], []).append(r["i"] - 1)
-    if open_:
-        for f in await _end_complete_messages(conn, list(open_)):
-            for i in open_[f.message_id]:
-                results[i] = f
-    return results
+            # A carrier id reused for another message matches a row of each:
+            # the message it ended is the answer, whatever the other row says.
+            if results[place] is False:
+                results[place] = True
+            open_.setdefault(r["message_id"], []).append(place)
 
 
 async def _end_complete_messages(
@@ -411,9 +472,11 @@ async def _end_complete_messages(
         "       count(cs.done_at) AS done, max(cs.done_at) AS done_at,"
         "       (array_agg(cs.carrier ORDER BY cs.part))[1] AS carrier,"
         "       min(cs.submitted_at) AS sent_at, count(DISTINCT cs.part) AS parts_sent"
-        " FROM messages m JOIN carrier_submits cs ON cs.message_id = m.id"
-        " WHERE m.id = ANY($1::uuid[])"
-        f"   AND m.status NOT IN {FINAL_SQL}"
+        # Joined to the ids, each message and its parts are looked up in
+        # their day's partitions (migration 0012).
+        " FROM unnest($1::uuid[]) AS e(id) JOIN messages m ON m.id = e.id"
+        " JOIN carrier_submits cs ON cs.message_id = m.id"
+        f" WHERE m.status NOT IN {FINAL_SQL}"
         " GROUP BY m.id, m.parts",
         message_ids,
     )
@@ -477,7 +540,12 @@ async def _outbox_done(conn: asyncpg.Connection, ops: list[OutboxDone]) -> list[
     delivered = [o.outbox_id for o in ops if o.error is None]
     given_up = [o for o in ops if o.error is not None]
     if delivered:
-        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", delivered)
+        # Joined, not `id = ANY($1)`: each id then finds its day's partition
+        # (migration 0012) instead of being looked for in every one.
+        await conn.execute(
+            "DELETE FROM outbox o USING unnest($1::bigint[]) AS u(id) WHERE o.id = u.id",
+            delivered,
+        )
     if given_up:
         await _update_outbox(
             conn,
