@@ -193,7 +193,7 @@ def cmd_db_retention(args: argparse.Namespace) -> int:
         print(f"ledger: {run.ledger_rows_folded} rows folded", file=sys.stderr)
     if run.locks_held:
         longest = max(run.locks_held) * 1000
-        print(f"longest exclusive lock of a detach: {longest:.1f} ms", file=sys.stderr)
+        print(f"longest detach, its lock wait included: {longest:.1f} ms", file=sys.stderr)
     if not run.dropped:
         print("nothing to drop", file=sys.stderr)
     return 0

@@ -73,7 +73,8 @@ class RetentionRun:
     ledger_rows_folded: int = 0
     # False when another process held the retention lock: nothing was done.
     ran: bool = True
-    # Seconds each detach held its table's exclusive lock, to its commit.
+    # Seconds each detach took, from the wait for its table's exclusive
+    # lock to its commit (the flushes wait at most that long for it).
     locks_held: list[float] = field(default_factory=list)
 
 
@@ -349,7 +350,7 @@ def log_run(run: RetentionRun) -> None:
         log.info(
             "expired partitions dropped",
             partitions=run.dropped,
-            longest_lock_ms=round(longest * 1000, 1),
+            longest_detach_ms=round(longest * 1000, 1),
         )
     for name, why in run.kept.items():
         log.warning("expired partition kept", partition=name, reason=why)
