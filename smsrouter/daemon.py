@@ -14,14 +14,13 @@ import functools
 import gc
 import importlib.machinery
 import importlib.metadata
-import json
 import os
 import signal
 import socket
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
@@ -71,11 +70,11 @@ from smsrouter.router.sent_callbacks import wanted as sent_callbacks_wanted
 from smsrouter.router.shards import Ownership
 from smsrouter.router.status import BindCount, StatusBoard
 from smsrouter.router.store import group_commit
+from smsrouter.router.store.alarm_watch import AlarmedDay, AlarmWatch
 from smsrouter.router.store.directory import Directory, NumberRow, sync_config, touch_api_keys
 from smsrouter.router.store.directory_watch import DirectoryWatch
-from smsrouter.router.store.group_commit import GroupCommit, StoreError
+from smsrouter.router.store.group_commit import GroupCommit
 from smsrouter.router.store.listeners import CommitListeners
-from smsrouter.router.store.operations import NewNotification
 from smsrouter.router.store.opt_out_watch import OptOutWatch
 from smsrouter.router.store.partitions import log_run, prepare_partitions, run_retention
 from smsrouter.router.store.queries import (
@@ -278,10 +277,10 @@ class Router:
         self.sender_states = SenderStates()
         self.admission = Admission(
             **admission_rules(config), opt_outs=self.opt_outs, sender_states=self.sender_states,
-            on_alarm=self._daily_alarm,
         )  # fmt: skip
         self.sender_guard: SenderGuard
         self.sender_watch: SenderWatch
+        self.alarm_watch: AlarmWatch
         self.keeper: ShardKeeper
         self.ownership: Ownership
         self.embedded_pg: EmbeddedPostgres | None = None
@@ -397,10 +396,15 @@ class Router:
             self.embedded_pg = embedded
             log.info("embedded postgresql started", data_dir=cfg.database.data_dir)
         # Each connection names its instance: the outbox rows its writer
-        # stores are that instance's to deliver (migration 0011).
+        # stores are that instance's to deliver (migration 0011). The
+        # insert's trigger keeps a daily alarm's POST as long as a receipt's
+        # (migration 0014).
         connect_kwargs: dict[str, Any] = {
             "command_timeout": 60,
-            "server_settings": {"smsrouter.instance": self.instance_id},
+            "server_settings": {
+                "smsrouter.instance": self.instance_id,
+                "smsrouter.webhook_retry_hours": repr(float(cfg.webhooks.retry_hours)),
+            },
         }
         self.pool = await asyncpg.create_pool(
             dsn, min_size=2, max_size=cfg.database.pool_size, **connect_kwargs
@@ -528,8 +532,9 @@ class Router:
         )
         self._hook_sent_callbacks()
         self.intake = Intake(
-            self.ingest_writer, self.engine, self.admission.not_stored, self.sender_guard.sent
-        )
+            self.ingest_writer, self.engine, self.admission.not_stored, self.sender_guard.sent,
+            limited=self.admission.reached,
+        )  # fmt: skip
         # CONTRACT §6 "Opt-out": the replies to STOP/START/HELP take the
         # normal path.
         self.inbound.use_intake(self.intake)
@@ -538,6 +543,8 @@ class Router:
             self.pool, lambda rows: self.sender_guard.apply(rows, loaded=not self._started)
         )
         await self.sender_watch.reload()
+        self.alarm_watch = AlarmWatch(self.pool, self._daily_alarms)
+        await self.alarm_watch.reload()
         # CONTRACT §9: the queued work of the shards this instance claims
         # is loaded by the keeper, at its start and at every later claim.
         self.keeper = ShardKeeper(
@@ -640,6 +647,8 @@ class Router:
         stack.push_async_callback(lambda: self.engine.stop(self._drain))
         self.sender_watch.start()
         stack.push_async_callback(self.sender_watch.stop)
+        self.alarm_watch.start()
+        stack.push_async_callback(self.alarm_watch.stop)
         stack.push_async_callback(self.sender_guard.stop)
         self._started = True
         for name, chore in (
@@ -704,28 +713,17 @@ class Router:
             lambda: float(daily.alarmed(account_id, utcnow().astimezone(zone).date()))
         )
 
-    def _daily_alarm(self, account: Account, count: int, day: date) -> None:
-        """An account's day reached its daily_alarm (CONTRACT §6): the gauge,
-        a warning, and a signed POST to its alert_url through the outbox
-        (persisted, retried like a receipt)."""
-        self._watch_alarm(account)
-        log.warning("daily alarm", account=account.id, count=count, day=day.isoformat())
-        if not account.alert_url:
-            return
-        body = {
-            "account": account.id,
-            "kind": "daily_alarm",
-            "count": count,
-            "day": day.isoformat(),
-        }
-        alert = NewNotification(
-            WEBHOOK,
-            account.id,
-            account.alert_url,
-            json.dumps(body, separators=(",", ":")).encode(),
-            utcnow() + timedelta(hours=self.config.webhooks.retry_hours),
-        )
-        self.writer.submit_then(alert, _log_alert_failure)
+    def _daily_alarms(self, alarmed: list[AlarmedDay]) -> None:
+        """Accounts whose day passed its daily_alarm (CONTRACT §6): raised by
+        the insert that got there, once for all instances (migration 0014:
+        its signed POST to the alert_url is an outbox row); here the gauge,
+        and a warning from each instance that learns of it."""
+        for a in alarmed:
+            account = self.accounts.get(a.account_id)
+            if account is None or not self.admission.daily.mark_alarmed(a.account_id, a.day):
+                continue
+            self._watch_alarm(account)
+            log.warning("daily alarm", account=a.account_id, count=a.count, day=a.day.isoformat())
 
     def _database_health(self, healthy: bool) -> None:
         if healthy:
@@ -904,11 +902,6 @@ class Router:
 
 def _backlog(dispatcher: Dispatcher, kind: str) -> float:
     return float(dispatcher.backlog(kind))
-
-
-def _log_alert_failure(_: object, error: StoreError | None) -> None:
-    if error is not None:
-        log.error("daily alarm not stored for its alert_url", error=str(error))
 
 
 async def _cancel_and_wait(task: asyncio.Task[None]) -> None:

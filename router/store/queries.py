@@ -170,9 +170,11 @@ async def list_messages(
 
 
 async def stored_since(pool: asyncpg.Pool, account_id: str, since: datetime) -> int:
-    """Messages the account had stored since `since` (its day's count)."""
+    """Messages the account had stored since `since` (its day's count; the
+    router's replies to STOP/START/HELP are not counted, migration 0014)."""
     count: int = await pool.fetchval(
-        "SELECT count(*) FROM messages WHERE account_id = $1 AND created_at >= $2",
+        "SELECT count(*) FROM messages WHERE account_id = $1 AND created_at >= $2"
+        " AND ingress <> 'keyword'",
         account_id,
         since,
     )

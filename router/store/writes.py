@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from smsrouter.router.messages import STATUS_OF, Status
+from smsrouter.router.messages import KEYWORD_INGRESS, STATUS_OF, Status
 from smsrouter.router.retention import uuid_floor
 from smsrouter.router.store.listeners import CommitListener
 from smsrouter.router.store.operations import (
@@ -45,27 +45,29 @@ from smsrouter.router.store.schema import FINAL_SQL, INSERTED_COLUMNS, storable_
 async def insert_messages(
     conn: asyncpg.Connection, ops: list[InsertMessage], *, careful: bool = False
 ) -> list[Any]:
-    """Store the messages of these operations. Their charge is the insert's
-    own (migration 0005: a statement trigger debits each account once per
-    insert, with its ledger row) and refuses the whole insert (CREDIT_SHORT)
-    when a balance cannot pay for all of it; then the writer comes back
-    `careful`: the accounts' rows locked, the messages that fit chosen in
-    the order they came, only those stored, the others' operations told
-    `Unpaid`."""
+    """Store the messages of these operations. Their charge and their
+    account's daily count are the insert's own (migrations 0005, 0014: a
+    statement trigger debits each account and counts its day once per
+    insert) and it refuses the whole insert (CREDIT_SHORT,
+    DAILY_LIMIT_REACHED) when a balance cannot pay for all of it or a day
+    cannot take it; then the writer comes back `careful`: the accounts' rows
+    locked, the messages that fit chosen in the order they came, only those
+    stored, the others' operations told `Unpaid`."""
     results: list[Any] = [None] * len(ops)
     if careful and any(op.answer is not None for op in ops):
         results = await _take_keys(conn, ops)
     storing = [op for op, r in zip(ops, results, strict=True) if r is None]
     if not storing:
         return results
-    unpaid = await _unaffordable(conn, storing) if careful else set()
+    unpaid, limited = await _refused(conn, storing) if careful else (set(), set())
+    refused = unpaid | limited
     records = []
     for op in storing:
         # The key goes with the request's first message (migration 0005);
         # taken already when `careful`.
         answer = None if careful else op.answer
         for m in op.messages:
-            if m.id in unpaid:
+            if m.id in refused:
                 continue
             records.append(
                 (
@@ -82,26 +84,30 @@ async def insert_messages(
             )  # fmt: skip
             answer = None
     await conn.copy_records_to_table("messages", columns=INSERTED_COLUMNS, records=records)
-    if unpaid:
-        await _tell_unpaid(conn, ops, results, unpaid)
+    if refused:
+        await _tell_unpaid(conn, ops, results, refused, limited)
     return results
 
 
 _NO_KEY = (None, None, None, None)
 
-# SQLSTATE of the reserve trigger (migration 0005): a balance could not pay
-# for all of an insert, which stored nothing.
+# SQLSTATEs of the reserve trigger (migrations 0005, 0014): a balance could
+# not pay for all of an insert, or it would take an account's day past its
+# daily_limit; either way it stored nothing.
 CREDIT_SHORT = "SR001"
+DAILY_LIMIT_REACHED = "SR002"
 
 
 def store_carefully(exc: BaseException) -> bool:
     """Whether a flush that failed so is to be stored again `careful`: a
-    balance could not pay for all of it, or one of its Idempotency-Keys was
+    balance could not pay for all of it, a day could not take all of it
+    (the other instances' messages counted too), or one of its
+    Idempotency-Keys was
     in the table already (a repeat, the same key twice in the flush, or a
     key past its 24 h not yet swept)."""
     if not isinstance(exc, asyncpg.PostgresError):
         return False
-    if exc.sqlstate == CREDIT_SHORT:
+    if exc.sqlstate in (CREDIT_SHORT, DAILY_LIMIT_REACHED):
         return True
     # The key of a day's partition of idempotency_keys (migration 0012):
     # idempotency_keys_pYYYYMMDD_pkey, or idempotency_keys_default_pkey.
@@ -123,48 +129,67 @@ async def lock_accounts(conn: asyncpg.Connection, account_ids: Sequence[str]) ->
     )
 
 
-async def _unaffordable(conn: asyncpg.Connection, ops: list[InsertMessage]) -> set[uuid.UUID]:
-    """The messages the balances cannot pay for, message by message in the
-    order they came (a later, cheaper one may still fit). The balances are
-    read under row locks held to the commit, so the insert that follows
-    (whose trigger debits what is stored) never goes below -credit_limit,
-    whatever commits meanwhile. An account without a balance row pays for
-    nothing."""
-    accounts = sorted({m.account_id for op in ops for m in op.messages if m.price})
+async def _refused(
+    conn: asyncpg.Connection, ops: list[InsertMessage]
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """The messages the balances cannot pay for and those past their
+    account's daily_limit, message by message in the order they came (a
+    later, cheaper one may still fit). The accounts' rows are read under
+    locks held to the commit, so the insert that follows (whose trigger
+    debits and counts what is stored) never goes below -credit_limit nor
+    past a limit, whatever commits meanwhile on any instance. An account
+    without a balance row pays for nothing."""
+    accounts = sorted({m.account_id for op in ops for m in op.messages})
     rows = await conn.fetch(
-        "SELECT id, credit, credit_limit FROM accounts WHERE id = ANY($1::text[])"
-        " ORDER BY id FOR UPDATE",
+        "SELECT id, credit, credit_limit, daily_limit,"
+        "  CASE WHEN counted_day = (now() AT TIME ZONE timezone)::date"
+        "       THEN day_count ELSE 0 END AS day_count"
+        " FROM accounts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
         accounts,
     )
     room = {r["id"]: r["credit"] + r["credit_limit"] for r in rows}
+    day_room = {r["id"]: r["daily_limit"] - r["day_count"] for r in rows if r["daily_limit"]}
     unpaid: set[uuid.UUID] = set()
+    limited: set[uuid.UUID] = set()
     for op in ops:
         for m in op.messages:
-            if not m.price:
+            # The router's replies to STOP/START/HELP are not counted
+            # (migration 0014).
+            left_today = None if m.ingress == KEYWORD_INGRESS else day_room.get(m.account_id)
+            if left_today is not None and left_today <= 0:
+                limited.add(m.id)
                 continue
-            left = room.get(m.account_id)
-            if left is None or left < m.price:
-                unpaid.add(m.id)
-            else:
+            if m.price:
+                left = room.get(m.account_id)
+                if left is None or left < m.price:
+                    unpaid.add(m.id)
+                    continue
                 room[m.account_id] = left - m.price
-    return unpaid
+            if left_today is not None:
+                day_room[m.account_id] = left_today - 1
+    return unpaid, limited
 
 
 async def _tell_unpaid(
-    conn: asyncpg.Connection, ops: list[InsertMessage], results: list[Any], unpaid: set[uuid.UUID]
+    conn: asyncpg.Connection,
+    ops: list[InsertMessage],
+    results: list[Any],
+    refused: set[uuid.UUID],
+    limited: set[uuid.UUID],
 ) -> None:
-    """Tell each operation which of its messages nobody paid for (not
-    stored); a request's stored answer is made to say so too."""
+    """Tell each operation which of its messages were not stored, and which
+    of those for their daily limit; a request's stored answer is made to
+    say so too."""
     for i, op in enumerate(ops):
         if results[i] is not None:
             continue
-        mine = frozenset(m.id for m in op.messages if m.id in unpaid)
+        mine = frozenset(m.id for m in op.messages if m.id in refused)
         if not mine:
             continue
-        results[i] = Unpaid(mine)
+        result = results[i] = Unpaid(mine, mine & limited)
         answer = op.answer
         if answer is not None and answer.unpaid is not None:
-            status, body = answer.unpaid(mine)
+            status, body = answer.unpaid(result)
             # The key's rows of today and tomorrow (migration 0012), just taken.
             await conn.execute(
                 "UPDATE idempotency_keys SET status = $3, body = $4"
