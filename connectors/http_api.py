@@ -72,7 +72,7 @@ from smsrouter.router.admission import (
     text_parts,
 )
 from smsrouter.router.auth_throttle import AuthThrottle
-from smsrouter.router.intake import Intake, KeyTaken
+from smsrouter.router.intake import ALL_STORED, Intake, KeyTaken
 from smsrouter.router.liveness import DatabaseLiveness
 from smsrouter.router.messages import Message, utcnow
 from smsrouter.router.opt_outs import OptOutList
@@ -81,7 +81,7 @@ from smsrouter.router.store import balances, queries
 from smsrouter.router.store.group_commit import GroupCommit, StoreError
 from smsrouter.router.store.ledger import list_ledger
 from smsrouter.router.store.numeric import plain
-from smsrouter.router.store.operations import IdempotentAnswer, OptOutChange
+from smsrouter.router.store.operations import IdempotentAnswer, OptOutChange, Unpaid
 from smsrouter.router.store.opt_outs import (
     ACCOUNT_SOURCE,
     apply_committed,
@@ -309,18 +309,27 @@ class HttpApi:
             return _all_rejected(rejected)
         accepted = _accepted(messages, rejected)
 
-        def unpaid_answer(unpaid: frozenset[uuid.UUID]) -> Response:
-            """CONTRACT §6 "Credit": the recipients the balance could not pay
-            for are refused `insufficient_credit`, the others accepted."""
+        def unpaid_answer(unpaid: Unpaid) -> Response:
+            """CONTRACT §6 "Credit", "Daily thresholds": the recipients the
+            balance could not pay for are refused `insufficient_credit`,
+            those past the account's daily limit (reached with other
+            instances' messages) `limit_reached`, the others accepted."""
             refused = rejected + [
-                Refusal(to, "insufficient_credit", f"the balance cannot pay {m.price} for {to}")
+                Refusal(
+                    to, "limit_reached",
+                    f"the account's daily limit of {account.daily_limit} messages is reached",
+                )
+                if m.id in unpaid.limited
+                else Refusal(
+                    to, "insufficient_credit", f"the balance cannot pay {m.price} for {to}"
+                )
                 for to, m in messages
-                if m.id in unpaid
-            ]
-            paid = [(to, m) for to, m in messages if m.id not in unpaid]
+                if m.id in unpaid.message_ids
+            ]  # fmt: skip
+            paid = [(to, m) for to, m in messages if m.id not in unpaid.message_ids]
             return _accepted(paid, refused) if paid else _all_rejected(refused)
 
-        def unpaid_stored(unpaid: frozenset[uuid.UUID]) -> tuple[int, bytes]:
+        def unpaid_stored(unpaid: Unpaid) -> tuple[int, bytes]:
             again = unpaid_answer(unpaid)
             return again.status, again.body
 
@@ -331,7 +340,7 @@ class HttpApi:
             )
         taken = False
         queue_full: SenderQueueFull | None = None
-        unpaid: frozenset[uuid.UUID] = frozenset()
+        unpaid = ALL_STORED
         try:
             # The commit waits at most request_timeout (CONTRACT §11 "A hung
             # database"); a message whose commit lands after the deadline is
@@ -374,12 +383,16 @@ class HttpApi:
             assert key is not None
             replayed = await self._replay(account, key, request_hash)
             return replayed if replayed is not None else store_unavailable()
-        if unpaid:
-            metrics.rejected("http", "insufficient_credit").inc(len(unpaid))
+        if unpaid.message_ids:
+            if unpaid.limited:
+                metrics.rejected("http", "limit_reached").inc(len(unpaid.limited))
+            short = len(unpaid.message_ids) - len(unpaid.limited)
+            if short:
+                metrics.rejected("http", "insufficient_credit").inc(short)
             accepted = unpaid_answer(unpaid)
         metrics.ingress_latency("http").observe(time.perf_counter() - started)
         for _, m in messages:
-            if m.id not in unpaid:
+            if m.id not in unpaid.message_ids:
                 log.debug(
                     "message accepted", message_id=str(m.id), account=account.id, ingress="http"
                 )

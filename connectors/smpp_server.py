@@ -115,8 +115,8 @@ class _Submit:
         self.message: Message | None = message
         self.started = started  # time.perf_counter() when it was read
 
-    def __call__(self, error: StoreError | None, paid: bool) -> None:
-        self.smsc._committed(self, error, paid)
+    def __call__(self, error: StoreError | None, refused: str | None) -> None:
+        self.smsc._committed(self, error, refused)
 
 
 def receipt_error(error_code: str | None) -> str:
@@ -608,7 +608,7 @@ class PartnerSmsc:
             # back) until answers bring the count down.
             link.hold_requests()
 
-    def _committed(self, entry: _Submit, error: StoreError | None, paid: bool) -> None:
+    def _committed(self, entry: _Submit, error: StoreError | None, refused: str | None) -> None:
         """The commit of a submit_sm settled (inside the writer)."""
         pdu = entry.pdu
         if pdu is None:
@@ -621,9 +621,11 @@ class PartnerSmsc:
             # The commit failed: a genuine internal fault, the ESME retries.
             _limited.error("submit_sm not stored", message_id=str(message.id), error=str(error))
             link.send(pdu.response(command_status=CommandStatus.ESME_RSYSERR))
-        elif not paid:
-            # CONTRACT §4, §6 "Credit": no credit is ESME_RX_P_APPN; nothing stored.
-            metrics.rejected("smpp", "insufficient_credit").inc()
+        elif refused is not None:
+            # CONTRACT §4, §6 "Credit", "Daily thresholds": no credit, or the
+            # day's limit reached (by any instance), is ESME_RX_P_APPN;
+            # nothing stored.
+            metrics.rejected("smpp", refused).inc()
             link.send(pdu.response(command_status=CommandStatus.ESME_RX_P_APPN))
         else:
             link.send(pdu.response(message_id=str(message.id)))

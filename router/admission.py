@@ -243,7 +243,6 @@ class Admission:
         opt_outs: OptOutList | None = None,
         sender_states: SenderStates | None = None,
         clock: Callable[[], float] = time.monotonic,
-        on_alarm: Callable[[Account, int, date], None] | None = None,
     ) -> None:
         # CONTRACT §6 "Opt-out": kept current by whoever changes it (the
         # MO keywords, the APIs, other processes' NOTIFY), not by reloads.
@@ -259,8 +258,6 @@ class Admission:
         )
         self.throughput = ThroughputPlans(clock)
         self.daily = DailyCounts()
-        # An account's day passed its daily_alarm (once a day): told here.
-        self.on_alarm = on_alarm
         self._zones: dict[str, tzinfo] = {}  # of the accounts counted per day
         # Account id → (its day, that day's start and end in UTC, the zone).
         self._days: dict[str, tuple[date, datetime, datetime, tzinfo]] = {}
@@ -373,9 +370,6 @@ class Admission:
                     f"the account's daily limit of {account.daily_limit} messages is reached"
                     f" for {day.isoformat()}",
                 )
-            count = self.daily.alarm_due(account.id, day, account.daily_alarm)
-            if count is not None and self.on_alarm is not None:
-                self.on_alarm(account, count, day)
         for rule in verdict.flagged:
             metrics.content_flagged(rule).inc()
         return self.new_message(account, draft, recipient, now)
@@ -431,6 +425,15 @@ class Admission:
                 self.daily.give_back(m.account_id, m.created_at.astimezone(zone).date())
             if velocity:
                 self.velocity.give_back(m.account_id, m.recipient)
+
+    def reached(self, messages: Sequence[Message]) -> None:
+        """Messages the database refused for their account's daily limit
+        (all instances' messages counted, migration 0014): the day is full
+        here too."""
+        for m in messages:
+            zone = self._zones.get(m.account_id)
+            if zone is not None:
+                self.daily.reached(m.account_id, m.created_at.astimezone(zone).date())
 
     def sender_allowed(self, account: Account, sender: str) -> bool:
         return self.senders.get(sender) == account.id

@@ -1,13 +1,17 @@
 """Daily thresholds: messages accepted per account per day (CONTRACT §6
 "Daily thresholds"), in the account's time zone.
 
-Counted when admission lets a message through and uncounted when it is
-not stored after all (the commit failed, a sender queue was full, its
-Idempotency-Key was taken), so that with the limit at L and any number of
-concurrent senders exactly L are accepted: admission runs without a pause
-between the check and the count. The day's counts are read from the
-database at start (`start`), so that a restart does not reopen a
-day's limit. Pure: the caller passes the day.
+This process's own count, a check before the commit: counted when
+admission lets a message through and uncounted when it is not stored after
+all (the commit failed, a sender queue was full, its Idempotency-Key was
+taken). The exact count is the database's, over every instance (migration
+0014: the insert that stores the messages counts them on the account's row
+and refuses to pass the limit); when it refuses, `reached` keeps this
+process refusing too until the limit changes. The alarm is raised by the
+database as well, once for all instances; `mark_alarmed` records it here
+for the gauge. The day's counts are read from the database at start
+(`start`), so that a restart does not reopen a day's limit. Pure: the
+caller passes the day.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ class _Day:
     day: date
     count: int = 0
     alarmed: bool = False
+    limit: int = 0  # the limit of the last take
+    full_at: int = 0  # the limit at which the database said the day is full
 
 
 class DailyCounts:
@@ -38,10 +44,19 @@ class DailyCounts:
         """Count one message of the account on `day`, unless that would pass
         `limit` (0: none); whether it was counted."""
         today = self._today(account_id, day)
-        if limit and today.count >= limit:
+        today.limit = limit
+        if limit and (today.count >= limit or today.full_at == limit):
             return False
         today.count += 1
         return True
+
+    def reached(self, account_id: str, day: date) -> None:
+        """The database refused messages of `day` for the limit: other
+        instances' messages filled it. Refused here too until the limit is
+        changed (raised, the database decides again)."""
+        today = self._days.get(account_id)
+        if today is not None and today.day == day:
+            today.full_at = today.limit
 
     def give_back(self, account_id: str, day: date, count: int = 1) -> None:
         """Uncount messages counted on `day` and then not stored."""
@@ -49,13 +64,13 @@ class DailyCounts:
         if today is not None and today.day == day:
             today.count = max(0, today.count - count)
 
-    def alarm_due(self, account_id: str, day: date, alarm: int) -> int | None:
-        """The day's count if it has just reached `alarm` (once a day), else None."""
+    def mark_alarmed(self, account_id: str, day: date) -> bool:
+        """The database raised the alarm of `day`; whether it is news here."""
         today = self._today(account_id, day)
-        if not alarm or today.alarmed or today.count < alarm:
-            return None
+        if today.alarmed:
+            return False
         today.alarmed = True
-        return today.count
+        return True
 
     def count(self, account_id: str, day: date) -> int:
         today = self._days.get(account_id)

@@ -35,7 +35,7 @@ from smsrouter.router.accounts import Account, AccountDirectory
 from smsrouter.router.admission import Admission, Draft, Recipient, parse_recipient
 from smsrouter.router.intake import Intake
 from smsrouter.router.keywords import HELP, OPT_IN, OPT_OUT, default_reply, keyword_of
-from smsrouter.router.messages import utcnow
+from smsrouter.router.messages import KEYWORD_INGRESS, utcnow
 from smsrouter.router.notifications import MO
 from smsrouter.router.opt_outs import OptOutList
 from smsrouter.router.payloads import InboundMessage
@@ -244,13 +244,15 @@ class Inbound:
         )  # fmt: skip
         message = self._admission.new_message(account, draft, subscriber, utcnow())
 
-        def answered(error: StoreError | None, stored: bool) -> None:
+        def answered(error: StoreError | None, refused: str | None) -> None:
             if error is not None:
                 log.error(
                     "keyword reply not stored", account=account.id, message_id=str(message.id),
                     error=str(error),
                 )  # fmt: skip
-            elif not stored:
+            elif refused is not None:
+                # Only credit refuses it: a keyword reply is not counted
+                # against the daily limit (migration 0014).
                 log.warning(
                     "keyword reply not sent: the balance cannot pay for it",
                     account=account.id, message_id=str(message.id), price=str(message.price),
@@ -268,11 +270,6 @@ class Inbound:
                 "keyword reply not sent: its sender queue is full",
                 account=account.id, message_id=str(message.id), number=number,
             )  # fmt: skip
-
-
-# The `ingress` of a keyword's reply (messages.ingress, the label of
-# smsrouter_messages_received_total): the router sent it, no client did.
-KEYWORD_INGRESS = "keyword"
 
 
 def _configured_reply(account: Account, keyword: str) -> str:

@@ -36,7 +36,14 @@ class KeyTaken(Exception):
 
 # What `Intake.accept` hears: the ids the balance could not pay for, or why
 # nothing was stored, or that its deadline passed first.
-Outcome = StoreError | KeyTaken | TimeoutError | frozenset[uuid.UUID]
+Outcome = StoreError | KeyTaken | TimeoutError | Unpaid
+
+# What accept returns when every message was stored.
+ALL_STORED = Unpaid(frozenset())
+
+# Refusal codes of messages the commit did not store (CONTRACT §6).
+INSUFFICIENT_CREDIT = "insufficient_credit"
+LIMIT_REACHED = "limit_reached"
 
 
 def _time_out(done: asyncio.Future[Outcome]) -> None:
@@ -51,6 +58,7 @@ class Intake:
         engine: DeliveryEngine,
         not_stored: Callable[[Sequence[Message]], None] = lambda messages: None,
         committed: Callable[[Message], None] = lambda message: None,
+        limited: Callable[[Sequence[Message]], None] = lambda messages: None,
     ) -> None:
         self.writer = writer
         self.engine = engine
@@ -60,6 +68,9 @@ class Intake:
         # Told of each message once it is committed (SenderGuard.sent: its
         # recipient counts towards its sender's opt-out rate, CONTRACT §6).
         self._committed = committed
+        # Told of messages the database refused for their account's daily
+        # limit, which other instances' messages reached (Admission.reached).
+        self._limited = limited
         self._in_doubt: list[Message] = []
 
     def _queue(self, messages: Sequence[Message]) -> None:
@@ -123,10 +134,10 @@ class Intake:
         messages: Sequence[Message],
         answer: IdempotentAnswer | None = None,
         timeout: float | None = None,
-    ) -> frozenset[uuid.UUID]:
-        """Commit the messages and queue them; returns the ids of those the
-        account's balance could not pay for (not stored: CONTRACT §6
-        "Credit"). Raises StoreError if the commit failed, KeyTaken if
+    ) -> Unpaid:
+        """Commit the messages and queue them; returns those not stored
+        because the account's balance could not pay for them or its day had
+        reached its daily_limit (CONTRACT §6), ALL_STORED when none. Raises StoreError if the commit failed, KeyTaken if
         `answer`'s Idempotency-Key belongs to another request (then nothing
         was stored).
 
@@ -144,7 +155,7 @@ class Intake:
         done: asyncio.Future[Outcome] = loop.create_future()
 
         def committed(result: object, error: StoreError | None) -> None:
-            outcome: Outcome = frozenset()
+            outcome: Outcome = ALL_STORED
             if error is not None:
                 outcome = error
                 self._failed(messages, error)
@@ -152,9 +163,12 @@ class Intake:
                 outcome = KeyTaken()
                 self._not_stored(messages)
             elif isinstance(result, Unpaid):
-                outcome = result.message_ids
-                self._not_stored([m for m in messages if m.id in outcome])
-                self._queue([m for m in messages if m.id not in outcome])
+                outcome = result
+                refused = result.message_ids
+                self._not_stored([m for m in messages if m.id in refused])
+                if result.limited:
+                    self._limited([m for m in messages if m.id in result.limited])
+                self._queue([m for m in messages if m.id not in refused])
             else:
                 self._queue(messages)
             if not done.done():
@@ -177,25 +191,30 @@ class Intake:
         return outcome
 
     def accept_one(
-        self, message: Message, answer: Callable[[StoreError | None, bool], None]
+        self, message: Message, answer: Callable[[StoreError | None, str | None], None]
     ) -> None:
         """The same for one message without a task or a future: `answer(None,
-        True)` is called inside the writer once the message is committed and
-        queued, `answer(None, False)` if the balance could not pay for it
-        (not stored), `answer(error, False)` if the commit failed (SMPP's
-        hot path: the submit_sm_resp goes out in the turn its commit
-        settles)."""
+        None)` is called inside the writer once the message is committed and
+        queued, `answer(None, code)` if it was not stored for want of credit
+        or for its account's daily limit (code `insufficient_credit` or
+        `limit_reached`, CONTRACT §6), `answer(error, None)` if the commit
+        failed (SMPP's hot path: the submit_sm_resp goes out in the turn its
+        commit settles)."""
         self.check_room((message,))
 
         def committed(result: object, error: StoreError | None) -> None:
             if error is not None:
                 self._failed((message,), error)
-                answer(error, False)
+                answer(error, None)
             elif isinstance(result, Unpaid):
                 self._not_stored((message,))
-                answer(None, False)
+                if result.limited:
+                    self._limited((message,))
+                    answer(None, LIMIT_REACHED)
+                else:
+                    answer(None, INSUFFICIENT_CREDIT)
             else:
                 self._queue((message,))
-                answer(None, True)
+                answer(None, None)
 
         self.writer.submit_then(InsertMessage((message,)), committed)

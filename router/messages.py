@@ -181,3 +181,8 @@ class Message:
         self.concat_group = concat_group
         self.first_part = first_part
         self.concat_ref = concat_ref
+
+
+# The `ingress` of a keyword's reply (messages.ingress, the label of
+# smsrouter_messages_received_total): the router sent it, no client did.
+KEYWORD_INGRESS = "keyword"

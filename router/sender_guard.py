@@ -31,8 +31,7 @@ import structlog
 
 from smsrouter.router import metrics
 from smsrouter.router.admission import Compliance
-from smsrouter.router.inbound import KEYWORD_INGRESS
-from smsrouter.router.messages import Message, utcnow
+from smsrouter.router.messages import KEYWORD_INGRESS, Message, utcnow
 from smsrouter.router.opt_out_rate import OptOutRates, verdict_of
 from smsrouter.router.sender_states import (
     SUSPENDED,

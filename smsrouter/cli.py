@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,81 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 
     applied = asyncio.run(migrate())
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+def _rfc3339(text: str) -> datetime:
+    """--now: an RFC 3339 time with its offset (or Z)."""
+    try:
+        at = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from None
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"an RFC 3339 time needs its offset (or Z): {text!r}")
+    return at.astimezone(UTC)
+
+
+def cmd_db_retention(args: argparse.Namespace) -> int:
+    """CONTRACT §10: the daemon's retention run, now and as if the time were
+    --now; the partitions dropped, one a line."""
+    from smsrouter.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
+    from smsrouter.logs import configure_logging
+
+    config = _load(Path(args.config) if args.config else default_config())
+    configure_logging(config.log.level, config.log.format)
+    # Standard output is the partitions dropped, one a line; logs go aside.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    now = args.now or datetime.now(UTC)
+
+    async def retain() -> Any:
+        import asyncpg
+
+        from smsrouter.router.store.partitions import run_retention
+
+        embedded = None
+        dsn = config.database.url
+        if not dsn:
+            embedded = EmbeddedPostgres(Path(config.database.data_dir))
+            dsn = await embedded.start()
+        try:
+            conn = await asyncpg.connect(dsn)
+            try:
+                return await run_retention(
+                    conn,
+                    now,
+                    days=config.retention.days,
+                    ledger_days=config.retention.ledger_days,
+                    # Partitions are made for the days the daemon lives in,
+                    # not for a --now it is told.
+                    create=args.now is None,
+                )
+            finally:
+                await conn.close()
+        finally:
+            if embedded is not None:
+                await embedded.stop()
+
+    try:
+        run = asyncio.run(retain())
+    except EmbeddedPostgresError as exc:
+        print(f"smsrouter db retention: {exc}", file=sys.stderr)
+        return 1
+    if not run.ran:
+        print("another process is running retention; nothing done", file=sys.stderr)
+        return 1
+    for name in run.dropped:
+        print(name)
+    for name, why in run.kept.items():
+        print(f"kept {name}: {why}", file=sys.stderr)
+    for name, rows in run.default_rows.items():
+        print(f"warning: {name} holds {rows} rows", file=sys.stderr)
+    if run.ledger_rows_folded:
+        print(f"ledger: {run.ledger_rows_folded} rows folded", file=sys.stderr)
+    if run.locks_held:
+        longest = max(run.locks_held) * 1000
+        print(f"longest detach, its lock wait included: {longest:.1f} ms", file=sys.stderr)
+    if not run.dropped:
+        print("nothing to drop", file=sys.stderr)
     return 0
 
 
@@ -404,6 +480,14 @@ def parser() -> argparse.ArgumentParser:
     migrate = db_sub.add_parser("migrate", help="apply schema migrations")
     migrate.add_argument("--config", help=DEFAULT_HELP)
     migrate.set_defaults(func=cmd_db_migrate)
+    retain = db_sub.add_parser(
+        "retention", help="drop expired partitions now ([retention] days), print them"
+    )
+    retain.add_argument("--config", help=DEFAULT_HELP)
+    retain.add_argument(
+        "--now", type=_rfc3339, metavar="RFC3339", help="as if the time were this (default: now)"
+    )
+    retain.set_defaults(func=cmd_db_retention)
 
     sim = sub.add_parser("sim", help="simulators of the outside world")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True)

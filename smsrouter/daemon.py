@@ -14,14 +14,13 @@ import functools
 import gc
 import importlib.machinery
 import importlib.metadata
-import json
 import os
 import signal
 import socket
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
@@ -71,14 +70,14 @@ from smsrouter.router.sent_callbacks import wanted as sent_callbacks_wanted
 from smsrouter.router.shards import Ownership
 from smsrouter.router.status import BindCount, StatusBoard
 from smsrouter.router.store import group_commit
+from smsrouter.router.store.alarm_watch import AlarmedDay, AlarmWatch
 from smsrouter.router.store.directory import Directory, NumberRow, sync_config, touch_api_keys
 from smsrouter.router.store.directory_watch import DirectoryWatch
-from smsrouter.router.store.group_commit import GroupCommit, StoreError
+from smsrouter.router.store.group_commit import GroupCommit
 from smsrouter.router.store.listeners import CommitListeners
-from smsrouter.router.store.operations import NewNotification
 from smsrouter.router.store.opt_out_watch import OptOutWatch
+from smsrouter.router.store.partitions import log_run, prepare_partitions, run_retention
 from smsrouter.router.store.queries import (
-    forget_idempotency_keys,
     pending_messages,
     pending_notifications,
     stored_message_ids,
@@ -95,10 +94,14 @@ log = structlog.get_logger("daemon")
 
 GC_YOUNG_THRESHOLD = 50_000
 # Housekeeping: MO parts waiting for their siblings are looked at every
-# SWEEP_SECONDS, Idempotency-Keys past their 24 h deleted every
-# FORGET_KEYS_SECONDS (a look-up ignores them already).
+# SWEEP_SECONDS.
 SWEEP_SECONDS = 5.0
-FORGET_KEYS_SECONDS = 600.0
+# Retention (CONTRACT §10): partitions made ahead and expired ones dropped
+# at start and then every RETENTION_SECONDS, so that a day's partitions go
+# within the hour after they expire; a run that failed is tried again after
+# RETENTION_RETRY_SECONDS.
+RETENTION_SECONDS = 3600.0
+RETENTION_RETRY_SECONDS = 60.0
 # Intake operations waiting before a second flush starts beside one in
 # flight (GroupCommit.parallel_batch): fewer, fuller flushes for a crowd
 # of one-message requests; an ESME's window still overlaps its commits.
@@ -274,10 +277,10 @@ class Router:
         self.sender_states = SenderStates()
         self.admission = Admission(
             **admission_rules(config), opt_outs=self.opt_outs, sender_states=self.sender_states,
-            on_alarm=self._daily_alarm,
         )  # fmt: skip
         self.sender_guard: SenderGuard
         self.sender_watch: SenderWatch
+        self.alarm_watch: AlarmWatch
         self.keeper: ShardKeeper
         self.ownership: Ownership
         self.embedded_pg: EmbeddedPostgres | None = None
@@ -393,10 +396,15 @@ class Router:
             self.embedded_pg = embedded
             log.info("embedded postgresql started", data_dir=cfg.database.data_dir)
         # Each connection names its instance: the outbox rows its writer
-        # stores are that instance's to deliver (migration 0011).
+        # stores are that instance's to deliver (migration 0011). The
+        # insert's trigger keeps a daily alarm's POST as long as a receipt's
+        # (migration 0014).
         connect_kwargs: dict[str, Any] = {
             "command_timeout": 60,
-            "server_settings": {"smsrouter.instance": self.instance_id},
+            "server_settings": {
+                "smsrouter.instance": self.instance_id,
+                "smsrouter.webhook_retry_hours": repr(float(cfg.webhooks.retry_hours)),
+            },
         }
         self.pool = await asyncpg.create_pool(
             dsn, min_size=2, max_size=cfg.database.pool_size, **connect_kwargs
@@ -416,6 +424,10 @@ class Router:
             applied = await apply_migrations(conn)
         if applied:
             log.info("migrations applied", versions=applied)
+        async with self.pool.acquire() as conn:
+            made = await prepare_partitions(conn, utcnow().date())
+        if made:
+            log.info("partitions made", partitions=made)
         # The file's accounts and numbers into their rows, then the rows into
         # this process; a NOTIFY of any later change loads them again.
         async with self.pool.acquire() as conn:
@@ -520,8 +532,9 @@ class Router:
         )
         self._hook_sent_callbacks()
         self.intake = Intake(
-            self.ingest_writer, self.engine, self.admission.not_stored, self.sender_guard.sent
-        )
+            self.ingest_writer, self.engine, self.admission.not_stored, self.sender_guard.sent,
+            limited=self.admission.reached,
+        )  # fmt: skip
         # CONTRACT §6 "Opt-out": the replies to STOP/START/HELP take the
         # normal path.
         self.inbound.use_intake(self.intake)
@@ -530,6 +543,8 @@ class Router:
             self.pool, lambda rows: self.sender_guard.apply(rows, loaded=not self._started)
         )
         await self.sender_watch.reload()
+        self.alarm_watch = AlarmWatch(self.pool, self._daily_alarms)
+        await self.alarm_watch.reload()
         # CONTRACT §9: the queued work of the shards this instance claims
         # is loaded by the keeper, at its start and at every later claim.
         self.keeper = ShardKeeper(
@@ -632,9 +647,15 @@ class Router:
         stack.push_async_callback(lambda: self.engine.stop(self._drain))
         self.sender_watch.start()
         stack.push_async_callback(self.sender_watch.stop)
+        self.alarm_watch.start()
+        stack.push_async_callback(self.alarm_watch.stop)
         stack.push_async_callback(self.sender_guard.stop)
         self._started = True
-        for name, chore in (("housekeeping", self._sweep), ("database-recovery", self._recover)):
+        for name, chore in (
+            ("housekeeping", self._sweep),
+            ("database-recovery", self._recover),
+            ("retention", self._retention),
+        ):
             stack.push_async_callback(_cancel_and_wait, asyncio.create_task(chore(), name=name))
 
     async def _start_listeners(self, stack: contextlib.AsyncExitStack) -> None:
@@ -692,28 +713,17 @@ class Router:
             lambda: float(daily.alarmed(account_id, utcnow().astimezone(zone).date()))
         )
 
-    def _daily_alarm(self, account: Account, count: int, day: date) -> None:
-        """An account's day reached its daily_alarm (CONTRACT §6): the gauge,
-        a warning, and a signed POST to its alert_url through the outbox
-        (persisted, retried like a receipt)."""
-        self._watch_alarm(account)
-        log.warning("daily alarm", account=account.id, count=count, day=day.isoformat())
-        if not account.alert_url:
-            return
-        body = {
-            "account": account.id,
-            "kind": "daily_alarm",
-            "count": count,
-            "day": day.isoformat(),
-        }
-        alert = NewNotification(
-            WEBHOOK,
-            account.id,
-            account.alert_url,
-            json.dumps(body, separators=(",", ":")).encode(),
-            utcnow() + timedelta(hours=self.config.webhooks.retry_hours),
-        )
-        self.writer.submit_then(alert, _log_alert_failure)
+    def _daily_alarms(self, alarmed: list[AlarmedDay]) -> None:
+        """Accounts whose day passed its daily_alarm (CONTRACT §6): raised by
+        the insert that got there, once for all instances (migration 0014:
+        its signed POST to the alert_url is an outbox row); here the gauge,
+        and a warning from each instance that learns of it."""
+        for a in alarmed:
+            account = self.accounts.get(a.account_id)
+            if account is None or not self.admission.daily.mark_alarmed(a.account_id, a.day):
+                continue
+            self._watch_alarm(account)
+            log.warning("daily alarm", account=a.account_id, count=a.count, day=a.day.isoformat())
 
     def _database_health(self, healthy: bool) -> None:
         if healthy:
@@ -740,9 +750,7 @@ class Router:
 
     async def _sweep(self) -> None:
         """Every few seconds: MO parts that waited too long for their
-        siblings; every few minutes: Idempotency-Keys past their 24 h."""
-        loop = asyncio.get_running_loop()
-        keys_at = loop.time()
+        siblings, and the API keys used since the last time."""
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             self.inbound.sweep()
@@ -755,16 +763,24 @@ class Router:
                         await touch_api_keys(conn, used)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     log.warning("API key use not recorded", error=repr(exc))
-            if loop.time() >= keys_at:
-                keys_at = loop.time() + FORGET_KEYS_SECONDS
-                try:
-                    forgotten = await forget_idempotency_keys(self.pool)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("idempotency keys not swept; retrying later", error=repr(exc))
-                    keys_at = loop.time() + SWEEP_SECONDS
-                else:
-                    if forgotten:
-                        log.info("idempotency keys past 24 h deleted", count=forgotten)
+
+    async def _retention(self) -> None:
+        """CONTRACT §10: today's partitions and the next days' made, expired
+        ones dropped ([retention] days; Idempotency-Keys after their 24 h),
+        the ledger folded ([retention] ledger_days), at start and hourly."""
+        while True:
+            retention = self.config.retention
+            try:
+                async with self.pool.acquire() as conn:
+                    run = await run_retention(
+                        conn, utcnow(), days=retention.days, ledger_days=retention.ledger_days
+                    )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("retention run failed; retrying", error=repr(exc))
+                await asyncio.sleep(RETENTION_RETRY_SECONDS)
+                continue
+            log_run(run)
+            await asyncio.sleep(RETENTION_SECONDS)
 
     # ------------------------------------------------------------- reload
 
@@ -886,11 +902,6 @@ class Router:
 
 def _backlog(dispatcher: Dispatcher, kind: str) -> float:
     return float(dispatcher.backlog(kind))
-
-
-def _log_alert_failure(_: object, error: StoreError | None) -> None:
-    if error is not None:
-        log.error("daily alarm not stored for its alert_url", error=str(error))
 
 
 async def _cancel_and_wait(task: asyncio.Task[None]) -> None:

@@ -75,18 +75,16 @@ class DirectoryWatch:
             self._task = None
 
     async def _watch(self) -> None:
-        reconnecting = False
         while True:
             try:
-                await self._listen(reconnecting)
+                await self._listen()
             except CONNECTION_LOST as exc:
                 self._failures.warning(
                     "notification watch lost its connection", channel=self.channel, error=repr(exc)
                 )
-            reconnecting = True
             await asyncio.sleep(RETRY_SECONDS)
 
-    async def _listen(self, reconnecting: bool) -> None:
+    async def _listen(self) -> None:
         changed = asyncio.Event()
         lost = asyncio.Event()
 
@@ -100,8 +98,11 @@ class DirectoryWatch:
             await conn.add_listener(self.channel, notified)
             conn.add_termination_listener(terminated)
             try:
-                if reconnecting:
-                    await self.reload()  # what changed while no one listened
+                # What changed while no one listened: after a lost
+                # connection, and at start between the caller's first load
+                # and this LISTEN (a change committed then would wait for
+                # the next one otherwise).
+                await self.reload()
                 while not lost.is_set():
                     waiters = [
                         asyncio.ensure_future(changed.wait()),

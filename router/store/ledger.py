@@ -111,3 +111,38 @@ async def balance_identity(conn: asyncpg.Connection, account_id: str) -> tuple[D
     if row is None:
         raise LookupError(account_id)
     return row["credit"], row["summed"]
+
+
+CARRIED_FORWARD = "carried_forward"
+
+# [retention] ledger_days (CONTRACT §10): each account's rows before the
+# cutoff become one, the latest of them, which keeps its place (id), its
+# balance after, and takes their kind "carried_forward" and their summed
+# amount and message count. Sum and order are unchanged, so balance =
+# initial credit + sum(ledger) still holds; one statement, one transaction.
+# A row is written with `at` = now() of its transaction: none can arrive
+# before a cutoff days in the past.
+_FOLD = (
+    "WITH folded AS ("
+    " SELECT account_id, max(id) AS kept, sum(amount) AS amount, sum(messages) AS messages"
+    " FROM ledger WHERE at < $1 GROUP BY account_id"
+    " HAVING count(*) > 1 OR bool_or(kind <> $2)),"
+    " gone AS ("
+    " DELETE FROM ledger l USING folded f"
+    " WHERE l.account_id = f.account_id AND l.at < $1 AND l.id < f.kept RETURNING l.id),"
+    " carried AS ("
+    " UPDATE ledger l SET kind = $2, amount = f.amount, messages = f.messages,"
+    "  message_id = NULL, reference = NULL, actor = NULL"
+    " FROM folded f WHERE l.id = f.kept RETURNING l.id)"
+    " SELECT (SELECT count(*) FROM gone) AS gone, (SELECT count(*) FROM carried) AS carried"
+)
+
+
+async def fold_ledger(
+    conn: asyncpg.Connection, before: datetime, timeout: float | None = None
+) -> int:
+    """Fold each account's ledger rows older than `before` into one
+    carried-forward row; how many rows went."""
+    row = await conn.fetchrow(_FOLD, before, CARRIED_FORWARD, timeout=timeout)
+    gone: int = row["gone"]
+    return gone

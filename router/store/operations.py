@@ -16,6 +16,17 @@ from datetime import datetime
 from smsrouter.router.messages import Message, Status
 
 
+@dataclass(frozen=True, slots=True)
+class Unpaid:
+    """InsertMessage's result when some of its messages could not be stored
+    (CONTRACT §6): the balance could not pay for them ("Credit"), or
+    `limited`, their account's day had reached its daily_limit ("Daily
+    thresholds"). Those were not stored, the others were."""
+
+    message_ids: frozenset[uuid.UUID]  # every one not stored
+    limited: frozenset[uuid.UUID] = frozenset()  # of them, those past the daily limit
+
+
 @dataclass(slots=True)
 class IdempotentAnswer:
     """What a POST /v1/messages with an Idempotency-Key answered (CONTRACT
@@ -26,13 +37,11 @@ class IdempotentAnswer:
     request_hash: bytes  # SHA-256 of the request body
     status: int
     body: bytes
-    # The answer again when some recipients could not be paid for (then
-    # refused `insufficient_credit`, CONTRACT §6): status and body given
-    # the ids of those messages. Told inside the commit, so that the
-    # answer stored with the key is the one the request gets.
-    unpaid: Callable[[frozenset[uuid.UUID]], tuple[int, bytes]] | None = field(
-        default=None, compare=False
-    )
+    # The answer again when some recipients could not be stored (refused
+    # `insufficient_credit` or `limit_reached`, CONTRACT §6): status and
+    # body given which. Told inside the commit, so that the answer stored
+    # with the key is the one the request gets.
+    unpaid: Callable[[Unpaid], tuple[int, bytes]] | None = field(default=None, compare=False)
 
     # Written out so that mypyc compiles it (setup.py: COMPILED_INITS): one
     # is made per request that sends a key.
@@ -43,7 +52,7 @@ class IdempotentAnswer:
         request_hash: bytes,
         status: int,
         body: bytes,
-        unpaid: Callable[[frozenset[uuid.UUID]], tuple[int, bytes]] | None = None,
+        unpaid: Callable[[Unpaid], tuple[int, bytes]] | None = None,
     ) -> None:
         self.account_id = account_id
         self.key = key
@@ -56,14 +65,6 @@ class IdempotentAnswer:
 # InsertMessage's result when its Idempotency-Key was taken by another
 # request: none of its messages was stored.
 KEY_TAKEN = "key_taken"
-
-
-@dataclass(frozen=True, slots=True)
-class Unpaid:
-    """InsertMessage's result when the balance could not pay for some of its
-    messages (CONTRACT §6 "Credit"): those were not stored, the others were."""
-
-    message_ids: frozenset[uuid.UUID]
 
 
 @dataclass(slots=True)

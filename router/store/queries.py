@@ -107,24 +107,18 @@ async def idempotent_answer(
     """(request hash, status, body) of what a POST with this Idempotency-Key
     answered in the last 24 h (CONTRACT §3), or None."""
     # The answer is on the key's row, or on the message that took the key
-    # (migration 0005).
+    # (migration 0005). Today's partition holds every key taken in the last
+    # 24 h: those of today and those carried from yesterday (migration 0012).
     row = await pool.fetchrow(
         "SELECT k.request_hash, k.status, coalesce(k.body, m.answer_body) AS body"
         " FROM idempotency_keys k LEFT JOIN messages m ON m.id = k.message_id"
         " WHERE k.account_id = $1 AND k.key = $2"
+        "   AND k.day = (now() AT TIME ZONE 'UTC')::date"
         "   AND k.created_at >= now() - interval '24 hours'",
         account_id,
         key,
     )
     return None if row is None else (row["request_hash"], row["status"], row["body"])
-
-
-async def forget_idempotency_keys(pool: asyncpg.Pool) -> int:
-    """Delete the keys past their 24 h; how many."""
-    done = await pool.execute(
-        "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'"
-    )
-    return int(done.rsplit(" ", 1)[1])
 
 
 # A message of a list with what get_message works out for one: until it
@@ -176,9 +170,11 @@ async def list_messages(
 
 
 async def stored_since(pool: asyncpg.Pool, account_id: str, since: datetime) -> int:
-    """Messages the account had stored since `since` (its day's count)."""
+    """Messages the account had stored since `since` (its day's count; the
+    router's replies to STOP/START/HELP are not counted, migration 0014)."""
     count: int = await pool.fetchval(
-        "SELECT count(*) FROM messages WHERE account_id = $1 AND created_at >= $2",
+        "SELECT count(*) FROM messages WHERE account_id = $1 AND created_at >= $2"
+        " AND ingress <> 'keyword'",
         account_id,
         since,
     )

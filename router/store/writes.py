@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from smsrouter.router.messages import STATUS_OF, Status
+from smsrouter.router.messages import KEYWORD_INGRESS, STATUS_OF, Status
+from smsrouter.router.retention import uuid_floor
 from smsrouter.router.store.listeners import CommitListener
 from smsrouter.router.store.operations import (
     FENCED,
@@ -44,27 +45,29 @@ from smsrouter.router.store.schema import FINAL_SQL, INSERTED_COLUMNS, storable_
 async def insert_messages(
     conn: asyncpg.Connection, ops: list[InsertMessage], *, careful: bool = False
 ) -> list[Any]:
-    """Store the messages of these operations. Their charge is the insert's
-    own (migration 0005: a statement trigger debits each account once per
-    insert, with its ledger row) and refuses the whole insert (CREDIT_SHORT)
-    when a balance cannot pay for all of it; then the writer comes back
-    `careful`: the accounts' rows locked, the messages that fit chosen in
-    the order they came, only those stored, the others' operations told
-    `Unpaid`."""
+    """Store the messages of these operations. Their charge and their
+    account's daily count are the insert's own (migrations 0005, 0014: a
+    statement trigger debits each account and counts its day once per
+    insert) and it refuses the whole insert (CREDIT_SHORT,
+    DAILY_LIMIT_REACHED) when a balance cannot pay for all of it or a day
+    cannot take it; then the writer comes back `careful`: the accounts' rows
+    locked, the messages that fit chosen in the order they came, only those
+    stored, the others' operations told `Unpaid`."""
     results: list[Any] = [None] * len(ops)
     if careful and any(op.answer is not None for op in ops):
         results = await _take_keys(conn, ops)
     storing = [op for op, r in zip(ops, results, strict=True) if r is None]
     if not storing:
         return results
-    unpaid = await _unaffordable(conn, storing) if careful else set()
+    unpaid, limited = await _refused(conn, storing) if careful else (set(), set())
+    refused = unpaid | limited
     records = []
     for op in storing:
         # The key goes with the request's first message (migration 0005);
         # taken already when `careful`.
         answer = None if careful else op.answer
         for m in op.messages:
-            if m.id in unpaid:
+            if m.id in refused:
                 continue
             records.append(
                 (
@@ -81,30 +84,38 @@ async def insert_messages(
             )  # fmt: skip
             answer = None
     await conn.copy_records_to_table("messages", columns=INSERTED_COLUMNS, records=records)
-    if unpaid:
-        await _tell_unpaid(conn, ops, results, unpaid)
+    if refused:
+        await _tell_unpaid(conn, ops, results, refused, limited)
     return results
 
 
 _NO_KEY = (None, None, None, None)
 
-# SQLSTATE of the reserve trigger (migration 0005): a balance could not pay
-# for all of an insert, which stored nothing.
+# SQLSTATEs of the reserve trigger (migrations 0005, 0014): a balance could
+# not pay for all of an insert, or it would take an account's day past its
+# daily_limit; either way it stored nothing.
 CREDIT_SHORT = "SR001"
+DAILY_LIMIT_REACHED = "SR002"
 
 
 def store_carefully(exc: BaseException) -> bool:
     """Whether a flush that failed so is to be stored again `careful`: a
-    balance could not pay for all of it, or one of its Idempotency-Keys was
+    balance could not pay for all of it, a day could not take all of it
+    (the other instances' messages counted too), or one of its
+    Idempotency-Keys was
     in the table already (a repeat, the same key twice in the flush, or a
     key past its 24 h not yet swept)."""
     if not isinstance(exc, asyncpg.PostgresError):
         return False
-    if exc.sqlstate == CREDIT_SHORT:
+    if exc.sqlstate in (CREDIT_SHORT, DAILY_LIMIT_REACHED):
         return True
+    # The key of a day's partition of idempotency_keys (migration 0012):
+    # idempotency_keys_pYYYYMMDD_pkey, or idempotency_keys_default_pkey.
+    constraint = getattr(exc, "constraint_name", None) or ""
     return (
         isinstance(exc, asyncpg.UniqueViolationError)
-        and exc.constraint_name == "idempotency_keys_pkey"
+        and constraint.startswith("idempotency_keys_")
+        and constraint.endswith("_pkey")
     )
 
 
@@ -118,51 +129,71 @@ async def lock_accounts(conn: asyncpg.Connection, account_ids: Sequence[str]) ->
     )
 
 
-async def _unaffordable(conn: asyncpg.Connection, ops: list[InsertMessage]) -> set[uuid.UUID]:
-    """The messages the balances cannot pay for, message by message in the
-    order they came (a later, cheaper one may still fit). The balances are
-    read under row locks held to the commit, so the insert that follows
-    (whose trigger debits what is stored) never goes below -credit_limit,
-    whatever commits meanwhile. An account without a balance row pays for
-    nothing."""
-    accounts = sorted({m.account_id for op in ops for m in op.messages if m.price})
+async def _refused(
+    conn: asyncpg.Connection, ops: list[InsertMessage]
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """The messages the balances cannot pay for and those past their
+    account's daily_limit, message by message in the order they came (a
+    later, cheaper one may still fit). The accounts' rows are read under
+    locks held to the commit, so the insert that follows (whose trigger
+    debits and counts what is stored) never goes below -credit_limit nor
+    past a limit, whatever commits meanwhile on any instance. An account
+    without a balance row pays for nothing."""
+    accounts = sorted({m.account_id for op in ops for m in op.messages})
     rows = await conn.fetch(
-        "SELECT id, credit, credit_limit FROM accounts WHERE id = ANY($1::text[])"
-        " ORDER BY id FOR UPDATE",
+        "SELECT id, credit, credit_limit, daily_limit,"
+        "  CASE WHEN counted_day = (now() AT TIME ZONE timezone)::date"
+        "       THEN day_count ELSE 0 END AS day_count"
+        " FROM accounts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
         accounts,
     )
     room = {r["id"]: r["credit"] + r["credit_limit"] for r in rows}
+    day_room = {r["id"]: r["daily_limit"] - r["day_count"] for r in rows if r["daily_limit"]}
     unpaid: set[uuid.UUID] = set()
+    limited: set[uuid.UUID] = set()
     for op in ops:
         for m in op.messages:
-            if not m.price:
+            # The router's replies to STOP/START/HELP are not counted
+            # (migration 0014).
+            left_today = None if m.ingress == KEYWORD_INGRESS else day_room.get(m.account_id)
+            if left_today is not None and left_today <= 0:
+                limited.add(m.id)
                 continue
-            left = room.get(m.account_id)
-            if left is None or left < m.price:
-                unpaid.add(m.id)
-            else:
+            if m.price:
+                left = room.get(m.account_id)
+                if left is None or left < m.price:
+                    unpaid.add(m.id)
+                    continue
                 room[m.account_id] = left - m.price
-    return unpaid
+            if left_today is not None:
+                day_room[m.account_id] = left_today - 1
+    return unpaid, limited
 
 
 async def _tell_unpaid(
-    conn: asyncpg.Connection, ops: list[InsertMessage], results: list[Any], unpaid: set[uuid.UUID]
+    conn: asyncpg.Connection,
+    ops: list[InsertMessage],
+    results: list[Any],
+    refused: set[uuid.UUID],
+    limited: set[uuid.UUID],
 ) -> None:
-    """Tell each operation which of its messages nobody paid for (not
-    stored); a request's stored answer is made to say so too."""
+    """Tell each operation which of its messages were not stored, and which
+    of those for their daily limit; a request's stored answer is made to
+    say so too."""
     for i, op in enumerate(ops):
         if results[i] is not None:
             continue
-        mine = frozenset(m.id for m in op.messages if m.id in unpaid)
+        mine = frozenset(m.id for m in op.messages if m.id in refused)
         if not mine:
             continue
-        results[i] = Unpaid(mine)
+        result = results[i] = Unpaid(mine, mine & limited)
         answer = op.answer
         if answer is not None and answer.unpaid is not None:
-            status, body = answer.unpaid(mine)
+            status, body = answer.unpaid(result)
+            # The key's rows of today and tomorrow (migration 0012), just taken.
             await conn.execute(
                 "UPDATE idempotency_keys SET status = $3, body = $4"
-                " WHERE account_id = $1 AND key = $2",
+                " WHERE account_id = $1 AND key = $2 AND day >= (now() AT TIME ZONE 'UTC')::date",
                 answer.account_id,
                 answer.key,
                 status,
@@ -170,18 +201,32 @@ async def _tell_unpaid(
             )
 
 
-# A key is taken by inserting it: another request's key in the table, or
-# earlier in the same flush, leaves it to that one. A key older than 24 h
-# is free again (CONTRACT §3 "kept 24 h"), whether or not housekeeping has
-# deleted it yet.
+# A key is taken by inserting it into today's partition: another request's
+# key in it (taken today, or yesterday and carried), or earlier in the same
+# flush, leaves it to that one. A key older than 24 h is free again
+# (CONTRACT §3 "kept 24 h"), whether or not its partition is dropped yet.
+# A key taken is carried into tomorrow's partition (migration 0012), where
+# no other row of it can be: one taken yesterday or today would have
+# refused it here.
 _TAKE_KEYS = (
-    "INSERT INTO idempotency_keys (account_id, key, request_hash, status, body)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int2[], $5::bytea[])"
-    " ON CONFLICT (account_id, key) DO UPDATE"
+    "WITH taken AS ("
+    " INSERT INTO idempotency_keys (account_id, key, day, request_hash, status, body)"
+    " SELECT u.account_id, u.key, (now() AT TIME ZONE 'UTC')::date, u.request_hash,"
+    "  u.status, u.body"
+    " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int2[], $5::bytea[])"
+    "  AS u(account_id, key, request_hash, status, body)"
+    " ON CONFLICT (account_id, key, day) DO UPDATE"
     " SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,"
     "     body = EXCLUDED.body, message_id = NULL, created_at = now()"
     " WHERE idempotency_keys.created_at < now() - interval '24 hours'"
-    " RETURNING account_id, key"
+    " RETURNING account_id, key, day, request_hash, status, body, created_at),"
+    " carried AS ("
+    " INSERT INTO idempotency_keys (account_id, key, day, request_hash, status, body, created_at)"
+    " SELECT account_id, key, day + 1, request_hash, status, body, created_at FROM taken"
+    " ON CONFLICT (account_id, key, day) DO UPDATE"
+    " SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,"
+    "     body = EXCLUDED.body, message_id = NULL, created_at = EXCLUDED.created_at)"
+    " SELECT account_id, key FROM taken"
 )
 
 
@@ -218,13 +263,15 @@ async def _take_keys(conn: asyncpg.Connection, ops: list[InsertMessage]) -> list
 # the message row is left alone until the message ends. An UPDATE of it per
 # sent part cost more of the database than storing the message did, and
 # what it recorded (sent, when, where, how many parts) is read off these
-# rows instead (`get_message`, `pending_messages`).
+# rows instead (`get_message`, `pending_messages`). The key holds the
+# message (its partition, migration 0012): the same part sent again under
+# the same carrier id is one row, a carrier id reused for another message
+# is another row.
 _PARTS_SENT = (
     "INSERT INTO carrier_submits (carrier, carrier_message_id, message_id, part, submitted_at)"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int2[], $5::timestamptz[])"
-    " ON CONFLICT (carrier, carrier_message_id, part) DO UPDATE"
-    " SET message_id = EXCLUDED.message_id,"
-    "     submitted_at = EXCLUDED.submitted_at, status = 'sent', done_at = NULL"
+    " ON CONFLICT (carrier, carrier_message_id, part, message_id) DO UPDATE"
+    " SET submitted_at = EXCLUDED.submitted_at, status = 'sent', done_at = NULL"
 )
 # The same, with the fencing check (CONTRACT §9) in the one statement: the
 # shards whose lease is no longer the one the parts were sent under.
@@ -239,7 +286,7 @@ _PARTS_SENT_FENCED = (
 async def _parts_sent(conn: asyncpg.Connection, ops: list[PartSent]) -> list[Any]:
     # ON CONFLICT may not touch one row twice in a statement: a carrier id
     # repeated within the batch (a resend after a lost link) keeps its last.
-    latest = {(o.carrier, o.carrier_message_id, o.part): o for o in ops}
+    latest = {(o.carrier, o.carrier_message_id, o.part, o.message_id): o for o in ops}
     submits = latest.values()
     columns = (
         [o.carrier for o in submits],
@@ -341,14 +388,33 @@ def final_of_parts(statuses: Sequence[str]) -> Status:
 # Match receipts to submitted parts and, in the same statement, end the
 # single-part messages they complete (nearly all traffic): one round trip.
 # A receipt for a part of a longer message only marks its part here.
+# A receipt names its part by carrier id alone, which says nothing of the
+# day whose partition holds it (migration 0012): the statement looks only
+# in the days of message ids between $6 and $7 (pruned as it starts), the
+# recent ones first (RECEIPTS_LOOK_BACK), then every day for those not found.
 _RECEIPTS = (
-    "WITH r AS ("
-    " UPDATE carrier_submits cs SET status = r.status, error_code = r.error_code, done_at = r.at"
+    # Each receipt's parts are found by an index probe of (carrier, carrier
+    # id) in each day's partition left after pruning to $6..$7: OFFSET 0
+    # keeps the lateral subquery a probe per receipt. Joined flat instead,
+    # the writer's generic plan (WRITER_SETTINGS), made once while the
+    # tables were small, read the whole of today's partition by the range
+    # once and filtered it against every receipt: 56 ms a flush of 32 after
+    # a minute (bench/RESULTS.md, issue 19).
+    "WITH f AS ("
+    " SELECT r.i, r.status, r.error_code, r.at, p.carrier, p.carrier_message_id, p.part,"
+    "  p.message_id"
     # i: the receipt's place in the batch, from 1 (no array of it to send).
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])"
     "   WITH ORDINALITY AS r(carrier, cmid, status, error_code, at, i)"
-    " WHERE cs.carrier = r.carrier AND cs.carrier_message_id = r.cmid"
-    " RETURNING cs.message_id, r.i, r.status, r.error_code, r.at, cs.carrier, cs.submitted_at),"
+    " CROSS JOIN LATERAL ("
+    "  SELECT cs.carrier, cs.carrier_message_id, cs.part, cs.message_id FROM carrier_submits cs"
+    "  WHERE cs.carrier = r.carrier AND cs.carrier_message_id = r.cmid"
+    "    AND cs.message_id >= $6 AND cs.message_id < $7 OFFSET 0) AS p),"
+    " r AS ("
+    " UPDATE carrier_submits cs SET status = f.status, error_code = f.error_code, done_at = f.at"
+    " FROM f WHERE cs.carrier = f.carrier AND cs.carrier_message_id = f.carrier_message_id"
+    "   AND cs.part = f.part AND cs.message_id = f.message_id"
+    " RETURNING cs.message_id, f.i, f.status, f.error_code, f.at, cs.carrier, cs.submitted_at),"
     " ended AS ("
     " UPDATE messages m SET status = r.status, error_code = r.error_code, done_at = r.at,"
     " carrier = r.carrier, sent_at = r.submitted_at, parts_sent = 1 FROM r"
@@ -374,6 +440,41 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
         for o in ops:
             results.extend(await _receipts(conn, [o]))
         return results
+    results = [False] * len(ops)
+    open_: dict[uuid.UUID, list[int]] = {}
+    now = datetime.now(UTC)
+    recent = (uuid_floor(now - RECEIPTS_LOOK_BACK), uuid_floor(now + RECEIPTS_LOOK_AHEAD))
+    await _match_receipts(conn, ops, range(len(ops)), recent, results, open_)
+    missed = [i for i, r in enumerate(results) if r is False]
+    if missed:
+        await _match_receipts(conn, [ops[i] for i in missed], missed, _EVERY_DAY, results, open_)
+    if open_:
+        for f in await _end_complete_messages(conn, list(open_)):
+            for i in open_[f.message_id]:
+                results[i] = f
+    return results
+
+
+# Receipts come seconds or minutes after their submit, which came after the
+# message was made: the ids of the last day (today's partition, and
+# yesterday's while the day is young) hold nearly all the parts they match;
+# the look-ahead covers another instance's clock a little ahead. Each day
+# looked in costs an index probe per receipt (bench/RESULTS.md, issue 19).
+RECEIPTS_LOOK_BACK = timedelta(days=1)
+RECEIPTS_LOOK_AHEAD = timedelta(hours=1)
+_EVERY_DAY = (uuid.UUID(int=0), uuid.UUID(int=(1 << 128) - 1))
+
+
+async def _match_receipts(
+    conn: asyncpg.Connection,
+    ops: Sequence[CarrierReceipt],
+    places: Sequence[int],
+    ids: tuple[uuid.UUID, uuid.UUID],
+    results: list[Any],
+    open_: dict[uuid.UUID, list[int]],
+) -> None:
+    """The receipts `ops` (at `places` of the batch) matched to parts of
+    messages whose ids are within `ids`: `results` and `open_` filled."""
     rows = await conn.fetch(
         _RECEIPTS,
         [o.carrier for o in ops],
@@ -381,24 +482,23 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
         [str(o.status) for o in ops],
         [o.error_code for o in ops],
         [o.at for o in ops],
+        ids[0],
+        ids[1],
     )
-    results = [False] * len(ops)
-    open_: dict[uuid.UUID, list[int]] = {}
     ended: dict[uuid.UUID, Finished] = {}
     for r in rows:
+        place = places[r["i"] - 1]
         if r["id"] is not None:
             finished = ended.get(r["id"])
             if finished is None:
                 finished = ended[r["id"]] = _finished((r,))[0]
-            results[r["i"] - 1] = finished
+            results[place] = finished
         else:
-            results[r["i"] - 1] = True
-            open_.setdefault(r["message_id"], []).append(r["i"] - 1)
-    if open_:
-        for f in await _end_complete_messages(conn, list(open_)):
-            for i in open_[f.message_id]:
-                results[i] = f
-    return results
+            # A carrier id reused for another message matches a row of each:
+            # the message it ended is the answer, whatever the other row says.
+            if results[place] is False:
+                results[place] = True
+            open_.setdefault(r["message_id"], []).append(place)
 
 
 async def _end_complete_messages(
@@ -411,9 +511,11 @@ async def _end_complete_messages(
         "       count(cs.done_at) AS done, max(cs.done_at) AS done_at,"
         "       (array_agg(cs.carrier ORDER BY cs.part))[1] AS carrier,"
         "       min(cs.submitted_at) AS sent_at, count(DISTINCT cs.part) AS parts_sent"
-        " FROM messages m JOIN carrier_submits cs ON cs.message_id = m.id"
-        " WHERE m.id = ANY($1::uuid[])"
-        f"   AND m.status NOT IN {FINAL_SQL}"
+        # Joined to the ids, each message and its parts are looked up in
+        # their day's partitions (migration 0012).
+        " FROM unnest($1::uuid[]) AS e(id) JOIN messages m ON m.id = e.id"
+        " JOIN carrier_submits cs ON cs.message_id = m.id"
+        f" WHERE m.status NOT IN {FINAL_SQL}"
         " GROUP BY m.id, m.parts",
         message_ids,
     )
@@ -477,7 +579,12 @@ async def _outbox_done(conn: asyncpg.Connection, ops: list[OutboxDone]) -> list[
     delivered = [o.outbox_id for o in ops if o.error is None]
     given_up = [o for o in ops if o.error is not None]
     if delivered:
-        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", delivered)
+        # Joined, not `id = ANY($1)`: each id then finds its day's partition
+        # (migration 0012) instead of being looked for in every one.
+        await conn.execute(
+            "DELETE FROM outbox o USING unnest($1::bigint[]) AS u(id) WHERE o.id = u.id",
+            delivered,
+        )
     if given_up:
         await _update_outbox(
             conn,

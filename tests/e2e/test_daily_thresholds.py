@@ -88,7 +88,11 @@ async def test_exactly_the_limit_is_accepted_the_alarm_comes_once_and_a_restart_
 
         (alarm,) = await webhook.wait_for(1, timeout=15)
         today = datetime.now(UTC).date().isoformat()
-        assert alarm.body == {"account": "day", "kind": "daily_alarm", "count": ALARM, "day": today}
+        # The count when the alarm was raised: that of the insert that got
+        # there (migration 0014), which may have stored several at once.
+        count = alarm.body.pop("count")
+        assert alarm.body == {"account": "day", "kind": "daily_alarm", "day": today}
+        assert isinstance(count, int) and ALARM <= count <= LIMIT
         assert alarm.signature_ok
         async with http.get(router.base_url + "/metrics") as resp:
             assert 'smsrouter_account_alarm{account="day"} 1.0' in await resp.text()

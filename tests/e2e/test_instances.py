@@ -301,6 +301,69 @@ async def test_two_instances_send_each_message_once_within_each_senders_rate(
     )
 
 
+CAPPED = """
+[[accounts]]
+id = "capped"
+credit = "1000000"
+api_keys = ["capped-key"]
+daily_limit = {limit}
+daily_alarm = {alarm}
+alert_url = "{alert_url}"
+webhook_secret = "hook-secret"
+[[numbers]]
+number = "{sender}"
+account = "capped"
+type = "short_code"
+rate = 100
+"""
+
+
+async def test_two_instances_accept_exactly_the_daily_limit_and_alarm_once(
+    fleet: Fleet, webhook: WebhookReceiver
+) -> None:
+    """CONTRACT §6 "Daily thresholds" on every instance: 50 concurrent
+    senders over two instances, each of which knows only what it accepted
+    itself; the database's count (migration 0014) lets exactly the limit
+    through and raises the alarm once."""
+    limit, alarm = 20, 8
+    (sender,) = _senders(1)
+    capped = CAPPED.format(limit=limit, alarm=alarm, alert_url=webhook.url, sender=sender)
+    routers = [await fleet.start(name, capped) for name in ("alpha", "beta")]
+    statuses: Counter[tuple[int, str]] = Counter()
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer capped-key"}) as http:
+
+        async def post(n: int) -> None:
+            body = {"from": sender, "to": f"+1415777{n:04d}", "text": f"capped {n}"}
+            async with http.post(routers[n % 2].base_url + "/v1/messages", json=body) as resp:
+                answer = await resp.json()
+                code = "" if resp.status == 202 else answer["rejected"][0]["code"]
+                statuses[resp.status, code] += 1
+
+        await asyncio.gather(*(post(n) for n in range(50)))
+    assert statuses == {(202, ""): limit, (422, "limit_reached"): 50 - limit}, statuses
+
+    async def gauges_up() -> bool:
+        for router in routers:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(router.base_url + "/metrics") as resp,
+            ):
+                if 'smsrouter_account_alarm{account="capped"} 1.0' not in await resp.text():
+                    return False
+        return True
+
+    await _until(gauges_up, "the alarm gauge on both instances", timeout=10)
+    await _until(
+        lambda: any(c.body.get("kind") == "daily_alarm" for c in webhook.callbacks),
+        "the alarm's POST",
+    )
+    await asyncio.sleep(1.0)  # a second alarm, if any, would be on its way
+    alarms = [c for c in webhook.callbacks if c.body.get("kind") == "daily_alarm"]
+    assert len(alarms) == 1, alarms
+    assert alarm <= alarms[0].body["count"] <= limit
+    assert alarms[0].signature_ok
+
+
 async def _owned_exactly(router: RouterProcess, count: int) -> bool:
     return await _shards_owned(router) == count
 

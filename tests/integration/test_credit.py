@@ -125,8 +125,8 @@ async def test_the_stored_answer_of_an_idempotent_request_names_the_unpaid(
     await open_accounts(db_pool, "idem", credit="0.01")
     batch = [_message("idem") for _ in range(3)]
 
-    def again(unpaid: frozenset[object]) -> tuple[int, bytes]:
-        return 202, b"unpaid:%d" % len(unpaid)
+    def again(unpaid: Unpaid) -> tuple[int, bytes]:
+        return 202, b"unpaid:%d" % len(unpaid.message_ids)
 
     answer = IdempotentAnswer("idem", "k", b"h" * 32, 202, b"all", unpaid=again)
     writer = GroupCommit(db_pool)

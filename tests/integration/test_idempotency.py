@@ -1,20 +1,22 @@
 """Idempotency-Keys in the store (CONTRACT §3), on a real PostgreSQL: a key
 is taken in the commit that stores its request's messages, by one request
-only, whether the other came in the same flush or a later one; after 24 h
-it is free again."""
+only, whether the other came in the same flush or a later one, or on the
+day before; after 24 h it is free again."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
 
 from smsrouter.router.messages import Message, new_message_id
+from smsrouter.router.retention import IDEMPOTENCY_KEYS, day_start
+from smsrouter.router.store import partitions
 from smsrouter.router.store.group_commit import GroupCommit
 from smsrouter.router.store.operations import KEY_TAKEN, IdempotentAnswer, InsertMessage
-from smsrouter.router.store.queries import forget_idempotency_keys, idempotent_answer
+from smsrouter.router.store.queries import idempotent_answer
 
 
 def _message(n: int) -> Message:
@@ -65,12 +67,11 @@ async def test_one_request_takes_a_key_in_one_flush_or_across_flushes(
         await writer.stop()
 
 
-async def test_a_key_past_its_24_hours_is_free_again_and_swept(db_pool: asyncpg.Pool) -> None:
+async def test_a_key_past_its_24_hours_is_free_again(db_pool: asyncpg.Pool) -> None:
     writer = GroupCommit(db_pool)
     writer.start()
     try:
         assert await writer.submit(InsertMessage([_message(1)], _answer("old", b"1"))) is None
-        assert await writer.submit(InsertMessage([_message(2)], _answer("new", b"2"))) is None
         await db_pool.execute(
             "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'"
         )
@@ -79,11 +80,91 @@ async def test_a_key_past_its_24_hours_is_free_again_and_swept(db_pool: asyncpg.
         assert await writer.submit(InsertMessage(again, _answer("old", b"3"))) is None
         assert await _stored(db_pool, again) == 1
         assert await idempotent_answer(db_pool, "acc", "old") == (b"h" * 32, 202, b"3")
+    finally:
+        await writer.stop()
 
-        await db_pool.execute(
-            "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'new'"
+
+async def _keys(pool: asyncpg.Pool) -> list[tuple[str, date]]:
+    rows = await pool.fetch("SELECT key, day FROM idempotency_keys ORDER BY key, day")
+    return [(r["key"], r["day"]) for r in rows]
+
+
+async def _taken_yesterday(pool: asyncpg.Pool, key: str, at: datetime) -> None:
+    """Make the key's rows those of a key taken at `at`, yesterday: in
+    yesterday's partition and carried into today's."""
+    async with pool.acquire() as conn:
+        await partitions.create_partition(conn, IDEMPOTENCY_KEYS, _today() - timedelta(days=1))
+    await pool.execute(
+        "UPDATE idempotency_keys SET day = day - 1, created_at = $2 WHERE key = $1", key, at
+    )
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+async def test_a_key_is_kept_in_its_day_and_the_next(db_pool: asyncpg.Pool) -> None:
+    """Partitions by day share no unique index (migration 0012): a key is
+    written into its day's partition and carried into the next one, with
+    either of the two fast (the trigger) and careful (a key reused) paths."""
+    writer = GroupCommit(db_pool)
+    writer.start()
+    try:
+        today, tomorrow = _today(), _today() + timedelta(days=1)
+        assert await writer.submit(InsertMessage([_message(1)], _answer("fast", b"1"))) is None
+        assert await _keys(db_pool) == [("fast", today), ("fast", tomorrow)]
+        # The same key twice in one flush sends the writer the careful way.
+        results = await asyncio.gather(
+            writer.submit(InsertMessage([_message(2)], _answer("careful", b"2"))),
+            writer.submit(InsertMessage([_message(3)], _answer("careful", b"3"))),
         )
-        assert await forget_idempotency_keys(db_pool) == 1
-        assert await db_pool.fetchval("SELECT array_agg(key) FROM idempotency_keys") == ["old"]
+        assert results == [None, KEY_TAKEN]
+        assert ("careful", today) in await _keys(db_pool)
+        assert ("careful", tomorrow) in await _keys(db_pool)
+        assert await idempotent_answer(db_pool, "acc", "careful") == (b"h" * 32, 202, b"2")
+    finally:
+        await writer.stop()
+
+
+async def test_a_key_taken_before_midnight_refuses_its_repeat_after_it(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """A key taken yesterday within the last 24 h is found and refused today,
+    though today's partition is another table than yesterday's."""
+    writer = GroupCommit(db_pool)
+    writer.start()
+    try:
+        assert await writer.submit(InsertMessage([_message(1)], _answer("late", b"1"))) is None
+        a_minute_before_midnight = day_start(_today()) - timedelta(minutes=1)
+        await _taken_yesterday(db_pool, "late", a_minute_before_midnight)
+        assert await idempotent_answer(db_pool, "acc", "late") == (b"h" * 32, 202, b"1")
+        repeat = [_message(2)]
+        assert await writer.submit(InsertMessage(repeat, _answer("late", b"2"))) == KEY_TAKEN
+        assert await _stored(db_pool, repeat) == 0
+        assert await idempotent_answer(db_pool, "acc", "late") == (b"h" * 32, 202, b"1")
+    finally:
+        await writer.stop()
+
+
+async def test_a_key_carried_from_yesterday_past_its_24_hours_is_free_again(
+    db_pool: asyncpg.Pool,
+) -> None:
+    writer = GroupCommit(db_pool)
+    writer.start()
+    try:
+        assert await writer.submit(InsertMessage([_message(1)], _answer("early", b"1"))) is None
+        twenty_five_hours_ago = datetime.now(UTC) - timedelta(hours=25)
+        await _taken_yesterday(db_pool, "early", twenty_five_hours_ago)
+        assert await idempotent_answer(db_pool, "acc", "early") is None
+        again = [_message(2)]
+        assert await writer.submit(InsertMessage(again, _answer("early", b"2"))) is None
+        assert await _stored(db_pool, again) == 1
+        assert await idempotent_answer(db_pool, "acc", "early") == (b"h" * 32, 202, b"2")
+        today = _today()
+        assert [d for k, d in await _keys(db_pool) if k == "early"] == [
+            today - timedelta(days=1),
+            today,
+            today + timedelta(days=1),
+        ]
     finally:
         await writer.stop()

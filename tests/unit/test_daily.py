@@ -28,27 +28,37 @@ def test_no_limit_counts_all_and_a_message_not_stored_leaves_the_count() -> None
     assert counts.take("a", MONDAY, 7) and not counts.take("a", MONDAY, 7)
 
 
-def test_the_alarm_is_raised_once_a_day() -> None:
+def test_the_alarm_raised_by_the_database_is_news_once_a_day() -> None:
     counts = DailyCounts()
-    raised = []
-    for _ in range(5):
-        counts.take("a", MONDAY, 0)
-        raised.append(counts.alarm_due("a", MONDAY, 3))
-    assert raised == [None, None, 3, None, None]
+    assert counts.mark_alarmed("a", MONDAY)
+    assert not counts.mark_alarmed("a", MONDAY)  # heard again: already known
     assert counts.alarmed("a", MONDAY) and not counts.alarmed("a", TUESDAY)
-    counts.take("a", TUESDAY, 0)
-    assert counts.alarm_due("a", TUESDAY, 1) == 1
+    assert counts.mark_alarmed("a", TUESDAY)
 
 
 def test_a_day_resumed_at_start_keeps_its_count_and_its_alarm() -> None:
     counts = DailyCounts()
     counts.start("a", MONDAY, 4, alarm=3)
-    assert counts.alarm_due("a", MONDAY, 3) is None  # raised before the restart
+    assert counts.alarmed("a", MONDAY)  # raised before the restart
+    assert not counts.mark_alarmed("a", MONDAY)
     assert counts.take("a", MONDAY, 5) and not counts.take("a", MONDAY, 5)
     counts.start("b", MONDAY, 1, alarm=3)
-    counts.take("b", MONDAY, 0)
-    counts.take("b", MONDAY, 0)
-    assert counts.alarm_due("b", MONDAY, 3) == 3
+    assert not counts.alarmed("b", MONDAY)
+
+
+def test_a_day_the_database_found_full_refuses_until_the_limit_changes() -> None:
+    """Other instances' messages filled the day: the database refused one of
+    ours (migration 0014), and this process refuses the next ones itself
+    until an operator raises the limit."""
+    counts = DailyCounts()
+    assert counts.take("a", MONDAY, 10) and counts.take("a", MONDAY, 10)
+    counts.reached("a", MONDAY)
+    assert not counts.take("a", MONDAY, 10)
+    assert counts.count("a", MONDAY) == 2
+    assert counts.take("a", MONDAY, 20)  # raised: the database decides again
+    counts.reached("a", TUESDAY)  # another day: nothing to mark
+    assert counts.take("a", MONDAY, 20)
+    assert counts.take("a", TUESDAY, 10)
 
 
 def test_a_day_caught_up_later_keeps_the_higher_count_and_its_alarm() -> None:
