@@ -55,7 +55,6 @@ COMPILED_INITS = (
     "smsrouter/connectors/smpp/pdu.py:ShortMessagePdu",
     "smsrouter/connectors/smpp/receipt.py:Receipt",
     "smsrouter/router/admission.py:Draft",
-    "smsrouter/router/engine.py:_HeldReceipt",
     "smsrouter/router/messages.py:Message",
     "smsrouter/router/store/operations.py:CarrierReceipt",
     "smsrouter/router/store/operations.py:Finished",

@@ -295,39 +295,22 @@ class HttpApi:
             if replayed is not None:
                 return replayed
         if not messages:
-            throttled = [r for r in rejected if r.code in _RATE_LIMITS]
-            if throttled:
-                # CONTRACT §6 "Throughput plan", "velocity": a rate limit is
-                # a 429 with when to retry (§4).
-                wait = min(r.retry_after for r in throttled)
-                return problem(
-                    429, _RATE_LIMITS[throttled[0].code], throttled[0].detail,
-                    kind=throttled[0].code.replace("_", "-"),
-                    rejected=[_refusal(r) for r in rejected],
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                )  # fmt: skip
-            return _all_rejected(rejected)
+            return _none_accepted(rejected)
         accepted = _accepted(messages, rejected)
 
         def unpaid_answer(unpaid: Unpaid) -> Response:
-            """CONTRACT §6 "Credit", "Daily thresholds": the recipients the
-            balance could not pay for are refused `insufficient_credit`,
-            those past the account's daily limit (reached with other
-            instances' messages) `limit_reached`, the others accepted."""
+            """CONTRACT §6 "Credit", "Daily thresholds", "Throughput plan":
+            the recipients the balance could not pay for are refused
+            `insufficient_credit`, those past the account's daily limit
+            `limit_reached`, those over its max_tps `throughput_exceeded`
+            (the last two counted over all instances), the others accepted."""
             refused = rejected + [
-                Refusal(
-                    to, "limit_reached",
-                    f"the account's daily limit of {account.daily_limit} messages is reached",
-                )
-                if m.id in unpaid.limited
-                else Refusal(
-                    to, "insufficient_credit", f"the balance cannot pay {m.price} for {to}"
-                )
+                _not_stored(account, unpaid, to, m)
                 for to, m in messages
                 if m.id in unpaid.message_ids
-            ]  # fmt: skip
+            ]
             paid = [(to, m) for to, m in messages if m.id not in unpaid.message_ids]
-            return _accepted(paid, refused) if paid else _all_rejected(refused)
+            return _accepted(paid, refused) if paid else _none_accepted(refused)
 
         def unpaid_stored(unpaid: Unpaid) -> tuple[int, bytes]:
             again = unpaid_answer(unpaid)
@@ -386,7 +369,9 @@ class HttpApi:
         if unpaid.message_ids:
             if unpaid.limited:
                 metrics.rejected("http", "limit_reached").inc(len(unpaid.limited))
-            short = len(unpaid.message_ids) - len(unpaid.limited)
+            if unpaid.throttled:
+                metrics.rejected("http", "throughput_exceeded").inc(len(unpaid.throttled))
+            short = len(unpaid.message_ids) - len(unpaid.limited) - len(unpaid.throttled)
             if short:
                 metrics.rejected("http", "insufficient_credit").inc(short)
             accepted = unpaid_answer(unpaid)
@@ -827,6 +812,38 @@ def _accepted(messages: list[tuple[str, Message]], rejected: list[Refusal]) -> R
             "rejected": [_refusal(r) for r in rejected],
         },
     )
+
+
+def _not_stored(account: Account, unpaid: Unpaid, to: str, m: Message) -> Refusal:
+    """Why the commit did not store a message the rules had admitted."""
+    if m.id in unpaid.limited:
+        return Refusal(
+            to, "limit_reached",
+            f"the account's daily limit of {account.daily_limit} messages is reached",
+        )  # fmt: skip
+    if m.id in unpaid.throttled:
+        return Refusal(
+            to, "throughput_exceeded",
+            f"over the account's {account.max_tps:g} messages per second (all instances);"
+            " retry in 1 s",
+            retry_after=1.0,
+        )  # fmt: skip
+    return Refusal(to, "insufficient_credit", f"the balance cannot pay {m.price} for {to}")
+
+
+def _none_accepted(rejected: list[Refusal]) -> Response:
+    """Every recipient refused: a rate limit is a 429 with when to retry
+    (CONTRACT §6 "Throughput plan", "velocity"; §4), the rest a 422."""
+    throttled = [r for r in rejected if r.code in _RATE_LIMITS]
+    if throttled:
+        wait = min(r.retry_after for r in throttled)
+        return problem(
+            429, _RATE_LIMITS[throttled[0].code], throttled[0].detail,
+            kind=throttled[0].code.replace("_", "-"),
+            rejected=[_refusal(r) for r in rejected],
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )  # fmt: skip
+    return _all_rejected(rejected)
 
 
 def _all_rejected(rejected: list[Refusal]) -> Response:

@@ -49,7 +49,7 @@ from smsrouter.router import metrics
 from smsrouter.router.accounts import Account, AccountDirectory
 from smsrouter.router.admission import Admission, Draft, Refusal
 from smsrouter.router.auth_throttle import AuthThrottle
-from smsrouter.router.intake import Intake
+from smsrouter.router.intake import THROUGHPUT_EXCEEDED, Intake
 from smsrouter.router.log_limits import LimitedLog
 from smsrouter.router.messages import Message, utcnow
 from smsrouter.router.notifications import MO, DeliveryFailed, NotAvailable
@@ -623,10 +623,15 @@ class PartnerSmsc:
             link.send(pdu.response(command_status=CommandStatus.ESME_RSYSERR))
         elif refused is not None:
             # CONTRACT §4, §6 "Credit", "Daily thresholds": no credit, or the
-            # day's limit reached (by any instance), is ESME_RX_P_APPN;
-            # nothing stored.
+            # day's limit reached (by any instance), is ESME_RX_P_APPN; over
+            # max_tps (all instances) ESME_RTHROTTLED; nothing stored.
             metrics.rejected("smpp", refused).inc()
-            link.send(pdu.response(command_status=CommandStatus.ESME_RX_P_APPN))
+            status = (
+                CommandStatus.ESME_RTHROTTLED
+                if refused == THROUGHPUT_EXCEEDED
+                else CommandStatus.ESME_RX_P_APPN
+            )
+            link.send(pdu.response(command_status=status))
         else:
             link.send(pdu.response(message_id=str(message.id)))
             metrics.ingress_latency("smpp").observe(time.perf_counter() - entry.started)

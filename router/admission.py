@@ -435,6 +435,13 @@ class Admission:
             if zone is not None:
                 self.daily.reached(m.account_id, m.created_at.astimezone(zone).date())
 
+    def throttled(self, messages: Sequence[Message]) -> None:
+        """Messages the database refused for their account's max_tps (all
+        instances' messages counted, migration 0016): the bucket is full
+        here too."""
+        for account_id in {m.account_id for m in messages}:
+            self.throughput.fill(account_id)
+
     def sender_allowed(self, account: Account, sender: str) -> bool:
         return self.senders.get(sender) == account.id
 

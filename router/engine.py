@@ -18,7 +18,6 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -36,9 +35,11 @@ from smsrouter.router.store.group_commit import GroupCommit, StoreError
 from smsrouter.router.store.operations import (
     FENCED,
     CarrierReceipt,
+    HeldReceiptsTried,
     MessageEnded,
     MessageEvent,
     PartSent,
+    RetryHeldReceipts,
 )
 
 log = structlog.get_logger("engine")
@@ -48,14 +49,19 @@ limited_log = LimitedLog(log)
 
 # Receipts may beat the submit_sm_resp they belong to (the carrier's SMSC
 # writes the receipt before the response leaves), or beat our commit of it.
-# Unmatched receipts are retried for this long before they are given up.
+# Unmatched receipts are held in the database (migration 0015) and retried
+# for this long before they are given up.
 RECEIPT_GRACE_SECONDS = 300.0
 
 # Seconds between checks for scheduled sends that are due, and between
 # tries of held receipts (both also run when the queues never let the loop
-# idle; a held receipt is one more database look-up per try).
+# idle). One instance tries the held receipts, whichever owns this shard
+# (CONTRACT §9: any instance may hold a receipt, one tries them all), at
+# most this many a try.
 CHORES_INTERVAL = 0.1
 HELD_RECEIPT_RETRY = 1.0
+HELD_RECEIPTS_SHARD = 0
+HELD_RECEIPTS_BATCH = 1000
 
 # Concatenated ESME messages whose carrier is remembered at once.
 STICKY_GROUPS = 100_000
@@ -119,24 +125,6 @@ class CarrierGateway(Protocol):
     def capacity(self) -> int:
         """Requests the bound carriers can have outstanding at once."""
         ...
-
-
-@dataclass(slots=True)
-class _HeldReceipt:
-    op: CarrierReceipt
-    first_seen: float
-    future: asyncio.Future[None]
-
-    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
-    def __init__(
-        self,
-        op: CarrierReceipt,
-        first_seen: float,
-        future: asyncio.Future[None],
-    ) -> None:
-        self.op = op
-        self.first_seen = first_seen
-        self.future = future
 
 
 class DeliveryEngine:
@@ -205,7 +193,7 @@ class DeliveryEngine:
         self._busy = 0
         self._parked: list[tuple[Message, int]] = []
         self._attempts: dict[uuid.UUID, int] = {}
-        self._held: list[_HeldReceipt] = []
+        self._trying_held = False  # a RetryHeldReceipts in the writer
         self._scheduled: list[tuple[float, int, Message]] = []  # (due, tiebreak, message)
         self._sticky: OrderedDict[tuple[str, str, int, int], str] = OrderedDict()
         self._order = itertools.count()
@@ -321,9 +309,6 @@ class DeliveryEngine:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*pending, return_exceptions=True)
-        for held in self._held:
-            if not held.future.done():
-                held.future.set_result(None)
 
     async def _run(self) -> None:
         scheduler = self.scheduler
@@ -730,42 +715,43 @@ class DeliveryEngine:
 
     def receipt(self, op: CarrierReceipt) -> asyncio.Future[None]:
         """Record a carrier's receipt; the future resolves once it is safe to
-        answer the carrier (committed, or held for a later match)."""
+        answer the carrier: committed, matched or held in the database
+        (migration 0015) for a later match."""
         metrics.dlr_received(op.carrier, str(op.status)).inc()
         self.health.record_receipt(op.carrier, op.status == Status.DELIVERED)
         done: asyncio.Future[None] = self._loop.create_future()
-        self._apply_receipt(_HeldReceipt(op, self._clock(), done))
+
+        def committed(_: object, error: StoreError | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(None)
+
+        self.writer.submit_then(op, committed)
         return done
 
-    def _apply_receipt(self, held: _HeldReceipt) -> None:
-        def committed(matched: object, error: StoreError | None) -> None:
-            if error is not None:
-                if not held.future.done():
-                    held.future.set_exception(error)
-                return
-            if matched is False:
-                if self._clock() - held.first_seen < RECEIPT_GRACE_SECONDS:
-                    self._held.append(held)
-                else:
-                    log.warning(
-                        "receipt matched no message",
-                        carrier=held.op.carrier,
-                        carrier_message_id=held.op.carrier_message_id,
-                    )
-                    metrics.RECEIPTS_UNMATCHED.inc()
-            # Held receipts are answered at once: the carrier must not wait
-            # minutes for our submit_sm_resp bookkeeping.
-            if not held.future.done():
-                held.future.set_result(None)
-
-        self.writer.submit_then(held.op, committed)
-
     def _retry_held_receipts(self) -> None:
-        if not self._held:
+        if (
+            self._trying_held
+            or not self.writer.healthy
+            or not self.ownership.owns(HELD_RECEIPTS_SHARD)
+        ):
             return
-        held, self._held = self._held, []
-        for h in held:
-            self._apply_receipt(h)
+        self._trying_held = True
+        self.writer.submit_then(
+            RetryHeldReceipts(HELD_RECEIPTS_BATCH, RECEIPT_GRACE_SECONDS), self._held_tried
+        )
+
+    def _held_tried(self, result: object, error: StoreError | None) -> None:
+        self._trying_held = False
+        if error is None and isinstance(result, HeldReceiptsTried) and result.given_up:
+            log.warning(
+                "receipts matched no message", count=result.given_up,
+                held_seconds=RECEIPT_GRACE_SECONDS,
+            )  # fmt: skip
+            metrics.RECEIPTS_UNMATCHED.inc(result.given_up)
 
     def _ended(self, message_id: uuid.UUID, result: object, error: StoreError | None) -> None:
         self._left(message_id)

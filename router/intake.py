@@ -44,6 +44,7 @@ ALL_STORED = Unpaid(frozenset())
 # Refusal codes of messages the commit did not store (CONTRACT §6).
 INSUFFICIENT_CREDIT = "insufficient_credit"
 LIMIT_REACHED = "limit_reached"
+THROUGHPUT_EXCEEDED = "throughput_exceeded"
 
 
 def _time_out(done: asyncio.Future[Outcome]) -> None:
@@ -59,6 +60,7 @@ class Intake:
         not_stored: Callable[[Sequence[Message]], None] = lambda messages: None,
         committed: Callable[[Message], None] = lambda message: None,
         limited: Callable[[Sequence[Message]], None] = lambda messages: None,
+        throttled: Callable[[Sequence[Message]], None] = lambda messages: None,
     ) -> None:
         self.writer = writer
         self.engine = engine
@@ -71,6 +73,9 @@ class Intake:
         # Told of messages the database refused for their account's daily
         # limit, which other instances' messages reached (Admission.reached).
         self._limited = limited
+        # Told of messages the database refused for their account's max_tps,
+        # which other instances' messages used (Admission.throttled).
+        self._throttled = throttled
         self._in_doubt: list[Message] = []
 
     def _queue(self, messages: Sequence[Message]) -> None:
@@ -168,6 +173,8 @@ class Intake:
                 self._not_stored([m for m in messages if m.id in refused])
                 if result.limited:
                     self._limited([m for m in messages if m.id in result.limited])
+                if result.throttled:
+                    self._throttled([m for m in messages if m.id in result.throttled])
                 self._queue([m for m in messages if m.id not in refused])
             else:
                 self._queue(messages)
@@ -195,9 +202,10 @@ class Intake:
     ) -> None:
         """The same for one message without a task or a future: `answer(None,
         None)` is called inside the writer once the message is committed and
-        queued, `answer(None, code)` if it was not stored for want of credit
-        or for its account's daily limit (code `insufficient_credit` or
-        `limit_reached`, CONTRACT §6), `answer(error, None)` if the commit
+        queued, `answer(None, code)` if it was not stored for want of credit,
+        for its account's daily limit or for its max_tps over all instances
+        (code `insufficient_credit`, `limit_reached` or
+        `throughput_exceeded`, CONTRACT §6), `answer(error, None)` if the commit
         failed (SMPP's hot path: the submit_sm_resp goes out in the turn its
         commit settles)."""
         self.check_room((message,))
@@ -211,6 +219,9 @@ class Intake:
                 if result.limited:
                     self._limited((message,))
                     answer(None, LIMIT_REACHED)
+                elif result.throttled:
+                    self._throttled((message,))
+                    answer(None, THROUGHPUT_EXCEEDED)
                 else:
                     answer(None, INSUFFICIENT_CREDIT)
             else:

@@ -36,3 +36,12 @@ class ThroughputPlans:
             return ahead
         self._next[account_id] = due
         return 0.0
+
+    def fill(self, account_id: str) -> None:
+        """The database refused messages of the account for its max_tps:
+        other instances' messages used its bucket (migration 0016). Full
+        here too (whatever the plan: the next message is at least one
+        interval past the bucket), so that the next ones are refused without
+        a commit until it drains."""
+        now = self._clock()
+        self._next[account_id] = max(self._next.get(account_id, now), now + BURST_SECONDS)

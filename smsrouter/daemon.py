@@ -533,7 +533,7 @@ class Router:
         self._hook_sent_callbacks()
         self.intake = Intake(
             self.ingest_writer, self.engine, self.admission.not_stored, self.sender_guard.sent,
-            limited=self.admission.reached,
+            limited=self.admission.reached, throttled=self.admission.throttled,
         )  # fmt: skip
         # CONTRACT §6 "Opt-out": the replies to STOP/START/HELP take the
         # normal path.

@@ -19,12 +19,15 @@ from smsrouter.router.messages import Message, Status
 @dataclass(frozen=True, slots=True)
 class Unpaid:
     """InsertMessage's result when some of its messages could not be stored
-    (CONTRACT §6): the balance could not pay for them ("Credit"), or
+    (CONTRACT §6): the balance could not pay for them ("Credit"),
     `limited`, their account's day had reached its daily_limit ("Daily
-    thresholds"). Those were not stored, the others were."""
+    thresholds"), or `throttled`, they would take the account over its
+    max_tps over all instances ("Throughput plan"). Those were not stored,
+    the others were."""
 
     message_ids: frozenset[uuid.UUID]  # every one not stored
     limited: frozenset[uuid.UUID] = frozenset()  # of them, those past the daily limit
+    throttled: frozenset[uuid.UUID] = frozenset()  # those over max_tps (all instances)
 
 
 @dataclass(slots=True)
@@ -228,11 +231,32 @@ class OptOutChange:
     source: str
 
 
+@dataclass(frozen=True, slots=True)
+class RetryHeldReceipts:
+    """Try the held receipts again (migration 0015: receipts that matched no
+    sent part when they came): the oldest `limit` of them, those held past
+    `grace_seconds` given up first. Result: HeldReceiptsTried."""
+
+    limit: int
+    grace_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class HeldReceiptsTried:
+    """What a RetryHeldReceipts did: the messages that ended, how many held
+    receipts matched their parts, how many were given up."""
+
+    finished: tuple[Finished, ...]
+    matched: int
+    given_up: int
+
+
 Operation = (
     InsertMessage
     | PartSent
     | MessageEnded
     | CarrierReceipt
+    | RetryHeldReceipts
     | MessageEvent
     | NewNotification
     | OutboxDone

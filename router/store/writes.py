@@ -20,6 +20,7 @@ from smsrouter.router.store.operations import (
     KEY_TAKEN,
     CarrierReceipt,
     Finished,
+    HeldReceiptsTried,
     InsertMessage,
     MessageEnded,
     MessageEvent,
@@ -30,6 +31,7 @@ from smsrouter.router.store.operations import (
     OutboxDone,
     OutboxRetry,
     PartSent,
+    RetryHeldReceipts,
     Unpaid,
 )
 from smsrouter.router.store.schema import FINAL_SQL, INSERTED_COLUMNS, storable_text
@@ -59,8 +61,8 @@ async def insert_messages(
     storing = [op for op, r in zip(ops, results, strict=True) if r is None]
     if not storing:
         return results
-    unpaid, limited = await _refused(conn, storing) if careful else (set(), set())
-    refused = unpaid | limited
+    why = await _refused(conn, storing) if careful else None
+    refused = why.all() if why is not None else set()
     records = []
     for op in storing:
         # The key goes with the request's first message (migration 0005);
@@ -84,30 +86,31 @@ async def insert_messages(
             )  # fmt: skip
             answer = None
     await conn.copy_records_to_table("messages", columns=INSERTED_COLUMNS, records=records)
-    if refused:
-        await _tell_unpaid(conn, ops, results, refused, limited)
+    if why is not None and refused:
+        await _tell_unpaid(conn, ops, results, why)
     return results
 
 
 _NO_KEY = (None, None, None, None)
 
-# SQLSTATEs of the reserve trigger (migrations 0005, 0014): a balance could
-# not pay for all of an insert, or it would take an account's day past its
-# daily_limit; either way it stored nothing.
+# SQLSTATEs of the reserve trigger (migrations 0005, 0014, 0016): a balance
+# could not pay for all of an insert, it would take an account's day past
+# its daily_limit, or the account over its max_tps; either way it stored
+# nothing.
 CREDIT_SHORT = "SR001"
 DAILY_LIMIT_REACHED = "SR002"
+RATE_EXCEEDED = "SR003"  # migration 0016
 
 
 def store_carefully(exc: BaseException) -> bool:
     """Whether a flush that failed so is to be stored again `careful`: a
-    balance could not pay for all of it, a day could not take all of it
-    (the other instances' messages counted too), or one of its
-    Idempotency-Keys was
-    in the table already (a repeat, the same key twice in the flush, or a
-    key past its 24 h not yet swept)."""
+    balance could not pay for all of it, an account's day or bucket could
+    not take all of it (the other instances' messages counted too), or one
+    of its Idempotency-Keys was in the table already (a repeat, the same
+    key twice in the flush, or a key past its 24 h not yet swept)."""
     if not isinstance(exc, asyncpg.PostgresError):
         return False
-    if exc.sqlstate in (CREDIT_SHORT, DAILY_LIMIT_REACHED):
+    if exc.sqlstate in (CREDIT_SHORT, DAILY_LIMIT_REACHED, RATE_EXCEEDED):
         return True
     # The key of a day's partition of idempotency_keys (migration 0012):
     # idempotency_keys_pYYYYMMDD_pkey, or idempotency_keys_default_pkey.
@@ -129,68 +132,113 @@ async def lock_accounts(conn: asyncpg.Connection, account_ids: Sequence[str]) ->
     )
 
 
-async def _refused(
-    conn: asyncpg.Connection, ops: list[InsertMessage]
-) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
-    """The messages the balances cannot pay for and those past their
-    account's daily_limit, message by message in the order they came (a
-    later, cheaper one may still fit). The accounts' rows are read under
-    locks held to the commit, so the insert that follows (whose trigger
-    debits and counts what is stored) never goes below -credit_limit nor
-    past a limit, whatever commits meanwhile on any instance. An account
-    without a balance row pays for nothing."""
+class Refused:
+    """The messages of a careful insert that are not stored, by reason."""
+
+    __slots__ = ("limited", "throttled", "unpaid")
+
+    def __init__(self) -> None:
+        self.unpaid: set[uuid.UUID] = set()  # the balance cannot pay
+        self.limited: set[uuid.UUID] = set()  # the account's day is full
+        self.throttled: set[uuid.UUID] = set()  # over the account's max_tps
+
+    def all(self) -> set[uuid.UUID]:
+        return self.unpaid | self.limited | self.throttled
+
+
+# How far ahead of now an account's bucket may run over all instances
+# (migration 0016): the bucket of CONTRACT §6 (1 s, or one message's
+# interval under 1 a second) and a margin for a commit's lateness behind
+# the admission that counted the message in its own process.
+RATE_MARGIN_SECONDS = 0.25
+
+
+async def _refused(conn: asyncpg.Connection, ops: list[InsertMessage]) -> Refused:
+    """The messages the balances cannot pay for, those past their account's
+    daily_limit and those over its max_tps, message by message in the
+    order they came (a later, cheaper one may still fit). The accounts'
+    rows are read under locks held to the commit, so the insert that
+    follows (whose trigger debits, counts and runs the bucket of what is
+    stored) never goes below -credit_limit nor past a limit, whatever
+    commits meanwhile on any instance. An account without a balance row
+    pays for nothing."""
     accounts = sorted({m.account_id for op in ops for m in op.messages})
     rows = await conn.fetch(
-        "SELECT id, credit, credit_limit, daily_limit,"
+        "SELECT id, credit, credit_limit, daily_limit, max_tps,"
         "  CASE WHEN counted_day = (now() AT TIME ZONE timezone)::date"
-        "       THEN day_count ELSE 0 END AS day_count"
+        "       THEN day_count ELSE 0 END AS day_count,"
+        "  extract(epoch FROM greatest(rate_due, now()) - now())::float8 AS rate_ahead"
         " FROM accounts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
         accounts,
     )
     room = {r["id"]: r["credit"] + r["credit_limit"] for r in rows}
     day_room = {r["id"]: r["daily_limit"] - r["day_count"] for r in rows if r["daily_limit"]}
-    unpaid: set[uuid.UUID] = set()
-    limited: set[uuid.UUID] = set()
+    # Account → (seconds its bucket runs ahead of now, a message's interval,
+    # how far ahead it may run).
+    rates = {
+        r["id"]: [
+            r["rate_ahead"],
+            1.0 / r["max_tps"],
+            max(1.0, 1.0 / r["max_tps"]) + RATE_MARGIN_SECONDS,
+        ]
+        for r in rows
+        if r["max_tps"] > 0
+    }
+    refused = Refused()
     for op in ops:
         for m in op.messages:
             # The router's replies to STOP/START/HELP are not counted
-            # (migration 0014).
-            left_today = None if m.ingress == KEYWORD_INGRESS else day_room.get(m.account_id)
+            # (migrations 0014, 0016).
+            counted = m.ingress != KEYWORD_INGRESS
+            rate = rates.get(m.account_id) if counted else None
+            if rate is not None and rate[0] + rate[1] > rate[2] + 1e-9:
+                refused.throttled.add(m.id)
+                continue
+            left_today = day_room.get(m.account_id) if counted else None
             if left_today is not None and left_today <= 0:
-                limited.add(m.id)
+                refused.limited.add(m.id)
                 continue
             if m.price:
                 left = room.get(m.account_id)
                 if left is None or left < m.price:
-                    unpaid.add(m.id)
+                    refused.unpaid.add(m.id)
                     continue
                 room[m.account_id] = left - m.price
             if left_today is not None:
                 day_room[m.account_id] = left_today - 1
-    return unpaid, limited
+            if rate is not None:
+                rate[0] += rate[1]
+    return refused
 
 
 async def _tell_unpaid(
-    conn: asyncpg.Connection,
-    ops: list[InsertMessage],
-    results: list[Any],
-    refused: set[uuid.UUID],
-    limited: set[uuid.UUID],
+    conn: asyncpg.Connection, ops: list[InsertMessage], results: list[Any], why: Refused
 ) -> None:
-    """Tell each operation which of its messages were not stored, and which
-    of those for their daily limit; a request's stored answer is made to
-    say so too."""
+    """Tell each operation which of its messages were not stored, and why;
+    a request's stored answer is made to say so too."""
+    refused = why.all()
     for i, op in enumerate(ops):
         if results[i] is not None:
             continue
         mine = frozenset(m.id for m in op.messages if m.id in refused)
         if not mine:
             continue
-        result = results[i] = Unpaid(mine, mine & limited)
+        result = results[i] = Unpaid(mine, mine & why.limited, mine & why.throttled)
         answer = op.answer
-        if answer is not None and answer.unpaid is not None:
+        if answer is None:
+            continue
+        # The key's rows of today and tomorrow (migration 0012), just taken.
+        if len(result.throttled) == len(op.messages):
+            # Nothing stored and only for the rate: the client is told to
+            # come back later (429), with the same key; it stays free.
+            await conn.execute(
+                "DELETE FROM idempotency_keys"
+                " WHERE account_id = $1 AND key = $2 AND day >= (now() AT TIME ZONE 'UTC')::date",
+                answer.account_id,
+                answer.key,
+            )
+        elif answer.unpaid is not None:
             status, body = answer.unpaid(result)
-            # The key's rows of today and tomorrow (migration 0012), just taken.
             await conn.execute(
                 "UPDATE idempotency_keys SET status = $3, body = $4"
                 " WHERE account_id = $1 AND key = $2 AND day >= (now() AT TIME ZONE 'UTC')::date",
@@ -431,7 +479,9 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
     Returns, per op, the Finished summary when its message ended, True when
     it matched a part of a message still waiting for other parts, or False
     when nothing matched (the receipt beat its submit_sm_resp, or belongs
-    to no message of ours) so that the caller can hold it and try again.
+    to no message of ours): then it is held in the same transaction
+    (migration 0015) and tried again by RetryHeldReceipts, so that the
+    carrier may be answered once this commits.
     """
     if len({(o.carrier, o.carrier_message_id) for o in ops}) < len(ops):
         # One statement may not update a row twice: the same receipt twice
@@ -440,7 +490,78 @@ async def _receipts(conn: asyncpg.Connection, ops: list[CarrierReceipt]) -> list
         for o in ops:
             results.extend(await _receipts(conn, [o]))
         return results
-    results = [False] * len(ops)
+    results = await _match_all(conn, ops)
+    unmatched = [o for o, r in zip(ops, results, strict=True) if r is False]
+    if unmatched:
+        await conn.execute(_HOLD, *_receipt_columns(unmatched))
+    return results
+
+
+def _receipt_columns(ops: Sequence[CarrierReceipt]) -> tuple[list[Any], ...]:
+    """Receipts as the arrays $1-$5 of _RECEIPTS and _HOLD."""
+    return (
+        [o.carrier for o in ops],
+        [o.carrier_message_id for o in ops],
+        [str(o.status) for o in ops],
+        [o.error_code for o in ops],
+        [o.at for o in ops],
+    )
+
+
+# A receipt held again (the carrier sent it twice) keeps when it was first
+# held: the grace period runs from then.
+_HOLD = (
+    "INSERT INTO held_receipts (carrier, carrier_message_id, status, error_code, at)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])"
+    " ON CONFLICT (carrier, carrier_message_id) DO UPDATE"
+    " SET status = EXCLUDED.status, error_code = EXCLUDED.error_code, at = EXCLUDED.at"
+)
+
+
+async def _retry_held(conn: asyncpg.Connection, ops: list[RetryHeldReceipts]) -> list[Any]:
+    """Held receipts tried again (migration 0015); those that match leave
+    the table, as do those past their grace period. Rows another instance
+    is trying now are skipped."""
+    results: list[Any] = []
+    for op in ops:
+        given_up: int = await conn.fetchval(
+            "WITH gone AS (DELETE FROM held_receipts"
+            " WHERE held_at < now() - $1 * interval '1 second' RETURNING 1)"
+            " SELECT count(*) FROM gone",
+            op.grace_seconds,
+        )
+        rows = await conn.fetch(
+            "SELECT carrier, carrier_message_id, status, error_code, at FROM held_receipts"
+            " ORDER BY held_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+            op.limit,
+        )
+        held = [
+            CarrierReceipt(r[0], r[1], STATUS_OF[r[2]], r[3], r[4])
+            for r in rows
+        ]  # fmt: skip
+        matched: list[CarrierReceipt] = []
+        finished: dict[uuid.UUID, Finished] = {}
+        if held:
+            for o, r in zip(held, await _match_all(conn, held), strict=True):
+                if r is False:
+                    continue
+                matched.append(o)
+                if isinstance(r, Finished):
+                    finished[r.message_id] = r
+        if matched:
+            await conn.execute(
+                "DELETE FROM held_receipts h USING unnest($1::text[], $2::text[]) AS u(c, m)"
+                " WHERE h.carrier = u.c AND h.carrier_message_id = u.m",
+                [o.carrier for o in matched],
+                [o.carrier_message_id for o in matched],
+            )
+        results.append(HeldReceiptsTried(tuple(finished.values()), len(matched), given_up))
+    return results
+
+
+async def _match_all(conn: asyncpg.Connection, ops: Sequence[CarrierReceipt]) -> list[Any]:
+    """The matching of `_receipts`, for receipts of distinct carrier ids."""
+    results: list[Any] = [False] * len(ops)
     open_: dict[uuid.UUID, list[int]] = {}
     now = datetime.now(UTC)
     recent = (uuid_floor(now - RECEIPTS_LOOK_BACK), uuid_floor(now + RECEIPTS_LOOK_AHEAD))
@@ -475,16 +596,7 @@ async def _match_receipts(
 ) -> None:
     """The receipts `ops` (at `places` of the batch) matched to parts of
     messages whose ids are within `ids`: `results` and `open_` filled."""
-    rows = await conn.fetch(
-        _RECEIPTS,
-        [o.carrier for o in ops],
-        [o.carrier_message_id for o in ops],
-        [str(o.status) for o in ops],
-        [o.error_code for o in ops],
-        [o.at for o in ops],
-        ids[0],
-        ids[1],
-    )
+    rows = await conn.fetch(_RECEIPTS, *_receipt_columns(ops), ids[0], ids[1])
     ended: dict[uuid.UUID, Finished] = {}
     for r in rows:
         place = places[r["i"] - 1]
@@ -656,6 +768,7 @@ _HANDLERS: list[tuple[type, Callable[[asyncpg.Connection, list[Any]], Awaitable[
     (PartSent, _parts_sent),
     (MessageEnded, _messages_ended),
     (CarrierReceipt, _receipts),
+    (RetryHeldReceipts, _retry_held),
     (MessageEvent, _events),
     (OutboxDone, _outbox_done),
     (OutboxRetry, _outbox_retry),
@@ -735,6 +848,9 @@ async def apply(
             results[i] = r
             if isinstance(r, Finished):
                 ended[r.message_id] = None
+            elif isinstance(r, HeldReceiptsTried):
+                for f in r.finished:
+                    ended[f.message_id] = None
     created: list[Notification] = []
     if ended:
         created = await listener.plan_notifications(conn, list(ended))

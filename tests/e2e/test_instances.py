@@ -364,6 +364,43 @@ async def test_two_instances_accept_exactly_the_daily_limit_and_alarm_once(
     assert alarms[0].signature_ok
 
 
+RATED = """
+[[accounts]]
+id = "rated"
+credit = "1000000"
+api_keys = ["rated-key"]
+max_tps = 10
+[[numbers]]
+number = "{sender}"
+account = "rated"
+type = "short_code"
+rate = 100
+"""
+
+
+async def test_two_instances_keep_an_account_within_its_max_tps(fleet: Fleet) -> None:
+    """CONTRACT §6 "Throughput plan" over all its binds and requests: 50
+    concurrent requests over two instances, whose own buckets would each
+    let 10 through; the database's bucket (migration 0016) lets a second's
+    worth and its margin through, the rest get 429 with Retry-After."""
+    (sender,) = _senders(1)
+    routers = [await fleet.start(name, RATED.format(sender=sender)) for name in ("alpha", "beta")]
+    answers: list[tuple[int, str, str | None]] = []
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer rated-key"}) as http:
+
+        async def post(n: int) -> None:
+            body = {"from": sender, "to": f"+1415888{n:04d}", "text": f"rated {n}"}
+            async with http.post(routers[n % 2].base_url + "/v1/messages", json=body) as resp:
+                answer = await resp.json()
+                code = "" if resp.status == 202 else answer["code"]
+                answers.append((resp.status, code, resp.headers.get("Retry-After")))
+
+        await asyncio.gather(*(post(n) for n in range(50)))
+    accepted = sum(1 for status, _, _ in answers if status == 202)
+    assert 10 <= accepted <= 12, answers
+    assert {a for a in answers if a[0] != 202} == {(429, "throughput_exceeded", "1")}
+
+
 async def _owned_exactly(router: RouterProcess, count: int) -> bool:
     return await _shards_owned(router) == count
 

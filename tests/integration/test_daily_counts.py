@@ -166,3 +166,57 @@ async def test_credit_and_limit_refuse_each_their_own_in_one_flush(db_pool: asyn
     assert result.limited == {batch[4].id}
     assert await _stored(db_pool, "both") == 3
     assert await db_pool.fetchval("SELECT credit FROM accounts WHERE id = 'both'") == 0
+
+
+async def _max_tps(pool: asyncpg.Pool, account: str, max_tps: float) -> None:
+    await pool.execute("UPDATE accounts SET max_tps = $2 WHERE id = $1", account, max_tps)
+
+
+async def test_writers_of_several_instances_keep_the_account_within_its_max_tps(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """Migration 0016: 60 messages at once over three writers, max_tps 10:
+    the bucket (1 s) and its margin (0.25 s) let 12 through, the others are
+    refused for the rate, and a second later the bucket takes more."""
+    await open_accounts(db_pool, "fast")
+    await _max_tps(db_pool, "fast", 10.0)
+    writers = [GroupCommit(db_pool, connections=2, name=f"w{i}") for i in range(3)]
+    for w in writers:
+        w.start()
+    try:
+        messages = [_message("fast") for _ in range(60)]
+        results = await asyncio.gather(
+            *(writers[i % 3].submit(InsertMessage([m])) for i, m in enumerate(messages))
+        )
+        refused = [r for r in results if isinstance(r, Unpaid)]
+        assert all(r.throttled == r.message_ids and not r.limited for r in refused)
+        assert await _stored(db_pool, "fast") == 12
+        await asyncio.sleep(1.1)  # 11 intervals drained
+        later = [await writers[0].submit(InsertMessage([_message("fast")])) for _ in range(12)]
+        reply = await writers[1].submit(InsertMessage([_message("fast", ingress=KEYWORD_INGRESS)]))
+    finally:
+        for w in writers:
+            await w.stop()
+    assert 10 <= sum(1 for r in later if r is None) <= 12
+    assert reply is None  # a keyword reply is never counted nor refused
+    due = await db_pool.fetchval("SELECT rate_due - now() FROM accounts WHERE id = 'fast'")
+    assert due.total_seconds() <= 1.25 + 0.05
+
+
+async def test_a_steady_sender_within_its_plan_is_never_refused(db_pool: asyncpg.Pool) -> None:
+    """Admitted by a process at max_tps, committed a little late: the
+    margin keeps the database from refusing what the bucket let through."""
+    await open_accounts(db_pool, "steady")
+    await _max_tps(db_pool, "steady", 50.0)
+    writer = GroupCommit(db_pool)
+    writer.start()
+    try:
+        results = []
+        for _ in range(3):  # a burst of one second's worth, then 50 a second
+            results += await asyncio.gather(
+                *(writer.submit(InsertMessage([_message("steady")])) for _ in range(50))
+            )
+            await asyncio.sleep(1.0)
+    finally:
+        await writer.stop()
+    assert results == [None] * 150

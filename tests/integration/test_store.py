@@ -28,6 +28,7 @@ from smsrouter.router.store import (
     final_of_parts,
     writes,
 )
+from smsrouter.router.store.operations import HeldReceiptsTried, RetryHeldReceipts
 
 
 def _message(n: int = 0, *, parts: int = 1, ingress: str = "http", **kw: object) -> Message:
@@ -452,3 +453,41 @@ async def _until_blocked(pool: asyncpg.Pool) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("no flush waited for the row lock")
+
+
+async def test_a_receipt_that_beats_its_part_is_held_in_the_database_until_it_matches(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """Migration 0015: a receipt that matches no sent part yet is kept in
+    the commit that looked for it, so that a process stopped or killed
+    before its part is recorded does not lose it; whichever writer tries
+    the held receipts next ends the message and plans its callback."""
+    m = _message(41, callback_url="http://127.0.0.1:1/dlr")
+    first = await _writer(db_pool)
+    now = datetime.now(UTC)
+    await first.run(InsertMessage([m]))
+    early = await first.run(CarrierReceipt("sim", "held-1", Status.DELIVERED, None, now))
+    stray = await first.run(CarrierReceipt("sim", "nobody", Status.DELIVERED, None, now))
+    assert early is False and stray is False
+    await first.stop()  # the process that took the receipts is gone
+    held = await db_pool.fetch("SELECT carrier_message_id, status FROM held_receipts ORDER BY 1")
+    assert [(r[0], r[1]) for r in held] == [("held-1", "delivered"), ("nobody", "delivered")]
+
+    heard = Heard()
+    second = await _writer(db_pool, listener=_planning(heard))
+    try:
+        await second.run(PartSent(m.id, 0, "sim", "held-1", now))
+        tried = await second.run(RetryHeldReceipts(100, 300.0))
+        again = await second.run(RetryHeldReceipts(100, 300.0))
+        given_up = await second.run(RetryHeldReceipts(100, 0.0))
+    finally:
+        await second.stop()
+    assert isinstance(tried, HeldReceiptsTried)
+    assert [(f.message_id, f.status) for f in tried.finished] == [(m.id, Status.DELIVERED)]
+    assert (tried.matched, tried.given_up) == (1, 0)
+    assert again == HeldReceiptsTried((), 0, 0)  # the stray one waits on
+    assert given_up == HeldReceiptsTried((), 0, 1)  # past its grace period
+    assert await db_pool.fetchval("SELECT count(*) FROM held_receipts") == 0
+    assert await db_pool.fetchval("SELECT status FROM messages WHERE id = $1", m.id) == "delivered"
+    assert [n.kind for n in heard.created] == [WEBHOOK]
+    assert b'"status":"delivered"' in heard.created[0].payload

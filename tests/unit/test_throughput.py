@@ -68,3 +68,18 @@ def test_over_any_stretch_no_more_than_the_plan_plus_its_burst_is_accepted(
     # a pause of a whole second, a message always fits.
     clock.now += max(1.0, 1.0 / max_tps)
     assert plans.take("a", max_tps) == 0.0
+
+
+@pytest.mark.parametrize("max_tps", [5.0, 0.5])
+def test_a_bucket_the_database_found_full_refuses_until_it_drains(max_tps: float) -> None:
+    """Other instances used the account's bucket (migration 0016): filled
+    here, the next message waits one interval past a full bucket."""
+    clock = Clock()
+    plans = ThroughputPlans(clock)
+    assert plans.take("a", max_tps) == 0.0
+    plans.fill("a")
+    assert plans.take("a", max_tps) == pytest.approx(1.0 / max_tps)
+    clock.now += 1.0 / max_tps
+    assert plans.take("a", max_tps) == 0.0
+    plans.fill("b")  # an account with nothing counted yet
+    assert plans.take("b", max_tps) > 0
