@@ -60,11 +60,13 @@ from smsrouter.connectors.problems import (
     field_errors,
     holds_nul,
     json_response,
+    on_connection,
     problem,
     rfc3339,
     server_error,
     store_timeout,
     store_unavailable,
+    within,
 )
 from smsrouter.connectors.status_page import StatusPage, StatusSource
 from smsrouter.connectors.template_api import admin_decide_template, admin_list_templates
@@ -278,8 +280,7 @@ class AdminApi:
     async def _store(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """One directory call on a pooled connection, within request_timeout
         (CONTRACT §11 "A hung database"), waiting for the connection included."""
-        async with asyncio.timeout(self.request_timeout), self.pool.acquire() as conn:
-            return await work(conn)
+        return await within(on_connection(self.pool, work), self.request_timeout)
 
     # ----------------------------------------------------------- accounts
 

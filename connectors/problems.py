@@ -217,11 +217,58 @@ def list_query(
 async def store_read(read: Awaitable[T], timeout: float) -> T | Response:
     """A read of the database for a request, at most `timeout` seconds
     (CONTRACT §11 "A hung database"): its result, or the 503 that answers a
-    database that is away or too slow."""
+    database that is away or too slow.
+
+    The read is not awaited once given up: a cancelled asyncpg query gives
+    its connection back to the pool only when the server has answered the
+    cancel, which a hung server never does before `command_timeout` (60 s),
+    and the request must not wait for that. It ends on its own (see
+    `_abandon`)."""
     try:
-        async with asyncio.timeout(timeout):
-            return await read
+        return await within(read, timeout)
     except TimeoutError:
+        # Before STORE_DOWN: TimeoutError is an OSError.
         return store_timeout(timeout)
     except STORE_DOWN:
         return store_unavailable()
+
+
+async def within(work: Awaitable[T], timeout: float) -> T:
+    """`work`'s result, or TimeoutError once `timeout` seconds pass; then
+    `work` is cancelled and left to end on its own (store_read says why)."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    except asyncio.CancelledError:
+        _abandon(task)  # the request itself was cancelled (its client left)
+        raise
+    if not done:
+        _abandon(task)
+        raise TimeoutError
+    return task.result()
+
+
+async def on_connection(
+    pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]
+) -> T:
+    """`work` on a pooled connection (for `within`: the wait for the
+    connection counts too)."""
+    async with pool.acquire() as conn:
+        return await work(conn)
+
+
+# Reads given up at their deadline, until they end: kept so that none is
+# collected while it still runs, their outcome retrieved when they end.
+ABANDONED_READS: set[asyncio.Future[Any]] = set()
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    ABANDONED_READS.add(task)
+    task.add_done_callback(_forget)
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    ABANDONED_READS.discard(task)
+    if not task.cancelled():
+        task.exception()  # a late failure of a read no one waits for

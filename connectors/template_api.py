@@ -13,7 +13,6 @@ this module is compiled in the optional build).
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -27,8 +26,10 @@ from smsrouter.connectors.problems import (
     json_response,
     list_query,
     nul_errors,
+    on_connection,
     problem,
     store_read,
+    within,
 )
 from smsrouter.connectors.send_request import SendRequest
 from smsrouter.router.accounts import Account
@@ -271,10 +272,15 @@ async def admin_list_templates(pool: asyncpg.Pool, request: Request, timeout: fl
     except _Refused as refused:
         return refused.response
     account_id = request.query.get("account") or None
-    async with asyncio.timeout(timeout), pool.acquire() as conn:
-        rows = await store.list_templates(
-            conn, limit=limit + 1, after=after, account_id=account_id, status=status
-        )
+    rows = await within(
+        on_connection(
+            pool,
+            lambda conn: store.list_templates(
+                conn, limit=limit + 1, after=after, account_id=account_id, status=status
+            ),
+        ),
+        timeout,
+    )
     page, next_cursor = _page(rows, limit)
     return json_response(200, {"templates": page, "next": next_cursor})
 
@@ -290,8 +296,13 @@ async def admin_decide_template(
             reason = _reason(request.body)
         except _Refused as refused:
             return refused.response
-    async with asyncio.timeout(timeout), pool.acquire() as conn:
-        shown = await store.decide_template(
-            conn, actor, template_id, approve=approve, reason=reason
-        )
+    shown = await within(
+        on_connection(
+            pool,
+            lambda conn: store.decide_template(
+                conn, actor, template_id, approve=approve, reason=reason
+            ),
+        ),
+        timeout,
+    )
     return json_response(200, shown)

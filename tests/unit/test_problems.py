@@ -3,9 +3,19 @@ in a JSON body (PostgreSQL text cannot hold it), times outside UTC's years."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from smsrouter.connectors.problems import NUL_DETAIL, holds_nul, nul_errors, rfc3339
+from smsrouter.connectors.http_server import Response
+from smsrouter.connectors.problems import (
+    ABANDONED_READS,
+    NUL_DETAIL,
+    holds_nul,
+    nul_errors,
+    rfc3339,
+    store_read,
+)
 from smsrouter.router.admission import FieldError
 
 
@@ -40,3 +50,42 @@ def test_a_time_at_the_edges_of_utc_s_years_is_read() -> None:
     edge = rfc3339("0001-01-01T00:00:00Z")
     assert edge is not None and edge.year == 1
     assert rfc3339("9999-12-31T23:59:59+00:00") is not None
+
+
+async def test_a_read_past_its_deadline_answers_503_without_waiting_for_its_cleanup() -> None:
+    """CONTRACT §11 "A hung database": a cancelled asyncpg query waits for
+    the server to answer the cancel before its connection goes back to the
+    pool; a hung server never answers. The request is answered at its
+    deadline all the same, and the read ends on its own later."""
+    release = asyncio.Event()
+    cleaned = asyncio.Event()
+
+    async def hung_read() -> int:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await release.wait()  # the connection's reset, on a hung server
+            cleaned.set()
+            raise
+        return 1
+
+    async with asyncio.timeout(5):  # waiting for the cleanup would hang here
+        answer = await store_read(hung_read(), 0.01)
+    assert isinstance(answer, Response) and answer.status == 503
+    assert len(ABANDONED_READS) == 1
+    release.set()
+    await cleaned.wait()
+    await asyncio.sleep(0)
+    assert not ABANDONED_READS
+
+
+async def test_a_read_in_time_gives_its_result_and_a_lost_database_503() -> None:
+    async def fine() -> int:
+        return 7
+
+    async def lost() -> int:
+        raise ConnectionRefusedError("the database is away")
+
+    assert await store_read(fine(), 1.0) == 7
+    answer = await store_read(lost(), 1.0)
+    assert isinstance(answer, Response) and answer.status == 503
