@@ -437,7 +437,7 @@ class Admission:
 
     def throttled(self, messages: Sequence[Message]) -> None:
         """Messages the database refused for their account's max_tps (all
-        instances' messages counted, migration 0016): the bucket is full
+        instances' messages counted, migration 0014): the bucket is full
         here too."""
         for account_id in {m.account_id for m in messages}:
             self.throughput.fill(account_id)

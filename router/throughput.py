@@ -39,7 +39,7 @@ class ThroughputPlans:
 
     def fill(self, account_id: str) -> None:
         """The database refused messages of the account for its max_tps:
-        other instances' messages used its bucket (migration 0016). Full
+        other instances' messages used its bucket (migration 0014). Full
         here too (whatever the plan: the next message is at least one
         interval past the bucket), so that the next ones are refused without
         a commit until it drains."""

@@ -93,13 +93,13 @@ async def insert_messages(
 
 _NO_KEY = (None, None, None, None)
 
-# SQLSTATEs of the reserve trigger (migrations 0005, 0014, 0016): a balance
+# SQLSTATEs of the reserve trigger (migrations 0005, 0014): a balance
 # could not pay for all of an insert, it would take an account's day past
 # its daily_limit, or the account over its max_tps; either way it stored
 # nothing.
 CREDIT_SHORT = "SR001"
 DAILY_LIMIT_REACHED = "SR002"
-RATE_EXCEEDED = "SR003"  # migration 0016
+RATE_EXCEEDED = "SR003"
 
 
 def store_carefully(exc: BaseException) -> bool:
@@ -147,7 +147,7 @@ class Refused:
 
 
 # How far ahead of now an account's bucket may run over all instances
-# (migration 0016): the bucket of CONTRACT §6 (1 s, or one message's
+# (migration 0014): the bucket of CONTRACT §6 (1 s, or one message's
 # interval under 1 a second) and a margin for a commit's lateness behind
 # the admission that counted the message in its own process.
 RATE_MARGIN_SECONDS = 0.25
@@ -188,7 +188,7 @@ async def _refused(conn: asyncpg.Connection, ops: list[InsertMessage]) -> Refuse
     for op in ops:
         for m in op.messages:
             # The router's replies to STOP/START/HELP are not counted
-            # (migrations 0014, 0016).
+            # (migration 0014).
             counted = m.ingress != KEYWORD_INGRESS
             rate = rates.get(m.account_id) if counted else None
             if rate is not None and rate[0] + rate[1] > rate[2] + 1e-9:

@@ -381,8 +381,9 @@ rate = 100
 async def test_two_instances_keep_an_account_within_its_max_tps(fleet: Fleet) -> None:
     """CONTRACT §6 "Throughput plan" over all its binds and requests: 50
     concurrent requests over two instances, whose own buckets would each
-    let 10 through; the database's bucket (migration 0016) lets a second's
-    worth and its margin through, the rest get 429 with Retry-After."""
+    let 10 through; the database's bucket (migration 0014) lets a second's
+    worth and its margin through (and what drains meanwhile), the rest get
+    429 with Retry-After."""
     (sender,) = _senders(1)
     routers = [await fleet.start(name, RATED.format(sender=sender)) for name in ("alpha", "beta")]
     answers: list[tuple[int, str, str | None]] = []
@@ -395,9 +396,13 @@ async def test_two_instances_keep_an_account_within_its_max_tps(fleet: Fleet) ->
                 code = "" if resp.status == 202 else answer["code"]
                 answers.append((resp.status, code, resp.headers.get("Retry-After")))
 
+        started = time.monotonic()
         await asyncio.gather(*(post(n) for n in range(50)))
+        elapsed = time.monotonic() - started
+    # A second's worth and the margin (1.25 s), plus what drained while the
+    # burst lasted, at 10 a second.
     accepted = sum(1 for status, _, _ in answers if status == 202)
-    assert 10 <= accepted <= 12, answers
+    assert 10 <= accepted <= int(10 * (1.25 + elapsed)), (elapsed, answers)
     assert {a for a in answers if a[0] != 202} == {(429, "throughput_exceeded", "1")}
 
 

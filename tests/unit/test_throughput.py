@@ -72,7 +72,7 @@ def test_over_any_stretch_no_more_than_the_plan_plus_its_burst_is_accepted(
 
 @pytest.mark.parametrize("max_tps", [5.0, 0.5])
 def test_a_bucket_the_database_found_full_refuses_until_it_drains(max_tps: float) -> None:
-    """Other instances used the account's bucket (migration 0016): filled
+    """Other instances used the account's bucket (migration 0014): filled
     here, the next message waits one interval past a full bucket."""
     clock = Clock()
     plans = ThroughputPlans(clock)

@@ -1,8 +1,33 @@
--- CONTRACT §6 "Throughput plan", over every instance (§9): each process
--- kept its own bucket of the account's max_tps, so N instances let N times
--- it through. The insert that stores the messages now also runs the
--- account's bucket on its row, in the statement trigger that debits and
--- counts them (migrations 0005, 0014): `rate_due` is the generic cell rate
+-- CONTRACT §6 "Daily thresholds", exact on every instance (§9): each
+-- process counted the messages it accepted itself, so two instances each
+-- let an account's daily_limit through, and each raised its alarm. The
+-- count is now kept on the account's row and raised by the insert that
+-- stores the messages, in the same statement trigger that debits their
+-- price (migration 0005, 0012): the row is locked by that update to the
+-- commit, so the inserts of all instances count one after the other.
+--
+-- * An insert that would take an account past its daily_limit stores
+--   nothing (SQLSTATE SR002, as SR001 for credit); the writer stores the
+--   flush again message by message under the accounts' row locks, and
+--   those past the limit are refused `limit_reached`
+--   (router/store/writes.py).
+-- * The insert whose messages take the count to daily_alarm raises the
+--   alarm, once a day whatever the number of instances: the signed POST to
+--   the account's alert_url as an outbox row no instance holds yet (the
+--   first to hear `smsrouter_shards` claims it), and NOTIFY
+--   smsrouter_alarm, on which every instance sets its gauge.
+--
+-- The day is the account's (`timezone`) by the database's clock. Only
+-- accounts with a threshold are counted; an account that gets one, or a
+-- new time zone, is counted from what it stored that day so far. The
+-- router's own replies to STOP, START and HELP (ingress 'keyword') are not
+-- the account's sending: they are never counted nor refused (CTIA's
+-- handset rules want the opt-out confirmed).
+
+-- CONTRACT §6 "Throughput plan", over every instance (§9), the same way:
+-- each process kept its own bucket of the account's max_tps, so N
+-- instances let N times it through. The same update runs the account's
+-- bucket on its row: `rate_due` is the generic cell rate
 -- algorithm's theoretical arrival time of the account's next message, and
 -- an insert that would put it more than the bucket (1 s, or one message's
 -- interval under 1 a second) plus a margin ahead of now stores nothing
@@ -15,9 +40,39 @@
 -- one process found within its bucket could be refused here. So over all
 -- instances an account's bursts may reach 1.25 s of its plan, and its
 -- sustained rate never passes max_tps. The router's replies to STOP, START
--- and HELP are not counted (as in 0014).
+-- and HELP are not counted (as above).
 
-ALTER TABLE accounts ADD COLUMN rate_due timestamptz;
+ALTER TABLE accounts
+    ADD COLUMN counted_day  date,
+    ADD COLUMN day_count    integer NOT NULL DEFAULT 0,
+    ADD COLUMN rate_due     timestamptz;
+
+CREATE FUNCTION count_account_day() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (NEW.daily_limit > 0 OR NEW.daily_alarm > 0)
+       AND (TG_OP = 'INSERT' OR (OLD.daily_limit = 0 AND OLD.daily_alarm = 0)
+            OR NEW.timezone IS DISTINCT FROM OLD.timezone) THEN
+        NEW.counted_day := (now() AT TIME ZONE NEW.timezone)::date;
+        SELECT count(*) INTO NEW.day_count FROM messages
+            WHERE account_id = NEW.id AND ingress <> 'keyword'
+              AND created_at >= NEW.counted_day::timestamp AT TIME ZONE NEW.timezone;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER accounts_count_day
+    BEFORE INSERT OR UPDATE OF daily_limit, daily_alarm, timezone ON accounts
+    FOR EACH ROW EXECUTE FUNCTION count_account_day();
+
+-- Accounts with thresholds today: counted from what they stored today.
+UPDATE accounts SET
+    counted_day = (now() AT TIME ZONE timezone)::date,
+    day_count = (SELECT count(*) FROM messages m
+                 WHERE m.account_id = accounts.id AND m.ingress <> 'keyword'
+                   AND m.created_at >= ((now() AT TIME ZONE accounts.timezone)::date)::timestamp
+                                       AT TIME ZONE accounts.timezone)
+WHERE daily_limit > 0 OR daily_alarm > 0;
 
 CREATE OR REPLACE FUNCTION reserve_credit() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
