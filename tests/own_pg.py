@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
-from smsrouter.embedded_pg import EmbeddedPostgres, _children_of
+from smsrouter.embedded_pg import EmbeddedPostgres, _children_of, _proc_stat_fields
 from smsrouter.router.migrations import apply_migrations
 
 
@@ -64,12 +64,28 @@ class OwnPostgres:
         return [] if postmaster is None else [postmaster, *_children_of(postmaster)]
 
     def freeze(self) -> list[int]:
-        """SIGSTOP every process of the server; returns the PIDs stopped."""
-        pids = self.pids()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGSTOP)
-        return pids
+        """SIGSTOP every process of the server; returns the PIDs stopped.
+
+        The postmaster first, and once it has stopped: a backend it forks for
+        a connection opened meanwhile would otherwise be missed by the scan
+        and go on answering queries on a "hung" server.
+        """
+        postmaster = self.postmaster
+        os.kill(postmaster, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while _state_of(postmaster) not in ("T", None) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        stopped = [postmaster]
+        while True:
+            # A child forked just before the stop shows up in /proc only once
+            # fork() returned; scan until a scan finds nothing new.
+            new = [pid for pid in _children_of(postmaster) if pid not in stopped]
+            if not new:
+                return stopped
+            for pid in new:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            stopped.extend(new)
 
     @staticmethod
     def thaw(pids: list[int]) -> None:
@@ -93,3 +109,9 @@ class OwnPostgres:
     async def stop(self) -> None:
         self.thaw(self.pids())  # a frozen server cannot shut down
         await self.server.stop()
+
+
+def _state_of(pid: int) -> str | None:
+    """The process's state letter (T once stopped); None once it is gone."""
+    fields = _proc_stat_fields(pid)
+    return None if fields is None else fields[0]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -227,6 +228,13 @@ async def test_a_partner_that_never_reads_is_not_read_from(
     # the unread answers that stop the reading here.
     rig = await start_rig(database_url, max_outstanding=100_000)
     esme = await rig.esme()
+    # A fixed receive buffer: the partner's stream reader does read up to its
+    # limit, and from those reads the kernel would grow an autotuned buffer
+    # to megabytes, enough to take every answer (about 860 KB here) and let
+    # the router read on. Fixed, the answers fill what lies between the two
+    # (this buffer, the reader's 128 KiB, the router's 128 KiB send buffer
+    # and its transport's high-water mark): under 400 KB.
+    esme.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     assert await esme.bind(BindTransmitter, "p", "p-pass") == CommandStatus.ESME_ROK
     count = 20_000
     esme.writer.write(b"".join(encode(_numbered(i + 2, i)) for i in range(count)))
@@ -234,10 +242,9 @@ async def test_a_partner_that_never_reads_is_not_read_from(
     await eventually(lambda: link.reading_paused, "the router to stop reading")
     bind = link.owner
     assert isinstance(bind, EsmeBind)
-    # Answers are waiting in the buffers; requests are not all taken. On a
-    # busy machine the kernel may grow the socket's buffers and let the
-    # link read a little more before it pauses again: what holds is that
-    # it pauses again, with few requests in hand.
+    # Answers are waiting in the buffers; requests are not all taken. What
+    # holds is that reading stays paused (or pauses again, should the
+    # buffers take a little more), with few requests in hand.
     await asyncio.sleep(0.5)
     await eventually(lambda: link.reading_paused, "the router to keep from reading")
     assert bind.outstanding < 1000
