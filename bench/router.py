@@ -84,6 +84,7 @@ def config_text(
     carrier_password: str,
     senders: SenderPlan,
     admin_port: int = 0,
+    compliance: bool = True,
 ) -> str:
     lines = [
         "[http]",
@@ -142,7 +143,8 @@ def config_text(
             'type = "short_code"',
             "rate = 100000",
         ]
-    lines += compliance_lines(admin_port)
+    if compliance:
+        lines += compliance_lines(admin_port)
     for number in senders.short_codes:
         lines += ["[[numbers]]", f'number = "{number}"', 'account = "bench"', 'type = "short_code"']
     for number in senders.long_codes:
@@ -171,11 +173,19 @@ class SmsrouterSystem:
     name = "smsrouter"
 
     def __init__(
-        self, workdir: Path, senders: SenderPlan, site: Path | None = None, *, workers: int = 1
+        self,
+        workdir: Path,
+        senders: SenderPlan,
+        site: Path | None = None,
+        *,
+        workers: int = 1,
+        compliance: bool = True,
     ) -> None:
         """`site`: the compiled build's packages (bench.compiled), or None
-        to run this checkout's sources; `workers`: `smsrouter run --workers N`."""
+        to run this checkout's sources; `workers`: `smsrouter run --workers N`;
+        `compliance`: the rules of bench.compliance_config on, or none."""
         self.workdir = workdir
+        self.compliance = compliance
         self.senders = senders
         self.site = site
         self.workers = workers
@@ -205,6 +215,12 @@ class SmsrouterSystem:
                 f"{len(self.senders.short_codes)} short codes at "
                 f"{self.senders.short_code_rate:g}/s, {len(self.senders.long_codes)} long codes "
                 f"at {self.senders.long_code_rate:g}/s"
+            ),
+            "compliance rules": (
+                "bench/compliance_config.py (100,000 opt-outs, 20 content rules, sender"
+                " rules for 50 countries, the velocity cap)"
+                if compliance
+                else "none (--without-compliance)"
             ),
         }
 
@@ -237,6 +253,7 @@ class SmsrouterSystem:
                 carrier_password=password,
                 senders=self.senders,
                 admin_port=self.admin_port,
+                compliance=self.compliance,
             )
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("SMSROUTER_")}
@@ -269,7 +286,8 @@ class SmsrouterSystem:
                 self.worker_pids = worker_pids(self.daemon.pid)
                 for pid in self.worker_pids:
                     self.cpu.add_process("router", pid)
-            await load_opt_outs(self.admin_port)
+            if self.compliance:
+                await load_opt_outs(self.admin_port)
         except BaseException:
             await self.stop()
             raise

@@ -72,6 +72,8 @@ class SuiteOptions:
     build: str = "compiled"
     # smsrouter's processes: `smsrouter run --workers N` (CONTRACT §9).
     workers: int = 1
+    # smsrouter with the compliance rules of bench.compliance_config.
+    compliance: bool = True
     emit: Callable[[dict[str, Any]], None] = lambda record: None
 
 
@@ -87,11 +89,16 @@ class SuiteResult:
 
 
 def make_system(
-    name: str, workdir: Path, sizes: Sizes, site: Path | None = None, workers: int = 1
+    name: str,
+    workdir: Path,
+    sizes: Sizes,
+    site: Path | None = None,
+    workers: int = 1,
+    compliance: bool = True,
 ) -> System:
     if name == "smsrouter":
         senders = scenario4_senders(sizes.sc_senders, sizes.lc_senders)
-        return SmsrouterSystem(workdir, senders, site, workers=workers)
+        return SmsrouterSystem(workdir, senders, site, workers=workers, compliance=compliance)
     if name == "kannel":
         from bench.kannel import KannelSystem
 
@@ -396,7 +403,7 @@ class Runner:
         later = self._round > 1
         wd = opts.workdir / (f"{name}-round{self._round}" if later else name)
         wd.mkdir(parents=True, exist_ok=True)
-        system = make_system(name, wd, self.sizes, self._site, opts.workers)
+        system = make_system(name, wd, self.sizes, self._site, opts.workers, opts.compliance)
         self.result.settings[name] = system.settings
         scenarios: list[tuple[str, Callable[[System, CarrierProcess], Awaitable[None]]]] = []
         for scenario in opts.scenarios:
