@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
-from smsrouter.embedded_pg import EmbeddedPostgres, _children_of, _proc_stat_fields
+from smsrouter.embedded_pg import EmbeddedPostgres, _alive, _children_of, _proc_stat_fields
 from smsrouter.router.migrations import apply_migrations
 
 
@@ -95,10 +95,15 @@ class OwnPostgres:
 
     def kill_postmaster(self) -> None:
         """SIGKILL of the postmaster alone, as an OOM killer would do; its
-        backends notice and exit by themselves."""
+        backends notice and exit by themselves. Returns once they have: a
+        backend that has not yet noticed would still run (and commit) what
+        a client sends it on its open connection."""
+        backends = self.pids()[1:]
         os.kill(self.postmaster, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while self.server.pid is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        while any(_alive(pid) for pid in backends) and time.monotonic() < deadline:
             time.sleep(0.02)
 
     async def restart(self) -> str:
