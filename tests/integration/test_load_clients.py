@@ -202,6 +202,10 @@ class _PickySmsc:
         self.submits = 0
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        # The other receipts wait for the duplicate, the stranger and the
+        # MO: the client stops once every accepted message has its receipt,
+        # and on a busy machine it could do so before those came.
+        self.extras_sent = asyncio.Event()
 
     def on_closed(self, link: SmppLink) -> None:
         pass
@@ -225,6 +229,8 @@ class _PickySmsc:
 
     async def _receipts(self, link: SmppLink, n: int, message_id: str) -> None:
         await asyncio.sleep(0.02)
+        if n != 1:
+            await self.extras_sent.wait()
         stat = "UNDELIV" if n % 5 == 0 else "DELIVRD"
         text_id = str(int(message_id, 16)) if n % 3 == 0 else message_id
         text = f"id:{text_id} sub:001 dlvrd:001 submit date:2501010000 done date:2501010000 stat:{stat} err:000 text:x"
@@ -236,14 +242,19 @@ class _PickySmsc:
                 Tag.MESSAGE_STATE,
                 MessageState.UNDELIVERABLE if stat == "UNDELIV" else MessageState.DELIVERED,
             )
-        await link.request(receipt, timeout=5)
-        if n == 1:  # a duplicate, a stranger, and an MO
+        if n != 1:
+            await link.request(receipt, timeout=5)
+            return
+        try:  # a duplicate, a stranger, and an MO
+            await link.request(receipt, timeout=5)
             await link.request(DeliverSm(esm_class=0x04, short_message=text.encode()), timeout=5)
             stranger = text.replace(f"id:{text_id}", "id:ffffff")
             await link.request(
                 DeliverSm(esm_class=0x04, short_message=stranger.encode()), timeout=5
             )
             await link.request(DeliverSm(short_message=b"hello from a phone"), timeout=5)
+        finally:
+            self.extras_sent.set()
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
