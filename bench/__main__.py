@@ -88,6 +88,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         " build older than them",
     )
     p.add_argument(
+        "--without-account-rules",
+        action="store_true",
+        help="smsrouter without issue 17's account rules: a price of 0 (no debit), no credit"
+        " limit, max_tps or daily thresholds, and no Idempotency-Key on HTTP requests; to"
+        " measure what they cost on one tree",
+    )
+    p.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -174,6 +181,7 @@ async def _main(args: argparse.Namespace, argv: list[str]) -> int:
         build=args.build,
         workers=max(1, args.workers),
         compliance=not args.without_compliance,
+        account_rules=not args.without_account_rules,
         emit=lambda record: print(dump(record), flush=True),
     )
     try:

@@ -85,7 +85,26 @@ def config_text(
     senders: SenderPlan,
     admin_port: int = 0,
     compliance: bool = True,
+    account_rules: bool = True,
 ) -> str:
+    """The daemon's config. `compliance`: issue 18's rules
+    (bench.compliance_config); `account_rules`: the account rules of
+    CONTRACT §6 on the benchmark account (a price debited from its credit,
+    a credit limit, a throughput plan, both daily thresholds), or none of
+    them and a price of 0, so that their cost can be measured on one tree."""
+    price = "0.0062" if account_rules else "0"
+    rules = (
+        [
+            # The account rules of CONTRACT §6 active, none of them binding:
+            # a throughput plan, both daily thresholds and a credit limit.
+            "max_tps = 1000000",
+            "daily_alarm = 1000000000",
+            "daily_limit = 2000000000",
+            'credit_limit = "10"',
+        ]
+        if account_rules
+        else []
+    )
     lines = [
         "[http]",
         f'listen = "{LOOPBACK}:{http_port}"',
@@ -111,19 +130,14 @@ def config_text(
         'carriers = [ { name = "sim", cost = "0.004" } ]',
         "[[prices]]",
         'prefix = "1"',
-        'price = "0.0062"',
+        f'price = "{price}"',
         "[[accounts]]",
         'id = "bench"',
         f'api_keys = ["{API_KEY}"]',
         f'smpp = {{ system_id = "{SMPP_SYSTEM_ID}", password = "{SMPP_PASSWORD}", max_binds = 8 }}',
         "verified = true",
         'credit = "1000000000.00"',
-        # The account rules of CONTRACT §6 active, none of them binding: a
-        # throughput plan, both daily thresholds and a credit limit.
-        "max_tps = 1000000",
-        "daily_alarm = 1000000000",
-        "daily_limit = 2000000000",
-        'credit_limit = "10"',
+        *rules,
         f'webhook_secret = "{WEBHOOK_SECRET}"',
         "[rates]",
         f"long_code = {senders.long_code_rate}",
@@ -180,12 +194,16 @@ class SmsrouterSystem:
         *,
         workers: int = 1,
         compliance: bool = True,
+        account_rules: bool = True,
     ) -> None:
         """`site`: the compiled build's packages (bench.compiled), or None
         to run this checkout's sources; `workers`: `smsrouter run --workers N`;
-        `compliance`: the rules of bench.compliance_config on, or none."""
+        `compliance`: the rules of bench.compliance_config on, or none;
+        `account_rules`: CONTRACT §6's account rules and an Idempotency-Key
+        per HTTP request, or neither (`config_text`)."""
         self.workdir = workdir
         self.compliance = compliance
+        self.account_rules = account_rules
         self.senders = senders
         self.site = site
         self.workers = workers
@@ -222,6 +240,12 @@ class SmsrouterSystem:
                 if compliance
                 else "none (--without-compliance)"
             ),
+            "account rules": (
+                "a price debited from credit, a credit limit, max_tps, daily_alarm and"
+                " daily_limit, an Idempotency-Key per HTTP request"
+                if account_rules
+                else "none and a price of 0 (--without-account-rules)"
+            ),
         }
 
     @property
@@ -254,6 +278,7 @@ class SmsrouterSystem:
                 senders=self.senders,
                 admin_port=self.admin_port,
                 compliance=self.compliance,
+                account_rules=self.account_rules,
             )
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("SMSROUTER_")}
@@ -351,7 +376,7 @@ class SmsrouterSystem:
             API_KEY,
             # CONTRACT §3: every request with its own Idempotency-Key, as
             # the issue 17 budget measures (bench/RESULTS.md).
-            "--idempotency-keys",
+            *(["--idempotency-keys"] if self.account_rules else []),
             "--webhook-secret",
             WEBHOOK_SECRET,
         ]

@@ -74,6 +74,8 @@ class SuiteOptions:
     workers: int = 1
     # smsrouter with the compliance rules of bench.compliance_config.
     compliance: bool = True
+    # smsrouter with the account rules of CONTRACT §6 and Idempotency-Keys.
+    account_rules: bool = True
     emit: Callable[[dict[str, Any]], None] = lambda record: None
 
 
@@ -95,10 +97,14 @@ def make_system(
     site: Path | None = None,
     workers: int = 1,
     compliance: bool = True,
+    account_rules: bool = True,
 ) -> System:
     if name == "smsrouter":
         senders = scenario4_senders(sizes.sc_senders, sizes.lc_senders)
-        return SmsrouterSystem(workdir, senders, site, workers=workers, compliance=compliance)
+        return SmsrouterSystem(
+            workdir, senders, site, workers=workers, compliance=compliance,
+            account_rules=account_rules,
+        )  # fmt: skip
     if name == "kannel":
         from bench.kannel import KannelSystem
 
@@ -403,7 +409,9 @@ class Runner:
         later = self._round > 1
         wd = opts.workdir / (f"{name}-round{self._round}" if later else name)
         wd.mkdir(parents=True, exist_ok=True)
-        system = make_system(name, wd, self.sizes, self._site, opts.workers, opts.compliance)
+        system = make_system(
+            name, wd, self.sizes, self._site, opts.workers, opts.compliance, opts.account_rules
+        )
         self.result.settings[name] = system.settings
         scenarios: list[tuple[str, Callable[[System, CarrierProcess], Awaitable[None]]]] = []
         for scenario in opts.scenarios:
