@@ -175,20 +175,22 @@ _WANTS_RECEIPT = (
 # The outbox rows of messages that just ended, built by the database from
 # their final rows in the transaction that ended them: the router, the
 # busiest process, then neither decodes the messages nor encodes payloads.
-# Rows come in the order of the ids given, a message's webhook first.
+# Each message is read once for both kinds of row; a row's payload is built
+# only when the row is wanted. Rows come in the order of the ids given, a
+# message's webhook first.
 _PLAN_OUTBOX = (
     "INSERT INTO outbox (kind, account_id, message_id, target, payload, next_attempt_at, expires_at)"
     " SELECT kind, account_id, message_id, target, convert_to(payload, 'UTF8'), $2,"
     "   done_at + $3 * interval '1 hour'"
     " FROM ("
-    f"  SELECT '{WEBHOOK}' AS kind, m.account_id, m.id AS message_id, m.callback_url AS target,"
-    f"   {status_webhook_body()} AS payload, m.done_at, e.n, 0 AS sub"
-    "   FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n) JOIN messages m ON m.id = e.id"
-    "   WHERE m.callback_url <> ''"
-    "  UNION ALL"
-    f"  SELECT '{SMPP_RECEIPT}', m.account_id, m.id, NULL, {smpp_receipt_body()}, m.done_at, e.n, 1"
-    "   FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n) JOIN messages m ON m.id = e.id"
-    f"   WHERE m.ingress = 'smpp' AND {_WANTS_RECEIPT}"
+    "  SELECT v.kind, m.account_id, m.id AS message_id, v.target,"
+    f"   CASE v.sub WHEN 0 THEN {status_webhook_body()} ELSE {smpp_receipt_body()} END"
+    "    AS payload, m.done_at, e.n, v.sub"
+    "  FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n) JOIN messages m ON m.id = e.id"
+    f"  CROSS JOIN LATERAL (VALUES ('{WEBHOOK}', m.callback_url, 0), ('{SMPP_RECEIPT}', NULL, 1))"
+    "   AS v(kind, target, sub)"
+    "  WHERE (v.sub = 0 AND m.callback_url <> '')"
+    f"   OR (v.sub = 1 AND m.ingress = 'smpp' AND {_WANTS_RECEIPT})"
     " ) AS planned ORDER BY n, sub"
     " RETURNING id, kind, account_id, message_id, target, payload, next_attempt_at, expires_at"
 )

@@ -450,26 +450,34 @@ _RECEIPTS = (
     # a minute (bench/RESULTS.md, issue 19).
     "WITH f AS ("
     " SELECT r.i, r.status, r.error_code, r.at, p.carrier, p.carrier_message_id, p.part,"
-    "  p.message_id"
+    "  p.message_id, p.submitted_at, mp.parts"
     # i: the receipt's place in the batch, from 1 (no array of it to send).
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])"
     "   WITH ORDINALITY AS r(carrier, cmid, status, error_code, at, i)"
     " CROSS JOIN LATERAL ("
-    "  SELECT cs.carrier, cs.carrier_message_id, cs.part, cs.message_id FROM carrier_submits cs"
+    "  SELECT cs.carrier, cs.carrier_message_id, cs.part, cs.message_id, cs.submitted_at"
+    "  FROM carrier_submits cs"
     "  WHERE cs.carrier = r.carrier AND cs.carrier_message_id = r.cmid"
-    "    AND cs.message_id >= $6 AND cs.message_id < $7 OFFSET 0) AS p),"
+    "    AND cs.message_id >= $6 AND cs.message_id < $7 OFFSET 0) AS p"
+    # And its message's count of parts, by its key (a probe of the same kind).
+    " CROSS JOIN LATERAL ("
+    "  SELECT m.parts FROM messages m WHERE m.id = p.message_id OFFSET 0) AS mp),"
+    # A single-part message ends with its receipt, written on the message's
+    # row alone: its part's row stays as it was sent (nothing reads a
+    # part's outcome but the count of a longer message's, below).
+    " ended AS ("
+    " UPDATE messages m SET status = f.status, error_code = f.error_code, done_at = f.at,"
+    " carrier = f.carrier, sent_at = f.submitted_at, parts_sent = 1 FROM f"
+    " WHERE m.id = f.message_id AND f.parts = 1"
+    f"   AND m.status NOT IN {FINAL_SQL}"
+    f" RETURNING {_FINISHED_OF_M}),"
+    # A part of a longer message is marked on its part's row, where the
+    # message's end is counted (`_end_complete_messages`).
     " r AS ("
     " UPDATE carrier_submits cs SET status = f.status, error_code = f.error_code, done_at = f.at"
     " FROM f WHERE cs.carrier = f.carrier AND cs.carrier_message_id = f.carrier_message_id"
-    "   AND cs.part = f.part AND cs.message_id = f.message_id"
-    " RETURNING cs.message_id, f.i, f.status, f.error_code, f.at, cs.carrier, cs.submitted_at),"
-    " ended AS ("
-    " UPDATE messages m SET status = r.status, error_code = r.error_code, done_at = r.at,"
-    " carrier = r.carrier, sent_at = r.submitted_at, parts_sent = 1 FROM r"
-    " WHERE m.id = r.message_id AND m.parts = 1"
-    f"   AND m.status NOT IN {FINAL_SQL}"
-    f" RETURNING {_FINISHED_OF_M})"
-    " SELECT r.i, r.message_id, ended.* FROM r LEFT JOIN ended ON ended.id = r.message_id"
+    "   AND cs.part = f.part AND cs.message_id = f.message_id AND f.parts > 1)"
+    " SELECT f.i, f.message_id, ended.* FROM f LEFT JOIN ended ON ended.id = f.message_id"
 )
 
 

@@ -122,6 +122,53 @@ async def test_receipt_ends_message_and_plans_notifications(db_pool: asyncpg.Poo
     assert [p.id for p in pending] == [created[0].id]
 
 
+async def test_the_outbox_rows_of_a_flush_are_each_wanted_one_in_the_order_ended(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """Messages ending in one flush get the rows they ask for, in the order
+    they ended, a message's webhook before its ESME receipt: an ESME's
+    message with a callback URL and a receipt asked for gets both; a
+    receipt asked for on failure only (registered_delivery 2) none when
+    delivered, one when not; an app's message without a callback URL
+    none."""
+    heard = Heard()
+    writer = await _writer(db_pool, listener=_planning(heard))
+    both = _message(70, ingress="smpp", registered_delivery=1, callback_url="http://127.0.0.1:1/a")
+    failures_delivered = _message(71, ingress="smpp", registered_delivery=2)
+    failures_failed = _message(72, ingress="smpp", registered_delivery=2)
+    quiet = _message(73)
+    webhook = _message(74, callback_url="http://127.0.0.1:1/b")
+    ordered = [webhook, failures_failed, quiet, failures_delivered, both]
+    await writer.run(InsertMessage(ordered))
+    now = datetime.now(UTC)
+    for n, m in enumerate(ordered):
+        await writer.run(PartSent(m.id, 0, "sim", f"o{n}", now))
+    outcomes = [Status.UNDELIVERED if m is failures_failed else Status.DELIVERED for m in ordered]
+    ended = await asyncio.gather(
+        *[
+            writer.run(CarrierReceipt("sim", f"o{n}", status, None, now))
+            for n, status in enumerate(outcomes)
+        ]
+    )
+    await writer.stop()
+    assert [f.message_id for f in ended] == [m.id for m in ordered]
+    assert [(n.message_id, n.kind, n.target) for n in heard.created] == [
+        (webhook.id, WEBHOOK, "http://127.0.0.1:1/b"),
+        (failures_failed.id, SMPP_RECEIPT, None),
+        (both.id, WEBHOOK, "http://127.0.0.1:1/a"),
+        (both.id, SMPP_RECEIPT, None),
+    ]
+    payloads = [json.loads(n.payload) for n in heard.created]
+    # The webhook's body (CONTRACT §3) and the ESME receipt's fields.
+    assert payloads[0]["to"] == webhook.recipient and payloads[0]["status"] == "delivered"
+    assert "done_at" in payloads[0] and "submit_date" not in payloads[0]
+    assert payloads[1]["recipient"] == failures_failed.recipient
+    assert payloads[1]["status"] == "undelivered" and "submit_date" in payloads[1]
+    assert payloads[2]["id"] == payloads[3]["id"] == str(both.id)
+    assert "client_ref" in payloads[2] and "text" in payloads[3]
+    assert [n.id for n in heard.created] == sorted(n.id for n in heard.created)
+
+
 async def test_multipart_message_ends_when_every_part_has_a_receipt(db_pool: asyncpg.Pool) -> None:
     heard = Heard()
     writer = await _writer(db_pool, listener=_planning(heard))
