@@ -9,6 +9,7 @@ back as deliver_sm are handed to the engine and answered once committed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -232,6 +233,15 @@ def _no_events(carrier: str) -> None:
     raise RuntimeError("a bind before the carrier pool was started")
 
 
+def _answer_deliver_sm(link: SmppLink, pdu: DeliverSm, stored: asyncio.Future[None]) -> None:
+    """Answer a carrier's deliver_sm once what it carried is stored."""
+    if stored.exception() is not None:
+        # Not stored: ask the carrier to deliver it again later.
+        link.send(pdu.response(command_status=CommandStatus.ESME_RX_T_APPN))
+    else:
+        link.send(pdu.response())
+
+
 class CarrierBinds:
     """All binds to one carrier."""
 
@@ -417,15 +427,8 @@ class CarrierBinds:
                 link.send(pdu.response())
                 return
             done = self._on_receipt(op)
-
-        def answer(f: asyncio.Future[None]) -> None:
-            if f.exception() is not None:
-                # Not stored: ask the carrier to deliver it again later.
-                link.send(pdu.response(command_status=CommandStatus.ESME_RX_T_APPN))
-            else:
-                link.send(pdu.response())
-
-        done.add_done_callback(answer)
+        # A partial, not a closure (a reference cycle per receipt, compiled).
+        done.add_done_callback(functools.partial(_answer_deliver_sm, link, pdu))
 
     # ---------------------------------------------------------- submit
 

@@ -298,28 +298,13 @@ class HttpApi:
             return _none_accepted(rejected)
         accepted = _accepted(messages, rejected)
 
-        def unpaid_answer(unpaid: Unpaid) -> Response:
-            """CONTRACT §6 "Credit", "Daily thresholds", "Throughput plan":
-            the recipients the balance could not pay for are refused
-            `insufficient_credit`, those past the account's daily limit
-            `limit_reached`, those over its max_tps `throughput_exceeded`
-            (the last two counted over all instances), the others accepted."""
-            refused = rejected + [
-                _not_stored(account, unpaid, to, m)
-                for to, m in messages
-                if m.id in unpaid.message_ids
-            ]
-            paid = [(to, m) for to, m in messages if m.id not in unpaid.message_ids]
-            return _accepted(paid, refused) if paid else _none_accepted(refused)
-
-        def unpaid_stored(unpaid: Unpaid) -> tuple[int, bytes]:
-            again = unpaid_answer(unpaid)
-            return again.status, again.body
-
+        # Not a closure over this coroutine's frame: one would make a
+        # reference cycle of every request, left to the cycle collector.
+        answer_unpaid = _UnpaidAnswer(account, messages, rejected)
         answer = None
         if key is not None:
             answer = IdempotentAnswer(
-                account.id, key, request_hash, 202, accepted.body, unpaid=unpaid_stored
+                account.id, key, request_hash, 202, accepted.body, unpaid=answer_unpaid.stored
             )
         taken = False
         queue_full: SenderQueueFull | None = None
@@ -374,7 +359,7 @@ class HttpApi:
             short = len(unpaid.message_ids) - len(unpaid.limited) - len(unpaid.throttled)
             if short:
                 metrics.rejected("http", "insufficient_credit").inc(short)
-            accepted = unpaid_answer(unpaid)
+            accepted = answer_unpaid(unpaid)
         metrics.ingress_latency("http").observe(time.perf_counter() - started)
         for _, m in messages:
             if m.id not in unpaid.message_ids:
@@ -791,6 +776,38 @@ def _opt_out_json(entry: dict[str, Any]) -> dict[str, Any]:
         "source": entry["source"],
         "created_at": iso(entry["created_at"]),
     }
+
+
+class _UnpaidAnswer:
+    """A request's answer once the commit said which of its messages were
+    not stored (CONTRACT §6 "Credit", "Daily thresholds", "Throughput
+    plan"): the recipients the balance could not pay for are refused
+    `insufficient_credit`, those past the account's daily limit
+    `limit_reached`, those over its max_tps `throughput_exceeded` (the last
+    two counted over all instances), the others accepted."""
+
+    __slots__ = ("account", "messages", "rejected")
+
+    def __init__(
+        self, account: Account, messages: list[tuple[str, Message]], rejected: list[Refusal]
+    ) -> None:
+        self.account = account
+        self.messages = messages
+        self.rejected = rejected
+
+    def __call__(self, unpaid: Unpaid) -> Response:
+        refused = self.rejected + [
+            _not_stored(self.account, unpaid, to, m)
+            for to, m in self.messages
+            if m.id in unpaid.message_ids
+        ]
+        paid = [(to, m) for to, m in self.messages if m.id not in unpaid.message_ids]
+        return _accepted(paid, refused) if paid else _none_accepted(refused)
+
+    def stored(self, unpaid: Unpaid) -> tuple[int, bytes]:
+        """The answer as its Idempotency-Key keeps it."""
+        again = self(unpaid)
+        return again.status, again.body
 
 
 def _accepted(messages: list[tuple[str, Message]], rejected: list[Refusal]) -> Response:

@@ -152,6 +152,12 @@ def build_receipt(r: SmppReceipt) -> DeliverSm:
     return pdu
 
 
+def _refuse(link: SmppLink, pdu: SubmitSm, status: int, reason: str) -> None:
+    """Answer a submit_sm refused, and count why."""
+    metrics.rejected("smpp", reason).inc()
+    link.send(pdu.response(command_status=status))
+
+
 class PartnerSmsc:
     """The SMPP server partner ESMEs bind to."""
 
@@ -538,14 +544,10 @@ class PartnerSmsc:
         assert isinstance(bind, EsmeBind)
         account = bind.account
 
-        def refuse(status: int, reason: str) -> None:
-            metrics.rejected("smpp", reason).inc()
-            link.send(pdu.response(command_status=status))
-
         if not self._accepting:
             # Draining for shutdown: a temporary refusal the ESME retries
             # (on another router instance, or on this one after restart).
-            refuse(CommandStatus.ESME_RTHROTTLED, "draining")
+            _refuse(link, pdu, CommandStatus.ESME_RTHROTTLED, "draining")
             return
         sender = parse_smpp_address(pdu.source_addr_ton, pdu.source_addr_npi, pdu.source_addr)
         to = parse_smpp_address(pdu.dest_addr_ton, pdu.dest_addr_npi, pdu.destination_addr)
@@ -553,13 +555,13 @@ class PartnerSmsc:
             # The UDH as sent (UDHI), or as the SAR TLVs stand for it.
             payload, udh, concat = user_data(pdu)
         except ValueError:
-            refuse(CommandStatus.ESME_RINVESMCLASS, "bad_udh")
+            _refuse(link, pdu, CommandStatus.ESME_RINVESMCLASS, "bad_udh")
             return
         now = utcnow()
         try:
             valid_until = parse_smpp_time(pdu.validity_period, now)
         except SmppTimeError:
-            refuse(CommandStatus.ESME_RINVEXPIRY, "bad_validity")
+            _refuse(link, pdu, CommandStatus.ESME_RINVEXPIRY, "bad_validity")
             return
         text, encoding = smpp_text(pdu.data_coding, payload)
         # The parts as encoded for counting are what a carrier gets (unless
@@ -580,7 +582,7 @@ class PartnerSmsc:
             status, reason = _STATUS_OF_REFUSAL.get(
                 message.code, (CommandStatus.ESME_RX_P_APPN, message.code)
             )
-            refuse(status, reason)
+            _refuse(link, pdu, status, reason)
             return
         message.payloads = cut
         if concat is not None:
@@ -590,7 +592,7 @@ class PartnerSmsc:
         try:
             self._intake.accept_one(message, entry)
         except SenderQueueFull:
-            refuse(CommandStatus.ESME_RMSGQFUL, "sender_queue_full")
+            _refuse(link, pdu, CommandStatus.ESME_RMSGQFUL, "sender_queue_full")
             return
         self._waiting_commit.append(entry)
         if self._deadline_timer is None:

@@ -127,6 +127,16 @@ class CarrierGateway(Protocol):
         ...
 
 
+def _settle(done: asyncio.Future[None], _: object, error: StoreError | None) -> None:
+    """A write's outcome to whoever waits for it."""
+    if done.done():
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(None)
+
+
 class DeliveryEngine:
     def __init__(
         self,
@@ -720,16 +730,8 @@ class DeliveryEngine:
         metrics.dlr_received(op.carrier, str(op.status)).inc()
         self.health.record_receipt(op.carrier, op.status == Status.DELIVERED)
         done: asyncio.Future[None] = self._loop.create_future()
-
-        def committed(_: object, error: StoreError | None) -> None:
-            if done.done():
-                return
-            if error is not None:
-                done.set_exception(error)
-            else:
-                done.set_result(None)
-
-        self.writer.submit_then(op, committed)
+        # A partial, not a closure (a reference cycle per receipt, compiled).
+        self.writer.submit_then(op, functools.partial(_settle, done))
         return done
 
     def _retry_held_receipts(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import random
@@ -606,17 +607,16 @@ class Dispatcher:
         """Write an attempt's outcome; if the write fails the row stays
         pending in the table and is attempted again after a restart (or
         when `add_missing` reads it back)."""
-        done = isinstance(op, OutboxDone)
+        # A partial, not a closure (a reference cycle per attempt, compiled).
+        self.writer.submit_then(op, functools.partial(self._written, op))
 
-        def written(_: object, error: StoreError | None) -> None:
-            if done:
-                # Held until written, so that add_missing, reading the table
-                # meanwhile, does not send a finished row again.
-                self._release(op.outbox_id)
-            if error is not None:
-                self._log.error("could not record a notification attempt", outbox_id=op.outbox_id)
-
-        self.writer.submit_then(op, written)
+    def _written(self, op: OutboxDone | OutboxRetry, _: object, error: StoreError | None) -> None:
+        if isinstance(op, OutboxDone):
+            # Held until written, so that add_missing, reading the table
+            # meanwhile, does not send a finished row again.
+            self._release(op.outbox_id)
+        if error is not None:
+            self._log.error("could not record a notification attempt", outbox_id=op.outbox_id)
 
     def _refused(self, n: Notification, error: str) -> None:
         n.attempts += 1
