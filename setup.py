@@ -55,6 +55,7 @@ COMPILED_INITS = (
     "smsrouter/connectors/smpp/pdu.py:ShortMessagePdu",
     "smsrouter/connectors/smpp/receipt.py:Receipt",
     "smsrouter/router/admission.py:Draft",
+    "smsrouter/router/admission.py:Recipient",
     "smsrouter/router/messages.py:Message",
     "smsrouter/router/store/operations.py:CarrierReceipt",
     "smsrouter/router/store/operations.py:Finished",
@@ -63,6 +64,7 @@ COMPILED_INITS = (
     "smsrouter/router/store/operations.py:Notification",
     "smsrouter/router/store/operations.py:OutboxDone",
     "smsrouter/router/store/operations.py:PartSent",
+    "smsrouter/sms/text.py:EncodedText",
 )
 
 

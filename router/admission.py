@@ -139,11 +139,18 @@ class Draft:
         self.template_id = template_id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Recipient:
     e164: str  # "+14155550123"
     digits: str  # "14155550123"
     country: str | None  # ISO 3166 alpha-2
+
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS): one
+    # is made per recipient.
+    def __init__(self, e164: str, digits: str, country: str | None) -> None:
+        self.e164 = e164
+        self.digits = digits
+        self.country = country
 
 
 _NANP = re.compile(r"\+1[2-9][0-9]{9}")

@@ -415,7 +415,7 @@ def concat_info(ies: list[tuple[int, bytes]]) -> Concat | None:
 # Segmentation
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EncodedText:
     """A text in its wire encoding, cut into the parts it will travel in.
 
@@ -429,6 +429,16 @@ class EncodedText:
     data_coding: int
     parts: list[bytes]
     sixteen_bit: bool = False
+
+    # Written out so that mypyc compiles it (setup.py: COMPILED_INITS): a
+    # message's text is encoded when it is admitted and when it is sent.
+    def __init__(
+        self, encoding: Encoding, data_coding: int, parts: list[bytes], sixteen_bit: bool = False
+    ) -> None:
+        self.encoding = encoding
+        self.data_coding = data_coding
+        self.parts = parts
+        self.sixteen_bit = sixteen_bit
 
     @property
     def part_count(self) -> int:
