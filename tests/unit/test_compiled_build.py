@@ -65,6 +65,42 @@ def test_msgspec_structs_live_only_in_interpreted_modules() -> None:
                 assert not bases & {"msgspec.Struct", "Struct"}, f"{path}: {node.name}"
 
 
+# Methods run for every message whose callbacks must not be closures:
+# compiled, a function nested in another keeps the frame it closes over in
+# an object that keeps the function, a reference cycle per call that only
+# the cycle collector frees (bench/PROFILING.md, round 14).
+PER_MESSAGE = (
+    "smsrouter/connectors/http_api.py:HttpApi.send",
+    "smsrouter/connectors/smpp_server.py:PartnerSmsc._submit_sm",
+    "smsrouter/connectors/carriers.py:CarrierBinds.on_request",
+    "smsrouter/router/intake.py:Intake.accept_one",
+    "smsrouter/router/engine.py:DeliveryEngine.receipt",
+    "smsrouter/router/notifications.py:Dispatcher._record",
+)
+
+
+@pytest.mark.parametrize("entry", PER_MESSAGE)
+def test_per_message_methods_define_no_closures(entry: str) -> None:
+    path, qualname = entry.split(":")
+    class_name, method = qualname.split(".")
+    tree = ast.parse((ROOT / path).read_text(), path)
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name]
+    assert classes, entry
+    methods = [
+        n
+        for n in classes[0].body
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == method
+    ]
+    assert methods, entry
+    nested = [
+        n.name if not isinstance(n, ast.Lambda) else "lambda"
+        for n in ast.walk(methods[0])
+        if n is not methods[0]
+        and isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
+    ]
+    assert nested == [], f"{entry} defines {nested}"
+
+
 def _written_out_inits() -> list[type]:
     classes = []
     for entry in setup.COMPILED_INITS:
