@@ -9,6 +9,7 @@ its epoch rises at every takeover and fences the old owner's writes
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import asyncpg
@@ -41,7 +42,7 @@ class Claimed:
 
 @dataclass(frozen=True, slots=True)
 class Renewal:
-    renewed: dict[int, int]  # shard → epoch, the leases still held
+    lost: list[int]  # shards held here whose lease was taken over meanwhile
     live_instances: int
     claimable: list[int]  # free or expired shards, lowest first
     # Instances whose heartbeat stopped: their outbox rows were set free.
@@ -69,6 +70,11 @@ async def register(
     return row is not None
 
 
+def _array_literal(numbers: Iterable[int]) -> str:
+    """A PostgreSQL array literal of integers: '{1,2,3}'."""
+    return "{" + ",".join(map(str, numbers)) + "}"
+
+
 async def renew(
     conn: asyncpg.Connection,
     instance_id: str,
@@ -89,14 +95,20 @@ async def renew(
             )
             is not None
         )
-        rows = await conn.fetch(
-            "UPDATE shard_leases l SET expires_at = now() + make_interval(secs => $4)"
-            " FROM unnest($2::int2[], $3::int8[]) AS h(shard, epoch)"
-            " WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.owner = $1"
-            " RETURNING l.shard, l.epoch",
+        # Every held lease goes each round (1,024 when alone): as array
+        # literals, one text parameter each, which PostgreSQL parses in C;
+        # asyncpg checks and encodes an int array element by element. Only
+        # the leases not renewed come back, nearly always none.
+        lost = await conn.fetchval(
+            "WITH h AS (SELECT * FROM unnest($2::text::int2[], $3::text::int8[]) AS h(shard, epoch)),"
+            " renewed AS (UPDATE shard_leases l SET expires_at = now() + make_interval(secs => $4)"
+            "   FROM h WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.owner = $1"
+            "   RETURNING l.shard)"
+            " SELECT coalesce(array_agg(h.shard ORDER BY h.shard), '{}') FROM h"
+            " WHERE h.shard NOT IN (SELECT shard FROM renewed)",
             instance_id,
-            list(held),
-            list(held.values()),
+            _array_literal(held),
+            _array_literal(held.values()),
             lease_seconds,
         )
         live = await conn.fetchval(
@@ -119,7 +131,7 @@ async def renew(
                 [r["id"] for r in reaped],
             )
     return Renewal(
-        renewed={r["shard"]: r["epoch"] for r in rows},
+        lost=list(lost),
         live_instances=int(live),
         claimable=[r["shard"] for r in claimable],
         reaped=[r["id"] for r in reaped],

@@ -195,15 +195,18 @@ class ShardKeeper:
         own = self.ownership
         started = self._clock()
         async with self._pool.acquire() as conn:
+            held = dict(own.epochs)
             renewal = await leases.renew(
-                conn, self.instance_id, self.incarnation, dict(own.epochs), self._lease
+                conn, self.instance_id, self.incarnation, held, self._lease
             )
         if not renewal.registered:
             # Paused past twice a lease, the others took this run for dead.
             log.error("instance row lost; registering again", instance=self.instance_id)
             async with self._pool.acquire() as conn:
                 await leases.register(conn, self.instance_id, self.incarnation, self._lease)
-        lost = set(own.epochs) - set(renewal.renewed)
+        # Those still held as they were sent: one lost or claimed again
+        # meanwhile is not this round's to judge.
+        lost = {s for s in renewal.lost if own.epochs.get(s) == held[s]}
         if lost:
             self._lose(lost, "taken over")
         own.confirmed(started, self._lease)
