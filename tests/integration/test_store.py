@@ -538,3 +538,26 @@ async def test_a_receipt_that_beats_its_part_is_held_in_the_database_until_it_ma
     assert await db_pool.fetchval("SELECT status FROM messages WHERE id = $1", m.id) == "delivered"
     assert [n.kind for n in heard.created] == [WEBHOOK]
     assert b'"status":"delivered"' in heard.created[0].payload
+
+
+async def test_the_outbox_has_only_the_indexes_its_reads_use(db_pool: asyncpg.Pool) -> None:
+    """Every outbox row (one or two a message) pays an entry in each index
+    whose predicate it meets. The table is read by id (its primary key: the
+    dispatcher's deletes and retries, a start's load in id order) and by
+    rows no instance owns (outbox_unowned, a takeover's claim): no other
+    index, on the table or any of its days (migration 0017 dropped the
+    due-time one, which nothing read)."""
+    rows = await db_pool.fetch(
+        "SELECT c.relname AS tbl, x.indisprimary AS primary_key,"
+        "  regexp_replace(pg_get_indexdef(x.indexrelid), '^.* USING ', '') AS def"
+        " FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid"
+        " WHERE c.relname = 'outbox' OR c.relname LIKE 'outbox\\_p%'"
+        "   OR c.relname = 'outbox_default'"
+    )
+    by_table: dict[str, set[str]] = {}
+    for r in rows:
+        by_table.setdefault(r["tbl"], set()).add("primary key" if r["primary_key"] else r["def"])
+    assert "outbox" in by_table and "outbox_default" in by_table and len(by_table) >= 3, by_table
+    unowned = "btree (account_id) WHERE ((done_at IS NULL) AND (owner IS NULL))"
+    for table, indexes in by_table.items():
+        assert indexes == {"primary key", unowned}, (table, indexes)
