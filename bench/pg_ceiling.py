@@ -16,10 +16,12 @@ costs the writes scenario 1 makes for it, through the real statements:
    row); a statement of its own, as the ingest writer commits it;
 2. sent: a `PartSent` under the sender's shard lease and epoch (the fenced
    statement, CONTRACT §9);
-3. ended: its `CarrierReceipt` (delivered), which ends the message, and the
-   webhook's outbox row that `OutboxPlanner` inserts in the same
+3. ended: its `CarrierReceipt` (delivered), which ends the message and
+   returns its webhook's body, and the notification batch row (migration
+   0018) that `OutboxPlanner` inserts for the flush in the same
    transaction;
-4. its notification done: `OutboxDone` (the row deleted).
+4. its notification delivered: the flush's batch settled (`BatchSettled`,
+   the row deleted).
 
 Steps 2-4 go through `writes.apply` in one transaction per round, as the
 status writer commits them: a round's flush carries the parts sent of the
@@ -91,13 +93,13 @@ from smsrouter.router.notifications import OutboxPlanner
 from smsrouter.router.shards import shard_of
 from smsrouter.router.store import leases
 from smsrouter.router.store.operations import (
+    BatchSettled,
     CarrierReceipt,
     Finished,
     IdempotentAnswer,
     InsertMessage,
     Notification,
     Operation,
-    OutboxDone,
     PartSent,
 )
 from smsrouter.router.store.writes import WRITER_SETTINGS, apply, insert_messages
@@ -206,7 +208,7 @@ class MismatchError(Exception):
 
 @dataclass(slots=True)
 class Counters:
-    completed: int = 0  # messages whose OutboxDone committed
+    completed: int = 0  # messages whose batch's BatchSettled committed
     flushes: int = 0  # commits
     # Wall seconds spent in each kind of commit, statements included.
     insert_seconds: float = 0.0
@@ -237,7 +239,8 @@ class Writer:
         self.counters = counters
         self.planner = OutboxPlanner(RETRY_HOURS)
         self._receipts: list[CarrierReceipt] = []  # parts sent last round
-        self._done: list[OutboxDone] = []  # outbox rows planned last round
+        self._done: list[BatchSettled] = []  # batches planned last round
+        self._notified = 0  # their notifications
 
     async def round(self) -> None:
         inserts = self.traffic.requests(self.batch)
@@ -259,13 +262,14 @@ class Writer:
         created = await self._flush(ops)
         self.counters.status_seconds += time.perf_counter() - started
         self.counters.flushes += 1
-        self.counters.completed += len(self._done)
+        self.counters.completed += self._notified
         if len(created) != len(self._receipts):
             raise MismatchError(
-                f"{len(self._receipts)} messages ended, {len(created)} outbox rows planned"
+                f"{len(self._receipts)} messages ended, {len(created)} notifications planned"
             )
         self._receipts = receipts
-        self._done = [OutboxDone(n.id, now) for n in created]
+        self._done = [BatchSettled(b) for b in dict.fromkeys(n.batch for n in created)]
+        self._notified = len(created)
 
     async def _flush(self, ops: list[Operation]) -> list[Notification]:
         batch: list[tuple[Operation, Any]] = [(op, None) for op in ops]
@@ -273,8 +277,9 @@ class Writer:
         for i, op in enumerate(ops):
             by_class.setdefault(type(op), []).append(i)
         results: list[Any] = [None] * len(ops)
+        created: list[Notification] = []
         async with self.conn.transaction():
-            created = await apply(self.conn, batch, by_class, results, self.planner)
+            await apply(self.conn, batch, by_class, results, self.planner, created)
         for i in by_class.get(PartSent, ()):
             if results[i] is not None:
                 raise MismatchError(f"a part sent was not recorded plainly: {results[i]!r}")

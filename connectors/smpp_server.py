@@ -56,7 +56,7 @@ from smsrouter.router.notifications import MO, DeliveryFailed, NotAvailable
 from smsrouter.router.payloads import InboundMessage, SmppReceipt
 from smsrouter.router.scheduler import SenderQueueFull
 from smsrouter.router.store.group_commit import StoreError
-from smsrouter.router.store.operations import Notification
+from smsrouter.router.store.operations import Finished, Notification
 from smsrouter.router.store.queries import get_message
 from smsrouter.sms.text import encode_text
 
@@ -231,11 +231,14 @@ class PartnerSmsc:
     # -- a listener of the intake writer (store.listeners.CommitListener)
 
     async def plan_notifications(
-        self, conn: asyncpg.Connection, ended: list[uuid.UUID]
+        self, conn: asyncpg.Connection, ended: list[Finished]
     ) -> list[Notification]:
         return []  # intake ends no message
 
     def notifications_created(self, created: list[Notification]) -> None:
+        pass
+
+    def commit_failed(self, created: list[Notification], in_doubt: bool) -> None:
         pass
 
     def settled(self) -> None:

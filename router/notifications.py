@@ -1,12 +1,16 @@
 """Everything that leaves the router about a message: DLR webhooks and SMPP
 receipts to partner ESMEs.
 
-Each notification is an outbox row first, written in the same transaction
-as the final status that caused it; then a dispatcher attempts it, with
-exponential backoff and jitter (first retry after about 1 s, doubling up to
-10 minutes, for `[webhooks] retry_hours`), until it succeeds. A restart
-reloads every row not yet done, so nothing is lost, and receivers dedupe on
-id + status (CONTRACT §3).
+Each notification is kept in the same transaction as the final status that
+caused it: by its flush's notification batch (one row per flush, migration
+0018), or by an outbox row of its own (an MO, a notification whose first
+try did not deliver it). Then a dispatcher attempts it, with exponential
+backoff and jitter (first retry after about 1 s, doubling up to 10
+minutes, for `[webhooks] retry_hours`), until it succeeds. A restart turns
+what batches still hold into outbox rows and reloads every row not yet
+done, so nothing is lost, and receivers dedupe on id + status (CONTRACT
+§3); a notification keeps its outbox id, the webhook-id of every try,
+from its first.
 
 Accounts are isolated (CONTRACT §11): each account's due rows wait in a
 queue of their own, accounts with due rows take turns for the shared slots,
@@ -37,12 +41,20 @@ from smsrouter.router import metrics
 from smsrouter.router.log_limits import LimitedLog, RepeatLimiter
 from smsrouter.router.messages import utcnow
 from smsrouter.router.store.group_commit import StoreError
-from smsrouter.router.store.operations import Notification, OutboxDone, OutboxRetry
+from smsrouter.router.store.notices import INSERT_BATCH, SMPP_RECEIPT, WEBHOOK
+from smsrouter.router.store.operations import (
+    BatchSettled,
+    Finished,
+    Notification,
+    OutboxDone,
+    OutboxKept,
+    OutboxRetry,
+)
 
 log = structlog.get_logger("notifications")
 
-WEBHOOK = "webhook"
-SMPP_RECEIPT = "smpp_receipt"
+# The kinds of a message's notifications, WEBHOOK and SMPP_RECEIPT, are
+# store.notices'.
 MO = "mo"  # an inbound message for an account: its inbound_url, else its bind
 
 FIRST_RETRY_SECONDS = 1.0
@@ -92,7 +104,9 @@ class OutcomeWriter(Protocol):
     """Where attempts' outcomes are written (store.group_commit.GroupCommit)."""
 
     def submit_then(
-        self, op: OutboxDone | OutboxRetry, settled: Callable[[Any, StoreError | None], None]
+        self,
+        op: OutboxDone | OutboxRetry | OutboxKept | BatchSettled,
+        settled: Callable[[Any, StoreError | None], None],
     ) -> None: ...
 
 
@@ -115,118 +129,74 @@ class ByTarget:
         await channel.deliver(notification)
 
 
-# A JSON string (or null) of a column, and a UTC time as RFC 3339 with a Z.
-def _json(expr: str) -> str:
-    return f"coalesce(to_json({expr})::text, 'null')"
-
-
-def _utc(expr: str) -> str:
-    return f"""to_json(to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))"""
-
-
-def _json_object(fields: Sequence[tuple[str, str]]) -> str:
-    """SQL that builds compact JSON text with its keys in this order, like
-    the JSON the router writes itself."""
-    template = "{" + ",".join(f'"{key}":%s' for key, _ in fields) + "}"
-    return f"format('{template}', {', '.join(value for _, value in fields)})"
-
-
-def status_webhook_body() -> str:
-    """The DLR webhook's body (CONTRACT §3), as SQL over the ended message's
-    row `m`: the one place its fields are named, in the order it has them."""
-    return _json_object(
-        (
-            ("id", "to_json(m.id::text)"),
-            ("client_ref", _json("m.client_ref")),
-            ("from", _json("m.sender")),
-            ("to", _json("m.recipient")),
-            ("status", _json("m.status")),
-            ("error_code", _json("m.error_code")),
-            ("carrier", _json("m.carrier")),
-            ("parts", "m.parts"),
-            ("done_at", _utc("m.done_at")),
-        )
-    )
-
-
-def smpp_receipt_body() -> str:
-    """An ESME's receipt, as SQL over the ended message's row `m`: what
-    `router.payloads.SmppReceipt` decodes. `text` is the first 20 characters
-    of the message (SMPP 3.4 Appendix B)."""
-    return _json_object(
-        (
-            ("id", "to_json(m.id::text)"),
-            ("sender", _json("m.sender")),
-            ("recipient", _json("m.recipient")),
-            ("status", _json("m.status")),
-            ("error_code", _json("m.error_code")),
-            ("submit_date", _utc("m.created_at")),
-            ("done_date", _utc("m.done_at")),
-            ("text", _json("left(m.body, 20)")),
-        )
-    )
-
-
-# Registered delivery (SMPP 3.4 §5.2.17) bits 0-1: 1 = a receipt whatever
-# the outcome, 2 = a receipt only when the message was not delivered.
-_WANTS_RECEIPT = (
-    "(m.registered_delivery & 3 = 1 OR (m.registered_delivery & 3 = 2 AND m.status <> 'delivered'))"
-)
-
-# The outbox rows of messages that just ended, built by the database from
-# their final rows in the transaction that ended them: the router, the
-# busiest process, then neither decodes the messages nor encodes payloads.
-# Each message is read once for both kinds of row; a row's payload is built
-# only when the row is wanted. Rows come in the order of the ids given, a
-# message's webhook first.
-_PLAN_OUTBOX = (
-    "INSERT INTO outbox (kind, account_id, message_id, target, payload, next_attempt_at, expires_at)"
-    " SELECT kind, account_id, message_id, target, convert_to(payload, 'UTF8'), $2,"
-    "   done_at + $3 * interval '1 hour'"
-    " FROM ("
-    "  SELECT v.kind, m.account_id, m.id AS message_id, v.target,"
-    f"   CASE v.sub WHEN 0 THEN {status_webhook_body()} ELSE {smpp_receipt_body()} END"
-    "    AS payload, m.done_at, e.n, v.sub"
-    "  FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n) JOIN messages m ON m.id = e.id"
-    f"  CROSS JOIN LATERAL (VALUES ('{WEBHOOK}', m.callback_url, 0), ('{SMPP_RECEIPT}', NULL, 1))"
-    "   AS v(kind, target, sub)"
-    "  WHERE (v.sub = 0 AND m.callback_url <> '')"
-    f"   OR (v.sub = 1 AND m.ingress = 'smpp' AND {_WANTS_RECEIPT})"
-    " ) AS planned ORDER BY n, sub"
-    " RETURNING id, kind, account_id, message_id, target, payload, next_attempt_at, expires_at"
-)
-
-
 class OutboxPlanner:
     """The status writer's listener (store.listeners.CommitListener) that
-    writes what must leave the router about the messages a flush ended:
-    their outbox rows, in the transaction that ended them, so that a final
-    status never commits without them. Given to the writer when it is made;
-    the dispatcher, which sends the rows, joins it later."""
+    keeps what must leave the router about the messages a flush ended: one
+    notification batch row (migration 0018) naming each notification with
+    the outbox id it keeps, in the transaction that ended them, so that a
+    final status never commits without it. The payloads come with the ends
+    (store.notices): no message is read again. Given to the writer when it
+    is made; the dispatcher, which sends the notifications, joins it later.
+    """
 
     def __init__(self, retry_hours: float) -> None:
         self.retry_hours = retry_hours
+        self._retry = timedelta(hours=retry_hours)
+        # Batches of flushes that failed without an answer: their commit
+        # may have landed, and no one holds their notifications. Turned into
+        # outbox rows once the database is back (`take_doubtful`).
+        self._doubtful: set[int] = set()
 
     async def plan_notifications(
-        self, conn: asyncpg.Connection, ended: list[uuid.UUID]
+        self, conn: asyncpg.Connection, ended: list[Finished]
     ) -> list[Notification]:
-        """Inserts the outbox rows of these messages; the Notifications, in
-        insertion order."""
-        rows = await conn.fetch(_PLAN_OUTBOX, ended, utcnow(), self.retry_hours)
-        # One statement takes its ids from one sequence in the order it
-        # inserts, and the insert follows the ORDER BY.
-        rows.sort(key=_first)
-        return [Notification(r[0], r[1], r[2], r[3], r[4], r[5], 0, r[6], r[7]) for r in rows]
+        """Writes the batch of these messages' notifications; them, in the
+        order they are sent (a message's webhook first)."""
+        message_ids: list[uuid.UUID] = []
+        kinds: list[str] = []
+        owed: list[tuple[Finished, str, str | None, bytes]] = []
+        for f in ended:
+            if f.webhook is not None:
+                message_ids.append(f.message_id)
+                kinds.append(WEBHOOK)
+                owed.append((f, WEBHOOK, f.callback_url, f.webhook))
+            if f.receipt is not None:
+                message_ids.append(f.message_id)
+                kinds.append(SMPP_RECEIPT)
+                owed.append((f, SMPP_RECEIPT, None, f.receipt))
+        if not owed:
+            return []
+        row = await conn.fetchrow(INSERT_BATCH, message_ids, kinds, self.retry_hours)
+        batch: int = row[0]
+        now = utcnow()
+        retry = self._retry
+        return [
+            Notification(
+                outbox_id, kind, f.account_id, f.message_id, target, payload, 0, now,
+                (f.done_at or now) + retry, batch,
+            )
+            for outbox_id, (f, kind, target, payload) in zip(row[1], owed, strict=True)
+        ]  # fmt: skip
 
     def notifications_created(self, created: list[Notification]) -> None:
         pass  # the dispatcher's to send
 
+    def commit_failed(self, created: list[Notification], in_doubt: bool) -> None:
+        if in_doubt:
+            self._doubtful.update(n.batch for n in created if n.batch)
+
+    def take_doubtful(self) -> list[int]:
+        """The batches of flushes whose commit is in doubt, given to the
+        caller to turn into outbox rows (`give_back` if it could not)."""
+        doubtful = sorted(self._doubtful)
+        self._doubtful.clear()
+        return doubtful
+
+    def give_back(self, batches: Iterable[int]) -> None:
+        self._doubtful.update(batches)
+
     def settled(self) -> None:
         pass
-
-
-def _first(row: asyncpg.Record) -> Any:
-    return row[0]
 
 
 def backoff(attempts: int, rng: random.Random) -> float:
@@ -320,6 +290,17 @@ class Dispatcher:
         self._backlog: dict[str, int] = {}
         # Receipts for ESMEs that are not bound, per account, in order.
         self._waiting: dict[str, list[Notification]] = {}
+        # Notifications that only their batch keeps (migration 0018), by
+        # outbox id; and per batch, how many of its notifications are not
+        # yet delivered nor kept in an outbox row of their own.
+        self._batched: dict[int, Notification] = {}
+        self._batches: dict[int, int] = {}
+        # Outbox ids whose OutboxKept is not yet written; and the writes of
+        # kept rows and settled batches not yet written, which a stop awaits.
+        self._keeping: set[int] = set()
+        self._writes = 0
+        self._written_all = asyncio.Event()
+        self._written_all.set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -333,6 +314,9 @@ class Dispatcher:
         mono = self._clock()
         for n in notifications:
             self._hold(n)
+            if n.batch:
+                self._batched[n.id] = n
+                self._batches[n.batch] = self._batches.get(n.batch, 0) + 1
             delay = (n.next_attempt_at - now).total_seconds()
             if delay <= 0.0:
                 self._make_ready(n)
@@ -363,16 +347,23 @@ class Dispatcher:
         self.add(missing)
         return len(missing)
 
+    def batches(self) -> list[int]:
+        """The notification batches whose notifications are held here."""
+        return list(self._batches)
+
     # -- a listener of the status writer (store.listeners.CommitListener)
 
     async def plan_notifications(
-        self, conn: asyncpg.Connection, ended: list[uuid.UUID]
+        self, conn: asyncpg.Connection, ended: list[Finished]
     ) -> list[Notification]:
         return []  # the OutboxPlanner's, which the writer has from the start
 
     def notifications_created(self, created: list[Notification]) -> None:
-        """Rows a commit created: sent from now on."""
+        """Notifications a commit created: sent from now on."""
         self.add(created)
+
+    def commit_failed(self, created: list[Notification], in_doubt: bool) -> None:
+        pass  # the OutboxPlanner's
 
     def settled(self) -> None:
         pass
@@ -390,11 +381,18 @@ class Dispatcher:
         does not hold (CONTRACT §9: it goes out on whichever instance holds
         one); the caller sets them free in the database. Their ids."""
         ids: list[int] = []
-        for waiting in self._waiting.values():
+        for account_id, waiting in list(self._waiting.items()):
+            # A row being written stays until it is: freeing it now would
+            # miss it.
+            keeping = [n for n in waiting if n.id in self._keeping]
             for n in waiting:
-                self._release(n.id)
-                ids.append(n.id)
-        self._waiting.clear()
+                if n.id not in self._keeping:
+                    self._release(n.id)
+                    ids.append(n.id)
+            if keeping:
+                self._waiting[account_id] = keeping
+            else:
+                del self._waiting[account_id]
         return ids
 
     @property
@@ -428,6 +426,13 @@ class Dispatcher:
                 t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*pending, return_exceptions=True)
+        # What only a batch keeps is written as outbox rows of its own, and
+        # the batches settle: the next start (or another instance) sends
+        # those rows alone, not the whole batches again.
+        for n in list(self._batched.values()):
+            self._keep(n, None)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._written_all.wait(), max(0.1, deadline - loop.time()))
 
     # -- the loop
 
@@ -534,6 +539,9 @@ class Dispatcher:
                 raise DeliveryFailed(f"no channel for {n.kind}")
             await channel.deliver(n)
         except NotAvailable:
+            if n.batch:
+                # It may wait long, or go to another instance's bind.
+                self._keep(n, None)
             self._waiting.setdefault(n.account_id, []).append(n)
             return
         except DeliveryRefused as refused:
@@ -568,7 +576,13 @@ class Dispatcher:
         account.level = 0
         account.resume_at = 0.0
         metrics.callbacks("ok").inc()
-        self._record(OutboxDone(n.id, utcnow()))
+        if n.batch:
+            # Nothing to write: its batch goes once all of it is settled.
+            del self._batched[n.id]
+            self._release(n.id)
+            self._settle(n.batch)
+        else:
+            self._record(OutboxDone(n.id, utcnow()))
 
     def _account_failed(self, account: _Account, retry_after: float | None = None) -> None:
         """Count a failed attempt (an error or a timeout) against its
@@ -608,9 +622,59 @@ class Dispatcher:
         pending in the table and is attempted again after a restart (or
         when `add_missing` reads it back)."""
         # A partial, not a closure (a reference cycle per attempt, compiled).
-        self.writer.submit_then(op, functools.partial(self._written, op))
+        self.writer.submit_then(op, functools.partial(self._recorded, op))
 
-    def _written(self, op: OutboxDone | OutboxRetry, _: object, error: StoreError | None) -> None:
+    def _keep(self, n: Notification, error: str | None, done_at: datetime | None = None) -> None:
+        """Write a notification that only its batch keeps as an outbox row
+        of its own, as it stands, under the id it was sent with; from now
+        on its outcomes are written to that row."""
+        batch, n.batch = n.batch, 0
+        del self._batched[n.id]
+        self._keeping.add(n.id)
+        self._writing()
+        self.writer.submit_then(
+            OutboxKept(n, error, done_at),
+            functools.partial(self._kept, n.id, batch, done_at is not None),
+        )
+
+    def _kept(
+        self, outbox_id: int, batch: int, done: bool, _: object, error: StoreError | None
+    ) -> None:
+        self._keeping.discard(outbox_id)
+        if done:
+            self._release(outbox_id)
+        if error is None:
+            self._settle(batch)
+        else:
+            # Its batch stays, and a restart turns it into rows again.
+            self._log.error("could not keep a notification", outbox_id=outbox_id)
+        self._written()
+
+    def _settle(self, batch: int) -> None:
+        """One of the batch's notifications was delivered or kept; the last
+        one deletes the batch's row."""
+        left = self._batches.pop(batch, 0) - 1
+        if left > 0:
+            self._batches[batch] = left
+        elif left == 0:
+            self._writing()
+            self.writer.submit_then(BatchSettled(batch), self._batch_settled)
+
+    def _batch_settled(self, _: object, error: StoreError | None) -> None:
+        if error is not None:
+            self._log.error("could not delete a settled notification batch")
+        self._written()
+
+    def _writing(self) -> None:
+        self._writes += 1
+        self._written_all.clear()
+
+    def _written(self) -> None:
+        self._writes -= 1
+        if self._writes == 0:
+            self._written_all.set()
+
+    def _recorded(self, op: OutboxDone | OutboxRetry, _: object, error: StoreError | None) -> None:
         if isinstance(op, OutboxDone):
             # Held until written, so that add_missing, reading the table
             # meanwhile, does not send a finished row again.
@@ -629,7 +693,7 @@ class Dispatcher:
             kind=n.kind,
             error=error,
         )
-        self._record(OutboxDone(n.id, utcnow(), f"refused: {error}"[:500]))
+        self._finish(n, utcnow(), f"refused: {error}"[:500])
 
     def _give_up(self, n: Notification, now: datetime, error: str) -> None:
         metrics.callbacks("expired").inc()
@@ -640,7 +704,14 @@ class Dispatcher:
             message_id=str(n.message_id),
             kind=n.kind,
         )
-        self._record(OutboxDone(n.id, now, f"gave up after {n.attempts} attempts: {error}"[:500]))
+        self._finish(n, now, f"gave up after {n.attempts} attempts: {error}"[:500])
+
+    def _finish(self, n: Notification, now: datetime, error: str) -> None:
+        """A notification given up: its row stays, done, with the error."""
+        if n.batch:
+            self._keep(n, error, now)
+        else:
+            self._record(OutboxDone(n.id, now, error))
 
     def _failed(self, n: Notification, error: str, retry_after: float | None = None) -> None:
         now = utcnow()
@@ -663,6 +734,9 @@ class Dispatcher:
             retry_in=round(delay, 2),
             error=error,
         )
-        self._record(OutboxRetry(n.id, n.next_attempt_at, error[:500]))
+        if n.batch:
+            self._keep(n, error[:500])
+        else:
+            self._record(OutboxRetry(n.id, n.next_attempt_at, error[:500]))
         heapq.heappush(self._due, (self._clock() + delay, next(self._order), n))
         self._wake.set()

@@ -75,6 +75,7 @@ from smsrouter.router.store.directory import Directory, NumberRow, sync_config, 
 from smsrouter.router.store.directory_watch import DirectoryWatch
 from smsrouter.router.store.group_commit import GroupCommit
 from smsrouter.router.store.listeners import CommitListeners
+from smsrouter.router.store.notices import expand_batches
 from smsrouter.router.store.opt_out_watch import OptOutWatch
 from smsrouter.router.store.partitions import log_run, prepare_partitions, run_retention
 from smsrouter.router.store.queries import (
@@ -293,6 +294,7 @@ class Router:
         # Who hears of each writer's flushes (store.listeners): the parts
         # built after the writers they need join as they are built.
         self._status_listeners: CommitListeners
+        self.planner: OutboxPlanner
         self._ingest_listeners: CommitListeners
         self.engine: DeliveryEngine
         self.sent_callbacks: SentCallbacks
@@ -456,7 +458,8 @@ class Router:
         # A final status's outbox rows are planned in the commit that ends
         # its message, from the first flush on; the dispatcher, which sends
         # them, joins in _start_delivery.
-        self._status_listeners = CommitListeners(OutboxPlanner(cfg.webhooks.retry_hours))
+        self.planner = OutboxPlanner(cfg.webhooks.retry_hours)
+        self._status_listeners = CommitListeners(self.planner)
         # What carriers took, their receipts and final statuses cannot be
         # refused back to anyone: this writer holds them until the database
         # takes them (CONTRACT §11), and the engine releases nothing meanwhile.
@@ -629,6 +632,12 @@ class Router:
         )
         self.smsc.on_receiver_bound = self.dispatcher.account_ready
         self._status_listeners.add(self.dispatcher)
+        # What this instance's notification batches still hold (a crash)
+        # becomes outbox rows, loaded with the rest.
+        async with self.pool.acquire() as conn:
+            await expand_batches(
+                conn, self.instance_id, owners=[self.instance_id], but=self.dispatcher.batches()
+            )
         self.dispatcher.add(await pending_notifications(self.pool, self.instance_id))
         self.keeper.outbox = OutboxSide(self.dispatcher, self.smsc)
         self._watch_backlog(self.dispatcher)
@@ -731,8 +740,9 @@ class Router:
 
     async def _recover(self) -> None:
         """After a database outage: what a commit in doubt stored after all
-        is queued, and outbox rows written by a commit whose answer was lost
-        are dispatched (the dispatcher adds only rows it does not hold)."""
+        is queued, the notification batches of commits whose answer was lost
+        become outbox rows, and outbox rows written by such commits are
+        dispatched (the dispatcher adds only rows it does not hold)."""
         while True:
             await self._recovered.wait()
             self._recovered.clear()
@@ -740,6 +750,13 @@ class Router:
                 # A load: the keeper may have queued and sent a stored one.
                 with self.engine.loading():
                     await self.intake.resolve_doubts(lambda ids: stored_message_ids(self.pool, ids))
+                doubtful = self.planner.take_doubtful()
+                try:
+                    async with self.pool.acquire() as conn:
+                        await expand_batches(conn, self.instance_id, ids=doubtful)
+                except BaseException:
+                    self.planner.give_back(doubtful)  # for the next try
+                    raise
                 self.dispatcher.add_missing(
                     await pending_notifications(self.pool, self.instance_id)
                 )

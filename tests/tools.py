@@ -56,3 +56,17 @@ async def open_accounts(
         " VALUES ($1, $2::numeric, $2::numeric, 'EUR', $3::numeric) ON CONFLICT (id) DO NOTHING",
         [(a, credit, credit_limit) for a in account_ids],
     )
+
+
+async def kept_notifications(pool: Any) -> list[Any]:
+    """Every notification the database keeps and that is not done, as a
+    start would load them: what notification batches hold (migration 0018)
+    turned into outbox rows no instance owns, then the outbox rows no
+    instance owns, in id order."""
+    from smsrouter.router.store import pending_notifications
+    from smsrouter.router.store.notices import expand_batches
+
+    async with pool.acquire() as conn:
+        batches = [r["id"] for r in await conn.fetch("SELECT id FROM notification_batches")]
+        await expand_batches(conn, None, ids=batches)
+    return await pending_notifications(pool)

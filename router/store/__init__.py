@@ -4,6 +4,7 @@
 - `group_commit`: the writer (`GroupCommit`), its queue, batching, retries and health;
 - `listeners`: who hears what a group commit did (`CommitListener`);
 - `writes`: the batch SQL of each operation, a flush in one transaction;
+- `notices`: what an ended message owes the outside, and its batches;
 - `queries`: the reads; `balances`: the accounts' credit rows;
 - `schema`: the column and status lists the SQL spells.
 
@@ -22,6 +23,7 @@ from smsrouter.router.store.group_commit import (
 )
 from smsrouter.router.store.listeners import CommitListener, CommitListeners
 from smsrouter.router.store.operations import (
+    BatchSettled,
     CarrierReceipt,
     Finished,
     InsertMessage,
@@ -32,6 +34,7 @@ from smsrouter.router.store.operations import (
     Operation,
     OptOutChange,
     OutboxDone,
+    OutboxKept,
     OutboxRetry,
     PartSent,
 )
@@ -46,6 +49,7 @@ from smsrouter.router.store.writes import final_of_parts
 __all__ = [
     "RETRY_FIRST_SECONDS",
     "RETRY_MAX_SECONDS",
+    "BatchSettled",
     "CarrierReceipt",
     "CommitListener",
     "CommitListeners",
@@ -59,6 +63,7 @@ __all__ = [
     "Operation",
     "OptOutChange",
     "OutboxDone",
+    "OutboxKept",
     "OutboxRetry",
     "PartSent",
     "Settled",

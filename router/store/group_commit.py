@@ -310,22 +310,32 @@ class GroupCommit:
                 results = await insert_messages(conn, inserts)
             else:
                 async with conn.transaction():
-                    created = await apply(conn, batch, by_class, results, self._listener)
+                    await apply(conn, batch, by_class, results, self._listener, created)
         except Exception as exc:
             failure = exc  # handled below: no await in an except clause
         if failure is not None and conn is not None and store_carefully(failure):
             # A balance could not pay for all of the flush, or a key it
             # carried was taken, and it stored nothing: again, paying
             # message by message (CONTRACT §6), taking keys one by one (§3).
-            failure, results = None, [None] * len(batch)
+            failure, results, created = None, [None] * len(batch), []
             try:
                 async with conn.transaction():
-                    created = await apply(
-                        conn, batch, by_class, results, self._listener, careful=True
+                    await apply(
+                        conn, batch, by_class, results, self._listener, created, careful=True
                     )
             except Exception as exc:
                 failure = exc
         if failure is not None:
+            # No answer from the server: the connection went while the
+            # batch was in flight, perhaps after its commit landed. asyncpg
+            # raises a lost connection as a PostgresError of class 08
+            # (ConnectionDoesNotExistError), which the server never sent.
+            in_doubt = not isinstance(failure, asyncpg.PostgresError) or isinstance(
+                failure, asyncpg.PostgresConnectionError
+            )
+            if created:
+                # What it planned may have committed after all (no answer).
+                self._listener.commit_failed(created, in_doubt)
             # Once per interval: a database that is away fails every flush.
             self._failure_log.error(
                 "group commit failed",
@@ -336,9 +346,7 @@ class GroupCommit:
             return StoreError(
                 str(failure),
                 retryable=_retryable(failure),
-                # No answer from the server: the connection went while the
-                # batch was in flight, perhaps after its commit landed.
-                in_doubt=not isinstance(failure, asyncpg.PostgresError),
+                in_doubt=in_doubt,
             )
         assert conn is not None
         await self._release(conn)

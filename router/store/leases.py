@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from smsrouter.router.store.notices import expand_batches
 from smsrouter.router.store.operations import Notification
 
 # NOTIFY channels: shards handed back (others claim them at once rather
@@ -126,10 +127,13 @@ async def renew(
             lease_seconds,
         )
         if reaped:
+            gone = [r["id"] for r in reaped]
             await conn.execute(
                 "UPDATE outbox SET owner = NULL WHERE done_at IS NULL AND owner = ANY($1::text[])",
-                [r["id"] for r in reaped],
+                gone,
             )
+            # What their notification batches held, as rows no one holds.
+            await expand_batches(conn, None, owners=gone)
     return Renewal(
         lost=list(lost),
         live_instances=int(live),
@@ -181,7 +185,8 @@ async def release(conn: asyncpg.Connection, instance_id: str, held: dict[int, in
 
 async def leave(conn: asyncpg.Connection, instance_id: str, incarnation: uuid.UUID) -> None:
     """A stopping instance: its row goes and its undelivered outbox rows are
-    set free, so that the others see it gone at once."""
+    set free, with what its notification batches still hold, so that the
+    others see it gone at once."""
     async with conn.transaction():
         await conn.execute(
             "DELETE FROM instances WHERE id = $1 AND incarnation = $2", instance_id, incarnation
@@ -189,6 +194,7 @@ async def leave(conn: asyncpg.Connection, instance_id: str, incarnation: uuid.UU
         await conn.execute(
             "UPDATE outbox SET owner = NULL WHERE done_at IS NULL AND owner = $1", instance_id
         )
+        await expand_batches(conn, None, owners=[instance_id])
         await conn.execute("SELECT pg_notify($1, $2)", SHARDS_CHANNEL, instance_id)
 
 

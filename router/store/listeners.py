@@ -8,13 +8,12 @@ waiter of the next flush.
 
 from __future__ import annotations
 
-import uuid
 from typing import Protocol
 
 import asyncpg
 import structlog
 
-from smsrouter.router.store.operations import Notification
+from smsrouter.router.store.operations import Finished, Notification
 
 log = structlog.get_logger("store")
 
@@ -23,16 +22,23 @@ class CommitListener(Protocol):
     """What a GroupCommit tells of its flushes."""
 
     async def plan_notifications(
-        self, conn: asyncpg.Connection, ended: list[uuid.UUID]
+        self, conn: asyncpg.Connection, ended: list[Finished]
     ) -> list[Notification]:
         """Inside the transaction of a flush that ended these messages (each
-        once, in the order they ended): insert their outbox rows, and return
-        them in the order inserted. They commit, or not, with the ends."""
+        once, in the order they ended): write what keeps their notifications
+        (store.notices), and return them in the order they are to be sent.
+        They commit, or not, with the ends."""
         ...
 
     def notifications_created(self, created: list[Notification]) -> None:
-        """A commit landed with these outbox rows (the planned ones, then
-        those of NewNotification operations); its waiters were told."""
+        """A commit landed with these notifications (the planned ones, then
+        the outbox rows of NewNotification operations); its waiters were
+        told."""
+        ...
+
+    def commit_failed(self, created: list[Notification], in_doubt: bool) -> None:
+        """A flush that had created these failed; `in_doubt` when no answer
+        came, so that its commit may have landed after all."""
         ...
 
     def settled(self) -> None:
@@ -55,7 +61,7 @@ class CommitListeners:
         self._listeners.append(listener)
 
     async def plan_notifications(
-        self, conn: asyncpg.Connection, ended: list[uuid.UUID]
+        self, conn: asyncpg.Connection, ended: list[Finished]
     ) -> list[Notification]:
         created: list[Notification] = []
         for listener in self._listeners:
@@ -65,6 +71,10 @@ class CommitListeners:
     def notifications_created(self, created: list[Notification]) -> None:
         for listener in self._listeners:
             listener.notifications_created(created)
+
+    def commit_failed(self, created: list[Notification], in_doubt: bool) -> None:
+        for listener in self._listeners:
+            listener.commit_failed(created, in_doubt)
 
     def settled(self) -> None:
         for listener in self._listeners:

@@ -216,6 +216,26 @@ class OutboxRetry:
     error: str
 
 
+@dataclass(slots=True)
+class OutboxKept:
+    """A notification held by its batch alone (migration 0018) that its
+    first try did not deliver: written as an outbox row of its own, under
+    the id it was sent with, as it stands (attempts, next attempt, last
+    error; `done_at` when it was given up)."""
+
+    notification: Notification
+    error: str | None = None
+    done_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class BatchSettled:
+    """Every notification of a batch was delivered or kept in an outbox row
+    of its own: the batch's row goes."""
+
+    batch: int
+
+
 @dataclass(frozen=True, slots=True)
 class OptOutChange:
     """A subscriber opted out of an account, or back in (CONTRACT §6
@@ -261,6 +281,8 @@ Operation = (
     | NewNotification
     | OutboxDone
     | OutboxRetry
+    | OutboxKept
+    | BatchSettled
     | OptOutChange
 )
 
@@ -278,6 +300,9 @@ class Notification:
     attempts: int
     next_attempt_at: datetime
     expires_at: datetime
+    # The notification batch (migration 0018) that holds it while it has no
+    # outbox row of its own; 0 once it has one.
+    batch: int = 0
 
     # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
     def __init__(
@@ -291,6 +316,7 @@ class Notification:
         attempts: int,
         next_attempt_at: datetime,
         expires_at: datetime,
+        batch: int = 0,
     ) -> None:
         self.id = id
         self.kind = kind
@@ -301,20 +327,38 @@ class Notification:
         self.attempts = attempts
         self.next_attempt_at = next_attempt_at
         self.expires_at = expires_at
+        self.batch = batch
 
 
 @dataclass(slots=True)
 class Finished:
-    """A message that ended in this commit, and how."""
+    """A message that ended in this commit, and how; with what is owed to
+    the outside about it (store.notices): its DLR webhook's body when it
+    has a callback URL, its receipt's when an ESME asked for one."""
 
     message_id: uuid.UUID
     status: Status
+    account_id: str = ""
+    done_at: datetime | None = None
+    callback_url: str | None = None
+    webhook: bytes | None = None
+    receipt: bytes | None = None
 
     # Written out so that mypyc compiles it (setup.py: COMPILED_INITS).
     def __init__(
         self,
         message_id: uuid.UUID,
         status: Status,
+        account_id: str = "",
+        done_at: datetime | None = None,
+        callback_url: str | None = None,
+        webhook: bytes | None = None,
+        receipt: bytes | None = None,
     ) -> None:
         self.message_id = message_id
         self.status = status
+        self.account_id = account_id
+        self.done_at = done_at
+        self.callback_url = callback_url
+        self.webhook = webhook
+        self.receipt = receipt

@@ -15,9 +15,11 @@ import asyncpg
 from smsrouter.router.messages import KEYWORD_INGRESS, STATUS_OF, Status
 from smsrouter.router.retention import uuid_floor
 from smsrouter.router.store.listeners import CommitListener
+from smsrouter.router.store.notices import NOTICES_OF_M
 from smsrouter.router.store.operations import (
     FENCED,
     KEY_TAKEN,
+    BatchSettled,
     CarrierReceipt,
     Finished,
     HeldReceiptsTried,
@@ -29,6 +31,7 @@ from smsrouter.router.store.operations import (
     Operation,
     OptOutChange,
     OutboxDone,
+    OutboxKept,
     OutboxRetry,
     PartSent,
     RetryHeldReceipts,
@@ -354,12 +357,24 @@ async def _parts_sent(conn: asyncpg.Connection, ops: list[PartSent]) -> list[Any
     return [FENCED if o.shard in stale else None for o in ops]
 
 
-# What a statement that ends messages returns of each: the Finished.
-_FINISHED_OF_M = "m.id, m.status"
+# What a statement that ends messages returns of each: the Finished, with
+# what is owed to the outside about it (store.notices).
+_FINISHED_OF_M = f"m.id, m.status, {NOTICES_OF_M}"
 
 
 def _finished(rows: Sequence[asyncpg.Record]) -> list[Finished]:
-    return [Finished(r["id"], STATUS_OF[r["status"]]) for r in rows]
+    return [
+        Finished(
+            r["id"],
+            STATUS_OF[r["status"]],
+            r["account_id"],
+            r["done_at"],
+            r["callback_url"],
+            r["webhook"],
+            r["receipt"],
+        )
+        for r in rows
+    ]
 
 
 _MESSAGES_ENDED = (
@@ -368,7 +383,7 @@ _MESSAGES_ENDED = (
     " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])"
     "   AS u(id, status, error_code, at, carrier)"
     f" WHERE m.id = u.id AND m.status NOT IN {FINAL_SQL}"
-    f" RETURNING {_FINISHED_OF_M}, m.account_id, m.price,"
+    f" RETURNING {_FINISHED_OF_M}, m.price,"
     # Whether any part reached a carrier (a submit_sm it accepted).
     "  EXISTS (SELECT 1 FROM carrier_submits cs WHERE cs.message_id = m.id) AS submitted"
 )
@@ -723,6 +738,41 @@ async def _outbox_retry(conn: asyncpg.Connection, ops: list[OutboxRetry]) -> lis
     return [None] * len(ops)
 
 
+async def _outbox_kept(conn: asyncpg.Connection, ops: list[OutboxKept]) -> list[Any]:
+    """Notifications of a batch that their first try did not deliver, as
+    outbox rows of their own under the ids they were sent with. A row
+    already there (its batch turned into rows meanwhile, after a database
+    outage) stays as it is."""
+    ns = [o.notification for o in ops]
+    await conn.execute(
+        "INSERT INTO outbox (id, kind, account_id, message_id, target, payload, attempts,"
+        "   next_attempt_at, expires_at, last_error, done_at)"
+        " SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::uuid[], $5::text[],"
+        "   $6::bytea[], $7::int4[], $8::timestamptz[], $9::timestamptz[], $10::text[],"
+        "   $11::timestamptz[])"
+        " ON CONFLICT (id) DO NOTHING",
+        [n.id for n in ns],
+        [n.kind for n in ns],
+        [n.account_id for n in ns],
+        [n.message_id for n in ns],
+        [n.target for n in ns],
+        [n.payload for n in ns],
+        [n.attempts for n in ns],
+        [n.next_attempt_at for n in ns],
+        [n.expires_at for n in ns],
+        [o.error for o in ops],
+        [o.done_at for o in ops],
+    )
+    return [None] * len(ops)
+
+
+async def _batches_settled(conn: asyncpg.Connection, ops: list[BatchSettled]) -> list[Any]:
+    await conn.execute(
+        "DELETE FROM notification_batches WHERE id = ANY($1::int8[])", [o.batch for o in ops]
+    )
+    return [None] * len(ops)
+
+
 # Order matters inside one transaction: a part must be recorded as sent
 # before a receipt for it in the same flush can match.
 async def _opt_out_changes(conn: asyncpg.Connection, ops: list[OptOutChange]) -> list[Any]:
@@ -778,8 +828,12 @@ _HANDLERS: list[tuple[type, Callable[[asyncpg.Connection, list[Any]], Awaitable[
     (CarrierReceipt, _receipts),
     (RetryHeldReceipts, _retry_held),
     (MessageEvent, _events),
+    # A kept row is written before its later outcome (both may be in one
+    # flush: a retry that came due at once).
+    (OutboxKept, _outbox_kept),
     (OutboxDone, _outbox_done),
     (OutboxRetry, _outbox_retry),
+    (BatchSettled, _batches_settled),
     (OptOutChange, _opt_out_changes),
 ]
 
@@ -833,15 +887,17 @@ async def apply(
     by_class: dict[type, list[int]],
     results: list[Any],
     listener: CommitListener,
+    created: list[Notification],
     *,
     careful: bool = False,
-) -> list[Notification]:
+) -> None:
     """Every operation of the batch (with whoever waits for it), in handler
     order, inside the caller's transaction; `by_class` holds the places of
-    each class's operations in the batch. Fills `results` and returns the
-    outbox rows created: those `listener` plans for the messages that
-    ended, then the NewNotification ones."""
-    ended: dict[uuid.UUID, None] = {}  # in order, once each
+    each class's operations in the batch. Fills `results`, and `created`
+    with the notifications the flush created: those `listener` plans for
+    the messages that ended, then the NewNotification ones (the caller has
+    them even when the commit fails after they were planned)."""
+    ended: dict[uuid.UUID, Finished] = {}  # in order, once each
     for cls, handler in _HANDLERS:
         idx = by_class.get(cls)
         if not idx:
@@ -855,16 +911,15 @@ async def apply(
         for i, r in zip(idx, out, strict=True):
             results[i] = r
             if isinstance(r, Finished):
-                ended[r.message_id] = None
+                ended.setdefault(r.message_id, r)
             elif isinstance(r, HeldReceiptsTried):
                 for f in r.finished:
-                    ended[f.message_id] = None
-    created: list[Notification] = []
+                    ended.setdefault(f.message_id, f)
     if ended:
-        created = await listener.plan_notifications(conn, list(ended))
+        created.extend(await listener.plan_notifications(conn, list(ended.values())))
     new = by_class.get(NewNotification, ())
     if not new:
-        return created
+        return
     rows: list[tuple[Any, ...]] = []
     for i in new:
         n = batch[i][0]
@@ -875,4 +930,4 @@ async def apply(
     inserted = await _insert_outbox(conn, rows)
     for i, row in zip(new, inserted, strict=True):
         results[i] = row
-    return created + inserted
+    created.extend(inserted)

@@ -34,7 +34,8 @@ async def test_rounds_take_messages_stored_sent_ended_and_notified(database_url:
         for _ in range(3):
             await writer.round()
         # Round 1's batch is through (its notifications done in round 3),
-        # round 2's ended with its outbox rows waiting, round 3's is sent.
+        # round 2's ended with its notification batch waiting, round 3's is
+        # sent.
         assert (counters.completed, counters.flushes) == (4, 6)
         statuses = dict(
             await control.fetch("SELECT status, count(*) FROM messages GROUP BY status")
@@ -43,9 +44,10 @@ async def test_rounds_take_messages_stored_sent_ended_and_notified(database_url:
         # A single-part message's outcome is written on its row alone.
         submits = await control.fetch("SELECT status, count(*) FROM carrier_submits GROUP BY 1")
         assert dict(submits) == {"sent": 12}
-        outbox = await control.fetch("SELECT kind, owner, message_id FROM outbox")
-        assert {(r["kind"], r["owner"]) for r in outbox} == {("webhook", INSTANCE)}
-        assert len(outbox) == 4
+        # One batch row for round 2's four webhooks, round 1's settled.
+        assert await control.fetchval("SELECT count(*) FROM outbox") == 0
+        batches = await control.fetch("SELECT owner, kinds FROM notification_batches")
+        assert [(r["owner"], r["kinds"]) for r in batches] == [(INSTANCE, ["webhook"] * 4)]
         # Each key is kept in its day's partition and the next (migration 0012).
         keys = "SELECT count(DISTINCT (account_id, key)) FROM idempotency_keys"
         assert await control.fetchval(keys) == 12

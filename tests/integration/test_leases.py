@@ -7,7 +7,10 @@ import uuid
 
 import asyncpg
 
+from smsrouter.router.messages import new_message_id
+from smsrouter.router.notifications import WEBHOOK
 from smsrouter.router.store import leases
+from smsrouter.router.store.notices import INSERT_BATCH
 
 LEASE = 5.0
 
@@ -66,3 +69,67 @@ async def test_a_round_holding_nothing_loses_nothing(db_pool: asyncpg.Pool) -> N
         assert renewal.lost == []
         assert renewal.registered
         assert 0 in renewal.claimable
+
+
+async def _ended_with_callback(conn: asyncpg.Connection, owner: str) -> tuple[int, int]:
+    """A message ended with a callback owed, and the batch `owner`'s status
+    flush kept it in (migration 0018): (batch, outbox id)."""
+    message_id = new_message_id()
+    await conn.execute(
+        "INSERT INTO messages (id, account_id, ingress, sender, recipient, body, encoding,"
+        "   data_coding, parts, price, status, callback_url, created_at, done_at)"
+        " VALUES ($1, 'acc', 'http', '+14155550101', '+14155550123', 'hi', 'gsm7', 0, 1, 0,"
+        "   'delivered', 'http://127.0.0.1:9/dlr', now(), now())",
+        message_id,
+    )
+    row = await conn.fetchrow(INSERT_BATCH, [message_id], [WEBHOOK], 72.0)
+    await conn.execute("UPDATE notification_batches SET owner = $1 WHERE id = $2", owner, row[0])
+    return row[0], row[1][0]
+
+
+async def _unowned_outbox(conn: asyncpg.Connection) -> list[int]:
+    rows = await conn.fetch("SELECT id FROM outbox WHERE owner IS NULL ORDER BY id")
+    return [r["id"] for r in rows]
+
+
+async def test_a_stopping_instance_leaves_its_batches_as_rows_for_any_to_claim(
+    db_pool: asyncpg.Pool,
+) -> None:
+    async with db_pool.acquire() as conn:
+        me = uuid.uuid4()
+        assert await leases.register(conn, "a", me, LEASE)
+        _, mine = await _ended_with_callback(conn, "a")
+        _, others = await _ended_with_callback(conn, "b")
+        await leases.leave(conn, "a", me)
+        assert await _unowned_outbox(conn) == [mine]
+        assert await conn.fetchval("SELECT owner FROM notification_batches") == "b"
+        (claimed,) = await leases.claim_outbox(conn, "b", [], 10)
+        assert (claimed.id, claimed.kind, claimed.target) == (
+            mine,
+            WEBHOOK,
+            "http://127.0.0.1:9/dlr",
+        )
+        assert others != mine
+
+
+async def test_a_round_that_reaps_an_instance_leaves_its_batches_as_rows(
+    db_pool: asyncpg.Pool,
+) -> None:
+    async with db_pool.acquire() as conn:
+        me, dead = uuid.uuid4(), uuid.uuid4()
+        assert await leases.register(conn, "a", me, LEASE)
+        assert await leases.register(conn, "b", dead, LEASE)
+        _, its = await _ended_with_callback(conn, "b")
+        _, mine = await _ended_with_callback(conn, "a")
+        renewal = await leases.renew(conn, "a", me, {}, LEASE)
+        assert renewal.reaped == [] and await _unowned_outbox(conn) == []
+        # b stops beating for two leases.
+        await conn.execute(
+            "UPDATE instances SET seen_at = now() - interval '1 minute' WHERE id = 'b'"
+        )
+        renewal = await leases.renew(conn, "a", me, {}, LEASE)
+        assert renewal.reaped == ["b"]
+        assert await _unowned_outbox(conn) == [its]
+        # This instance's own batch is its own still.
+        assert await conn.fetchval("SELECT owner FROM notification_batches") == "a"
+        assert mine != its

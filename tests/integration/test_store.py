@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,20 +14,24 @@ import pytest
 
 from smsrouter.router import store
 from smsrouter.router.messages import Message, Status, new_message_id
-from smsrouter.router.notifications import _PLAN_OUTBOX, SMPP_RECEIPT, WEBHOOK, OutboxPlanner
+from smsrouter.router.notifications import SMPP_RECEIPT, WEBHOOK, OutboxPlanner
 from smsrouter.router.store import (
+    BatchSettled,
     CarrierReceipt,
     CommitListeners,
     GroupCommit,
     InsertMessage,
     MessageEnded,
+    NewNotification,
     OutboxDone,
     PartSent,
     StoreError,
     final_of_parts,
+    notices,
     writes,
 )
 from smsrouter.router.store.operations import HeldReceiptsTried, RetryHeldReceipts
+from tests.tools import kept_notifications
 
 
 def _message(n: int = 0, *, parts: int = 1, ingress: str = "http", **kw: object) -> Message:
@@ -49,20 +52,23 @@ def _message(n: int = 0, *, parts: int = 1, ingress: str = "http", **kw: object)
 
 
 class Heard:
-    """A commit listener that keeps the outbox rows it is told of and calls
-    `on_settled` as each flush settles."""
+    """A commit listener that keeps the notifications it is told of and
+    calls `on_settled` as each flush settles."""
 
     def __init__(self, on_settled: Callable[[], None] = lambda: None) -> None:
         self.created: list[store.Notification] = []
         self.on_settled = on_settled
 
     async def plan_notifications(
-        self, conn: asyncpg.Connection, ended: list[uuid.UUID]
+        self, conn: asyncpg.Connection, ended: list[store.Finished]
     ) -> list[store.Notification]:
         return []
 
     def notifications_created(self, created: list[store.Notification]) -> None:
         self.created.extend(created)
+
+    def commit_failed(self, created: list[store.Notification], in_doubt: bool) -> None:
+        pass
 
     def settled(self) -> None:
         self.on_settled()
@@ -70,7 +76,7 @@ class Heard:
 
 def _planning(heard: Heard) -> CommitListeners:
     """The status writer's listeners as the daemon has them: each commit
-    plans its outbox rows, and `heard` is told of them."""
+    plans its notifications, and `heard` is told of them."""
     return CommitListeners(OutboxPlanner(72), heard)
 
 
@@ -118,8 +124,10 @@ async def test_receipt_ends_message_and_plans_notifications(db_pool: asyncpg.Poo
     assert created[0].target == "http://127.0.0.1:1/dlr"
     assert b'"status":"delivered"' in created[0].payload
     assert b'"client_ref":"ref"' in created[0].payload
-    pending = await store.pending_notifications(db_pool)
-    assert [p.id for p in pending] == [created[0].id]
+    # Kept by the flush's batch, under the id it is sent with.
+    assert await db_pool.fetchval("SELECT count(*) FROM outbox") == 0
+    pending = await kept_notifications(db_pool)
+    assert [(p.id, p.payload) for p in pending] == [(created[0].id, created[0].payload)]
 
 
 async def test_the_outbox_rows_of_a_flush_are_each_wanted_one_in_the_order_ended(
@@ -223,15 +231,29 @@ async def test_pending_messages_are_what_a_restart_resumes(db_pool: asyncpg.Pool
     assert {r["id"]: r["parts_sent"] for r in rows} == {waiting.id: 0, half_sent.id: 1}
 
 
-async def test_outbox_done_is_not_pending(db_pool: asyncpg.Pool) -> None:
+async def test_a_settled_batch_is_not_pending(db_pool: asyncpg.Pool) -> None:
     heard = Heard()
     writer = await _writer(db_pool, listener=_planning(heard))
     created = heard.created
     m = _message(7, callback_url="http://127.0.0.1:1/x")
     await writer.run(InsertMessage([m]))
     await writer.run(MessageEnded(m.id, Status.REJECTED, "no_route", datetime.now(UTC)))
-    assert len(created) == 1
-    await writer.run(OutboxDone(created[0].id, datetime.now(UTC)))
+    assert len(created) == 1 and created[0].batch
+    await writer.run(BatchSettled(created[0].batch))
+    await writer.stop()
+    assert await kept_notifications(db_pool) == []
+
+
+async def test_outbox_done_is_not_pending(db_pool: asyncpg.Pool) -> None:
+    heard = Heard()
+    writer = await _writer(db_pool, listener=_planning(heard))
+    m = _message(8)
+    await writer.run(InsertMessage([m]))
+    row = await writer.run(
+        NewNotification(WEBHOOK, "acc", "http://127.0.0.1:1/x", b"{}", datetime.now(UTC), m.id)
+    )
+    assert [n.id for n in await store.pending_notifications(db_pool)] == [row.id]
+    await writer.run(OutboxDone(row.id, datetime.now(UTC)))
     await writer.stop()
     assert await store.pending_notifications(db_pool) == []
 
@@ -279,7 +301,7 @@ async def test_one_flush_of_many_receipts_ends_each_message_once(db_pool: asyncp
     rows = await db_pool.fetch("SELECT status, parts_sent FROM messages")
     assert {(r["status"], r["parts_sent"]) for r in rows} == {("delivered", 1), ("delivered", 2)}
     assert sorted(n.message_id for n in created) == sorted(m.id for m in [*singles, double])
-    pending = await store.pending_notifications(db_pool)
+    pending = await kept_notifications(db_pool)
     assert [(p.id, p.message_id, p.payload) for p in pending] == [
         (n.id, n.message_id, n.payload) for n in created
     ]
@@ -308,8 +330,8 @@ async def test_a_sent_message_reads_as_sent_until_it_ends(db_pool: asyncpg.Pool)
 
 @pytest.mark.parametrize(
     "statement",
-    [writes._RECEIPTS, writes._MESSAGES_ENDED, _PLAN_OUTBOX],
-    ids=["receipts", "ended", "outbox"],
+    [writes._RECEIPTS, writes._MESSAGES_ENDED, notices._EXPAND_THESE],
+    ids=["receipts", "ended", "batches"],
 )
 async def test_writer_statements_look_rows_up_by_key_whatever_the_table_size(
     db_pool: asyncpg.Pool, statement: str
@@ -366,7 +388,7 @@ async def test_writer_plans_each_statement_once(db_pool: asyncpg.Pool) -> None:
     )
     await writer.stop()
     planned = {r["statement"][:40]: (r["generic_plans"], r["custom_plans"]) for r in rows}
-    assert len(planned) >= 3, planned  # sent parts, receipts, outbox rows
+    assert len(planned) >= 3, planned  # sent parts, receipts, notification batches
     assert all(custom == 0 and generic >= 8 for generic, custom in planned.values()), planned
 
 

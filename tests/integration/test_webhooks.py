@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import random
 import socket
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -37,6 +36,7 @@ from smsrouter.router.notifications import (
 )
 from smsrouter.router.store import (
     CommitListeners,
+    Finished,
     GroupCommit,
     InsertMessage,
     MessageEnded,
@@ -45,6 +45,7 @@ from smsrouter.router.store import (
 )
 from smsrouter.sims.webhook import WebhookReceiver
 from tests.http_apps import serving
+from tests.tools import kept_notifications
 
 SECRET = "whsec-3f9a1c"
 WAIT = 5.0  # bound on every wait; none is expected to come close
@@ -160,15 +161,18 @@ async def channel() -> AsyncIterator[WebhookChannel]:
 
 
 class Created(list[Notification]):
-    """A commit listener that keeps the outbox rows it is told of."""
+    """A commit listener that keeps the notifications it is told of."""
 
     async def plan_notifications(
-        self, conn: asyncpg.Connection, ended: list[uuid.UUID]
+        self, conn: asyncpg.Connection, ended: list[Finished]
     ) -> list[Notification]:
         return []
 
     def notifications_created(self, created: list[Notification]) -> None:
         self.extend(created)
+
+    def commit_failed(self, created: list[Notification], in_doubt: bool) -> None:
+        pass
 
     def settled(self) -> None:
         pass
@@ -447,9 +451,8 @@ async def test_receiver_that_never_answers_times_out(silent_receiver: str) -> No
 async def test_rows_pending_at_restart_are_delivered_by_a_new_dispatcher(
     db_pool: asyncpg.Pool, receiver: WebhookReceiver, channel: WebhookChannel
 ) -> None:
-    # Before the "crash": two messages end, their webhook rows are committed,
-    # and no dispatcher ever runs. One of them had already failed 3 times
-    # and is due again in an hour.
+    # Before the "crash": two messages end, their notification batches are
+    # committed, and no dispatcher ever runs.
     created = Created()
     writer = GroupCommit(db_pool, listener=CommitListeners(OutboxPlanner(72), created))
     writer.start()
@@ -459,6 +462,14 @@ async def test_rows_pending_at_restart_are_delivered_by_a_new_dispatcher(
         await writer.run(InsertMessage([m]))
         await writer.run(MessageEnded(m.id, Status.DELIVERED, "", utcnow(), "sim-b"))
     first, second = created
+    # What a start finds: the batches become outbox rows, under the ids
+    # the notifications were planned with.
+    kept = await kept_notifications(db_pool)
+    assert [(p.id, p.attempts, p.payload) for p in kept] == [
+        (first.id, 0, first.payload),
+        (second.id, 0, second.payload),
+    ]
+    # And one of them had already failed 3 times and is due again in an hour.
     for _ in range(3):
         await writer.run(OutboxRetry(second.id, later, "HTTP 503"))
     await asyncio.wait_for(writer.stop(), WAIT)

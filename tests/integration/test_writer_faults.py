@@ -5,14 +5,28 @@ retrying writer holds what it could not write until the database is back."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 import asyncpg
 
-from smsrouter.router.messages import Message, new_message_id
-from smsrouter.router.store import GroupCommit, InsertMessage, PartSent, StoreError
+from smsrouter.router.messages import Message, Status, new_message_id
+from smsrouter.router.notifications import WEBHOOK, OutboxPlanner
+from smsrouter.router.store import (
+    CommitListeners,
+    GroupCommit,
+    InsertMessage,
+    MessageEnded,
+    PartSent,
+    StoreError,
+    pending_notifications,
+)
+from smsrouter.router.store.notices import expand_batches
+from tests.integration.test_webhooks import Created
 from tests.own_pg import OwnPostgres
+from tests.pg_proxy import PgProxy
 from tests.tools import open_accounts
 
 WAIT = 60.0
@@ -146,3 +160,54 @@ async def test_stop_gives_up_after_its_deadline(own_pg: OwnPostgres) -> None:
         assert isinstance(op.exception(), StoreError)
     finally:
         pool.terminate()
+
+
+async def test_a_commit_whose_answer_is_lost_hands_over_its_notification_batch(
+    database_url: str,
+) -> None:
+    """The status flush that ends a message lands, and its answer is lost
+    on the way back (a proxy drops it). The retried flush finds the message
+    ended and plans nothing: the notification lives only in the batch the
+    lost commit wrote. The planner hands that batch over as in doubt, and
+    turned into outbox rows (what the daemon does once the database is
+    back) it gives the webhook under the id it was planned with."""
+    url = urlsplit(database_url)
+    proxy = PgProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    direct = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    proxied = await asyncpg.create_pool(
+        database_url.replace(f":{url.port}/", f":{proxy.port}/"), min_size=1, max_size=2
+    )
+    await open_accounts(direct, "acc")
+    planner = OutboxPlanner(72)
+    heard = Created()
+    writer = GroupCommit(proxied, retry=True, listener=CommitListeners(planner, heard))
+    writer.start()
+    try:
+        m = _message(1)
+        m.callback_url = "http://127.0.0.1:9/dlr"
+        await writer.run(InsertMessage([m]))
+        proxy.lose_next_commit_answer()
+        async with asyncio.timeout(WAIT):
+            ended = await writer.run(
+                MessageEnded(m.id, Status.REJECTED, "no_route", datetime.now(UTC))
+            )
+        assert proxy.dropped == 1
+        # Ended by the commit whose answer was lost: the retry ended nothing.
+        assert ended is None and heard == []
+        assert await direct.fetchval("SELECT status FROM messages WHERE id = $1", m.id) == (
+            "rejected"
+        )
+        (batch,) = planner.take_doubtful()
+        async with direct.acquire() as conn:
+            assert await expand_batches(conn, None, ids=[batch]) == 1
+        (row,) = await pending_notifications(direct)
+        assert (row.kind, row.message_id, row.target) == (WEBHOOK, m.id, m.callback_url)
+        assert json.loads(row.payload)["status"] == "rejected"
+        planned = await direct.fetchval("SELECT last_value FROM outbox_id_seq")
+        assert row.id & ((1 << 47) - 1) == planned  # the id it was planned with
+    finally:
+        await writer.stop(give_up_after=1.0)
+        await proxied.close()
+        await direct.close()
+        await proxy.stop()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+from smsrouter.router.messages import Status
 from smsrouter.router.store.listeners import CommitListeners
-from smsrouter.router.store.operations import Notification
+from smsrouter.router.store.operations import Finished, Notification
 
 AT = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -23,12 +24,15 @@ class Told:
         self.told = told
         self.planned = planned
 
-    async def plan_notifications(self, conn: object, ended: list[uuid.UUID]) -> list[Notification]:
+    async def plan_notifications(self, conn: object, ended: list[Finished]) -> list[Notification]:
         self.told.append(f"{self.name} plans {len(ended)}")
         return self.planned
 
     def notifications_created(self, created: list[Notification]) -> None:
         self.told.append(f"{self.name} hears {[n.id for n in created]}")
+
+    def commit_failed(self, created: list[Notification], in_doubt: bool) -> None:
+        self.told.append(f"{self.name} hears {[n.id for n in created]} failed, in doubt {in_doubt}")
 
     def settled(self) -> None:
         self.told.append(f"{self.name} settled")
@@ -43,10 +47,12 @@ async def test_listeners_are_told_in_the_order_they_joined() -> None:
     told: list[str] = []
     listeners = CommitListeners(Told("planner", told, [_row(1), _row(2)]))
     listeners.add(Told("dispatcher", told, []))
-    planned = await listeners.plan_notifications(None, [uuid.uuid4()])  # type: ignore[arg-type]
+    ended = [Finished(uuid.uuid4(), Status.DELIVERED)]
+    planned = await listeners.plan_notifications(None, ended)  # type: ignore[arg-type]
     assert [n.id for n in planned] == [1, 2]
     listeners.notifications_created(planned)
     listeners.settled()
+    listeners.commit_failed(planned[:1], True)
     assert told == [
         "planner plans 1",
         "dispatcher plans 1",
@@ -54,6 +60,8 @@ async def test_listeners_are_told_in_the_order_they_joined() -> None:
         "dispatcher hears [1, 2]",
         "planner settled",
         "dispatcher settled",
+        "planner hears [1] failed, in doubt True",
+        "dispatcher hears [1] failed, in doubt True",
     ]
 
 

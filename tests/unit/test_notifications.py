@@ -1,7 +1,9 @@
 """The durable outbox's planner, backoff and dispatcher.
 
-`backoff` is pure. The planner builds outbox rows in the database, so it
-runs against a real PostgreSQL from message rows as they stand once ended.
+`backoff` is pure. The planner works from what the statements that end
+messages return of them (store.notices), and writes a notification batch,
+so it runs against a real PostgreSQL from message rows as they stand once
+ended; a batch turned back into outbox rows must give the same rows.
 The dispatcher runs against a real
 PostgreSQL (its writes go through a GroupCommit on the test's database)
 with test channels implementing the `Channel` protocol, a virtual
@@ -38,7 +40,16 @@ from smsrouter.router.notifications import (
     backoff,
 )
 from smsrouter.router.payloads import SmppReceipt
-from smsrouter.router.store import GroupCommit, Notification, OutboxDone, OutboxRetry, StoreError
+from smsrouter.router.store import (
+    GroupCommit,
+    Notification,
+    OutboxDone,
+    OutboxRetry,
+    StoreError,
+    writes,
+)
+from smsrouter.router.store.notices import INSERT_BATCH, expand_batches
+from smsrouter.router.store.operations import BatchSettled
 
 # Every wait in this file is bounded by this; none is expected to come close.
 WAIT = 5.0
@@ -140,8 +151,27 @@ async def _ended(pool: asyncpg.Pool, **kw: object) -> uuid.UUID:
 async def _plan(
     pool: asyncpg.Pool, ids: list[uuid.UUID], retry_hours: float = 72
 ) -> list[Notification]:
+    """What the planner makes of these ended messages, from what an ending
+    statement returns of each (`writes._FINISHED_OF_M`)."""
     async with pool.acquire() as conn, conn.transaction():
-        return await OutboxPlanner(retry_hours).plan_notifications(conn, ids)
+        rows = await conn.fetch(
+            f"SELECT {writes._FINISHED_OF_M}"
+            " FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n) JOIN messages m ON m.id = e.id"
+            " ORDER BY e.n",
+            ids,
+        )
+        return await OutboxPlanner(retry_hours).plan_notifications(conn, writes._finished(rows))
+
+
+async def _expanded(pool: asyncpg.Pool, batch: int) -> dict[int, asyncpg.Record]:
+    """The outbox rows the batch becomes when its notifications were not
+    all settled (a crash, a stop), by id; the batch is gone."""
+    async with pool.acquire() as conn:
+        written = await expand_batches(conn, None, ids=[batch])
+        rows = await conn.fetch("SELECT * FROM outbox ORDER BY id")
+    assert written == len(rows)
+    assert await pool.fetchval("SELECT count(*) FROM notification_batches") == 0
+    return {r["id"]: r for r in rows}
 
 
 async def test_webhook_row_carries_exactly_the_contract_fields(db_pool: asyncpg.Pool) -> None:
@@ -170,8 +200,21 @@ async def test_webhook_row_carries_exactly_the_contract_fields(db_pool: asyncpg.
     assert n.payload.startswith(b'{"id":"0190f3a4-5b6c-7d8e-9f00-112233445566","client_ref":')
     assert n.expires_at == DONE_AT + timedelta(hours=72)
     assert n.next_attempt_at >= before - timedelta(seconds=1)
-    stored = await db_pool.fetchrow("SELECT * FROM outbox WHERE id = $1", n.id)
-    assert bytes(stored["payload"]) == n.payload and stored["done_at"] is None
+    batch = await db_pool.fetchrow("SELECT * FROM notification_batches")
+    assert (batch["id"], batch["message_ids"], batch["kinds"], batch["outbox_ids"]) == (
+        n.batch,
+        [message_id],
+        [WEBHOOK],
+        [n.id],
+    )
+    assert await db_pool.fetchval("SELECT count(*) FROM outbox") == 0
+    stored = (await _expanded(db_pool, n.batch))[n.id]
+    assert (bytes(stored["payload"]), stored["target"], stored["expires_at"]) == (
+        n.payload,
+        n.target,
+        n.expires_at,
+    )
+    assert stored["done_at"] is None and stored["owner"] is None and stored["attempts"] == 0
 
 
 async def test_webhook_body_keeps_null_fields(db_pool: asyncpg.Pool) -> None:
@@ -202,6 +245,12 @@ async def test_payload_strings_are_escaped_as_json(db_pool: asyncpg.Pool, text: 
     webhook, receipt = await _plan(db_pool, [message_id])
     assert json.loads(webhook.payload)["client_ref"] == text
     assert msgspec.json.decode(receipt.payload, type=SmppReceipt).text == text[:20]
+    # Turned back into rows, the same payloads under the same ids.
+    rows = await _expanded(db_pool, webhook.batch)
+    assert {i: (r["kind"], bytes(r["payload"])) for i, r in rows.items()} == {
+        webhook.id: (WEBHOOK, webhook.payload),
+        receipt.id: (SMPP_RECEIPT, receipt.payload),
+    }
 
 
 async def test_smpp_receipt_row_for_an_esme_that_asked_for_one(db_pool: asyncpg.Pool) -> None:
@@ -279,6 +328,7 @@ async def test_no_row_without_a_callback_or_a_requested_receipt(
     message_id = await _ended(db_pool, **kw)
     assert await _plan(db_pool, [message_id]) == []
     assert await db_pool.fetchval("SELECT count(*) FROM outbox") == 0
+    assert await db_pool.fetchval("SELECT count(*) FROM notification_batches") == 0
 
 
 async def test_one_row_per_message_in_the_order_given(db_pool: asyncpg.Pool) -> None:
@@ -1137,3 +1187,191 @@ async def test_add_missing_adds_only_rows_not_held(dispatch: Callable[..., Dispa
     assert d.add_missing([delivered, in_flight]) == 1
     await eventually(lambda: len(webhooks.delivered) == 4, "the row sent again")
     webhooks.release.set()
+
+
+# ------------------------------------------- dispatcher: notification batches
+#
+# A flush's notifications are kept by one batch row (migration 0018), not a
+# row each: delivered at the first try they write nothing, and the batch's
+# row goes once each was delivered or kept in an outbox row of its own,
+# under the id it was first sent with (the webhook-id of every try).
+
+
+async def _batch(
+    pool: asyncpg.Pool, count: int, *, kind: str = WEBHOOK, account: str = "acme"
+) -> list[Notification]:
+    """A batch's row as the planner writes it, and its notifications."""
+    now = utcnow()
+    message_ids = [uuid.uuid4() for _ in range(count)]
+    row = await pool.fetchrow(INSERT_BATCH, message_ids, [kind] * count, 72.0)
+    target = "http://127.0.0.1:9/dlr" if kind == WEBHOOK else None
+    return [
+        Notification(
+            outbox_id, kind, account, message_id, target, b'{"id":"x"}', 0, now,
+            now + timedelta(hours=72), row["id"],
+        )
+        for outbox_id, message_id in zip(row["outbox_ids"], message_ids, strict=True)
+    ]  # fmt: skip
+
+
+def _batch_gone(pool: asyncpg.Pool, batch: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        n = await pool.fetchval("SELECT count(*) FROM notification_batches WHERE id = $1", batch)
+        return n == 0
+
+    return check
+
+
+async def _outbox_ids(pool: asyncpg.Pool) -> list[int]:
+    return [r["id"] for r in await pool.fetch("SELECT id FROM outbox ORDER BY id")]
+
+
+async def test_a_batch_delivered_at_once_writes_no_outbox_row_and_its_row_goes(
+    db_pool: asyncpg.Pool, make_dispatcher: Callable[..., Dispatcher]
+) -> None:
+    channel = ScriptedChannel()
+    d = make_dispatcher({WEBHOOK: channel}, clock=FakeClock())
+    batch = await _batch(db_pool, 3)
+    d.add(batch)
+    assert d.backlog(WEBHOOK) == 3 and d.batches() == [batch[0].batch]
+    await eventually(_batch_gone(db_pool, batch[0].batch), "the batch's row to go")
+    assert channel.delivered == [n.id for n in batch]
+    assert await _outbox_ids(db_pool) == []
+    assert d.pending == 0 and d.backlog(WEBHOOK) == 0 and d.batches() == []
+
+
+async def test_a_batch_stays_until_every_one_of_its_notifications_is_settled(
+    db_pool: asyncpg.Pool, writer: GroupCommit
+) -> None:
+    gate = asyncio.Event()
+    slow, fast = ScriptedChannel(gate=gate), ScriptedChannel()
+    d = Dispatcher(writer=writer, channels={WEBHOOK: fast, SMPP_RECEIPT: slow}, clock=FakeClock())
+    d.start()
+    try:
+        webhook, receipt = await _batch(db_pool, 2)
+        receipt.kind, receipt.target = SMPP_RECEIPT, None
+        d.add([webhook, receipt])
+        await eventually(lambda: fast.delivered == [webhook.id] and slow.active == 1, "one out")
+        await writer.run(BatchSettled(-1))  # a flush after the delivery: nothing went
+        assert not await _batch_gone(db_pool, webhook.batch)()
+        gate.set()
+        await eventually(_batch_gone(db_pool, webhook.batch), "the batch's row to go")
+        assert await _outbox_ids(db_pool) == []
+    finally:
+        await d.stop(timeout=0.5)
+
+
+async def test_a_batched_notification_that_fails_keeps_its_id_in_a_row_of_its_own(
+    db_pool: asyncpg.Pool, make_dispatcher: Callable[..., Dispatcher]
+) -> None:
+    clock = FakeClock()
+    first_delay = backoff(0, random.Random(42))
+    channel = ScriptedChannel([DeliveryFailed("HTTP 503")])
+    d = make_dispatcher({WEBHOOK: channel}, clock=clock, rng=random.Random(42))
+    failing, delivered = await _batch(db_pool, 2)
+    before = utcnow()
+    d.add([failing, delivered])
+    await eventually(_attempts(db_pool, failing.id, 1), "the failed one's row")
+    after = utcnow()
+    await eventually(_batch_gone(db_pool, failing.batch), "the batch's row to go")
+    assert await _outbox_ids(db_pool) == [failing.id]
+    row = await db_pool.fetchrow("SELECT * FROM outbox WHERE id = $1", failing.id)
+    assert (row["kind"], row["account_id"], row["message_id"], row["target"]) == (
+        WEBHOOK,
+        "acme",
+        failing.message_id,
+        failing.target,
+    )
+    assert (bytes(row["payload"]), row["expires_at"], row["last_error"], row["done_at"]) == (
+        failing.payload,
+        failing.expires_at,
+        "HTTP 503",
+        None,
+    )
+    assert before + timedelta(seconds=first_delay) <= row["next_attempt_at"]
+    assert row["next_attempt_at"] <= after + timedelta(seconds=first_delay)
+    assert failing.batch == 0 and d.batches() == []
+
+    # Its retry goes under the same id, and the row goes when it delivers.
+    clock.advance(first_delay)
+    d.add([])
+    await eventually(_delivered(db_pool, failing.id), "the retry to deliver")
+    assert channel.calls == [failing.id, delivered.id, failing.id]
+    assert d.pending == 0 and d.backlog(WEBHOOK) == 0
+
+
+async def test_a_batched_notification_refused_is_kept_done_with_its_error(
+    db_pool: asyncpg.Pool, make_dispatcher: Callable[..., Dispatcher]
+) -> None:
+    channel = ScriptedChannel([DeliveryRefused("127.1 is a private network address")])
+    d = make_dispatcher({WEBHOOK: channel}, clock=FakeClock())
+    (n,) = await _batch(db_pool, 1)
+    d.add([n])
+    await eventually(_given_up(db_pool, n.id), "the row given up")
+    await eventually(_batch_gone(db_pool, n.batch or 0), "the batch's row to go")
+    row = await db_pool.fetchrow("SELECT * FROM outbox WHERE id = $1", n.id)
+    assert (row["attempts"], row["last_error"]) == (
+        1,
+        "refused: 127.1 is a private network address",
+    )
+    assert d.pending == 0 and d.backlog(WEBHOOK) == 0
+
+
+async def test_a_batched_receipt_for_an_unbound_esme_waits_in_a_row_of_its_own(
+    db_pool: asyncpg.Pool, make_dispatcher: Callable[..., Dispatcher]
+) -> None:
+    channel = BindChannel()
+    d = make_dispatcher({SMPP_RECEIPT: channel}, clock=FakeClock())
+    batch = await _batch(db_pool, 2, kind=SMPP_RECEIPT)
+    batch_id = batch[0].batch
+    d.add(batch)
+    await eventually(_batch_gone(db_pool, batch_id), "the batch's row to go")
+    assert await _outbox_ids(db_pool) == [n.id for n in batch]
+    for n in batch:
+        row = await _row(db_pool, n.id)
+        assert (row["attempts"], row["last_error"], row["done_at"]) == (0, None, None)
+    # Another instance may take them: they are handed off once written.
+    assert sorted(d.hand_off_waiting()) == [n.id for n in batch]
+    assert d.pending == 0
+
+
+async def test_a_stop_keeps_what_only_a_batch_holds_in_rows_of_their_own(
+    db_pool: asyncpg.Pool, writer: GroupCommit
+) -> None:
+    hung = ScriptedChannel(gate=asyncio.Event())  # never set
+    d = Dispatcher(
+        writer=writer,
+        channels={WEBHOOK: hung},
+        concurrency=1,
+        clock=FakeClock(),
+        rng=random.Random(1),
+    )
+    d.start()
+    batch = await _batch(db_pool, 3)
+    d.add(batch)
+    await eventually(lambda: hung.active == 1, "the first delivery to hang")
+    await asyncio.wait_for(d.stop(timeout=0.2), 3.0)
+    # The one cancelled and the two never tried: rows as they stand, the
+    # batch settled, so the next start sends those three alone.
+    assert hung.cancelled == [batch[0].id]
+    assert await _outbox_ids(db_pool) == [n.id for n in batch]
+    for n in batch:
+        row = await _row(db_pool, n.id)
+        assert (row["attempts"], row["last_error"], row["done_at"]) == (0, None, None)
+    assert await _batch_gone(db_pool, batch[0].batch)()
+
+
+async def test_a_planner_hands_over_the_batches_of_a_commit_in_doubt() -> None:
+    planner = OutboxPlanner(72)
+    now = utcnow()
+
+    def of(batch: int) -> Notification:
+        return Notification(batch * 10, WEBHOOK, "a", None, "u", b"{}", 0, now, now, batch)
+
+    planner.commit_failed([of(3), of(3)], in_doubt=False)  # rolled back: nothing
+    assert planner.take_doubtful() == []
+    planner.commit_failed([of(5), of(4), of(0)], in_doubt=True)  # 0: an MO's own row
+    assert planner.take_doubtful() == [4, 5]
+    assert planner.take_doubtful() == []
+    planner.give_back([5])  # turning it into rows failed: next time
+    assert planner.take_doubtful() == [5]

@@ -12,8 +12,8 @@ from decimal import Decimal
 from smsrouter.router.accounts import AccountDirectory
 from smsrouter.router.config import AccountConfig
 from smsrouter.router.messages import Message
-from smsrouter.router.notifications import status_webhook_body
 from smsrouter.router.sent_callbacks import sent_webhook_body, wanted
+from smsrouter.router.store.notices import status_webhook_body
 
 MESSAGE_ID = uuid.UUID("0190c0de-0000-7000-8000-000000000001")
 
