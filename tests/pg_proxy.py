@@ -1,11 +1,12 @@
-"""A TCP proxy in front of PostgreSQL that can lose the answer to a COMMIT:
+"""A TCP proxy in front of PostgreSQL that can lose the answer to a commit:
 the commit reaches the server and lands, and the client sees its
-connection drop instead of "COMMIT" (a network fault, a failover at the
+connection drop instead of the answer (a network fault, a failover at the
 wrong moment). The one fault no server-side kill can make on purpose.
 
-asyncpg commits with a simple Query message, `COMMIT;`; the proxy looks
-for it in what the client sends while armed, forwards it, and closes both
-sides when the server's answer arrives, without passing it on.
+asyncpg ends a transaction with a simple Query message, `COMMIT;`, and a
+COPY that is its own transaction with a CopyDone message; the proxy looks
+for the one it is armed for in what the client sends, forwards it, and
+closes both sides when the server's answer arrives, without passing it on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import struct
 
 _COMMIT = b"Q" + struct.pack("!I", 4 + len(b"COMMIT;\x00")) + b"COMMIT;\x00"
+_COPY_DONE = b"c" + struct.pack("!I", 4)
 
 
 class PgProxy:
@@ -22,13 +24,16 @@ class PgProxy:
         self.target = (host, port)
         self.port = 0
         self._server: asyncio.Server | None = None
-        self._armed = False
+        self._armed: bytes | None = None  # the message whose answer is to be lost
         self.dropped = 0  # answers lost
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
     def lose_next_commit_answer(self) -> None:
-        self._armed = True
+        self._armed = _COMMIT
+
+    def lose_next_copy_answer(self) -> None:
+        self._armed = _COPY_DONE
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -52,8 +57,8 @@ class PgProxy:
 
         async def upstream() -> None:
             while data := await client_r.read(65536):
-                if self._armed and _COMMIT in data:
-                    self._armed = False
+                if self._armed is not None and self._armed in data:
+                    self._armed = None
                     committing.set()
                 server_w.write(data)
                 await server_w.drain()

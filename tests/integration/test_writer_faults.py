@@ -22,6 +22,7 @@ from smsrouter.router.store import (
     PartSent,
     StoreError,
     pending_notifications,
+    stored_message_ids,
 )
 from smsrouter.router.store.notices import expand_batches
 from tests.integration.test_webhooks import Created
@@ -208,6 +209,41 @@ async def test_a_commit_whose_answer_is_lost_hands_over_its_notification_batch(
         assert row.id & ((1 << 47) - 1) == planned  # the id it was planned with
     finally:
         await writer.stop(give_up_after=1.0)
+        await proxied.close()
+        await direct.close()
+        await proxy.stop()
+
+
+async def test_an_insert_whose_answer_is_lost_is_in_doubt(database_url: str) -> None:
+    """The COPY that stores a flush (its own transaction) lands and its
+    answer is lost: asyncpg raises a PostgresError of class 08 that the
+    server never sent. The writer reports the flush in doubt, so that the
+    intake looks the messages up once the database answers again (they
+    are stored) instead of telling their callers they were not."""
+    url = urlsplit(database_url)
+    proxy = PgProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    direct = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    proxied = await asyncpg.create_pool(
+        database_url.replace(f":{url.port}/", f":{proxy.port}/"), min_size=1, max_size=2
+    )
+    await open_accounts(direct, "acc")
+    ingest = GroupCommit(proxied, name="ingest")
+    ingest.start()
+    try:
+        m = _message(2)
+        proxy.lose_next_copy_answer()
+        async with asyncio.timeout(WAIT):
+            try:
+                await ingest.run(InsertMessage([m]))
+                raise AssertionError("the lost answer was not noticed")
+            except StoreError as exc:
+                error = exc
+        assert proxy.dropped == 1
+        assert error.in_doubt, str(error)
+        assert await stored_message_ids(direct, [m.id]) == {m.id}
+    finally:
+        await ingest.stop()
         await proxied.close()
         await direct.close()
         await proxy.stop()
