@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from urllib.parse import urlsplit
 
 import asyncpg
+import pytest
 
 from smsrouter.router.messages import Message, Status, new_message_id
 from smsrouter.router.notifications import WEBHOOK, OutboxPlanner
@@ -163,15 +166,17 @@ async def test_stop_gives_up_after_its_deadline(own_pg: OwnPostgres) -> None:
         pool.terminate()
 
 
-async def test_a_commit_whose_answer_is_lost_hands_over_its_notification_batch(
-    database_url: str,
-) -> None:
-    """The status flush that ends a message lands, and its answer is lost
-    on the way back (a proxy drops it). The retried flush finds the message
-    ended and plans nothing: the notification lives only in the batch the
-    lost commit wrote. The planner hands that batch over as in doubt, and
-    turned into outbox rows (what the daemon does once the database is
-    back) it gives the webhook under the id it was planned with."""
+@dataclass
+class Proxied:
+    """A database reached directly and through a PgProxy."""
+
+    proxy: PgProxy
+    direct: asyncpg.Pool
+    proxied: asyncpg.Pool
+
+
+@pytest.fixture
+async def through_proxy(database_url: str) -> AsyncIterator[Proxied]:
     url = urlsplit(database_url)
     proxy = PgProxy(url.hostname or "127.0.0.1", url.port or 5432)
     await proxy.start()
@@ -180,6 +185,24 @@ async def test_a_commit_whose_answer_is_lost_hands_over_its_notification_batch(
         database_url.replace(f":{url.port}/", f":{proxy.port}/"), min_size=1, max_size=2
     )
     await open_accounts(direct, "acc")
+    try:
+        yield Proxied(proxy, direct, proxied)
+    finally:
+        await proxied.close()
+        await direct.close()
+        await proxy.stop()
+
+
+async def test_a_commit_whose_answer_is_lost_hands_over_its_notification_batch(
+    through_proxy: Proxied,
+) -> None:
+    """The status flush that ends a message lands, and its answer is lost
+    on the way back (a proxy drops it). The retried flush finds the message
+    ended and plans nothing: the notification lives only in the batch the
+    lost commit wrote. The planner hands that batch over as in doubt, and
+    turned into outbox rows (what the daemon does once the database is
+    back) it gives the webhook under the id it was planned with."""
+    proxy, direct, proxied = through_proxy.proxy, through_proxy.direct, through_proxy.proxied
     planner = OutboxPlanner(72)
     heard = Created()
     writer = GroupCommit(proxied, retry=True, listener=CommitListeners(planner, heard))
@@ -209,26 +232,16 @@ async def test_a_commit_whose_answer_is_lost_hands_over_its_notification_batch(
         assert row.id & ((1 << 47) - 1) == planned  # the id it was planned with
     finally:
         await writer.stop(give_up_after=1.0)
-        await proxied.close()
-        await direct.close()
-        await proxy.stop()
 
 
-async def test_an_insert_whose_answer_is_lost_is_in_doubt(database_url: str) -> None:
+async def test_an_insert_whose_answer_is_lost_is_in_doubt(through_proxy: Proxied) -> None:
     """The COPY that stores a flush (its own transaction) lands and its
     answer is lost: asyncpg raises a PostgresError of class 08 that the
     server never sent. The writer reports the flush in doubt, so that the
     intake looks the messages up once the database answers again (they
     are stored) instead of telling their callers they were not."""
-    url = urlsplit(database_url)
-    proxy = PgProxy(url.hostname or "127.0.0.1", url.port or 5432)
-    await proxy.start()
-    direct = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    proxied = await asyncpg.create_pool(
-        database_url.replace(f":{url.port}/", f":{proxy.port}/"), min_size=1, max_size=2
-    )
-    await open_accounts(direct, "acc")
-    ingest = GroupCommit(proxied, name="ingest")
+    proxy, direct = through_proxy.proxy, through_proxy.direct
+    ingest = GroupCommit(through_proxy.proxied, name="ingest")
     ingest.start()
     try:
         m = _message(2)
@@ -244,6 +257,3 @@ async def test_an_insert_whose_answer_is_lost_is_in_doubt(database_url: str) -> 
         assert await stored_message_ids(direct, [m.id]) == {m.id}
     finally:
         await ingest.stop()
-        await proxied.close()
-        await direct.close()
-        await proxy.stop()
