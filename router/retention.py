@@ -16,10 +16,10 @@ in the table's partition key:
   sequence number (migration 0012), so a look-up by id prunes too. Rows
   from before the migration (plain sequence numbers) are the day 1970-01-01.
 - idempotency_keys by its `day` column: a key is written into its day's
-  partition and carried into the next one, so that one day's unique index
-  holds every key taken in the 24 h before any moment of that day
-  (CONTRACT §3: a key is kept 24 h; PostgreSQL has no unique index across
-  partitions).
+  partition, and a repeat is refused by that day's unique index or by a
+  look into the day before (CONTRACT §3: a key is kept 24 h; PostgreSQL has
+  no unique index across partitions). A key taken in the last hour of its
+  day is carried into the next one too (migration 0019).
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ EPOCH = date(1970, 1, 1)
 AHEAD_DAYS = 3
 
 # CONTRACT §3: an Idempotency-Key is kept 24 h. The partition of a day holds
-# keys taken that day and carried from the day before: all are past their
-# 24 h one day after the partition's range ended.
+# keys taken that day and those carried from the day before's last hour:
+# all are past their 24 h one day after the partition's range ended, and
+# until then the next day's inserts look into it.
 KEY_LIFETIME = timedelta(hours=24)
 
 # Outbox ids: UTC day number << OUTBOX_DAY_SHIFT | sequence (mod 2**47). 47

@@ -107,14 +107,17 @@ async def idempotent_answer(
     """(request hash, status, body) of what a POST with this Idempotency-Key
     answered in the last 24 h (CONTRACT §3), or None."""
     # The answer is on the key's row, or on the message that took the key
-    # (migration 0005). Today's partition holds every key taken in the last
-    # 24 h: those of today and those carried from yesterday (migration 0012).
+    # (migration 0005). A key taken in the last 24 h is in today's partition
+    # or yesterday's (migration 0019); of two live rows, one was carried
+    # from the other and they say the same.
     row = await pool.fetchrow(
         "SELECT k.request_hash, k.status, coalesce(k.body, m.answer_body) AS body"
         " FROM idempotency_keys k LEFT JOIN messages m ON m.id = k.message_id"
         " WHERE k.account_id = $1 AND k.key = $2"
-        "   AND k.day = (now() AT TIME ZONE 'UTC')::date"
-        "   AND k.created_at >= now() - interval '24 hours'",
+        "   AND k.day >= (now() AT TIME ZONE 'UTC')::date - 1"
+        "   AND k.day <= (now() AT TIME ZONE 'UTC')::date"
+        "   AND k.created_at >= now() - interval '24 hours'"
+        " ORDER BY k.day DESC LIMIT 1",
         account_id,
         key,
     )

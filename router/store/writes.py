@@ -230,7 +230,8 @@ async def _tell_unpaid(
         answer = op.answer
         if answer is None:
             continue
-        # The key's rows of today and tomorrow (migration 0012), just taken.
+        # The key's row of today, and of tomorrow when carried (migration
+        # 0019), just taken.
         if len(result.throttled) == len(op.messages):
             # Nothing stored and only for the rate: the client is told to
             # come back later (429), with the same key; it stays free.
@@ -252,13 +253,13 @@ async def _tell_unpaid(
             )
 
 
-# A key is taken by inserting it into today's partition: another request's
-# key in it (taken today, or yesterday and carried), or earlier in the same
+# A key is taken by inserting it into today's partition (migration 0019): a
+# key in it (taken today, or carried from late yesterday), one taken in
+# yesterday's partition in the last 24 h, or the same key earlier in the
 # flush, leaves it to that one. A key older than 24 h is free again
 # (CONTRACT §3 "kept 24 h"), whether or not its partition is dropped yet.
-# A key taken is carried into tomorrow's partition (migration 0012), where
-# no other row of it can be: one taken yesterday or today would have
-# refused it here.
+# A key taken in the last hour of the UTC day is carried into tomorrow's
+# partition as the trigger carries it, where no other row of it can be.
 _TAKE_KEYS = (
     "WITH taken AS ("
     " INSERT INTO idempotency_keys (account_id, key, day, request_hash, status, body)"
@@ -266,6 +267,10 @@ _TAKE_KEYS = (
     "  u.status, u.body"
     " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int2[], $5::bytea[])"
     "  AS u(account_id, key, request_hash, status, body)"
+    " WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys y"
+    "  WHERE y.account_id = u.account_id AND y.key = u.key"
+    "   AND y.day = (now() AT TIME ZONE 'UTC')::date - 1"
+    "   AND y.created_at >= now() - interval '24 hours')"
     " ON CONFLICT (account_id, key, day) DO UPDATE"
     " SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,"
     "     body = EXCLUDED.body, message_id = NULL, created_at = now()"
@@ -274,6 +279,7 @@ _TAKE_KEYS = (
     " carried AS ("
     " INSERT INTO idempotency_keys (account_id, key, day, request_hash, status, body, created_at)"
     " SELECT account_id, key, day + 1, request_hash, status, body, created_at FROM taken"
+    " WHERE idempotency_key_carried(created_at)"
     " ON CONFLICT (account_id, key, day) DO UPDATE"
     " SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,"
     "     body = EXCLUDED.body, message_id = NULL, created_at = EXCLUDED.created_at)"

@@ -89,38 +89,82 @@ async def _keys(pool: asyncpg.Pool) -> list[tuple[str, date]]:
     return [(r["key"], r["day"]) for r in rows]
 
 
-async def _taken_yesterday(pool: asyncpg.Pool, key: str, at: datetime) -> None:
-    """Make the key's rows those of a key taken at `at`, yesterday: in
-    yesterday's partition and carried into today's."""
+async def _taken_yesterday(pool: asyncpg.Pool, key: str, at: datetime, *, carried: bool) -> None:
+    """Make the key's rows those of a key taken at `at` on the day before
+    today: its row in yesterday's partition and, when `carried` (taken in
+    that day's last hour, migration 0019), one in today's."""
     async with pool.acquire() as conn:
         await partitions.create_partition(conn, IDEMPOTENCY_KEYS, _today() - timedelta(days=1))
+    await pool.execute("DELETE FROM idempotency_keys WHERE key = $1 AND day > $2", key, _today())
     await pool.execute(
         "UPDATE idempotency_keys SET day = day - 1, created_at = $2 WHERE key = $1", key, at
     )
+    if carried:
+        await pool.execute(
+            "INSERT INTO idempotency_keys"
+            " (account_id, key, day, request_hash, status, body, message_id, created_at)"
+            " SELECT account_id, key, day + 1, request_hash, status, body, message_id, created_at"
+            " FROM idempotency_keys WHERE key = $1",
+            key,
+        )
 
 
 def _today() -> date:
     return datetime.now(UTC).date()
 
 
-async def test_a_key_is_kept_in_its_day_and_the_next(db_pool: asyncpg.Pool) -> None:
-    """Partitions by day share no unique index (migration 0012): a key is
-    written into its day's partition and carried into the next one, with
-    either of the two fast (the trigger) and careful (a key reused) paths."""
+async def _carried(pool: asyncpg.Pool, key: str) -> bool:
+    """Whether the key's row of today was taken in the day's last hour, so
+    that it is carried into tomorrow's partition too (migration 0019)."""
+    carried: bool = await pool.fetchval(
+        "SELECT idempotency_key_carried(created_at) FROM idempotency_keys"
+        " WHERE key = $1 AND day = $2",
+        key,
+        _today(),
+    )
+    return carried
+
+
+async def test_a_key_is_carried_into_the_next_day_only_from_its_last_hour(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """The hour is the UTC day's, whatever the session's time zone."""
+    async with db_pool.acquire() as conn:
+        await conn.execute("SET TIME ZONE 'America/New_York'")
+        for at, carried in (
+            ("2026-12-06 22:59:59.999999+00", False),
+            ("2026-12-06 23:00:00+00", True),
+            ("2026-12-06 23:59:59.999999+00", True),
+            ("2026-12-07 00:00:00+00", False),
+            ("2026-12-07 12:00:00+00", False),
+            ("2026-12-06 18:30:00-05", True),  # 23:30 UTC
+        ):
+            assert await conn.fetchval("SELECT idempotency_key_carried($1::timestamptz)",
+                                       datetime.fromisoformat(at)) is carried, at  # fmt: skip
+
+
+async def test_a_key_is_one_row_in_its_day_carried_only_late(db_pool: asyncpg.Pool) -> None:
+    """Partitions by day share no unique index (migrations 0012, 0019): a
+    key is written into its day's partition, and into the next one too
+    when taken in its day's last hour, by either of the fast (the trigger)
+    and careful (a key reused) paths."""
     writer = GroupCommit(db_pool)
     writer.start()
     try:
         today, tomorrow = _today(), _today() + timedelta(days=1)
         assert await writer.submit(InsertMessage([_message(1)], _answer("fast", b"1"))) is None
-        assert await _keys(db_pool) == [("fast", today), ("fast", tomorrow)]
+        expected = [("fast", today)]
+        if await _carried(db_pool, "fast"):
+            expected.append(("fast", tomorrow))
+        assert await _keys(db_pool) == expected
         # The same key twice in one flush sends the writer the careful way.
         results = await asyncio.gather(
             writer.submit(InsertMessage([_message(2)], _answer("careful", b"2"))),
             writer.submit(InsertMessage([_message(3)], _answer("careful", b"3"))),
         )
         assert results == [None, KEY_TAKEN]
-        assert ("careful", today) in await _keys(db_pool)
-        assert ("careful", tomorrow) in await _keys(db_pool)
+        days = [d for k, d in await _keys(db_pool) if k == "careful"]
+        assert days == ([today, tomorrow] if await _carried(db_pool, "careful") else [today])
         assert await idempotent_answer(db_pool, "acc", "careful") == (b"h" * 32, 202, b"2")
     finally:
         await writer.stop()
@@ -129,14 +173,14 @@ async def test_a_key_is_kept_in_its_day_and_the_next(db_pool: asyncpg.Pool) -> N
 async def test_a_key_taken_before_midnight_refuses_its_repeat_after_it(
     db_pool: asyncpg.Pool,
 ) -> None:
-    """A key taken yesterday within the last 24 h is found and refused today,
-    though today's partition is another table than yesterday's."""
+    """A key taken in yesterday's last hour is carried into today's
+    partition, whose unique index refuses its repeat."""
     writer = GroupCommit(db_pool)
     writer.start()
     try:
         assert await writer.submit(InsertMessage([_message(1)], _answer("late", b"1"))) is None
         a_minute_before_midnight = day_start(_today()) - timedelta(minutes=1)
-        await _taken_yesterday(db_pool, "late", a_minute_before_midnight)
+        await _taken_yesterday(db_pool, "late", a_minute_before_midnight, carried=True)
         assert await idempotent_answer(db_pool, "acc", "late") == (b"h" * 32, 202, b"1")
         repeat = [_message(2)]
         assert await writer.submit(InsertMessage(repeat, _answer("late", b"2"))) == KEY_TAKEN
@@ -146,25 +190,58 @@ async def test_a_key_taken_before_midnight_refuses_its_repeat_after_it(
         await writer.stop()
 
 
-async def test_a_key_carried_from_yesterday_past_its_24_hours_is_free_again(
+async def test_a_key_only_in_yesterdays_partition_refuses_its_repeat(
     db_pool: asyncpg.Pool,
 ) -> None:
+    """A key of yesterday's partition less than 24 h old, not carried, is
+    found by the look into yesterday (migration 0019): by the trigger, which
+    raises what yesterday's unique index would, and by the careful path."""
     writer = GroupCommit(db_pool)
     writer.start()
     try:
-        assert await writer.submit(InsertMessage([_message(1)], _answer("early", b"1"))) is None
-        twenty_five_hours_ago = datetime.now(UTC) - timedelta(hours=25)
-        await _taken_yesterday(db_pool, "early", twenty_five_hours_ago)
-        assert await idempotent_answer(db_pool, "acc", "early") is None
-        again = [_message(2)]
-        assert await writer.submit(InsertMessage(again, _answer("early", b"2"))) is None
-        assert await _stored(db_pool, again) == 1
-        assert await idempotent_answer(db_pool, "acc", "early") == (b"h" * 32, 202, b"2")
+        assert await writer.submit(InsertMessage([_message(1)], _answer("y", b"1"))) is None
+        twenty_three_hours_ago = datetime.now(UTC) - timedelta(hours=23)
+        await _taken_yesterday(db_pool, "y", twenty_three_hours_ago, carried=False)
+        assert await _keys(db_pool) == [("y", _today() - timedelta(days=1))]
+        assert await idempotent_answer(db_pool, "acc", "y") == (b"h" * 32, 202, b"1")
+        # Alone in its flush: the trigger refuses it.
+        repeat = [_message(2)]
+        assert await writer.submit(InsertMessage(repeat, _answer("y", b"2"))) == KEY_TAKEN
+        # Twice in one flush: the careful path refuses both.
+        twice = [_message(3)], [_message(4)]
+        results = await asyncio.gather(
+            writer.submit(InsertMessage(twice[0], _answer("y", b"3"))),
+            writer.submit(InsertMessage(twice[1], _answer("y", b"4"))),
+        )
+        assert results == [KEY_TAKEN, KEY_TAKEN]
+        assert await _stored(db_pool, [*repeat, *twice[0], *twice[1]]) == 0
+        assert await _keys(db_pool) == [("y", _today() - timedelta(days=1))]
+        assert await idempotent_answer(db_pool, "acc", "y") == (b"h" * 32, 202, b"1")
+    finally:
+        await writer.stop()
+
+
+async def test_a_key_of_yesterday_past_its_24_hours_is_free_again(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """Whether or not it was carried into today's partition."""
+    writer = GroupCommit(db_pool)
+    writer.start()
+    try:
         today = _today()
-        assert [d for k, d in await _keys(db_pool) if k == "early"] == [
-            today - timedelta(days=1),
-            today,
-            today + timedelta(days=1),
-        ]
+        for n, (key, carried) in enumerate((("early", False), ("early-carried", True))):
+            first = InsertMessage([_message(10 * n + 1)], _answer(key, b"1"))
+            assert await writer.submit(first) is None
+            twenty_five_hours_ago = datetime.now(UTC) - timedelta(hours=25)
+            await _taken_yesterday(db_pool, key, twenty_five_hours_ago, carried=carried)
+            assert await idempotent_answer(db_pool, "acc", key) is None
+            again = [_message(10 * n + 2)]
+            assert await writer.submit(InsertMessage(again, _answer(key, b"2"))) is None
+            assert await _stored(db_pool, again) == 1
+            assert await idempotent_answer(db_pool, "acc", key) == (b"h" * 32, 202, b"2")
+            days = [today - timedelta(days=1), today]
+            if await _carried(db_pool, key):
+                days.append(today + timedelta(days=1))
+            assert [d for k, d in await _keys(db_pool) if k == key] == days
     finally:
         await writer.stop()
