@@ -153,7 +153,8 @@ def account_ids(accounts: int) -> list[str]:
 
 class Traffic:
     """Scenario 1's requests for one writer: one recipient each, each with
-    its own Idempotency-Key and the answer stored with it."""
+    its own Idempotency-Key, whose 202 is made again from its message on a
+    repeat (not stored)."""
 
     def __init__(self, writer: int, account_id: str) -> None:
         self.writer = writer
@@ -187,6 +188,7 @@ class Traffic:
                 hashlib.sha256(request).digest(),
                 202,
                 body,
+                from_message=True,  # one recipient, nothing rejected: as HTTP marks it
             )
             out.append(InsertMessage([message], answer))
         return out

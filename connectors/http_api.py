@@ -88,6 +88,7 @@ from smsrouter.router.store.opt_outs import (
     get_opt_out,
     list_opt_outs,
 )
+from smsrouter.router.store.queries import AcceptedMessage
 from smsrouter.sms.text import Encoding
 
 log = structlog.get_logger("http")
@@ -304,8 +305,9 @@ class HttpApi:
         answer = None
         if key is not None:
             answer = IdempotentAnswer(
-                account.id, key, request_hash, 202, accepted.body, unpaid=answer_unpaid.stored
-            )
+                account.id, key, request_hash, 202, accepted.body, answer_unpaid.stored,
+                from_message=_made_again(messages, rejected),
+            )  # fmt: skip
         taken = False
         queue_full: SenderQueueFull | None = None
         unpaid = ALL_STORED
@@ -378,7 +380,12 @@ class HttpApi:
             return stored
         if stored is None:
             return None
-        first_hash, status, body = stored
+        first_hash, status, answered = stored
+        if isinstance(answered, AcceptedMessage):
+            m = answered
+            body = _accepted_body([_accepted_item(m.id, m.to, m.parts, m.encoding, m.price)], [])
+        else:
+            body = answered
         if first_hash != request_hash:
             return problem(
                 422, "Idempotency key reused",
@@ -812,23 +819,37 @@ class _UnpaidAnswer:
 
 def _accepted(messages: list[tuple[str, Message]], rejected: list[Refusal]) -> Response:
     """The 202 of POST /v1/messages (CONTRACT §3)."""
-    return json_response(
-        202,
-        {
-            "messages": [
-                {
-                    "id": str(m.id),
-                    "to": to,
-                    "status": "accepted",
-                    "parts": m.parts,
-                    "encoding": m.encoding,
-                    "price": m.price,
-                }
-                for to, m in messages
-            ],
-            "rejected": [_refusal(r) for r in rejected],
-        },
-    )
+    items = [_accepted_item(m.id, to, m.parts, m.encoding, m.price) for to, m in messages]
+    return Response(202, _accepted_body(items, rejected))
+
+
+def _made_again(messages: list[tuple[str, Message]], rejected: list[Refusal]) -> bool:
+    """Whether the 202 is the same bytes when made again from its one stored
+    message (`_replay`): nothing rejected, the recipient as stored, the price
+    as PostgreSQL gives it back (numeric keeps the scale, not an exponent)."""
+    if len(messages) != 1 or rejected:
+        return False
+    to, m = messages[0]
+    return to == m.recipient and "E" not in str(m.price)
+
+
+def _accepted_item(
+    message_id: uuid.UUID, to: str, parts: int, encoding: str, price: Decimal
+) -> dict[str, Any]:
+    return {
+        "id": str(message_id),
+        "to": to,
+        "status": "accepted",
+        "parts": parts,
+        "encoding": encoding,
+        "price": price,
+    }
+
+
+def _accepted_body(items: list[dict[str, Any]], rejected: list[Refusal]) -> bytes:
+    """The body of the 202: the same bytes when a repeat makes it again
+    from the stored message (`_replay`)."""
+    return json_response(202, {"messages": items, "rejected": [_refusal(r) for r in rejected]}).body
 
 
 def _not_stored(account: Account, unpaid: Unpaid, to: str, m: Message) -> Refusal:

@@ -45,6 +45,10 @@ class IdempotentAnswer:
     # body given which. Told inside the commit, so that the answer stored
     # with the key is the one the request gets.
     unpaid: Callable[[Unpaid], tuple[int, bytes]] | None = field(default=None, compare=False)
+    # The body is the 202 of the request's one message and is made again
+    # from that message's row (`queries.AcceptedMessage`): not stored with
+    # it, ~140 bytes fewer to write for nearly every keyed request.
+    from_message: bool = False
 
     # Written out so that mypyc compiles it (setup.py: COMPILED_INITS): one
     # is made per request that sends a key.
@@ -56,6 +60,7 @@ class IdempotentAnswer:
         status: int,
         body: bytes,
         unpaid: Callable[[Unpaid], tuple[int, bytes]] | None = None,
+        from_message: bool = False,
     ) -> None:
         self.account_id = account_id
         self.key = key
@@ -63,6 +68,7 @@ class IdempotentAnswer:
         self.status = status
         self.body = body
         self.unpaid = unpaid
+        self.from_message = from_message
 
 
 # InsertMessage's result when its Idempotency-Key was taken by another

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 import asyncpg
 
@@ -101,17 +103,33 @@ async def pending_notifications(pool: asyncpg.Pool, owner: str | None = None) ->
     return [Notification(**dict(r)) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class AcceptedMessage:
+    """The one message a keyed request stored, whose 202 was not stored
+    with it (`IdempotentAnswer.from_message`): the answer is made again
+    from these fields, as they were when it was first given."""
+
+    id: uuid.UUID
+    to: str
+    parts: int
+    encoding: str
+    price: Decimal
+
+
 async def idempotent_answer(
     pool: asyncpg.Pool, account_id: str, key: str
-) -> tuple[bytes, int, bytes] | None:
+) -> tuple[bytes, int, bytes | AcceptedMessage] | None:
     """(request hash, status, body) of what a POST with this Idempotency-Key
-    answered in the last 24 h (CONTRACT §3), or None."""
+    answered in the last 24 h (CONTRACT §3), or None. The body is the
+    message it stored when its 202 is to be made again from it."""
     # The answer is on the key's row, or on the message that took the key
-    # (migration 0005). A key taken in the last 24 h is in today's partition
-    # or yesterday's (migration 0019); of two live rows, one was carried
-    # from the other and they say the same.
+    # (migration 0005), or is that message's 202 (from_message). A key
+    # taken in the last 24 h is in today's partition or yesterday's
+    # (migration 0019); of two live rows, one was carried from the other
+    # and they say the same.
     row = await pool.fetchrow(
-        "SELECT k.request_hash, k.status, coalesce(k.body, m.answer_body) AS body"
+        "SELECT k.request_hash, k.status, coalesce(k.body, m.answer_body) AS body,"
+        " m.id, m.recipient, m.parts, m.encoding, m.price"
         " FROM idempotency_keys k LEFT JOIN messages m ON m.id = k.message_id"
         " WHERE k.account_id = $1 AND k.key = $2"
         "   AND k.day >= (now() AT TIME ZONE 'UTC')::date - 1"
@@ -121,7 +139,18 @@ async def idempotent_answer(
         account_id,
         key,
     )
-    return None if row is None else (row["request_hash"], row["status"], row["body"])
+    if row is None:
+        return None
+    body = row["body"]
+    if body is None:
+        if row["id"] is None:
+            # The message that took the key is gone before its key (its
+            # day dropped by retention): nothing to answer it again with.
+            return None
+        body = AcceptedMessage(
+            row["id"], row["recipient"], row["parts"], row["encoding"], row["price"]
+        )
+    return (row["request_hash"], row["status"], body)
 
 
 # A message of a list with what get_message works out for one: until it

@@ -81,7 +81,10 @@ async def insert_messages(
                     m.registered_delivery, str(m.status), m.created_at, m.valid_until,
                     m.send_at, m.kind,
                     *(
-                        (answer.key, answer.request_hash, answer.status, answer.body)
+                        (
+                            answer.key, answer.request_hash, answer.status,
+                            None if answer.from_message else answer.body,
+                        )
                         if answer is not None
                         else _NO_KEY
                     ),

@@ -57,6 +57,13 @@ async def test_a_repeated_request_answers_the_same_and_sends_nothing_twice(
             http, url, b_body, {**KEY_B, "Idempotency-Key": "otp-4321"}
         )
         assert status == 202 and b_first != first
+        # A one-recipient 202 is made again from its stored message (not
+        # stored itself): the same bytes, at once and ten at once.
+        b_keyed = {**KEY_B, "Idempotency-Key": "otp-4321"}
+        status, b_again, headers = await _post(http, url, b_body, b_keyed)
+        assert (status, b_again, headers.get("Idempotent-Replayed")) == (202, b_first, "true")
+        storm = await asyncio.gather(*(_post(http, url, b_body, b_keyed) for _ in range(10)))
+        assert {(s, b) for s, b, _ in storm} == {(202, b_first)}
 
         # A key over 255 characters names the header.
         status, long_key, _ = await _post(http, url, otp, {**KEY_A, "Idempotency-Key": "k" * 256})

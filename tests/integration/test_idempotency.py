@@ -16,7 +16,7 @@ from smsrouter.router.retention import IDEMPOTENCY_KEYS, day_start
 from smsrouter.router.store import partitions
 from smsrouter.router.store.group_commit import GroupCommit
 from smsrouter.router.store.operations import KEY_TAKEN, IdempotentAnswer, InsertMessage
-from smsrouter.router.store.queries import idempotent_answer
+from smsrouter.router.store.queries import AcceptedMessage, idempotent_answer
 
 
 def _message(n: int) -> Message:
@@ -245,3 +245,38 @@ async def test_a_key_of_yesterday_past_its_24_hours_is_free_again(
             assert [d for k, d in await _keys(db_pool) if k == key] == days
     finally:
         await writer.stop()
+
+
+async def test_an_answer_made_again_from_its_message_is_not_stored(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """A 202 marked `from_message` is not written with its message: the
+    look-up gives the message's fields to make it again from, by the fast
+    path; the careful path keeps the body with the key."""
+    writer = GroupCommit(db_pool)
+    writer.start()
+    try:
+        fast = _message(1)
+        answer = IdempotentAnswer("acc", "made", b"h" * 32, 202, b"202", from_message=True)
+        assert await writer.submit(InsertMessage([fast], answer)) is None
+        assert await db_pool.fetchval(
+            "SELECT answer_body IS NULL FROM messages WHERE id = $1", fast.id
+        )
+        assert await idempotent_answer(db_pool, "acc", "made") == (
+            b"h" * 32,
+            202,
+            AcceptedMessage(fast.id, fast.recipient, 1, "gsm7", Decimal("0.0062")),
+        )
+        # The careful way (the same key twice in a flush) stores the body.
+        results = await asyncio.gather(
+            writer.submit(InsertMessage([_message(2)], _answer_made("kept", b"2"))),
+            writer.submit(InsertMessage([_message(3)], _answer_made("kept", b"3"))),
+        )
+        assert results == [None, KEY_TAKEN]
+        assert await idempotent_answer(db_pool, "acc", "kept") == (b"h" * 32, 202, b"2")
+    finally:
+        await writer.stop()
+
+
+def _answer_made(key: str, body: bytes) -> IdempotentAnswer:
+    return IdempotentAnswer("acc", key, b"h" * 32, 202, body, from_message=True)
