@@ -14,8 +14,9 @@
 -- in the last hour of its UTC day is therefore still carried into the next
 -- day's partition, where tomorrow's insert of it waits on the unique index
 -- for that commit. An ingest commit lasts milliseconds and its statements
--- at most the pool's command_timeout (60 s): the hour leaves no commit of
--- yesterday unseen.
+-- at most the pool's command_timeout (60 s): only a server that holds a
+-- commit of yesterday for more than the hour across midnight (a hang the
+-- client's cancel cannot end) could let a repeat through.
 
 -- Whether a key taken at `at` is carried into the next day's partition.
 CREATE FUNCTION idempotency_key_carried(at timestamptz) RETURNS boolean
